@@ -1,0 +1,86 @@
+"""Perplexity and measured sparsity.
+
+Perplexity protocol (the papers' WikiText protocol, on whichever held-out corpus is configured):
+the evaluation documents are joined with blank lines (``"\\n\\n"``) and tokenised once without
+special tokens; the stream is cut into non-overlapping windows of ``seqlen`` tokens and the first
+``windows`` of them are scored (all of them if ``windows`` is 0). With ``bos``, each window is
+BOS + ``seqlen - 1`` text tokens, and the BOS position is never a prediction target. Every other
+token of a window is predicted from the tokens before it in the same window (no carried context),
+so ``tokens`` = windows × (seqlen - 1) predictions, and perplexity = exp(mean negative log-likelihood).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from .architectures import architecture_of
+
+BOS_CHOICES = ("auto", True, False)
+
+
+class EvaluationError(ValueError):
+    pass
+
+
+def use_bos(tokenizer, bos) -> bool:
+    """``auto`` follows the tokenizer's own habit (``add_bos_token``); ``True`` needs a BOS token."""
+    if bos == "auto":
+        return bool(getattr(tokenizer, "add_bos_token", False)) and tokenizer.bos_token_id is not None
+    if bos and tokenizer.bos_token_id is None:
+        raise EvaluationError("perplexity.bos is true but the tokenizer has no BOS token; set bos: false or auto")
+    return bool(bos)
+
+
+def eval_windows(documents: list[str], tokenizer, seqlen: int, windows: int, bos) -> torch.Tensor:
+    """Token windows [n, seqlen] following the protocol above."""
+    ids = tokenizer("\n\n".join(documents), add_special_tokens=False)["input_ids"]
+    with_bos = use_bos(tokenizer, bos)
+    step = seqlen - 1 if with_bos else seqlen
+    available = len(ids) // step
+    n = available if windows == 0 else windows
+    if available < n or n == 0:
+        raise EvaluationError(
+            f"evaluation corpus too short: {len(ids)} tokens give {available} windows of {step} text tokens, "
+            f"{n} requested (perplexity.windows); lower perplexity.windows or perplexity.seqlen"
+        )
+    out = torch.tensor(ids[: n * step], dtype=torch.long).view(n, step)
+    if with_bos:
+        out = torch.cat([torch.full((n, 1), tokenizer.bos_token_id), out], dim=1)
+    return out
+
+
+@torch.no_grad()
+def perplexity(model, windows: torch.Tensor, batch_size: int = 4, device="cpu") -> dict:
+    """Perplexity of ``model`` over ``windows`` [n, seqlen]; returns ppl, nll, tokens."""
+    model.to(device)
+    nll_sum, tokens = 0.0, 0
+    for chunk in tqdm(windows.split(batch_size), desc="perplexity", unit="batch"):
+        chunk = chunk.to(device)
+        logits = model(chunk, use_cache=False).logits.float()
+        # Predict token t+1 from tokens ≤ t; position 0 (BOS or first text token) is never a target.
+        loss = F.cross_entropy(logits[:, :-1].reshape(-1, logits.shape[-1]), chunk[:, 1:].reshape(-1), reduction="sum")
+        nll_sum += loss.item()
+        tokens += chunk[:, 1:].numel()
+    if not math.isfinite(nll_sum):
+        raise EvaluationError("perplexity is not finite: the model produces NaN or infinite logits")
+    nll = nll_sum / tokens
+    return {"perplexity": math.exp(nll), "nll": nll, "tokens": tokens, "windows": int(windows.shape[0]), "seqlen": int(windows.shape[1])}
+
+
+@torch.no_grad()
+def measured_sparsity(model) -> dict:
+    """Fraction of exact zeros in every prunable matrix, per matrix and overall."""
+    arch = architecture_of(model)
+    per_matrix, zeros, total = {}, 0, 0
+    for index, block in enumerate(arch.get_blocks(model)):
+        for name, layer in arch.block_linears(block).items():
+            w = arch.weight(layer)
+            z = int((w == 0).sum())
+            per_matrix[f"{index}.{name}"] = {"zeros": z, "numel": w.numel(), "sparsity": z / w.numel(), "shape": list(w.shape)}
+            zeros += z
+            total += w.numel()
+    return {"overall": zeros / total, "zeros": zeros, "numel": total, "per_matrix": per_matrix}

@@ -1,0 +1,59 @@
+"""Unstructured and N:M pruning of every linear layer inside the transformer blocks.
+
+``sequential`` stream (the reference Wanda/SparseGPT behaviour): block by block, statistics come
+from inputs propagated through the already-pruned blocks before it. ``dense`` stream: statistics
+come from the dense model's activations. Embeddings and the LM head are never pruned.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import torch
+from tqdm.auto import tqdm
+
+from .activations import capture_block_inputs, collect_stats, run_block
+from .architectures import architecture_of
+from .criteria import Criterion, prune_layer
+from .masks import Pattern
+
+STREAMS = ("sequential", "dense")
+
+
+@torch.no_grad()
+def prune_model(
+    model,
+    criterion: Criterion,
+    pattern: Pattern,
+    calib_ids: torch.Tensor | None = None,
+    stream: str = "sequential",
+    batch_size: int = 8,
+    device="cpu",
+) -> Iterator[tuple[int, dict[str, torch.Tensor]]]:
+    """Prune ``model`` in place, block by block; yield (block index, {linear name: keep-mask}).
+
+    Each block is moved to ``device`` while it is processed and back to the CPU afterwards.
+    """
+    if stream not in STREAMS:
+        raise ValueError(f"stream {stream!r}: allowed {', '.join(STREAMS)}")
+    arch = architecture_of(model)
+    blocks = arch.get_blocks(model)
+    inputs = None
+    if criterion.needs_calibration:
+        if calib_ids is None:
+            raise ValueError(f"criterion {criterion.name!r} needs calibration samples")
+        inputs = capture_block_inputs(model, calib_ids, batch_size, device)
+    for index, block in enumerate(tqdm(blocks, desc=f"prune {criterion.name} {pattern.token}", unit="block")):
+        block.to(device)
+        linears = arch.block_linears(block)
+        stats, dense_out = (collect_stats(block, linears, inputs, criterion.needs_gram) if inputs else ({}, None))
+        masks = {
+            name: prune_layer(criterion, arch.weight(layer), stats.get(name), pattern).cpu()
+            for name, layer in linears.items()
+        }
+        if inputs is not None:
+            # Sequential: the next block sees what the pruned block produces (a second pass).
+            outputs = run_block(block, inputs) if stream == "sequential" else dense_out
+            inputs = inputs.replace(outputs)
+        block.to("cpu")
+        yield index, masks
