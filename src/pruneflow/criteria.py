@@ -6,38 +6,12 @@ Score-based criteria (magnitude, Wanda) rank scores; SparseGPT chooses and updat
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 
 from .activations import InputStats
 from .masks import Pattern, make_mask
-
-
-@dataclass(frozen=True)
-class Criterion:
-    name: str
-    needs_calibration: bool
-    per_row: bool  # compare scores within each output row (else across the whole matrix)
-    needs_gram: bool = False
-
-
-CRITERIA = {
-    "magnitude": Criterion("magnitude", needs_calibration=False, per_row=False),
-    "magnitude_row": Criterion("magnitude_row", needs_calibration=False, per_row=True),
-    "wanda": Criterion("wanda", needs_calibration=True, per_row=True),
-    "wanda_matrix": Criterion("wanda_matrix", needs_calibration=True, per_row=False),
-}
-
-
-class CriterionError(ValueError):
-    pass
-
-
-def get_criterion(name: str) -> Criterion:
-    if name not in CRITERIA:
-        raise CriterionError(f"unknown pruning criterion {name!r}; allowed: {', '.join(CRITERIA)}")
-    return CRITERIA[name]
+from .registry import CRITERIA, Criterion, CriterionError, get_criterion  # noqa: F401 (re-exported)
+from .sparsegpt import sparsegpt_prune
 
 
 def magnitude_scores(weight: torch.Tensor) -> torch.Tensor:
@@ -50,6 +24,7 @@ def wanda_scores(weight: torch.Tensor, col_norms: torch.Tensor) -> torch.Tensor:
 
 
 def scores_for(criterion: Criterion, weight: torch.Tensor, stats: InputStats | None) -> torch.Tensor:
+    """Scores [out, in] of a score-based criterion (higher = more important) from stored statistics."""
     if criterion.name.startswith("magnitude"):
         return magnitude_scores(weight)
     if criterion.name.startswith("wanda"):
@@ -59,8 +34,17 @@ def scores_for(criterion: Criterion, weight: torch.Tensor, stats: InputStats | N
 
 @torch.no_grad()
 def prune_layer(criterion: Criterion, weight: torch.Tensor, stats: InputStats | None, pattern: Pattern) -> torch.Tensor:
-    """Prune ``weight`` [out, in] in place; return its keep-mask."""
+    """Prune ``weight`` [out, in] in place; return its keep-mask [out, in].
+
+    Score-based criteria only zero the pruned weights; SparseGPT also updates the kept ones.
+    """
     pattern.check(weight.shape[1])
+    if criterion.needs_calibration and stats is None:
+        raise CriterionError(f"criterion {criterion.name!r} needs input statistics from calibration samples")
+    if criterion.name == "sparsegpt":
+        if stats.gram is None:
+            raise CriterionError("criterion 'sparsegpt' needs the input Gram matrix: collect InputStats with gram=True")
+        return sparsegpt_prune(weight, stats.gram, pattern)
     keep = make_mask(scores_for(criterion, weight, stats), pattern, criterion.per_row)
     weight.mul_(keep)
     return keep

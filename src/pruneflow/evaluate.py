@@ -84,3 +84,14 @@ def measured_sparsity(model) -> dict:
             zeros += z
             total += w.numel()
     return {"overall": zeros / total, "zeros": zeros, "numel": total, "per_matrix": per_matrix}
+
+
+def check_sparsity(measured: dict, requested: float) -> None:
+    """Every matrix must be within one weight per row of the requested ratio (1 / in_features)."""
+    for name, m in measured["per_matrix"].items():
+        tolerance = 1 / m["shape"][1] + 1e-9
+        if abs(m["sparsity"] - requested) > tolerance:
+            raise EvaluationError(
+                f"matrix {name}: measured sparsity {m['sparsity']:.6f} differs from the requested {requested} "
+                f"by more than one weight per row ({tolerance:.6f})"
+            )

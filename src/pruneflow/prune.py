@@ -26,7 +26,7 @@ def prune_model(
     criterion: Criterion,
     pattern: Pattern,
     calib_ids: torch.Tensor | None = None,
-    stream: str = "sequential",
+    stream: str | None = "sequential",
     batch_size: int = 8,
     device="cpu",
 ) -> Iterator[tuple[int, dict[str, torch.Tensor]]]:
@@ -34,7 +34,7 @@ def prune_model(
 
     Each block is moved to ``device`` while it is processed and back to the CPU afterwards.
     """
-    if stream not in STREAMS:
+    if criterion.needs_calibration and stream not in STREAMS:
         raise ValueError(f"stream {stream!r}: allowed {', '.join(STREAMS)}")
     arch = architecture_of(model)
     blocks = arch.get_blocks(model)

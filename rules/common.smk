@@ -1,0 +1,45 @@
+# Configuration checks and input functions shared by every rule.
+import json
+import sys
+from pathlib import Path
+
+from snakemake.exceptions import WorkflowError
+
+sys.path.insert(0, str(Path(workflow.basedir) / "src"))  # the library, also without `pip install -e`
+
+from pruneflow import experiments as ex
+from pruneflow.config import ConfigError, validate_config
+
+try:
+    validate_config(config)
+except ConfigError as err:
+    raise WorkflowError(f"invalid configuration: {err}") from None
+
+MODEL = config["model"]
+
+
+wildcard_constraints:
+    model=r"[^/]+",
+    corpus=r"[^/]+",
+    calib=r"[^/]+",
+    method=r"[^/]+",
+    variant=r"dense|pruned/[^/]+/[^/]+",
+    study=r"[^/]+",
+
+
+def as_json(value):
+    """Params are compared as strings: serialise with sorted keys so key order never reruns a job."""
+    return json.dumps(value, sort_keys=True)
+
+
+def variant_dir(wildcards):
+    return f"results/{wildcards.model}/{wildcards.variant}"
+
+
+def study_variants(study):
+    return ex.study_variants(config["studies"][study], config["calibration"])
+
+
+def all_targets():
+    studies = list(config["studies"])
+    return expand("results/tables/{study}.csv", study=studies) + expand("results/figures/{study}.png", study=studies)

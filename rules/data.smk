@@ -1,0 +1,45 @@
+# The model as a Hugging Face folder, corpora split into calibration and held-out text, calibration samples.
+
+
+rule model:
+    output:
+        directory("results/{model}/dense"),
+    params:
+        spec=lambda w: as_json(config["models"][w.model]),
+    log:
+        "results/logs/{model}/model.log",
+    benchmark:
+        "results/benchmarks/{model}/model.tsv"
+    threads: 1
+    script:
+        "../scripts/materialize_model.py"
+
+
+rule corpus:
+    output:
+        calib="results/corpora/{corpus}/calib.jsonl",
+        eval="results/corpora/{corpus}/eval.jsonl",
+    params:
+        spec=lambda w: as_json(config["corpora"][w.corpus]),
+    log:
+        "results/logs/corpora/{corpus}.log",
+    threads: 1
+    script:
+        "../scripts/prepare_corpus.py"
+
+
+rule calibration:
+    input:
+        model="results/{model}/dense",
+        docs="results/corpora/{corpus}/calib.jsonl",
+    output:
+        "results/{model}/calib/{corpus}-n{nsamples}-l{seqlen}-s{seed}.safetensors",
+    wildcard_constraints:
+        nsamples=r"\d+",
+        seqlen=r"\d+",
+        seed=r"\d+",
+    log:
+        "results/logs/{model}/calib/{corpus}-n{nsamples}-l{seqlen}-s{seed}.log",
+    threads: 1
+    script:
+        "../scripts/sample_calibration.py"

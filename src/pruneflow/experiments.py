@@ -1,0 +1,85 @@
+"""Names of artifacts: every path spells the parameters that made it.
+
+A variant is a model state under ``results/<model>/``: ``dense``, or
+``pruned/<calibration id>/<method id>``, e.g. ``pruned/brown-n32-l256-s0/wanda-u0.5-seq``.
+Methods that need no calibration use the calibration id ``none``.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from .patterns import Pattern, parse_pattern
+from .registry import get_criterion
+
+STREAM_TOKENS = {"sequential": "seq", "dense": "dense"}
+
+
+def calib_id(calibration: dict) -> str:
+    c = calibration
+    return f"{c['corpus']}-n{c['nsamples']}-l{c['seqlen']}-s{c['seed']}"
+
+
+def parse_calib_id(text: str) -> dict:
+    m = re.fullmatch(r"(.+)-n(\d+)-l(\d+)-s(\d+)", text)
+    if not m:
+        raise ValueError(f"calibration id {text!r}: expected <corpus>-n<nsamples>-l<seqlen>-s<seed>")
+    return {"corpus": m.group(1), "nsamples": int(m.group(2)), "seqlen": int(m.group(3)), "seed": int(m.group(4))}
+
+
+@dataclass(frozen=True)
+class Method:
+    criterion: str
+    pattern: Pattern
+    stream: str | None  # None for criteria that need no calibration
+
+    @property
+    def id(self) -> str:
+        parts = [self.criterion, self.pattern.token]
+        if self.stream:
+            parts.append(STREAM_TOKENS[self.stream])
+        return "-".join(parts)
+
+
+def make_method(criterion: str, pattern, stream: str = "sequential") -> Method:
+    crit = get_criterion(criterion)
+    return Method(criterion, parse_pattern(pattern), stream if crit.needs_calibration else None)
+
+
+def parse_method_id(text: str) -> Method:
+    parts = text.split("-")
+    streams = {v: k for k, v in STREAM_TOKENS.items()}
+    stream = streams.get(parts[-1]) if len(parts) == 3 else None
+    if len(parts) not in (2, 3) or (len(parts) == 3 and stream is None):
+        raise ValueError(f"method id {text!r}: expected <criterion>-<pattern>[-seq|-dense]")
+    return make_method(parts[0], parts[1], stream or "sequential")
+
+
+def pruned_variant(method: Method, calibration: dict) -> str:
+    needs = get_criterion(method.criterion).needs_calibration
+    return f"pruned/{calib_id(calibration) if needs else 'none'}/{method.id}"
+
+
+def study_methods(study: dict) -> list[Method]:
+    stream = study.get("stream", "sequential")
+    return [make_method(c, p, stream) for c in study["criteria"] for p in study["patterns"]]
+
+
+def study_variants(study: dict, calibration: dict) -> list[str]:
+    """Variants a study compares, the dense model first; duplicates removed, order kept."""
+    variants = ["dense"] + [pruned_variant(m, calibration) for m in study_methods(study)]
+    return list(dict.fromkeys(variants))
+
+
+def ppl_name(perplexity: dict) -> str:
+    p = perplexity
+    return f"ppl-{p['corpus']}-l{p['seqlen']}-w{p['windows']}-bos{str(p.get('bos', 'auto')).lower()}.json"
+
+
+def parse_ppl_name(text: str) -> dict:
+    m = re.fullmatch(r"ppl-(.+)-l(\d+)-w(\d+)-bos(auto|true|false)(?:\.json)?", text)
+    if not m:
+        raise ValueError(f"perplexity artifact {text!r}: expected ppl-<corpus>-l<seqlen>-w<windows>-bos<auto|true|false>")
+    bos = {"auto": "auto", "true": True, "false": False}[m.group(4)]
+    return {"corpus": m.group(1), "seqlen": int(m.group(2)), "windows": int(m.group(3)), "bos": bos}

@@ -1,0 +1,76 @@
+"""Tables (CSV, Markdown, LaTeX) and figures (PNG, PDF) from evaluation results."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import pandas as pd  # noqa: E402
+
+from .io import atomic_path  # noqa: E402
+
+STYLE = {"figure.figsize": (5.5, 3.6), "figure.dpi": 150, "axes.grid": True, "grid.alpha": 0.3, "font.size": 9}
+
+
+def write_table(df: pd.DataFrame, csv: str, md: str, tex: str | None = None, floatfmt: str = ".2f") -> None:
+    with atomic_path(csv) as tmp:
+        df.to_csv(tmp, index=False)
+    with atomic_path(md) as tmp:
+        tmp.write_text(df.to_markdown(index=False, floatfmt=floatfmt) + "\n")
+    if tex:
+        with atomic_path(tex) as tmp:
+            tmp.write_text(df.to_latex(index=False, float_format=lambda x: format(x, floatfmt)))
+
+
+def save_figure(fig, png: str, pdf: str) -> None:
+    for path in (png, pdf):
+        with atomic_path(path) as tmp:
+            fig.savefig(tmp, format=Path(path).suffix[1:], bbox_inches="tight")
+    plt.close(fig)
+
+
+def plot_ppl_vs_sparsity(df: pd.DataFrame, png: str, pdf: str, title: str = "") -> None:
+    """One line per method over the unstructured sparsities; the dense model as a dashed line.
+
+    ``df`` needs columns: method, pattern, sparsity, perplexity (dense row: method 'dense').
+    """
+    with plt.rc_context(STYLE):
+        fig, ax = plt.subplots()
+        dense = df[df.method == "dense"]
+        unstructured = df[(df.method != "dense") & ~df.pattern.astype(str).str.contains(":")]
+        for method, group in unstructured.groupby("method", sort=False):
+            group = group.sort_values("sparsity")
+            ax.plot(group.sparsity * 100, group.perplexity, marker="o", label=method)
+        if len(dense):
+            ax.axhline(dense.perplexity.iloc[0], color="black", linestyle="--", linewidth=1, label="dense")
+        ax.set_yscale("log")
+        ax.set_xlabel("sparsity of the pruned linear layers (%)")
+        ax.set_ylabel("perplexity (log scale)")
+        ax.set_title(title)
+        ax.legend()
+        save_figure(fig, png, pdf)
+
+
+def study_rows(model: str, ppl: list[dict], sparsity: list[dict], summaries: list[dict]) -> pd.DataFrame:
+    """One row per variant, the dense model first (inputs are parallel lists in variant order)."""
+    rows = []
+    for p, s, summary in zip(ppl, sparsity, summaries):
+        pattern = summary.get("pattern", "")
+        rows.append(
+            {
+                "model": model,
+                "method": summary.get("criterion", "dense"),
+                "pattern": pattern.replace("of", ":") if "of" in pattern else pattern.removeprefix("u"),
+                "sparsity": summary.get("sparsity", 0.0),
+                "stream": summary.get("stream") or "-",
+                "calibration": summary.get("calibration", "-"),
+                "perplexity": p["perplexity"],
+                "measured_sparsity": s["overall"],
+                "prune_s": summary.get("prune_seconds", 0.0),
+                "peak_mem_mb": summary.get("peak_memory_mb", float("nan")),
+            }
+        )
+    return pd.DataFrame(rows)

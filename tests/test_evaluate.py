@@ -1,0 +1,55 @@
+import math
+
+import pytest
+import torch
+
+from pruneflow.evaluate import EvaluationError, check_sparsity, eval_windows, measured_sparsity, perplexity
+from pruneflow.tiny import byte_tokenizer
+
+
+def test_windows_follow_the_protocol():
+    tok = byte_tokenizer()
+    docs = ["abcdefghij", "klmnopqrst"]
+    stream = tok("\n\n".join(docs), add_special_tokens=False)["input_ids"]
+    plain = eval_windows(docs, tok, seqlen=5, windows=3, bos=False)
+    assert plain.tolist() == [stream[0:5], stream[5:10], stream[10:15]]
+    with_bos = eval_windows(docs, tok, seqlen=5, windows=2, bos=True)
+    assert with_bos[:, 0].tolist() == [tok.bos_token_id] * 2
+    assert with_bos[:, 1:].tolist() == [stream[0:4], stream[4:8]]
+    assert eval_windows(docs, tok, seqlen=5, windows=0, bos=False).shape == (len(stream) // 5, 5)
+
+
+def test_too_few_tokens_is_an_error():
+    with pytest.raises(EvaluationError, match="windows"):
+        eval_windows(["abc"], byte_tokenizer(), seqlen=8, windows=4, bos=False)
+
+
+def test_bos_true_without_bos_token_is_an_error():
+    tok = byte_tokenizer()
+    tok.bos_token = None
+    with pytest.raises(EvaluationError, match="no BOS"):
+        eval_windows(["abcdefgh" * 10], tok, 8, 2, bos=True)
+
+
+def test_perplexity_matches_the_models_own_loss(tiny):
+    model, tok = tiny
+    windows = eval_windows(["The quick brown fox jumps over the lazy dog. " * 20], tok, 32, 4, bos=True)
+    result = perplexity(model, windows, batch_size=3)
+    with torch.no_grad():
+        losses = [model(w[None], labels=w[None]).loss.item() for w in windows]
+    assert result["tokens"] == 4 * 31
+    assert result["perplexity"] == pytest.approx(math.exp(sum(losses) / 4), rel=1e-5)
+
+
+def test_measured_sparsity_counts_zeros_and_check_tolerates_one_weight_per_row(tiny):
+    model, _ = tiny
+    q = model.model.layers[0].self_attn.q_proj.weight
+    with torch.no_grad():
+        q[:, :32] = 0  # 50% of a 64x64 matrix
+    m = measured_sparsity(model)
+    assert m["per_matrix"]["0.self_attn.q_proj"]["sparsity"] == 0.5
+    assert m["per_matrix"]["1.self_attn.q_proj"]["sparsity"] == 0.0
+    only_q = {"per_matrix": {"0.self_attn.q_proj": m["per_matrix"]["0.self_attn.q_proj"]}}
+    check_sparsity(only_q, 0.5 + 0.9 / 64)  # within one weight per row
+    with pytest.raises(EvaluationError, match="0.self_attn.q_proj"):
+        check_sparsity(only_q, 0.6)

@@ -1,0 +1,99 @@
+"""The workflow end to end on a tiny model, and what a changed parameter reruns (from dry-run plans)."""
+
+import copy
+import shutil
+import time
+
+import pandas as pd
+import pytest
+
+from workflow_helpers import planned, snakemake, tiny_config, write_config
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory, tiny_model_dir):
+    workdir = tmp_path_factory.mktemp("workflow")
+    config = tiny_config(tiny_model_dir)
+    write_config(workdir, config)
+    snakemake(workdir)
+    return workdir, config
+
+
+def test_full_run_leaves_tables_figures_and_exact_sparsity(finished_run):
+    workdir, _ = finished_run
+    table = pd.read_csv(workdir / "results/tables/sweep.csv")
+    assert list(table.method) == ["dense", "magnitude", "magnitude", "wanda", "wanda"]
+    assert list(table.pattern.astype(str)) == ["", "0.5", "2:4", "0.5", "2:4"] or table.pattern.isna()[0]
+    pruned = table[table.method != "dense"]
+    assert (pruned.measured_sparsity - 0.5).abs().max() < 1 / 64
+    assert (table.perplexity > 1).all()
+    for suffix in ("md", "tex"):
+        assert "wanda" in (workdir / f"results/tables/sweep.{suffix}").read_text()
+    for suffix in ("png", "pdf"):
+        assert (workdir / f"results/figures/sweep.{suffix}").stat().st_size > 5000
+    masks = sorted((workdir / "results/tiny/pruned/brown-n4-l64-s0/wanda-u0.5-seq/masks").iterdir())
+    assert [m.name for m in masks] == ["block000.safetensors", "block001.safetensors"]
+
+
+def test_second_run_has_nothing_to_do_quickly(finished_run):
+    workdir, _ = finished_run
+    start = time.perf_counter()
+    rules, _ = planned(workdir)
+    assert rules == {}
+    assert time.perf_counter() - start < 10
+
+
+def test_comment_in_config_reruns_nothing(finished_run):
+    workdir, config = finished_run
+    write_config(workdir, config, comment="# a new comment\n")
+    assert planned(workdir)[0] == {}
+
+
+def _plan_after(workdir, config, edit):
+    edited = copy.deepcopy(config)
+    edit(edited)
+    write_config(workdir, edited)
+    try:
+        return planned(workdir)
+    finally:
+        write_config(workdir, config)
+
+
+def test_changed_evaluation_reruns_only_evaluation_and_report(finished_run):
+    workdir, config = finished_run
+    rules, reasons = _plan_after(workdir, config, lambda c: c["perplexity"].update(windows=3))
+    assert rules == {"perplexity": 5, "study_report": 1}
+    assert any("Missing output files" in r and "ppl-wiki-l64-w3" in r for r in reasons)
+
+
+def test_runtime_settings_rerun_nothing(finished_run):
+    workdir, config = finished_run
+    rules, _ = _plan_after(workdir, config, lambda c: c["runtime"].update(batch_size=1, eval_batch_size=1))
+    assert rules == {}
+
+
+def test_changed_sparsity_reruns_pruning_and_below_not_calibration(finished_run):
+    workdir, config = finished_run
+    rules, _ = _plan_after(workdir, config, lambda c: c["studies"]["sweep"].update(patterns=[0.6, "2:4"]))
+    assert rules == {"prune": 2, "perplexity": 2, "sparsity": 2, "study_report": 1}
+
+
+def test_changed_calibration_seed_reruns_calibration_and_below(finished_run):
+    workdir, config = finished_run
+    rules, reasons = _plan_after(workdir, config, lambda c: c["calibration"].update(seed=1))
+    # magnitude needs no calibration: only Wanda's two variants are recomputed
+    assert rules == {"calibration": 1, "prune": 2, "perplexity": 2, "sparsity": 2, "study_report": 1}
+    assert any("brown-n4-l64-s1" in r for r in reasons)
+
+
+def test_deleted_intermediate_is_recomputed_with_identical_masks(finished_run):
+    workdir, _ = finished_run
+    variant = workdir / "results/tiny/pruned/brown-n4-l64-s0/wanda-2of4-seq"
+    before = (variant / "masks/block001.safetensors").read_bytes()
+    shutil.rmtree(variant)
+    rules, _ = planned(workdir)
+    assert rules["prune"] == 1
+    snakemake(workdir)
+    assert (variant / "masks/block001.safetensors").read_bytes() == before  # same seed, same masks

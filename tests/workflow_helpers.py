@@ -1,0 +1,51 @@
+"""Run the Snakemake workflow on a tiny model in a temporary directory and read its dry-run plans."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from collections import Counter
+from pathlib import Path
+
+import yaml
+
+from conftest import BROWN, REPO
+
+
+def tiny_config(model_dir: Path) -> dict:
+    return {
+        "model": "tiny",
+        "models": {"tiny": {"source": "local", "path": str(model_dir)}},
+        "corpora": {"brown": {"source": "brown", "path": str(BROWN)}, "wiki": {"source": "wiki-summaries"}},
+        "calibration": {"corpus": "brown", "nsamples": 4, "seqlen": 64, "seed": 0},
+        "perplexity": {"corpus": "wiki", "seqlen": 64, "windows": 4, "bos": "auto"},
+        "runtime": {"device": "cpu", "batch_size": 2, "eval_batch_size": 2},
+        "studies": {"sweep": {"criteria": ["magnitude", "wanda"], "patterns": [0.5, "2:4"], "stream": "sequential"}},
+    }
+
+
+def write_config(workdir: Path, config: dict, comment: str = "") -> Path:
+    path = workdir / "config.yaml"
+    path.write_text(comment + yaml.safe_dump(config, sort_keys=False))
+    return path
+
+
+def snakemake(workdir: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+    cmd = [
+        sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "--directory", str(workdir),
+        "--configfile", str(workdir / "config.yaml"), "--replace-workflow-config", "--cores", "2", *args,
+    ]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
+    if check and proc.returncode:
+        raise AssertionError(f"snakemake failed ({proc.returncode}):\n{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}")
+    return proc
+
+
+def planned(workdir: Path) -> tuple[Counter, list[str]]:
+    """Jobs a dry run would execute (rule -> count, 'all' excluded) and their reasons."""
+    out = snakemake(workdir, "--dry-run").stdout
+    rules = Counter(m.group(1) for m in re.finditer(r"^(?:local)?rule (\w+):", out, re.M))
+    rules.pop("all", None)
+    reasons = re.findall(r"^\s+reason: (.*)$", out, re.M)
+    return rules, reasons
