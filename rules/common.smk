@@ -22,7 +22,6 @@ wildcard_constraints:
     model=r"[^/]+",
     corpus=r"[^/]+",
     calib=r"[^/]+",
-    method=r"[^/]+",
     variant=r"dense|pruned/[^/]+/[^/]+",
     study=r"[^/]+",
 

@@ -23,6 +23,7 @@ rule study_report:
     params:
         model=MODEL,
         title=lambda w: config["studies"][w.study].get("title", w.study),
+        reference=lambda w: config["studies"][w.study].get("reference", ""),
     log:
         "results/logs/report/{study}.log",
     threads: 1

@@ -12,6 +12,7 @@ with job(snakemake.log[0], snakemake.threads):
         [read_json(p) for p in snakemake.input.ppl],
         [read_json(p) for p in snakemake.input.sparsity],
         [read_json(Path(v) / "summary.json") for v in snakemake.input.variants],
+        snakemake.params.reference,
     )
     write_table(df, out.csv, out.md, out.tex)
     plot_ppl_vs_sparsity(df, out.png, out.pdf, title=f"{snakemake.params.title} ({snakemake.params.model})")

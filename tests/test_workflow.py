@@ -6,6 +6,9 @@ import time
 
 import pandas as pd
 import pytest
+import torch
+
+from pruneflow.masks_io import load_block_masks
 
 from workflow_helpers import planned, snakemake, tiny_config, write_config
 
@@ -23,6 +26,8 @@ def finished_run(tmp_path_factory, tiny_model_dir):
 
 def test_full_run_leaves_tables_figures_and_exact_sparsity(finished_run):
     workdir, _ = finished_run
+    dense = pd.read_csv(workdir / "results/tables/dense.csv")
+    assert list(dense.stream) == ["-", "dense", "dense"]
     table = pd.read_csv(workdir / "results/tables/sweep.csv")
     assert list(table.method) == ["dense", "magnitude", "magnitude", "wanda", "wanda"]
     assert list(table.pattern.astype(str)) == ["", "0.5", "2:4", "0.5", "2:4"] or table.pattern.isna()[0]
@@ -64,7 +69,7 @@ def _plan_after(workdir, config, edit):
 def test_changed_evaluation_reruns_only_evaluation_and_report(finished_run):
     workdir, config = finished_run
     rules, reasons = _plan_after(workdir, config, lambda c: c["perplexity"].update(windows=3))
-    assert rules == {"perplexity": 5, "study_report": 1}
+    assert rules == {"perplexity": 7, "study_report": 2}
     assert any("Missing output files" in r and "ppl-wiki-l64-w3" in r for r in reasons)
 
 
@@ -77,23 +82,57 @@ def test_runtime_settings_rerun_nothing(finished_run):
 def test_changed_sparsity_reruns_pruning_and_below_not_calibration(finished_run):
     workdir, config = finished_run
     rules, _ = _plan_after(workdir, config, lambda c: c["studies"]["sweep"].update(patterns=[0.6, "2:4"]))
-    assert rules == {"prune": 2, "perplexity": 2, "sparsity": 2, "study_report": 1}
+    # magnitude (calibration-free) goes through masks; Wanda sequential is one job
+    assert rules == {"masks": 1, "apply_masks": 1, "prune_sequential": 1, "perplexity": 2, "sparsity": 2, "study_report": 1}
+
+
+def test_dense_stream_sparsity_change_reuses_cache_and_scores(finished_run):
+    workdir, config = finished_run
+    rules, _ = _plan_after(workdir, config, lambda c: c["studies"]["dense"].update(patterns=[0.6]))
+    # no activation_cache, no scores: only masks and below (SparseGPT reads the cached Grams)
+    assert rules == {"masks": 1, "apply_masks": 1, "prune_from_cache": 1, "perplexity": 2, "sparsity": 2, "study_report": 1}
 
 
 def test_changed_calibration_seed_reruns_calibration_and_below(finished_run):
     workdir, config = finished_run
     rules, reasons = _plan_after(workdir, config, lambda c: c["calibration"].update(seed=1))
-    # magnitude needs no calibration: only Wanda's two variants are recomputed
-    assert rules == {"calibration": 1, "prune": 2, "perplexity": 2, "sparsity": 2, "study_report": 1}
+    # magnitude needs no calibration: only the calibrated variants are recomputed
+    assert rules == {
+        "calibration": 1, "prune_sequential": 2, "activation_cache": 1, "scores": 1, "masks": 1, "apply_masks": 1,
+        "prune_from_cache": 1, "perplexity": 4, "sparsity": 4, "study_report": 2,
+    }
     assert any("brown-n4-l64-s1" in r for r in reasons)
 
 
 def test_deleted_intermediate_is_recomputed_with_identical_masks(finished_run):
     workdir, _ = finished_run
     variant = workdir / "results/tiny/pruned/brown-n4-l64-s0/wanda-2of4-seq"
-    before = (variant / "masks/block001.safetensors").read_bytes()
+    before = load_block_masks(variant / "masks/block001.safetensors")
     shutil.rmtree(variant)
-    rules, _ = planned(workdir)
-    assert rules["prune"] == 1
-    snakemake(workdir)
-    assert (variant / "masks/block001.safetensors").read_bytes() == before  # same seed, same masks
+    # A missing intermediate is rebuilt when asked for (while its downstream results exist,
+    # Snakemake treats it like a temporary file and plans nothing).
+    target = str(variant.relative_to(workdir))
+    rules, _ = planned(workdir, target)
+    assert rules == {"prune_sequential": 1}
+    snakemake(workdir, target)
+    after = load_block_masks(variant / "masks/block001.safetensors")
+    # same seed, bit-identical masks (file bytes may differ: safetensors orders metadata keys freely)
+    assert after.keys() == before.keys() and all(torch.equal(after[k], before[k]) for k in before)
+
+
+@pytest.mark.parametrize(
+    "edit, message",
+    [
+        (lambda c: c["studies"]["sweep"].update(patterns=[1.5]), "studies.sweep.patterns[0]: 1.5 is not allowed"),
+        (lambda c: c["studies"]["sweep"].update(criteria=["obs"]), "studies.sweep.criteria[0]: 'obs' is not allowed; allowed:"),
+        (lambda c: c["models"]["tiny"].update(path="/no/such/model"), "models.tiny.path: '/no/such/model' is not a Hugging Face"),
+    ],
+)
+def test_bad_config_stops_before_any_job(tmp_path, tiny_model_dir, edit, message):
+    config = tiny_config(tiny_model_dir)
+    edit(config)
+    write_config(tmp_path, config)
+    proc = snakemake(tmp_path, check=False)
+    assert proc.returncode != 0
+    assert message in proc.stdout + proc.stderr
+    assert not (tmp_path / "results").exists()

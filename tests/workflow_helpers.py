@@ -21,7 +21,10 @@ def tiny_config(model_dir: Path) -> dict:
         "calibration": {"corpus": "brown", "nsamples": 4, "seqlen": 64, "seed": 0},
         "perplexity": {"corpus": "wiki", "seqlen": 64, "windows": 4, "bos": "auto"},
         "runtime": {"device": "cpu", "batch_size": 2, "eval_batch_size": 2},
-        "studies": {"sweep": {"criteria": ["magnitude", "wanda"], "patterns": [0.5, "2:4"], "stream": "sequential"}},
+        "studies": {
+            "sweep": {"criteria": ["magnitude", "wanda"], "patterns": [0.5, "2:4"], "stream": "sequential"},
+            "dense": {"criteria": ["wanda", "sparsegpt"], "patterns": [0.5], "stream": "dense"},
+        },
     }
 
 
@@ -42,9 +45,9 @@ def snakemake(workdir: Path, *args: str, check: bool = True) -> subprocess.Compl
     return proc
 
 
-def planned(workdir: Path) -> tuple[Counter, list[str]]:
+def planned(workdir: Path, *targets: str) -> tuple[Counter, list[str]]:
     """Jobs a dry run would execute (rule -> count, 'all' excluded) and their reasons."""
-    out = snakemake(workdir, "--dry-run").stdout
+    out = snakemake(workdir, "--dry-run", *targets).stdout
     rules = Counter(m.group(1) for m in re.finditer(r"^(?:local)?rule (\w+):", out, re.M))
     rules.pop("all", None)
     reasons = re.findall(r"^\s+reason: (.*)$", out, re.M)

@@ -117,17 +117,31 @@ class InputStats:
         return self.sq_sum.sqrt()
 
 
+def input_groups(arch) -> list[tuple[str, ...]]:
+    """Linears that read the same input tensor (q/k/v, gate/up): their statistics are identical,
+    so each group's are computed and stored once, under the first name."""
+    return [g for g in (arch.attn_in, (arch.attn_out,), arch.mlp_in, (arch.mlp_out,)) if g]
+
+
+def _in_features(layer: nn.Module) -> int:
+    return layer.weight.shape[0] if type(layer).__name__ == "Conv1D" else layer.weight.shape[1]
+
+
 @torch.no_grad()
 def collect_stats(
-    block: nn.Module, linears: dict[str, nn.Module], inputs: BlockInputs, gram: bool
+    block: nn.Module, linears: dict[str, nn.Module], inputs: BlockInputs, gram: bool, groups=None
 ) -> tuple[dict[str, InputStats], list[torch.Tensor]]:
-    """One pass of ``block`` over ``inputs``: per-linear input statistics, and the block's outputs."""
-    stats = {}
-    handles = []
-    for name, layer in linears.items():
-        in_features = layer.weight.shape[0] if type(layer).__name__ == "Conv1D" else layer.weight.shape[1]
-        stats[name] = InputStats(in_features, gram, device=layer.weight.device)
-        handles.append(layer.register_forward_hook(lambda _m, args, _out, s=stats[name]: s.add(args[0])))
+    """One pass of ``block`` over ``inputs``: per-linear input statistics, and the block's outputs.
+
+    Linears in one of ``groups`` share one :class:`InputStats` object (hooked on the group's first linear).
+    """
+    groups = groups or [(name,) for name in linears]
+    stats, handles = {}, []
+    for group in groups:
+        leader = linears[group[0]]
+        shared = InputStats(_in_features(leader), gram, device=leader.weight.device)
+        stats.update({name: shared for name in group})
+        handles.append(leader.register_forward_hook(lambda _m, args, _out, s=shared: s.add(args[0])))
     try:
         outputs = run_block(block, inputs)
     finally:

@@ -12,7 +12,7 @@ from collections.abc import Iterator
 import torch
 from tqdm.auto import tqdm
 
-from .activations import capture_block_inputs, collect_stats, run_block
+from .activations import capture_block_inputs, collect_stats, input_groups, run_block
 from .architectures import architecture_of
 from .criteria import Criterion, prune_layer
 from .masks import Pattern
@@ -46,7 +46,7 @@ def prune_model(
     for index, block in enumerate(tqdm(blocks, desc=f"prune {criterion.name} {pattern.token}", unit="block")):
         block.to(device)
         linears = arch.block_linears(block)
-        stats, dense_out = (collect_stats(block, linears, inputs, criterion.needs_gram) if inputs else ({}, None))
+        stats, dense_out = (collect_stats(block, linears, inputs, criterion.needs_gram, input_groups(arch)) if inputs else ({}, None))
         masks = {
             name: prune_layer(criterion, arch.weight(layer), stats.get(name), pattern).cpu()
             for name, layer in linears.items()

@@ -11,6 +11,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from .io import atomic_path  # noqa: E402
+from .paper_numbers import REFERENCES  # noqa: E402
 
 STYLE = {"figure.figsize": (5.5, 3.6), "figure.dpi": 150, "axes.grid": True, "grid.alpha": 0.3, "font.size": 9}
 
@@ -54,8 +55,12 @@ def plot_ppl_vs_sparsity(df: pd.DataFrame, png: str, pdf: str, title: str = "") 
         save_figure(fig, png, pdf)
 
 
-def study_rows(model: str, ppl: list[dict], sparsity: list[dict], summaries: list[dict]) -> pd.DataFrame:
-    """One row per variant, the dense model first (inputs are parallel lists in variant order)."""
+def study_rows(model: str, ppl: list[dict], sparsity: list[dict], summaries: list[dict], reference: str | None = None) -> pd.DataFrame:
+    """One row per variant, the dense model first (inputs are parallel lists in variant order).
+
+    With ``reference`` (a key of :data:`pruneflow.paper_numbers.REFERENCES`), a last column shows
+    the published number for the same method and pattern, labelled as the paper's.
+    """
     rows = []
     for p, s, summary in zip(ppl, sparsity, summaries):
         pattern = summary.get("pattern", "")
@@ -73,4 +78,8 @@ def study_rows(model: str, ppl: list[dict], sparsity: list[dict], summaries: lis
                 "peak_mem_mb": summary.get("peak_memory_mb", float("nan")),
             }
         )
-    return pd.DataFrame(rows)
+    df = pd.DataFrame(rows)
+    if reference:
+        ref = REFERENCES[reference]
+        df[ref["label"]] = [ref["values"].get((m, p), float("nan")) for m, p in zip(df.method, df.pattern)]
+    return df

@@ -1,4 +1,4 @@
-"""Prune the dense model with one criterion and pattern; save the model, one mask file per block, a summary."""
+"""Sequential pruning: block by block on inputs propagated through the already-pruned blocks."""
 import time
 
 from safetensors.torch import load_file
@@ -10,13 +10,14 @@ from pruneflow.masks_io import save_block_masks
 from pruneflow.models import load_model
 from pruneflow.prune import prune_model
 from pruneflow.runtime import job, peak_memory_mb, resolve_device, runtime_settings
+from pruneflow.summaries import variant_summary
 
 rt = runtime_settings(snakemake.config)
 method = parse_method_id(snakemake.wildcards.method)
 with job(snakemake.log[0], snakemake.threads):
     device = resolve_device(rt["device"])
     model, tok = load_model(f"{snakemake.input.model}/model")
-    calib = load_file(snakemake.input.calib)["input_ids"] if "calib" in snakemake.input.keys() else None
+    calib = load_file(snakemake.input.calib)["input_ids"] if snakemake.input.calib else None
     with atomic_path(snakemake.output[0]) as out:
         start = time.perf_counter()
         blocks = prune_model(model, get_criterion(method.criterion), method.pattern, calib, method.stream, rt["batch_size"], device)
@@ -24,13 +25,4 @@ with job(snakemake.log[0], snakemake.threads):
             save_block_masks(out / "masks" / f"block{index:03d}.safetensors", masks)
         seconds = time.perf_counter() - start
         save_model(model, tok, out / "model")
-        summary = {
-            "criterion": method.criterion,
-            "pattern": method.pattern.token,
-            "sparsity": method.pattern.sparsity,
-            "stream": method.stream,
-            "calibration": snakemake.wildcards.calib,
-            "prune_seconds": seconds,
-            "peak_memory_mb": peak_memory_mb(device),
-        }
-        write_json(out / "summary.json", summary)
+        write_json(out / "summary.json", variant_summary(method, snakemake.wildcards.calib, seconds, peak_memory_mb(device)))

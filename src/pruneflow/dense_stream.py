@@ -1,0 +1,114 @@
+"""The dense stream: statistics from the dense model, computed once and shared.
+
+One pass over the calibration samples writes, for every block, the input statistics of its
+linear layers (squared column norms for Wanda; Gram matrices XᵀX for SparseGPT and closed-form
+reconstruction), stored once per input group (q/k/v share one input, gate/up another).
+Scores are a function of weights and statistics; masks a function of scores and a pattern; so a
+new sparsity or pattern recomputes only masks. SparseGPT chooses and updates weights together:
+it reads the cached Gram matrices and runs as one step.
+
+Disk cost of the cache per block, float32: 4 · Σ_groups (d_in + d_in²) bytes; for a LLaMA block
+with hidden h and intermediate f: 4 · (3h + f + 3h² + f²) (q/k/v, o, gate/up inputs are h wide).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import torch
+from safetensors import safe_open
+from safetensors.torch import load_file
+from tqdm.auto import tqdm
+
+from .activations import InputStats, capture_block_inputs, collect_stats, input_groups
+from .architectures import architecture_of
+from .criteria import Criterion, prune_layer, scores_for
+from .io import save_tensors
+from .masks import Pattern, make_mask
+
+
+def block_file(folder, index: int) -> Path:
+    return Path(folder) / f"block{index:03d}.safetensors"
+
+
+@torch.no_grad()
+def build_activation_cache(model, calib_ids: torch.Tensor, folder, batch_size: int = 8, device="cpu", gram: bool = True) -> dict:
+    """One dense pass; write ``block<i>.safetensors`` with ``<linear>.sq_sum`` [in] (and ``<linear>.gram`` [in, in])
+    for the first linear of each input group. Returns sizes for the README's disk-cost table."""
+    arch = architecture_of(model)
+    inputs = capture_block_inputs(model, calib_ids, batch_size, device)
+    sizes = []
+    for index, block in enumerate(tqdm(arch.get_blocks(model), desc="activation cache", unit="block")):
+        block.to(device)
+        groups = input_groups(arch)
+        stats, outputs = collect_stats(block, arch.block_linears(block), inputs, gram, groups)
+        tensors = {}
+        for group in groups:
+            s = stats[group[0]]
+            tensors[f"{group[0]}.sq_sum"] = s.sq_sum
+            if gram:
+                tensors[f"{group[0]}.gram"] = s.gram
+        meta = {"count": str(stats[groups[0][0]].count), "groups": ";".join(",".join(g) for g in groups)}
+        save_tensors(block_file(folder, index), tensors, metadata=meta)
+        sizes.append(block_file(folder, index).stat().st_size)
+        inputs = inputs.replace(outputs)
+        block.to("cpu")
+    return {"blocks": len(sizes), "bytes_per_block": sizes, "tokens": int(calib_ids.numel())}
+
+
+def load_block_stats(folder, index: int, device="cpu") -> dict[str, InputStats]:
+    """{linear name: InputStats} for one block (linears of one group share the object)."""
+    path = block_file(folder, index)
+    with safe_open(str(path), "pt") as f:
+        meta = f.metadata()
+    tensors = load_file(str(path), device=str(device))
+    out = {}
+    for group in (g.split(",") for g in meta["groups"].split(";")):
+        stats = InputStats.__new__(InputStats)
+        stats.count = int(meta["count"])
+        stats.sq_sum = tensors[f"{group[0]}.sq_sum"]
+        stats.gram = tensors.get(f"{group[0]}.gram")
+        out.update({name: stats for name in group})
+    return out
+
+
+@torch.no_grad()
+def model_scores(model, criterion: Criterion, cache=None) -> Iterator[tuple[int, dict[str, torch.Tensor]]]:
+    """Yield (block index, {linear: scores [out, in]}) for a score-based criterion."""
+    arch = architecture_of(model)
+    for index, block in enumerate(tqdm(arch.get_blocks(model), desc=f"scores {criterion.name}", unit="block")):
+        stats = load_block_stats(cache, index) if criterion.needs_calibration else {}
+        yield index, {
+            name: scores_for(criterion, arch.weight(layer), stats.get(name))
+            for name, layer in arch.block_linears(block).items()
+        }
+
+
+def masks_from_scores(scores: dict[str, torch.Tensor], pattern: Pattern, criterion: Criterion) -> dict[str, torch.Tensor]:
+    for name, s in scores.items():
+        pattern.check(s.shape[1])
+    return {name: make_mask(s, pattern, criterion.per_row) for name, s in scores.items()}
+
+
+@torch.no_grad()
+def apply_masks(model, masks: dict[int, dict[str, torch.Tensor]]) -> None:
+    arch = architecture_of(model)
+    for index, block in enumerate(arch.get_blocks(model)):
+        for name, layer in arch.block_linears(block).items():
+            arch.weight(layer).mul_(masks[index][name].to(layer.weight.device))
+
+
+@torch.no_grad()
+def prune_from_cache(model, criterion: Criterion, pattern: Pattern, cache, device="cpu") -> Iterator[tuple[int, dict]]:
+    """Prune every block from cached dense statistics (SparseGPT, or any criterion) without a forward pass."""
+    arch = architecture_of(model)
+    for index, block in enumerate(tqdm(arch.get_blocks(model), desc=f"prune {criterion.name} {pattern.token}", unit="block")):
+        block.to(device)
+        stats = load_block_stats(cache, index, device)
+        masks = {
+            name: prune_layer(criterion, arch.weight(layer), stats[name], pattern).cpu()
+            for name, layer in arch.block_linears(block).items()
+        }
+        block.to("cpu")
+        yield index, masks
