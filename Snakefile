@@ -12,7 +12,9 @@ configfile: "config.yaml"
 include: "rules/common.smk"
 include: "rules/data.smk"
 include: "rules/prune.smk"
+include: "rules/structured.smk"
 include: "rules/evaluate.smk"
+include: "rules/zeroshot.smk"
 include: "rules/report.smk"
 
 

@@ -2,13 +2,22 @@
 
 
 def study_inputs(w):
+    study = config["studies"][w.study]
     variants = study_variants(w.study)
     ppl = ex.ppl_name(config["perplexity"])
-    return {
+    inputs = {
         "ppl": [f"results/{MODEL}/eval/{v}/{ppl}" for v in variants],
-        "sparsity": [f"results/{MODEL}/eval/{v}/sparsity.json" for v in variants],
         "variants": [f"results/{MODEL}/{v}" for v in variants],
     }
+    if study.get("kind") == "structured":
+        if study.get("speed"):
+            inputs["speed"] = [f"results/{MODEL}/eval/{v}/speed-l256.json" for v in variants]
+    else:
+        inputs["sparsity"] = [f"results/{MODEL}/eval/{v}/sparsity.json" for v in variants]
+    if study.get("zeroshot"):
+        tasks = config["zeroshot"]["tasks"]
+        inputs["zeroshot"] = [f"results/{MODEL}/eval/{v}/{zeroshot_name(t)}" for v in variants for t in tasks]
+    return inputs
 
 
 rule study_report:
@@ -24,6 +33,7 @@ rule study_report:
         model=MODEL,
         title=lambda w: config["studies"][w.study].get("title", w.study),
         reference=lambda w: config["studies"][w.study].get("reference", ""),
+        kind=lambda w: config["studies"][w.study].get("kind", "unstructured"),
     log:
         "results/logs/report/{study}.log",
     threads: 1

@@ -10,6 +10,7 @@ import torch
 
 from pruneflow.masks_io import load_block_masks
 
+from conftest import REPO
 from workflow_helpers import planned, snakemake, tiny_config, write_config
 
 pytestmark = pytest.mark.slow
@@ -28,6 +29,7 @@ def test_full_run_leaves_tables_figures_and_exact_sparsity(finished_run):
     workdir, _ = finished_run
     dense = pd.read_csv(workdir / "results/tables/dense.csv")
     assert list(dense.stream) == ["-", "dense", "dense"]
+    assert dense.acc_lastword.between(0, 1).all() and (dense.acc_mean == dense.acc_lastword).all()
     table = pd.read_csv(workdir / "results/tables/sweep.csv")
     assert list(table.method) == ["dense", "magnitude", "magnitude", "wanda", "wanda"]
     assert list(table.pattern.astype(str)) == ["", "0.5", "2:4", "0.5", "2:4"] or table.pattern.isna()[0]
@@ -38,6 +40,10 @@ def test_full_run_leaves_tables_figures_and_exact_sparsity(finished_run):
         assert "wanda" in (workdir / f"results/tables/sweep.{suffix}").read_text()
     for suffix in ("png", "pdf"):
         assert (workdir / f"results/figures/sweep.{suffix}").stat().st_size > 5000
+    liar = pd.read_csv(workdir / "results/tables/liar.csv")
+    assert list(liar.reconstruction) == ["-", "none", "liar"]
+    assert (liar.removed_params_pct[1:] > 10).all() and (liar.tokens_per_s > 0).all()
+    assert (workdir / "results/figures/liar.png").stat().st_size > 5000
     masks = sorted((workdir / "results/tiny/pruned/brown-n4-l64-s0/wanda-u0.5-seq/masks").iterdir())
     assert [m.name for m in masks] == ["block000.safetensors", "block001.safetensors"]
 
@@ -69,8 +75,14 @@ def _plan_after(workdir, config, edit):
 def test_changed_evaluation_reruns_only_evaluation_and_report(finished_run):
     workdir, config = finished_run
     rules, reasons = _plan_after(workdir, config, lambda c: c["perplexity"].update(windows=3))
-    assert rules == {"perplexity": 7, "study_report": 2}
+    assert rules == {"perplexity": 9, "study_report": 3}
     assert any("Missing output files" in r and "ppl-wiki-l64-w3" in r for r in reasons)
+
+
+def test_new_zeroshot_task_adds_only_its_jobs(finished_run):
+    workdir, config = finished_run
+    rules, _ = _plan_after(workdir, config, lambda c: c["zeroshot"].update(tasks=["lastword", "browncloze"]))
+    assert rules == {"zeroshot_task": 1, "zeroshot": 3, "study_report": 1}
 
 
 def test_runtime_settings_rerun_nothing(finished_run):
@@ -90,7 +102,9 @@ def test_dense_stream_sparsity_change_reuses_cache_and_scores(finished_run):
     workdir, config = finished_run
     rules, _ = _plan_after(workdir, config, lambda c: c["studies"]["dense"].update(patterns=[0.6]))
     # no activation_cache, no scores: only masks and below (SparseGPT reads the cached Grams)
-    assert rules == {"masks": 1, "apply_masks": 1, "prune_from_cache": 1, "perplexity": 2, "sparsity": 2, "study_report": 1}
+    assert rules == {
+        "masks": 1, "apply_masks": 1, "prune_from_cache": 1, "perplexity": 2, "sparsity": 2, "zeroshot": 2, "study_report": 1,
+    }
 
 
 def test_changed_calibration_seed_reruns_calibration_and_below(finished_run):
@@ -99,7 +113,8 @@ def test_changed_calibration_seed_reruns_calibration_and_below(finished_run):
     # magnitude needs no calibration: only the calibrated variants are recomputed
     assert rules == {
         "calibration": 1, "prune_sequential": 2, "activation_cache": 1, "scores": 1, "masks": 1, "apply_masks": 1,
-        "prune_from_cache": 1, "perplexity": 4, "sparsity": 4, "study_report": 2,
+        "prune_from_cache": 1, "prune_structured": 2, "perplexity": 6, "sparsity": 4, "speed": 2, "zeroshot": 2,
+        "study_report": 3,
     }
     assert any("brown-n4-l64-s1" in r for r in reasons)
 
@@ -136,3 +151,12 @@ def test_bad_config_stops_before_any_job(tmp_path, tiny_model_dir, edit, message
     assert proc.returncode != 0
     assert message in proc.stdout + proc.stderr
     assert not (tmp_path / "results").exists()
+
+
+def test_paper_config_validates_and_plans_the_papers_jobs(tmp_path):
+    """config/paper.yaml (LLaMA-7B, C4, WikiText-2) builds its DAG offline: nothing is downloaded to plan."""
+    shutil.copy(REPO / "config" / "paper.yaml", tmp_path / "config.yaml")
+    rules, _ = planned(tmp_path)
+    assert rules["model"] == 1 and rules["corpus"] == 2 and rules["calibration"] == 1
+    assert rules["prune_sequential"] == 6  # SparseGPT and Wanda at 50%, 4:8, 2:4
+    assert rules["study_report"] == 2

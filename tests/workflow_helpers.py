@@ -23,8 +23,13 @@ def tiny_config(model_dir: Path) -> dict:
         "runtime": {"device": "cpu", "batch_size": 2, "eval_batch_size": 2},
         "studies": {
             "sweep": {"criteria": ["magnitude", "wanda"], "patterns": [0.5, "2:4"], "stream": "sequential"},
-            "dense": {"criteria": ["wanda", "sparsegpt"], "patterns": [0.5], "stream": "dense"},
+            "dense": {"criteria": ["wanda", "sparsegpt"], "patterns": [0.5], "stream": "dense", "zeroshot": True},
+            "liar": {
+                "kind": "structured", "criteria": ["fluctuation"], "targets": ["neurons"], "ratios": [0.25],
+                "reconstructions": ["none", "liar"], "damping": 0.1, "speed": True,
+            },
         },
+        "zeroshot": {"tasks": ["lastword"], "items": 8, "seed": 0},
     }
 
 

@@ -37,6 +37,13 @@ class Architecture:
     mlp_out: str
     final_norm: str
     transposed: bool = False  # GPT-2's Conv1D stores weights as [in, out]
+    # Structured pruning (heads, FFN neurons) needs separate q/k/v/o and gate/up/down projections and
+    # config fields num_attention_heads, num_key_value_heads, head_dim, intermediate_size.
+    structured: bool = False
+    # The config flag that gives the attention projections (q, k, v, o) / MLP projections (gate, up, down)
+    # a bias, or None where the family has none; reconstruction may need a bias on o_proj / down_proj.
+    attn_bias_flag: str | None = None
+    mlp_bias_flag: str | None = None
 
     @property
     def linears(self) -> tuple[str, ...]:
@@ -77,10 +84,19 @@ _LLAMA_LIKE = dict(
     mlp_in=("mlp.gate_proj", "mlp.up_proj"),
     mlp_out="mlp.down_proj",
     final_norm="model.norm",
+    structured=True,
 )
+_BIAS_FLAGS = {
+    "llama": dict(attn_bias_flag="attention_bias", mlp_bias_flag="mlp_bias"),
+    "qwen3": dict(attn_bias_flag="attention_bias"),
+    "gemma": dict(attn_bias_flag="attention_bias"),
+}
 
 FAMILIES: dict[str, Architecture] = {
-    **{name: Architecture(family=name, **_LLAMA_LIKE) for name in ("llama", "mistral", "qwen2", "qwen3", "gemma")},
+    **{
+        name: Architecture(family=name, **_LLAMA_LIKE, **_BIAS_FLAGS.get(name, {}))
+        for name in ("llama", "mistral", "qwen2", "qwen3", "gemma")
+    },
     "opt": Architecture(
         family="opt",
         blocks="model.decoder.layers",
@@ -121,6 +137,29 @@ def architecture_of(model_or_config) -> Architecture:
             "Add an entry to pruneflow.architectures.FAMILIES to support it."
         )
     return FAMILIES[family]
+
+
+@dataclass(frozen=True)
+class AttentionShape:
+    """Head layout of a model's attention: query heads, key/value heads (GQA) and the width of one head."""
+
+    num_heads: int
+    num_kv_heads: int
+    head_dim: int
+
+    @property
+    def group_size(self) -> int:
+        """Query heads that share one key/value head."""
+        return self.num_heads // self.num_kv_heads
+
+
+def attention_shape(model_or_config) -> AttentionShape:
+    """Read the head counts and head width from a config (``head_dim`` defaults to hidden / heads)."""
+    config = getattr(model_or_config, "config", model_or_config)
+    heads = config.num_attention_heads
+    kv_heads = getattr(config, "num_key_value_heads", None) or heads
+    head_dim = getattr(config, "head_dim", None) or config.hidden_size // heads
+    return AttentionShape(heads, kv_heads, head_dim)
 
 
 def _get(root: nn.Module, path: str) -> nn.Module:

@@ -12,6 +12,7 @@ import jsonschema
 import yaml
 
 from .patterns import PatternError, parse_pattern
+from .experiments import STRUCTURED_CRITERIA
 from .registry import CRITERIA
 
 SCHEMA_PATH = Path(__file__).with_name("config.schema.yaml")
@@ -53,6 +54,11 @@ def validate_config(config: dict, base_dir: str | Path = ".") -> None:
     for name, spec in config["corpora"].items():
         _check_corpus(f"corpora.{name}", spec, Path(base_dir))
     for name, study in config["studies"].items():
+        if study.get("kind") == "structured":
+            _check_structured(f"studies.{name}", study)
+            continue
+        if "patterns" not in study:
+            raise ConfigError(f"studies.{name}: an unstructured study needs 'patterns' (ratios such as 0.5, or N:M such as 2:4)")
         for i, crit in enumerate(study["criteria"]):
             if crit not in CRITERIA:
                 raise ConfigError(f"studies.{name}.criteria[{i}]: {crit!r} is not allowed; allowed: {', '.join(CRITERIA)}")
@@ -61,6 +67,15 @@ def validate_config(config: dict, base_dir: str | Path = ".") -> None:
                 parse_pattern(pat)
             except PatternError as err:
                 raise ConfigError(f"studies.{name}.patterns[{i}]: {pat!r} is not allowed: {err}") from None
+
+
+def _check_structured(key, study):
+    for field in ("ratios", "reconstructions"):
+        if field not in study:
+            raise ConfigError(f"{key}: a structured study needs {field!r}")
+    for i, crit in enumerate(study["criteria"]):
+        if crit not in STRUCTURED_CRITERIA:
+            raise ConfigError(f"{key}.criteria[{i}]: {crit!r} is not allowed; allowed: {', '.join(STRUCTURED_CRITERIA)}")
 
 
 def _check_reference(key, value, table, table_key):

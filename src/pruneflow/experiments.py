@@ -83,3 +83,56 @@ def parse_ppl_name(text: str) -> dict:
         raise ValueError(f"perplexity artifact {text!r}: expected ppl-<corpus>-l<seqlen>-w<windows>-bos<auto|true|false>")
     bos = {"auto": "auto", "true": True, "false": False}[m.group(4)]
     return {"corpus": m.group(1), "seqlen": int(m.group(2)), "windows": int(m.group(3)), "bos": bos}
+
+
+# Structured pruning (heads / FFN neurons removed, then repaired): variant
+# ``structured/<calibration id or none>/<criterion>-<target><ratio>-<reconstruction>``,
+# e.g. ``structured/brown-n64-l256-s0/fluctuation-neurons0.2-liar0.3`` (LIAR's damping spelled).
+STRUCTURED_TARGETS = ("heads", "neurons", "both")
+STRUCTURED_CRITERIA = ("magnitude", "wanda", "fluctuation")
+STRUCTURED_RECONSTRUCTIONS = ("none", "bias", "liar")
+
+
+@dataclass(frozen=True)
+class StructuredMethod:
+    criterion: str
+    target: str
+    ratio: float
+    reconstruction: str
+    damping: float = 0.3
+
+    @property
+    def needs_calibration(self) -> bool:
+        return self.criterion != "magnitude" or self.reconstruction != "none"
+
+    @property
+    def id(self) -> str:
+        recon = f"liar{self.damping:g}" if self.reconstruction == "liar" else self.reconstruction
+        return f"{self.criterion}-{self.target}{self.ratio:g}-{recon}"
+
+
+def parse_structured_id(text: str) -> StructuredMethod:
+    m = re.fullmatch(r"([a-z]+)-(heads|neurons|both)([0-9.]+)-(none|bias|liar)([0-9.e-]*)", text)
+    if not m:
+        raise ValueError(f"structured method id {text!r}: expected <criterion>-<target><ratio>-<none|bias|liar<damping>>")
+    damping = float(m.group(5)) if m.group(4) == "liar" else 0.3
+    return StructuredMethod(m.group(1), m.group(2), float(m.group(3)), m.group(4), damping)
+
+
+def structured_variants(study: dict, calibration: dict) -> list[str]:
+    out = ["dense"]
+    for crit in study["criteria"]:
+        for target in study.get("targets", ["neurons"]):
+            for ratio in study["ratios"]:
+                for recon in study["reconstructions"]:
+                    method = StructuredMethod(crit, target, float(ratio), recon, float(study.get("damping", 0.3)))
+                    calib = calib_id(calibration) if method.needs_calibration else "none"
+                    out.append(f"structured/{calib}/{method.id}")
+    return list(dict.fromkeys(out))
+
+
+def variants_of(study: dict, calibration: dict) -> list[str]:
+    """The variants any study compares (dense first)."""
+    if study.get("kind") == "structured":
+        return structured_variants(study, calibration)
+    return study_variants(study, calibration)

@@ -83,3 +83,61 @@ def study_rows(model: str, ppl: list[dict], sparsity: list[dict], summaries: lis
         ref = REFERENCES[reference]
         df[ref["label"]] = [ref["values"].get((m, p), float("nan")) for m, p in zip(df.method, df.pattern)]
     return df
+
+
+def add_zeroshot_columns(df: pd.DataFrame, results: list[dict]) -> pd.DataFrame:
+    """Accuracy per task (``acc``) and their mean, as columns; ``results`` are in (variant, task) order,
+    the tasks of one variant together, variants in the table's row order."""
+    tasks = list(dict.fromkeys(r["task"] for r in results))
+    accs = [r["acc"] for r in results]
+    per_row = len(tasks)
+    out = df.copy()
+    for j, task in enumerate(tasks):
+        out[f"acc_{task}"] = accs[j::per_row]
+    out["acc_mean"] = out[[f"acc_{t}" for t in tasks]].mean(axis=1)
+    return out
+
+
+def structured_rows(model: str, ppl: list[dict], summaries: list[dict], speed: list[dict] | None = None) -> pd.DataFrame:
+    """One row per structured variant, dense first: what was removed, the size left, perplexity, speed."""
+    dense_params = summaries[0].get("params_before") or (speed[0]["parameters"] if speed else float("nan"))
+    rows = []
+    for i, (p, s) in enumerate(zip(ppl, summaries)):
+        params = s.get("params_after", speed[i]["parameters"] if speed else dense_params)
+        rows.append(
+            {
+                "model": model,
+                "criterion": s.get("criterion", "dense"),
+                "target": s.get("target", "-"),
+                "ratio": s.get("ratio", 0.0),
+                "reconstruction": s.get("reconstruction", "-"),
+                "params_m": params / 1e6,
+                "removed_params_pct": 100 * (1 - params / dense_params),
+                "perplexity": p["perplexity"],
+                "prune_s": s.get("prune_seconds", 0.0),
+                "peak_mem_mb": s.get("peak_memory_mb", float("nan")),
+            }
+        )
+    df = pd.DataFrame(rows)
+    if speed:
+        df["tokens_per_s"] = [x["tokens_per_second"] for x in speed]
+    return df
+
+
+def plot_ppl_vs_removed(df: pd.DataFrame, png: str, pdf: str, title: str = "") -> None:
+    """Perplexity against the share of parameters removed, one line per criterion × reconstruction."""
+    with plt.rc_context(STYLE):
+        fig, ax = plt.subplots()
+        pruned = df[df.criterion != "dense"]
+        for (crit, recon), group in pruned.groupby(["criterion", "reconstruction"], sort=False):
+            group = group.sort_values("removed_params_pct")
+            ax.plot(group.removed_params_pct, group.perplexity, marker="o", label=f"{crit} + {recon}")
+        dense = df[df.criterion == "dense"]
+        if len(dense):
+            ax.axhline(dense.perplexity.iloc[0], color="black", linestyle="--", linewidth=1, label="dense")
+        ax.set_yscale("log")
+        ax.set_xlabel("parameters removed (% of the dense model)")
+        ax.set_ylabel("perplexity (log scale)")
+        ax.set_title(title)
+        ax.legend(fontsize=7)
+        save_figure(fig, png, pdf)

@@ -1,0 +1,33 @@
+# Structured pruning: whole heads (KV groups) and FFN neurons removed, output projections repaired
+# (none, bias compensation, LIAR), exported as a physically smaller model. Sequential, one job.
+
+
+rule prune_structured:
+    input:
+        model="results/{model}/dense",
+        calib=calib_input,
+    output:
+        directory("results/{model}/structured/{calib}/{method}"),
+    wildcard_constraints:
+        method=r"[^/]+",
+    log:
+        "results/logs/{model}/structured/{calib}/{method}.log",
+    benchmark:
+        "results/benchmarks/{model}/structured/{calib}/{method}.tsv"
+    threads: 1
+    script:
+        "../scripts/prune_structured.py"
+
+
+rule speed:
+    input:
+        model=variant_dir,
+    output:
+        "results/{model}/eval/{variant}/speed-l{seqlen}.json",
+    wildcard_constraints:
+        seqlen=r"\d+",
+    log:
+        "results/logs/{model}/eval/{variant}/speed-l{seqlen}.log",
+    threads: workflow.cores  # alone on the machine, so throughputs compare
+    script:
+        "../scripts/eval_speed.py"

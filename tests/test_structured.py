@@ -1,0 +1,246 @@
+"""Structured pruning (heads as whole KV groups, FFN neurons) with none / bias / LIAR reconstruction."""
+
+import copy
+
+import pytest
+import torch
+from transformers import AutoModelForCausalLM, LlamaForCausalLM
+
+from pruneflow.activations import capture_block_inputs, run_block
+from pruneflow.architectures import architecture_of, attention_shape
+from pruneflow.liar import ChannelStats, collect_channel_stats
+from pruneflow.speed import tokens_per_second
+from pruneflow.structured import (
+    count_parameters,
+    kept_units,
+    prune_structured,
+    remove_units,
+    sublayer_of,
+    unit_scores,
+    units_to_remove,
+)
+from pruneflow.tiny import build_tiny_model
+
+torch.set_num_threads(1)
+
+
+def _ids(n=8, seqlen=64, seed=1):
+    return torch.randint(2, 258, (n, seqlen), generator=torch.Generator().manual_seed(seed))
+
+
+def _block_error(model, block_index, edit):
+    """Max |Δ output| of block ``block_index`` on fresh inputs after ``edit(block, stats_inputs)``."""
+    arch = architecture_of(model)
+    block = arch.get_blocks(model)[block_index]
+    calib = capture_block_inputs(model, _ids(seed=1), batch_size=4)
+    test = capture_block_inputs(model, _ids(n=4, seed=2), batch_size=4)
+    dense = torch.cat(run_block(block, test))
+    pruned = copy.deepcopy(block)
+    edit(pruned, calib)
+    return (torch.cat(run_block(pruned, test)) - dense).abs().max().item()
+
+
+# ---------------------------------------------------------------------------------------------
+# (a) LIAR is exact when the removed channels are affine functions of the kept ones
+
+
+def _model_with_dependent_neurons():
+    """Tiny LLaMA with MLP biases whose layer-0 neurons 10, 20, 30 are affine in the others:
+    h10 = 2·h3 (duplicated gate, doubled up), h20 = 0.5·h5 − 1.5·h7 (shared gate, combined up),
+    h30 = silu(1)·0.7 (a constant)."""
+    base, _ = build_tiny_model()
+    config = copy.deepcopy(base.config)
+    config.mlp_bias = True
+    torch.manual_seed(0)
+    model = LlamaForCausalLM(config).eval()
+    mlp = model.model.layers[0].mlp
+    g = torch.Generator().manual_seed(3)
+    with torch.no_grad():
+        for layer in (mlp.gate_proj, mlp.up_proj, mlp.down_proj):
+            layer.bias.copy_(0.3 * torch.randn(layer.bias.shape, generator=g))
+        gate, up = mlp.gate_proj, mlp.up_proj
+        for p in (gate.weight, gate.bias):
+            p[10] = p[3]
+            p[7] = p[5]
+            p[20] = p[5]
+        for p in (up.weight, up.bias):
+            p[10] = 2 * p[3]
+            p[20] = 0.5 * p[5] - 1.5 * p[7]
+        gate.weight[30] = 0
+        up.weight[30] = 0
+        gate.bias[30] = 1.0
+        up.bias[30] = 0.7
+    return model
+
+
+def _remove_explicit(model, kind, removed, reconstruction):
+    """An edit for :func:`_block_error`: remove the ``removed`` units with zero damping."""
+
+    def edit(block, calib):
+        sub = sublayer_of(architecture_of(model), block, kind, attention_shape(model))
+        stats = collect_channel_stats(block, sub.out_layer, calib, gram=True)
+        keep = torch.tensor([u for u in range(sub.units) if u not in removed])
+        remove_units(sub, keep, reconstruction, stats, damping=0.0)
+
+    return edit
+
+
+def test_liar_exact_for_dependent_neurons_bias_compensation_is_not():
+    model = _model_with_dependent_neurons()
+    errors = {r: _block_error(model, 0, _remove_explicit(model, "neurons", {10, 20, 30}, r)) for r in ("none", "bias", "liar")}
+    assert errors["none"] > 1e-3
+    assert errors["liar"] < 1e-4 * errors["none"]
+    assert errors["bias"] > 0.1 * errors["none"]
+
+
+def test_bias_compensation_exact_for_constant_neuron_only():
+    model = _model_with_dependent_neurons()
+    errors = {r: _block_error(model, 0, _remove_explicit(model, "neurons", {30}, r)) for r in ("none", "bias")}
+    assert errors["none"] > 1e-3
+    assert errors["bias"] < 1e-5 * errors["none"]
+
+
+def test_liar_exact_for_duplicated_kv_group_bias_compensation_is_not():
+    model, _ = build_tiny_model()  # 4 query heads, 2 KV groups, head_dim 16, no biases
+    attn = model.model.layers[0].self_attn
+    with torch.no_grad():
+        attn.q_proj.weight[32:64] = attn.q_proj.weight[0:32]
+        attn.k_proj.weight[16:32] = attn.k_proj.weight[0:16]
+        attn.v_proj.weight[16:32] = attn.v_proj.weight[0:16]
+    errors = {r: _block_error(model, 0, _remove_explicit(model, "heads", {1}, r)) for r in ("none", "bias", "liar")}
+    assert errors["none"] > 1e-3
+    assert errors["liar"] < 1e-4 * errors["none"]
+    assert errors["bias"] > 0.1 * errors["none"]
+
+
+def test_channel_stats_match_torch_moments():
+    g = torch.Generator().manual_seed(0)
+    x = 100 + torch.randn(3, 200, 6, generator=g) * torch.tensor([1e-2, 0.1, 1, 2, 5, 10])
+    stats = ChannelStats(6, gram=True)
+    for chunk in x:
+        stats.add(chunk)
+    flat = x.reshape(-1, 6).double()
+    torch.testing.assert_close(stats.mean, flat.mean(0))
+    torch.testing.assert_close(stats.covariance, torch.cov(flat.T, correction=0), rtol=1e-5, atol=1e-8)
+    torch.testing.assert_close(stats.variance, flat.var(0, correction=0), rtol=1e-5, atol=1e-8)
+    torch.testing.assert_close(stats.col_norms, flat.norm(dim=0))
+
+
+def test_wanda_and_fluctuation_scores_against_reference():
+    model, _ = build_tiny_model()
+    arch = architecture_of(model)
+    block = arch.get_blocks(model)[0]
+    sub = sublayer_of(arch, block, "heads", attention_shape(model))
+    seen = []
+    handle = sub.out_layer.register_forward_hook(lambda _m, a, _o: seen.append(a[0].reshape(-1, a[0].shape[-1])))
+    calib = capture_block_inputs(model, _ids(), batch_size=4)
+    stats = collect_channel_stats(block, sub.out_layer, calib, gram=False)
+    handle.remove()
+    x = torch.cat(seen).double()  # [tokens, 64]: two KV groups of 2 heads × 16 channels
+    col = sub.out_layer.weight.double().norm(dim=0)
+    wanda = (x.norm(dim=0) * col).view(2, 32).sum(1)
+    fluct = (x.var(0, correction=0) * col**2).view(2, 32).sum(1)
+    torch.testing.assert_close(unit_scores("wanda", sub, stats), wanda)
+    torch.testing.assert_close(unit_scores("fluctuation", sub, stats), fluct, rtol=1e-4, atol=0)
+
+
+# ---------------------------------------------------------------------------------------------
+# (b) export: physically smaller, reloads with the same logits
+
+
+@pytest.mark.parametrize("reconstruction", ["none", "liar"])
+def test_export_reloads_with_identical_logits(tmp_path, reconstruction):
+    model, _ = build_tiny_model()
+    before = count_parameters(model)
+    summary = prune_structured(model, _ids(), "both", 0.5, "fluctuation", reconstruction, damping=0.01, batch_size=4)
+    cfg = model.config
+    assert (cfg.num_attention_heads, cfg.num_key_value_heads, cfg.head_dim, cfg.intermediate_size) == (2, 1, 16, 64)
+    assert cfg.attention_bias == cfg.mlp_bias == (reconstruction == "liar")
+    assert summary["params_before"] == before
+    assert summary["params_after"] == count_parameters(model) < before
+    model.save_pretrained(tmp_path)
+    loaded = AutoModelForCausalLM.from_pretrained(tmp_path).eval()
+    assert count_parameters(loaded) == summary["params_after"]
+    layer = loaded.model.layers[1]
+    assert layer.self_attn.q_proj.weight.shape == (32, 64) and layer.self_attn.o_proj.weight.shape == (64, 32)
+    assert layer.mlp.down_proj.weight.shape == (64, 64)
+    ids = _ids(n=2, seed=5)
+    torch.testing.assert_close(loaded(ids).logits, model(ids).logits, rtol=0, atol=1e-6)
+    if reconstruction == "liar":
+        assert layer.self_attn.q_proj.bias.abs().max() == 0 and layer.self_attn.o_proj.bias.abs().max() > 0
+
+
+def test_same_result_twice():
+    runs = []
+    for _ in range(2):
+        model, _ = build_tiny_model()
+        prune_structured(model, _ids(), "neurons", 0.3, "wanda", "liar", batch_size=4)
+        runs.append(model.state_dict())
+    assert all(torch.equal(runs[0][k], runs[1][k]) for k in runs[0])
+
+
+# ---------------------------------------------------------------------------------------------
+# (c) kept counts and whole KV groups
+
+
+def test_units_to_remove_rounds_to_whole_units():
+    assert [units_to_remove(3, r) for r in (0.0, 0.1, 0.2, 0.5, 0.6, 0.9)] == [0, 0, 1, 2, 2, 2]
+    assert units_to_remove(1536, 0.2) == 307 and units_to_remove(128, 0.2) == 26
+    assert kept_units(torch.tensor([3.0, 1.0, 2.0, 1.0]), 0.5).tolist() == [0, 2]  # ties: lower index goes
+
+
+def test_smollm2_like_gqa_removes_whole_groups():
+    """9 query heads in 3 KV groups (as SmolLM2): ratio 0.2 removes one group of 3 query heads."""
+    model, _ = build_tiny_model(hidden_size=72, num_attention_heads=9, num_key_value_heads=3, intermediate_size=40)
+    dense = copy.deepcopy(model)
+    summary = prune_structured(model, None, "both", 0.2, "magnitude", "none")
+    assert (model.config.num_attention_heads, model.config.num_key_value_heads, model.config.intermediate_size) == (6, 2, 32)
+    for index, record in enumerate(summary["layers"]):
+        kept = record["kv_groups_kept"]
+        assert len(kept) == 2 and record["neurons_kept"] == 32
+        q_rows = torch.cat([torch.arange(g * 24, (g + 1) * 24) for g in kept])  # 3 heads × head_dim 8
+        kv_rows = torch.cat([torch.arange(g * 8, (g + 1) * 8) for g in kept])
+        old, new = dense.model.layers[index].self_attn, model.model.layers[index].self_attn
+        assert torch.equal(new.q_proj.weight, old.q_proj.weight[q_rows])
+        assert torch.equal(new.k_proj.weight, old.k_proj.weight[kv_rows])
+        assert torch.equal(new.v_proj.weight, old.v_proj.weight[kv_rows])
+        assert torch.equal(new.o_proj.weight, old.o_proj.weight[:, q_rows])
+    # the removed group is the one with the smallest weight norm
+    old = dense.model.layers[0].self_attn
+    norms = [
+        sum(w[rows].pow(2).sum() for w, rows in (
+            (old.q_proj.weight, slice(g * 24, (g + 1) * 24)), (old.k_proj.weight, slice(g * 8, (g + 1) * 8)),
+            (old.v_proj.weight, slice(g * 8, (g + 1) * 8)), (old.o_proj.weight.T, slice(g * 24, (g + 1) * 24))))
+        for g in range(3)
+    ]
+    removed = ({0, 1, 2} - set(summary["layers"][0]["kv_groups_kept"])).pop()
+    assert removed == int(torch.stack(norms).argmin())
+    model(_ids(n=1), use_cache=False)  # still runs
+
+
+# ---------------------------------------------------------------------------------------------
+# (d) bad inputs
+
+
+@pytest.mark.parametrize(
+    "kwargs, words",
+    [
+        (dict(ratio=1.5), ["1.5", "[0, 1)"]),
+        (dict(criterion="taylor"), ["'taylor'", "magnitude", "wanda", "fluctuation"]),
+        (dict(reconstruction="adam"), ["'adam'", "none", "bias", "liar"]),
+        (dict(target="layers"), ["'layers'", "heads", "neurons", "both"]),
+    ],
+)
+def test_bad_inputs_name_value_and_allowed(kwargs, words):
+    model, _ = build_tiny_model()
+    args = dict(target="neurons", ratio=0.2, criterion="wanda", reconstruction="liar") | kwargs
+    with pytest.raises(ValueError) as err:
+        prune_structured(model, _ids(), **args)
+    assert all(w in str(err.value) for w in words)
+
+
+def test_tokens_per_second():
+    model, _ = build_tiny_model()
+    assert tokens_per_second(model, seqlen=32, repeats=2) > 0
+    with pytest.raises(ValueError, match="repeats=0"):
+        tokens_per_second(model, repeats=0)
