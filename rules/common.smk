@@ -22,7 +22,7 @@ wildcard_constraints:
     model=r"[^/]+",
     corpus=r"[^/]+",
     calib=r"[^/]+",
-    variant=r"dense|(?:pruned|structured)/[^/]+/[^/]+",
+    variant=r"dense|(?:pruned|structured)/[^/]+/[^/]+|recovered/[^/]+/[^/]+/[^/]+/[^/]+",
     study=r"[^/]+",
 
 
@@ -36,7 +36,7 @@ def variant_dir(wildcards):
 
 
 def study_variants(study):
-    return ex.variants_of(config["studies"][study], config["calibration"])
+    return ex.variants_of(config["studies"][study], config)
 
 
 def all_targets():

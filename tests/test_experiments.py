@@ -1,7 +1,8 @@
 import pytest
 
 from pruneflow.experiments import (
-    calib_id, make_method, parse_calib_id, parse_method_id, parse_ppl_name, ppl_name, study_variants,
+    calib_id, make_method, parse_calib_id, parse_method_id, parse_ppl_name, parse_recovery, ppl_name,
+    recovery_settings, recovery_variants, study_variants,
 )
 
 CAL = {"corpus": "brown", "nsamples": 32, "seqlen": 256, "seed": 0}
@@ -32,4 +33,43 @@ def test_study_variants_put_dense_first_and_share_calibration_only_where_needed(
         "pruned/none/magnitude-2of4",
         "pruned/brown-n32-l256-s0/wanda-u0.5-seq",
         "pruned/brown-n32-l256-s0/wanda-2of4-seq",
+    ]
+
+
+@pytest.mark.parametrize("text, spec", [
+    ("retrain:norms", "retrain:norms"),
+    ("retrain:norms+masklora", "retrain:norms+masklora"),
+    ("recon:sublayer", "recon:sublayer:pruned:all"),
+    ("recon:blocks:2:dense", "recon:blocks:2:dense:all"),
+    ("recon:block:pruned:norms+scalelora", "recon:block:pruned:norms+scalelora"),
+])
+def test_recovery_specs_parse(text, spec):
+    assert parse_recovery(text).spec == spec
+    assert parse_recovery(parse_recovery(text).spec) == parse_recovery(text)
+
+
+@pytest.mark.parametrize("text, message", [
+    ("retrain:masklora+scalelora", "at most one adapter"),
+    ("retrain:weights", "trainable 'weights' is not allowed"),
+    ("recon:layer", "granularity 'layer' is not allowed; allowed: matrix"),
+    ("recon:sublayer:noisy", "inputs 'noisy' is not allowed; allowed: pruned, dense"),
+    ("finetune", "allowed: none, retrain:"),
+])
+def test_bad_recovery_specs_name_the_value(text, message):
+    with pytest.raises(ValueError, match=message):
+        parse_recovery(text)
+
+
+def test_recovery_id_changes_with_its_settings_only():
+    rec = parse_recovery("recon:sublayer")
+    base = {"calibration": CAL, "reconstruction": {"lr": 1e-3}, "retraining": {"lr": 5e-4}}
+    token = rec.token(recovery_settings(rec, base))
+    assert token.startswith("recon-sublayer-pruned-all-")
+    assert rec.token(recovery_settings(rec, {**base, "retraining": {"lr": 1.0}})) == token
+    assert rec.token(recovery_settings(rec, {**base, "reconstruction": {"lr": 2e-3}})) != token
+    study = {"criteria": ["wanda"], "patterns": [0.5], "recoveries": ["none", "recon:sublayer"]}
+    assert recovery_variants(study, base) == [
+        "dense",
+        "pruned/brown-n32-l256-s0/wanda-u0.5-seq",
+        f"recovered/brown-n32-l256-s0/wanda-u0.5-seq/brown-n32-l256-s0/{token}",
     ]

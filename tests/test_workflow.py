@@ -1,6 +1,7 @@
 """The workflow end to end on a tiny model, and what a changed parameter reruns (from dry-run plans)."""
 
 import copy
+import json
 import shutil
 import time
 
@@ -40,6 +41,13 @@ def test_full_run_leaves_tables_figures_and_exact_sparsity(finished_run):
         assert "wanda" in (workdir / f"results/tables/sweep.{suffix}").read_text()
     for suffix in ("png", "pdf"):
         assert (workdir / f"results/figures/sweep.{suffix}").stat().st_size > 5000
+    recovery = pd.read_csv(workdir / "results/tables/recovery.csv")
+    assert list(recovery.recovery) == ["none", "none", "recon:sublayer:pruned:all", "retrain:norms+masklora"]
+    assert recovery.perplexity[2] < recovery.perplexity[1]  # reconstruction helps
+    assert recovery.trainable_pct[3] > 0
+    for path in (workdir / "results/tiny/eval/recovered").rglob("sparsity.json"):
+        checked = json.loads(path.read_text())["masked_weights_checked"]
+        assert checked > 0  # the evaluation step verified every pruned weight is still zero
     liar = pd.read_csv(workdir / "results/tables/liar.csv")
     assert list(liar.reconstruction) == ["-", "none", "liar"]
     assert (liar.removed_params_pct[1:] > 10).all() and (liar.tokens_per_s > 0).all()
@@ -75,7 +83,7 @@ def _plan_after(workdir, config, edit):
 def test_changed_evaluation_reruns_only_evaluation_and_report(finished_run):
     workdir, config = finished_run
     rules, reasons = _plan_after(workdir, config, lambda c: c["perplexity"].update(windows=3))
-    assert rules == {"perplexity": 9, "study_report": 3}
+    assert rules == {"perplexity": 11, "study_report": 4}
     assert any("Missing output files" in r and "ppl-wiki-l64-w3" in r for r in reasons)
 
 
@@ -83,6 +91,12 @@ def test_new_zeroshot_task_adds_only_its_jobs(finished_run):
     workdir, config = finished_run
     rules, _ = _plan_after(workdir, config, lambda c: c["zeroshot"].update(tasks=["lastword", "browncloze"]))
     assert rules == {"zeroshot_task": 1, "zeroshot": 3, "study_report": 1}
+
+
+def test_changed_learning_rate_reruns_reconstruction_not_pruning(finished_run):
+    workdir, config = finished_run
+    rules, _ = _plan_after(workdir, config, lambda c: c["reconstruction"].update(lr=5e-4))
+    assert rules == {"recover": 1, "perplexity": 1, "sparsity": 1, "study_report": 1}
 
 
 def test_runtime_settings_rerun_nothing(finished_run):
@@ -113,8 +127,8 @@ def test_changed_calibration_seed_reruns_calibration_and_below(finished_run):
     # magnitude needs no calibration: only the calibrated variants are recomputed
     assert rules == {
         "calibration": 1, "prune_sequential": 2, "activation_cache": 1, "scores": 1, "masks": 1, "apply_masks": 1,
-        "prune_from_cache": 1, "prune_structured": 2, "perplexity": 6, "sparsity": 4, "speed": 2, "zeroshot": 2,
-        "study_report": 3,
+        "prune_from_cache": 1, "prune_structured": 2, "recover": 2, "perplexity": 8, "sparsity": 6, "speed": 2,
+        "zeroshot": 2, "study_report": 4,
     }
     assert any("brown-n4-l64-s1" in r for r in reasons)
 

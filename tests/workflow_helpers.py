@@ -24,12 +24,18 @@ def tiny_config(model_dir: Path) -> dict:
         "studies": {
             "sweep": {"criteria": ["magnitude", "wanda"], "patterns": [0.5, "2:4"], "stream": "sequential"},
             "dense": {"criteria": ["wanda", "sparsegpt"], "patterns": [0.5], "stream": "dense", "zeroshot": True},
+            "recovery": {
+                "kind": "recovery", "criteria": ["wanda"], "patterns": [0.5],
+                "recoveries": ["none", "recon:sublayer", "retrain:norms+masklora"],
+            },
             "liar": {
                 "kind": "structured", "criteria": ["fluctuation"], "targets": ["neurons"], "ratios": [0.25],
                 "reconstructions": ["none", "liar"], "damping": 0.1, "speed": True,
             },
         },
         "zeroshot": {"tasks": ["lastword"], "items": 8, "seed": 0},
+        "reconstruction": {"lr": 1e-3, "batch_size": 2},
+        "retraining": {"lr": 1e-3, "rank": 4, "alpha": 8},
     }
 
 

@@ -12,7 +12,7 @@ import jsonschema
 import yaml
 
 from .patterns import PatternError, parse_pattern
-from .experiments import STRUCTURED_CRITERIA
+from .experiments import STRUCTURED_CRITERIA, parse_recovery
 from .registry import CRITERIA
 
 SCHEMA_PATH = Path(__file__).with_name("config.schema.yaml")
@@ -57,6 +57,14 @@ def validate_config(config: dict, base_dir: str | Path = ".") -> None:
         if study.get("kind") == "structured":
             _check_structured(f"studies.{name}", study)
             continue
+        if study.get("kind") == "recovery":
+            if "recoveries" not in study:
+                raise ConfigError(f"studies.{name}: a recovery study needs 'recoveries' (none, retrain:norms, recon:sublayer, ...)")
+            for i, spec in enumerate(study["recoveries"]):
+                try:
+                    parse_recovery(spec)
+                except ValueError as err:
+                    raise ConfigError(f"studies.{name}.recoveries[{i}]: {spec!r} is not allowed: {err}") from None
         if "patterns" not in study:
             raise ConfigError(f"studies.{name}: an unstructured study needs 'patterns' (ratios such as 0.5, or N:M such as 2:4)")
         for i, crit in enumerate(study["criteria"]):

@@ -95,3 +95,21 @@ def check_sparsity(measured: dict, requested: float) -> None:
                 f"matrix {name}: measured sparsity {m['sparsity']:.6f} differs from the requested {requested} "
                 f"by more than one weight per row ({tolerance:.6f})"
             )
+
+
+@torch.no_grad()
+def check_masks_kept(model, masks: dict[int, dict[str, torch.Tensor]]) -> int:
+    """Every weight a keep-mask prunes must be exactly zero (after reconstruction or retraining).
+
+    Returns the number of pruned weights checked; raises naming the first matrix that lost sparsity.
+    """
+    arch = architecture_of(model)
+    checked = 0
+    for index, block in enumerate(arch.get_blocks(model)):
+        for name, layer in arch.block_linears(block).items():
+            pruned = ~masks[index][name]
+            nonzero = int((arch.weight(layer)[pruned] != 0).sum())
+            if nonzero:
+                raise EvaluationError(f"matrix {index}.{name}: {nonzero} pruned weights are no longer zero")
+            checked += int(pruned.sum())
+    return checked

@@ -131,8 +131,102 @@ def structured_variants(study: dict, calibration: dict) -> list[str]:
     return list(dict.fromkeys(out))
 
 
-def variants_of(study: dict, calibration: dict) -> list[str]:
+
+
+# Recovery after pruning: layer-wise reconstruction (Free Lunch) or parameter-efficient retraining
+# (PERP), applied to a pruned variant. Spelled in the config as
+#   none | retrain:<subsets and/or adapter joined by +> | recon:<granularity>[:<inputs>[:<trainable>]]
+# e.g. retrain:norms, retrain:norms+masklora, recon:sublayer, recon:matrix:dense, recon:block:pruned:norms.
+# Variant: recovered/<prune calib>/<method id>/<calib id>/<recovery id>; the recovery id ends in a short
+# hash of the effective optimiser settings, so changing one (the learning rate, say) gives a new path
+# and switching it back costs nothing; the table spells the settings out.
+RECOVERY_MODES = ("recon", "retrain")
+GRANULARITY_NAMES = ("matrix", "matrix-adam", "sublayer", "block", "full")
+SUBSET_NAMES = ("biases", "norms", "lm_head", "embeddings", "full")
+ADAPTER_NAMES = ("lora", "masklora", "scalelora")
+
+
+@dataclass(frozen=True)
+class Recovery:
+    mode: str  # recon | retrain
+    granularity: str = ""  # recon only
+    inputs: str = "pruned"  # recon only
+    trainable: str = "all"  # subsets and adapter joined by +, or "all" (recon: every weight of the unit)
+
+    @property
+    def spec(self) -> str:
+        if self.mode == "retrain":
+            return f"retrain:{self.trainable}"
+        return f"recon:{self.granularity}:{self.inputs}:{self.trainable}"
+
+    def token(self, settings: dict) -> str:
+        import hashlib
+        import json
+
+        digest = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:8]
+        what = self.trainable if self.mode == "retrain" else f"{self.granularity.replace(':', '')}-{self.inputs}-{self.trainable}"
+        return f"{self.mode}-{what}-{digest}"
+
+
+def parse_recovery(text: str) -> Recovery | None:
+    """``none`` → None; otherwise a :class:`Recovery`; errors name the value and what is allowed."""
+    text = str(text).strip()
+    if text == "none":
+        return None
+    mode, _, rest = text.partition(":")
+    if mode == "retrain":
+        return Recovery("retrain", trainable=_check_trainable(text, rest, allow_all=False))
+    if mode == "recon":
+        parts = rest.split(":")
+        gran = parts[0]
+        if gran == "blocks" and len(parts) > 1 and parts[1].isdigit():  # blocks:k
+            gran, parts = f"blocks:{parts[1]}", [None, *parts[2:]]
+        if gran not in GRANULARITY_NAMES and not re.fullmatch(r"blocks:\d+", gran or ""):
+            raise ValueError(f"recovery {text!r}: granularity {gran!r} is not allowed; allowed: {', '.join(GRANULARITY_NAMES)}, blocks:k")
+        inputs = parts[1] if len(parts) > 1 else "pruned"
+        if inputs not in ("pruned", "dense"):
+            raise ValueError(f"recovery {text!r}: inputs {inputs!r} is not allowed; allowed: pruned, dense")
+        trainable = _check_trainable(text, parts[2], allow_all=True) if len(parts) > 2 else "all"
+        return Recovery("recon", gran, inputs, trainable)
+    raise ValueError(f"recovery {text!r}: allowed: none, retrain:<subsets/adapter>, recon:<granularity>[:<inputs>[:<trainable>]]")
+
+
+def _check_trainable(text: str, value: str, allow_all: bool) -> str:
+    if allow_all and value == "all":
+        return "all"
+    items = [i for i in value.split("+") if i]
+    allowed = SUBSET_NAMES + ADAPTER_NAMES
+    bad = [i for i in items if i not in allowed]
+    if not items or bad or sum(i in ADAPTER_NAMES for i in items) > 1:
+        raise ValueError(
+            f"recovery {text!r}: trainable {value!r} is not allowed; allowed: subsets {', '.join(SUBSET_NAMES)} "
+            f"and at most one adapter ({', '.join(ADAPTER_NAMES)}), joined by +" + (", or all" if allow_all else "")
+        )
+    return "+".join(items)
+
+
+def recovery_settings(recovery: Recovery, config: dict) -> dict:
+    """The config section that drives a recovery (what its hash covers)."""
+    section = "reconstruction" if recovery.mode == "recon" else "retraining"
+    return {"recovery": recovery.spec, **config.get(section, {})}
+
+
+def recovery_variants(study: dict, config: dict) -> list[str]:
+    """Dense, then for every pruned variant of the study: itself ('none') or its recovered versions."""
+    calibration = config["calibration"]
+    out = ["dense"]
+    for method in study_methods(study):
+        pruned = pruned_variant(method, calibration)
+        for spec in study["recoveries"]:
+            rec = parse_recovery(spec)
+            out.append(pruned if rec is None else f"recovered/{pruned.split('/', 1)[1]}/{calib_id(calibration)}/{rec.token(recovery_settings(rec, config))}")
+    return list(dict.fromkeys(out))
+
+
+def variants_of(study: dict, config: dict) -> list[str]:
     """The variants any study compares (dense first)."""
     if study.get("kind") == "structured":
-        return structured_variants(study, calibration)
-    return study_variants(study, calibration)
+        return structured_variants(study, config["calibration"])
+    if study.get("kind") == "recovery":
+        return recovery_variants(study, config)
+    return study_variants(study, config["calibration"])

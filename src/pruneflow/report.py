@@ -79,6 +79,11 @@ def study_rows(model: str, ppl: list[dict], sparsity: list[dict], summaries: lis
             }
         )
     df = pd.DataFrame(rows)
+    if any("recovery" in s for s in summaries):
+        df.insert(6, "recovery", [s.get("recovery", "none") for s in summaries])
+        df["trainable_pct"] = [100 * (s.get("trainable_fraction") or 0.0) for s in summaries]
+        df["recover_s"] = [s.get("recover_seconds", 0.0) for s in summaries]
+        df["recover_peak_mb"] = [s.get("recover_peak_memory_mb", float("nan")) for s in summaries]
     if reference:
         ref = REFERENCES[reference]
         df[ref["label"]] = [ref["values"].get((m, p), float("nan")) for m, p in zip(df.method, df.pattern)]

@@ -1,0 +1,33 @@
+"""Run one recovery (reconstruction or PERP retraining) on a pruned model, from config settings."""
+
+from __future__ import annotations
+
+import torch
+
+from .experiments import ADAPTER_NAMES, Recovery
+from .peft import AdapterConfig, retrain
+from .reconstruct import reconstruct_model
+from .train import TrainConfig
+
+TRAIN_FIELDS = set(TrainConfig.__dataclass_fields__)
+ADAPTER_FIELDS = {"rank", "alpha", "dropout"}
+
+
+def split_trainable(trainable: str) -> tuple[list[str], str | None]:
+    items = trainable.split("+") if trainable and trainable != "all" else []
+    adapters = [i for i in items if i in ADAPTER_NAMES]
+    return [i for i in items if i not in ADAPTER_NAMES], (adapters[0] if adapters else None)
+
+
+def recover(dense, pruned, keep_masks, calib_ids: torch.Tensor, recovery: Recovery, settings: dict, device="cpu") -> dict:
+    """Recover ``pruned`` in place; ``settings`` is the config's reconstruction/retraining section."""
+    train = {k: v for k, v in settings.items() if k in TRAIN_FIELDS}
+    subsets, adapter_kind = split_trainable(recovery.trainable)
+    adapter = AdapterConfig(adapter_kind, **{k: v for k, v in settings.items() if k in ADAPTER_FIELDS}) if adapter_kind else None
+    if recovery.mode == "retrain":
+        return retrain(pruned, keep_masks, calib_ids, subsets, adapter, TrainConfig.retraining(**train), device)
+    trainable = "all" if recovery.trainable == "all" else (subsets or "none")
+    return reconstruct_model(
+        dense, pruned, keep_masks, calib_ids, recovery.granularity, recovery.inputs, TrainConfig(**train),
+        trainable, adapter, settings.get("targets", "same"), settings.get("damping", 0.01), device=device,
+    )
