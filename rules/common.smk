@@ -16,6 +16,8 @@ except ConfigError as err:
     raise WorkflowError(f"invalid configuration: {err}") from None
 
 MODEL = config["model"]
+# Jobs that run the model on the device claim it; `--resources gpu=1` (default profile) serialises them.
+GPU = 0 if config.get("runtime", {}).get("device", "cpu") == "cpu" else 1
 
 
 wildcard_constraints:

@@ -15,6 +15,8 @@ rule perplexity:
         "results/logs/{model}/eval/{variant}/ppl-{corpus}-l{seqlen}-w{windows}-bos{bos}.log",
     benchmark:
         "results/benchmarks/{model}/eval/{variant}/ppl-{corpus}-l{seqlen}-w{windows}-bos{bos}.tsv"
+    resources:
+        gpu=GPU,
     threads: 1
     script:
         "../scripts/eval_perplexity.py"

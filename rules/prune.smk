@@ -29,6 +29,8 @@ rule prune_sequential:
         "results/logs/{model}/pruned/{calib}/{method}.log",
     benchmark:
         "results/benchmarks/{model}/pruned/{calib}/{method}.tsv"
+    resources:
+        gpu=GPU,
     threads: 1
     script:
         "../scripts/prune_sequential.py"
@@ -44,6 +46,8 @@ rule activation_cache:
         "results/logs/{model}/acts/{calib}.log",
     benchmark:
         "results/benchmarks/{model}/acts/{calib}.tsv"
+    resources:
+        gpu=GPU,
     threads: 1
     script:
         "../scripts/build_activation_cache.py"
@@ -110,6 +114,8 @@ rule prune_from_cache:
         "results/logs/{model}/pruned/{calib}/sparsegpt-{pattern}-dense.log",
     benchmark:
         "results/benchmarks/{model}/pruned/{calib}/sparsegpt-{pattern}-dense.tsv"
+    resources:
+        gpu=GPU,
     threads: 1
     script:
         "../scripts/prune_from_cache.py"

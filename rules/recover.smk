@@ -26,6 +26,8 @@ rule recover:
         "results/logs/{model}/recovered/{pcalib}/{method}/{calib}/{recovery}.log",
     benchmark:
         "results/benchmarks/{model}/recovered/{pcalib}/{method}/{calib}/{recovery}.tsv"
+    resources:
+        gpu=GPU,
     threads: 1
     script:
         "../scripts/recover.py"

@@ -24,10 +24,10 @@ rule study_report:
     input:
         unpack(study_inputs),
     output:
-        csv="results/tables/{study}.csv",
+        csv=report("results/tables/{study}.csv", caption="captions/table.rst", category="Tables"),
         md="results/tables/{study}.md",
         tex="results/tables/{study}.tex",
-        png="results/figures/{study}.png",
+        png=report("results/figures/{study}.png", caption="captions/figure.rst", category="Figures"),
         pdf="results/figures/{study}.pdf",
     params:
         model=MODEL,

@@ -14,6 +14,8 @@ rule prune_structured:
         "results/logs/{model}/structured/{calib}/{method}.log",
     benchmark:
         "results/benchmarks/{model}/structured/{calib}/{method}.tsv"
+    resources:
+        gpu=GPU,
     threads: 1
     script:
         "../scripts/prune_structured.py"

@@ -41,6 +41,8 @@ rule zeroshot:
         "results/logs/{model}/eval/{variant}/zeroshot-{task}-n{nitems}-s{seed}.log",
     benchmark:
         "results/benchmarks/{model}/eval/{variant}/zeroshot-{task}-n{nitems}-s{seed}.tsv"
+    resources:
+        gpu=GPU,
     threads: 1
     script:
         "../scripts/eval_zeroshot.py"

@@ -20,6 +20,8 @@ with job(snakemake.log[0], snakemake.threads):
     report.write_table(df, out.csv, out.md, out.tex)
     if par.kind == "structured":
         report.plot_ppl_vs_removed(df, out.png, out.pdf, title)
+    elif par.kind == "recovery":
+        report.plot_recovery(df, out.png, out.pdf, title)
     else:
         report.plot_ppl_vs_sparsity(df, out.png, out.pdf, title)
     print(df.to_string())

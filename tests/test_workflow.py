@@ -174,3 +174,10 @@ def test_paper_config_validates_and_plans_the_papers_jobs(tmp_path):
     assert rules["model"] == 1 and rules["corpus"] == 2 and rules["calibration"] == 1
     assert rules["prune_sequential"] == 6  # SparseGPT and Wanda at 50%, 4:8, 2:4
     assert rules["study_report"] == 2
+
+
+def test_slurm_profile_plans_the_same_jobs_as_local(tmp_path):
+    shutil.copy(REPO / "config" / "paper.yaml", tmp_path / "config.yaml")
+    local, _ = planned(tmp_path)
+    slurm, _ = planned(tmp_path, "--profile", str(REPO / "profiles" / "slurm"))
+    assert slurm == local and sum(local.values()) > 50

@@ -146,3 +146,32 @@ def plot_ppl_vs_removed(df: pd.DataFrame, png: str, pdf: str, title: str = "") -
         ax.set_title(title)
         ax.legend(fontsize=7)
         save_figure(fig, png, pdf)
+
+
+def plot_recovery(df: pd.DataFrame, png: str, pdf: str, title: str = "") -> None:
+    """One sparsity: a Pareto view (peak memory of the recovery job vs perplexity, one point per recovery).
+    Several sparsities: perplexity vs sparsity, one line per method × recovery, trainable share in the legend."""
+    pruned = df[df.method != "dense"]
+    dense = df[df.method == "dense"]
+    with plt.rc_context(STYLE):
+        fig, ax = plt.subplots()
+        if pruned.sparsity.nunique() > 1:
+            for (method, rec), group in pruned.groupby(["method", "recovery"], sort=False):
+                group = group.sort_values("sparsity")
+                share = group.trainable_pct.iloc[0]
+                label = f"{method} + {rec}" + (f" ({share:.3g}% trainable)" if rec != "none" else "")
+                ax.plot(group.sparsity * 100, group.perplexity, marker="o", label=label)
+            ax.set_xlabel("sparsity of the pruned linear layers (%)")
+        else:
+            for _, row in pruned.iterrows():
+                x = row.recover_peak_mb if row.recovery != "none" else row.peak_mem_mb
+                ax.scatter(x, row.perplexity, s=25)
+                ax.annotate(f"{row.method} + {row.recovery}", (x, row.perplexity), fontsize=6, xytext=(3, 3), textcoords="offset points")
+            ax.set_xlabel("peak memory of the job (MB RSS)")
+        if len(dense):
+            ax.axhline(dense.perplexity.iloc[0], color="black", linestyle="--", linewidth=1, label="dense")
+        ax.set_yscale("log")
+        ax.set_ylabel("perplexity (log scale)")
+        ax.set_title(title)
+        ax.legend(fontsize=6)
+        save_figure(fig, png, pdf)
