@@ -71,3 +71,19 @@ def test_reconstruction_losses():
 def test_retraining_defaults_follow_perp():
     cfg = TrainConfig.retraining(steps=3)
     assert (cfg.optimizer, cfg.lr, cfg.schedule, cfg.batch_size, cfg.grad_accum, cfg.steps) == ("adamw", 5e-4, "linear", 1, 2, 3)
+
+
+def test_non_finite_loss_stops_with_the_unit_named():
+    from pruneflow.criteria import get_criterion
+    from pruneflow.masks import parse_pattern
+    from pruneflow.prune import prune_model
+    from pruneflow.reconstruct import reconstruct_model
+    from pruneflow.tiny import build_tiny_model
+    from pruneflow.train import NonFiniteError
+
+    dense, _ = build_tiny_model()
+    pruned, _ = build_tiny_model()
+    masks = dict(prune_model(pruned, get_criterion("magnitude"), parse_pattern(0.5)))
+    calib = torch.randint(2, 258, (4, 16), generator=torch.Generator().manual_seed(0))
+    with pytest.raises(NonFiniteError, match=r"reconstruct .*(attn|mlp|block).*lower the learning rate"):
+        reconstruct_model(dense, pruned, masks, calib, "sublayer", cfg=TrainConfig(lr=1e12, optimizer="sgd", batch_size=2))

@@ -26,6 +26,10 @@ class TrainConfigError(ValueError):
     pass
 
 
+class NonFiniteError(RuntimeError):
+    """Training produced NaN or infinite values; the message names the unit (layer) being trained."""
+
+
 @dataclass(frozen=True)
 class TrainConfig:
     """Optimisation settings. The defaults are layer-wise reconstruction's (Free Lunch); use
@@ -166,13 +170,18 @@ def train(
             params[name].mul_(mask)
     losses = []
     start = time.perf_counter()
-    for _step in tqdm(range(steps), desc=desc, unit="step", leave=False):
+    for step in tqdm(range(steps), desc=desc, unit="step", leave=False):
         optimizer.zero_grad(set_to_none=True)
         total = 0.0
         for _ in range(cfg.grad_accum):
             loss = loss_fn(batches[next(order)])
             (loss / cfg.grad_accum).backward()
             total += loss.item() / cfg.grad_accum
+        if not math.isfinite(total):
+            raise NonFiniteError(
+                f"{desc}: the loss became {total} at step {step} of {steps}; lower the learning rate "
+                f"(lr={cfg.lr:g}) or set max_grad_norm. Nothing was saved for this job; earlier artifacts are kept."
+            )
         with torch.no_grad():
             for name, mask in masks.items():
                 if params[name].grad is not None:
@@ -186,6 +195,9 @@ def train(
                 params[name].mul_(mask)
         losses.append(total)
     optimizer.zero_grad(set_to_none=True)
+    for name, p in params.items():
+        if not torch.isfinite(p).all():
+            raise NonFiniteError(f"{desc}: parameter {name} holds non-finite values after training; lower the learning rate (lr={cfg.lr:g})")
     return {
         "losses": losses,
         "seconds": time.perf_counter() - start,
