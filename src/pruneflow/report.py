@@ -33,6 +33,19 @@ def save_figure(fig, png: str, pdf: str) -> None:
     plt.close(fig)
 
 
+def _finish_ppl_figure(fig, ax, df: pd.DataFrame, dense_mask, xlabel: str, title: str, png: str, pdf: str, fontsize=8) -> None:
+    """The shared end of every perplexity figure: dense line, log scale, labels, legend, files."""
+    dense = df[dense_mask]
+    if len(dense):
+        ax.axhline(dense.perplexity.iloc[0], color="black", linestyle="--", linewidth=1, label="dense")
+    ax.set_yscale("log")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel("perplexity (log scale)")
+    ax.set_title(title)
+    ax.legend(fontsize=fontsize)
+    save_figure(fig, png, pdf)
+
+
 def plot_ppl_vs_sparsity(df: pd.DataFrame, png: str, pdf: str, title: str = "") -> None:
     """One line per method over the unstructured sparsities; the dense model as a dashed line.
 
@@ -40,19 +53,11 @@ def plot_ppl_vs_sparsity(df: pd.DataFrame, png: str, pdf: str, title: str = "") 
     """
     with plt.rc_context(STYLE):
         fig, ax = plt.subplots()
-        dense = df[df.method == "dense"]
         unstructured = df[(df.method != "dense") & ~df.pattern.astype(str).str.contains(":")]
         for method, group in unstructured.groupby("method", sort=False):
             group = group.sort_values("sparsity")
             ax.plot(group.sparsity * 100, group.perplexity, marker="o", label=method)
-        if len(dense):
-            ax.axhline(dense.perplexity.iloc[0], color="black", linestyle="--", linewidth=1, label="dense")
-        ax.set_yscale("log")
-        ax.set_xlabel("sparsity of the pruned linear layers (%)")
-        ax.set_ylabel("perplexity (log scale)")
-        ax.set_title(title)
-        ax.legend()
-        save_figure(fig, png, pdf)
+        _finish_ppl_figure(fig, ax, df, df.method == "dense", "sparsity of the pruned linear layers (%)", title, png, pdf)
 
 
 def study_rows(model: str, ppl: list[dict], sparsity: list[dict], summaries: list[dict], reference: str | None = None) -> pd.DataFrame:
@@ -137,22 +142,14 @@ def plot_ppl_vs_removed(df: pd.DataFrame, png: str, pdf: str, title: str = "") -
         for (crit, recon), group in pruned.groupby(["criterion", "reconstruction"], sort=False):
             group = group.sort_values("removed_params_pct")
             ax.plot(group.removed_params_pct, group.perplexity, marker="o", label=f"{crit} + {recon}")
-        dense = df[df.criterion == "dense"]
-        if len(dense):
-            ax.axhline(dense.perplexity.iloc[0], color="black", linestyle="--", linewidth=1, label="dense")
-        ax.set_yscale("log")
-        ax.set_xlabel("parameters removed (% of the dense model)")
-        ax.set_ylabel("perplexity (log scale)")
-        ax.set_title(title)
-        ax.legend(fontsize=7)
-        save_figure(fig, png, pdf)
+        xlabel = "parameters removed (% of the dense model)"
+        _finish_ppl_figure(fig, ax, df, df.criterion == "dense", xlabel, title, png, pdf, fontsize=7)
 
 
 def plot_recovery(df: pd.DataFrame, png: str, pdf: str, title: str = "") -> None:
     """One sparsity: a Pareto view (peak memory of the recovery job vs perplexity, one point per recovery).
     Several sparsities: perplexity vs sparsity, one line per method × recovery, trainable share in the legend."""
     pruned = df[df.method != "dense"]
-    dense = df[df.method == "dense"]
     with plt.rc_context(STYLE):
         fig, ax = plt.subplots()
         if pruned.sparsity.nunique() > 1:
@@ -161,17 +158,11 @@ def plot_recovery(df: pd.DataFrame, png: str, pdf: str, title: str = "") -> None
                 share = group.trainable_pct.iloc[0]
                 label = f"{method} + {rec}" + (f" ({share:.3g}% trainable)" if rec != "none" else "")
                 ax.plot(group.sparsity * 100, group.perplexity, marker="o", label=label)
-            ax.set_xlabel("sparsity of the pruned linear layers (%)")
+            xlabel = "sparsity of the pruned linear layers (%)"
         else:
             for _, row in pruned.iterrows():
                 x = row.recover_peak_mb if row.recovery != "none" else row.peak_mem_mb
                 ax.scatter(x, row.perplexity, s=25)
                 ax.annotate(f"{row.method} + {row.recovery}", (x, row.perplexity), fontsize=6, xytext=(3, 3), textcoords="offset points")
-            ax.set_xlabel("peak memory of the job (MB RSS)")
-        if len(dense):
-            ax.axhline(dense.perplexity.iloc[0], color="black", linestyle="--", linewidth=1, label="dense")
-        ax.set_yscale("log")
-        ax.set_ylabel("perplexity (log scale)")
-        ax.set_title(title)
-        ax.legend(fontsize=6)
-        save_figure(fig, png, pdf)
+            xlabel = "peak memory of the job (MB RSS)"
+        _finish_ppl_figure(fig, ax, df, df.method == "dense", xlabel, title, png, pdf, fontsize=6)

@@ -1,0 +1,51 @@
+import pandas as pd
+
+from pruneflow import report
+
+
+def _df():
+    rows = [("dense", "", 0.0, "none", 14.0)] + [
+        (m, str(s), s, rec, p) for m, s, rec, p in [
+            ("wanda", 0.5, "none", 38.0), ("wanda", 0.7, "none", 200.0), ("wanda", 0.5, "retrain:norms", 30.0),
+            ("wanda", 0.7, "retrain:norms", 120.0), ("magnitude", 0.5, "none", 300.0), ("magnitude", 0.7, "none", 3000.0),
+        ]
+    ]
+    df = pd.DataFrame(rows, columns=["method", "pattern", "sparsity", "recovery", "perplexity"])
+    df["trainable_pct"] = 0.03
+    df["recover_peak_mb"] = 2000.0
+    df["peak_mem_mb"] = 1000.0
+    return df
+
+
+def test_every_figure_kind_writes_png_and_pdf(tmp_path):
+    df = _df()
+    report.plot_ppl_vs_sparsity(df, tmp_path / "a.png", tmp_path / "a.pdf", "t")
+    report.plot_recovery(df, tmp_path / "b.png", tmp_path / "b.pdf", "t")
+    report.plot_recovery(df[df.sparsity != 0.7], tmp_path / "c.png", tmp_path / "c.pdf", "t")  # Pareto view
+    structured = pd.DataFrame({"criterion": ["dense", "liar", "liar"], "reconstruction": ["-", "liar", "liar"],
+                               "removed_params_pct": [0, 10, 20], "perplexity": [14, 20, 30]})
+    report.plot_ppl_vs_removed(structured, tmp_path / "d.png", tmp_path / "d.pdf", "t")
+    for name in "abcd":
+        assert (tmp_path / f"{name}.png").read_bytes()[:4] == b"\x89PNG"
+        assert (tmp_path / f"{name}.pdf").read_bytes()[:4] == b"%PDF"
+
+
+def test_tables_in_three_formats_and_reference_labelled(tmp_path):
+    df = report.study_rows(
+        "m", [{"perplexity": 14.0}, {"perplexity": 38.0}], [{"overall": 0.0}, {"overall": 0.5}],
+        [{}, {"criterion": "wanda", "pattern": "2of4", "sparsity": 0.5, "stream": "sequential", "prune_seconds": 3}],
+        reference="wanda-llama7b",
+    )
+    assert list(df.pattern) == ["", "2:4"]
+    assert list(df["LLaMA-7B ppl (Wanda paper)"]) == [5.68, 11.53]
+    report.write_table(df, tmp_path / "t.csv", tmp_path / "t.md", tmp_path / "t.tex")
+    assert "Wanda paper" in (tmp_path / "t.md").read_text() and "\\begin{tabular}" in (tmp_path / "t.tex").read_text()
+    assert pd.read_csv(tmp_path / "t.csv").perplexity.tolist() == [14.0, 38.0]
+
+
+def test_zeroshot_columns_follow_variant_then_task_order():
+    df = pd.DataFrame({"method": ["dense", "wanda"]})
+    results = [{"task": "a", "acc": 0.6}, {"task": "b", "acc": 0.8}, {"task": "a", "acc": 0.4}, {"task": "b", "acc": 0.2}]
+    out = report.add_zeroshot_columns(df, results)
+    assert out.acc_a.tolist() == [0.6, 0.4] and out.acc_b.tolist() == [0.8, 0.2]
+    assert out.acc_mean.round(6).tolist() == [0.7, 0.3]
