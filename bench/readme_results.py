@@ -1,0 +1,26 @@
+"""Print the README's results section from results/tables/*.csv (run after the default pipeline)."""
+
+from pathlib import Path
+
+import pandas as pd
+
+ROOT = Path(__file__).resolve().parents[1]
+TABLES = ROOT / "results" / "tables"
+
+COLUMNS = {
+    "wanda_table": ["method", "pattern", "stream", "perplexity", "measured_sparsity", "prune_s", "LLaMA-7B ppl (Wanda paper)"],
+    "sparsity_sweep": ["method", "pattern", "stream", "perplexity", "measured_sparsity", "prune_s"],
+    "zeroshot_table": ["method", "pattern", "perplexity", "acc_lastword", "acc_nextsentence", "acc_browncloze", "acc_mean"],
+    "reconstruction_table": ["method", "pattern", "recovery", "perplexity", "trainable_pct", "recover_s", "recover_peak_mb"],
+    "perp_table": ["method", "pattern", "recovery", "perplexity", "trainable_pct", "recover_s", "recover_peak_mb"],
+    "liar_table": ["criterion", "ratio", "reconstruction", "params_m", "removed_params_pct", "perplexity", "tokens_per_s", "prune_s"],
+}
+
+for study, columns in COLUMNS.items():
+    path = TABLES / f"{study}.csv"
+    if not path.exists():
+        continue
+    df = pd.read_csv(path)
+    print(f"**{study}**\n")
+    print(df[[c for c in columns if c in df.columns]].to_markdown(index=False, floatfmt=".4g"))
+    print()
