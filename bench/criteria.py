@@ -5,7 +5,7 @@ the dense model and the default calibration samples (run the default pipeline fi
 Times are also given as multiples of one dense forward pass over the calibration samples,
 the floor for any method that needs activations.
 
-Usage: .venv/bin/python bench/criteria.py [--threads 2] [--calib results/.../brown-n64-l256-s0.safetensors]
+Usage: .venv/bin/python bench/criteria.py [--threads 2] [--calib results/.../brown-n32-l256-s0.safetensors]
 Writes bench/results/criteria.json.
 """
 
@@ -73,7 +73,7 @@ print(json.dumps({"seconds": seconds, "peak_memory_mb": peak_memory_mb(), "model
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default=str(ROOT / "results/smollm2-135m/dense/model"))
-    parser.add_argument("--calib", default=str(ROOT / "results/smollm2-135m/calib/brown-n64-l256-s0.safetensors"))
+    parser.add_argument("--calib", default=str(ROOT / "results/smollm2-135m/calib/brown-n32-l256-s0.safetensors"))
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--out", default=str(ROOT / "bench/results/criteria.json"))
     args = parser.parse_args()
