@@ -47,17 +47,32 @@ def _finish_ppl_figure(fig, ax, df: pd.DataFrame, dense_mask, xlabel: str, title
 
 
 def plot_ppl_vs_sparsity(df: pd.DataFrame, png: str, pdf: str, title: str = "") -> None:
-    """One line per method over the unstructured sparsities; the dense model as a dashed line.
+    """Several unstructured sparsities: one line per method over them. Otherwise (one ratio, N:M
+    patterns): grouped bars, one group per pattern, one bar per method. The dense model: a dashed line.
 
     ``df`` needs columns: method, pattern, sparsity, perplexity (dense row: method 'dense').
     """
+    pruned = df[df.method != "dense"]
+    is_nm = pruned.pattern.astype(str).str.contains(":")
     with plt.rc_context(STYLE):
         fig, ax = plt.subplots()
-        unstructured = df[(df.method != "dense") & ~df.pattern.astype(str).str.contains(":")]
-        for method, group in unstructured.groupby("method", sort=False):
-            group = group.sort_values("sparsity")
-            ax.plot(group.sparsity * 100, group.perplexity, marker="o", label=method)
-        _finish_ppl_figure(fig, ax, df, df.method == "dense", "sparsity of the pruned linear layers (%)", title, png, pdf)
+        if pruned[~is_nm].sparsity.nunique() > 1:
+            for method, group in pruned[~is_nm].groupby("method", sort=False):
+                group = group.sort_values("sparsity")
+                ax.plot(group.sparsity * 100, group.perplexity, marker="o", label=method)
+            xlabel = "sparsity of the pruned linear layers (%)"
+        else:
+            patterns = list(dict.fromkeys(pruned.pattern.astype(str)))
+            methods = list(dict.fromkeys(pruned.method))
+            width = 0.8 / len(methods)
+            for j, method in enumerate(methods):
+                rows = pruned[pruned.method == method].set_index(pruned[pruned.method == method].pattern.astype(str))
+                xs = [i + j * width for i, p in enumerate(patterns) if p in rows.index]
+                ax.bar(xs, [rows.perplexity[p] for p in patterns if p in rows.index], width, label=method)
+            ax.set_xticks([i + width * (len(methods) - 1) / 2 for i in range(len(patterns))])
+            ax.set_xticklabels([f"{float(p):.0%}" if ":" not in p else p for p in patterns])
+            xlabel = "sparsity pattern"
+        _finish_ppl_figure(fig, ax, df, df.method == "dense", xlabel, title, png, pdf)
 
 
 def study_rows(model: str, ppl: list[dict], sparsity: list[dict], summaries: list[dict], reference: str | None = None) -> pd.DataFrame:
@@ -160,9 +175,10 @@ def plot_recovery(df: pd.DataFrame, png: str, pdf: str, title: str = "") -> None
                 ax.plot(group.sparsity * 100, group.perplexity, marker="o", label=label)
             xlabel = "sparsity of the pruned linear layers (%)"
         else:
-            for _, row in pruned.iterrows():
+            markers = "osD^v<>PX*"
+            for k, (_, row) in enumerate(pruned.iterrows()):
                 x = row.recover_peak_mb if row.recovery != "none" else row.peak_mem_mb
-                ax.scatter(x, row.perplexity, s=25)
-                ax.annotate(f"{row.method} + {row.recovery}", (x, row.perplexity), fontsize=6, xytext=(3, 3), textcoords="offset points")
-            xlabel = "peak memory of the job (MB RSS)"
+                label = f"{row.method} {row.pattern}: " + (row.recovery.removesuffix(":all").removesuffix(":pruned") or "none")
+                ax.scatter(x, row.perplexity, s=30, marker=markers[k % len(markers)], label=label)
+            xlabel = "peak memory of the job (MB RSS; recovery jobs hold the dense and the pruned model)"
         _finish_ppl_figure(fig, ax, df, df.method == "dense", xlabel, title, png, pdf, fontsize=6)
