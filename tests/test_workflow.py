@@ -181,3 +181,13 @@ def test_slurm_profile_plans_the_same_jobs_as_local(tmp_path):
     local, _ = planned(tmp_path)
     slurm, _ = planned(tmp_path, "--profile", str(REPO / "profiles" / "slurm"))
     assert slurm == local and sum(local.values()) > 50
+
+
+def test_report_is_one_offline_html_with_every_figure(finished_run):
+    workdir, _ = finished_run
+    snakemake(workdir, "--report", "report.html")
+    html = (workdir / "report.html").read_text()
+    studies = ["sweep", "dense", "recovery", "liar"]
+    assert all(f"{s}.png" in html for s in studies)
+    assert html.count("data:image/png;") >= len(studies)  # embedded as data URIs, not linked: opens offline
+    assert "not comparable with" in html  # the table caption's warning about local zero-shot tasks
