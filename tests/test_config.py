@@ -39,3 +39,16 @@ def test_bad_values_name_key_value_and_allowed(default_config, edit, message):
     edit(config)
     with pytest.raises(ConfigError, match=message):
         validate_config(config)
+
+
+def test_extended_config_merges_into_the_default(default_config):
+    """config/extended.yaml only adds studies (snakemake merges --configfile into config.yaml)."""
+    from pruneflow.experiments import variants_of
+
+    extra = yaml.safe_load((REPO / "config" / "extended.yaml").read_text())
+    merged = copy.deepcopy(default_config)
+    merged["studies"].update(extra["studies"])
+    validate_config(merged)
+    variants = variants_of(merged["studies"]["recon_sweep"], merged)
+    assert len(variants) == 1 + 2 * 3 * 2  # dense + (wanda, sparsegpt) x 3 sparsities x (none, sublayer)
+    assert set(extra) == {"studies"} and not set(extra["studies"]) & set(default_config["studies"])
