@@ -32,7 +32,7 @@ CASES = {
 
 WORKER = r'''
 import json, sys, time, torch
-from safetensors.torch import load_file
+from pruneflow.calibration import load_calibration
 from pruneflow.activations import capture_block_inputs, run_block
 from pruneflow.architectures import architecture_of
 from pruneflow.criteria import get_criterion
@@ -45,7 +45,7 @@ from pruneflow.runtime import peak_memory_mb
 case, model_dir, calib_path, cache_dir, threads = json.loads(sys.argv[1])
 torch.set_num_threads(threads)
 model, _ = load_model(model_dir)
-calib = load_file(calib_path)["input_ids"]
+calib = load_calibration(calib_path)
 base = peak_memory_mb()
 start = time.perf_counter()
 if case == "forward":
@@ -87,9 +87,9 @@ def main() -> None:
     forward = results["dense_forward"]["seconds"]
     for r in results.values():
         r["dense_forwards"] = r["seconds"] / forward
-    from safetensors.torch import load_file
+    from pruneflow.calibration import load_calibration
 
-    shape = list(load_file(args.calib)["input_ids"].shape)
+    shape = list(load_calibration(args.calib).shape)
     report = {
         "model": "SmolLM2-135M (float32)",
         "calibration": {"nsamples": shape[0], "seqlen": shape[1]},

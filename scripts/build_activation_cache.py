@@ -1,8 +1,7 @@
 """One dense pass over the calibration samples: per-block input statistics for every criterion."""
 import time
 
-from safetensors.torch import load_file
-
+from pruneflow.calibration import load_calibration
 from pruneflow.dense_stream import build_activation_cache
 from pruneflow.io import atomic_path, write_json
 from pruneflow.models import load_model
@@ -13,7 +12,7 @@ rt = runtime_settings(snakemake.config)
 with job(snakemake.log[0], snakemake.threads):
     device = resolve_device(rt["device"])
     model, _ = load_model(f"{snakemake.input.model}/model")
-    calib = load_file(snakemake.input.calib)["input_ids"]
+    calib = load_calibration(snakemake.input.calib)
     with atomic_path(snakemake.output[0]) as out:
         start = time.perf_counter()
         sizes = build_activation_cache(model, calib, out, rt["batch_size"], device, gram=True)

@@ -1,8 +1,7 @@
 """Sequential pruning: block by block on inputs propagated through the already-pruned blocks."""
 import time
 
-from safetensors.torch import load_file
-
+from pruneflow.calibration import load_calibration
 from pruneflow.criteria import get_criterion
 from pruneflow.experiments import parse_method_id
 from pruneflow.io import atomic_path, save_model, write_json
@@ -17,7 +16,7 @@ method = parse_method_id(snakemake.wildcards.method)
 with job(snakemake.log[0], snakemake.threads):
     device = resolve_device(rt["device"])
     model, tok = load_model(f"{snakemake.input.model}/model")
-    calib = load_file(snakemake.input.calib)["input_ids"] if snakemake.input.calib else None
+    calib = load_calibration(snakemake.input.calib)
     with atomic_path(snakemake.output[0]) as out:
         start = time.perf_counter()
         blocks = prune_model(model, get_criterion(method.criterion), method.pattern, calib, method.stream, rt["batch_size"], device)

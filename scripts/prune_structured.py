@@ -1,8 +1,7 @@
 """Remove heads and/or FFN neurons, repair the output projections, save the smaller model."""
 import time
 
-from safetensors.torch import load_file
-
+from pruneflow.calibration import load_calibration
 from pruneflow.experiments import parse_structured_id
 from pruneflow.io import atomic_path, save_model, write_json
 from pruneflow.models import load_model
@@ -14,7 +13,7 @@ m = parse_structured_id(snakemake.wildcards.method)
 with job(snakemake.log[0], snakemake.threads):
     device = resolve_device(rt["device"])
     model, tok = load_model(f"{snakemake.input.model}/model")
-    calib = load_file(snakemake.input.calib)["input_ids"] if snakemake.input.calib else None
+    calib = load_calibration(snakemake.input.calib)
     with atomic_path(snakemake.output[0]) as out:
         start = time.perf_counter()
         summary = prune_structured(model, calib, m.target, m.ratio, m.criterion, m.reconstruction, m.damping, rt["batch_size"], device)

@@ -3,8 +3,7 @@ import json
 import shutil
 from pathlib import Path
 
-from safetensors.torch import load_file
-
+from pruneflow.calibration import load_calibration
 from pruneflow.experiments import Recovery
 from pruneflow.io import atomic_path, read_json, save_model, write_json
 from pruneflow.masks_io import load_block_masks
@@ -21,7 +20,7 @@ with job(snakemake.log[0], snakemake.threads, seed=spec["settings"].get("seed", 
     dense, _ = load_model(f"{snakemake.input.dense}/model")
     model, tok = load_model(pruned_dir / "model")
     masks = {i: load_block_masks(f) for i, f in enumerate(sorted((pruned_dir / "masks").glob("block*.safetensors")))}
-    calib = load_file(snakemake.input.calib)["input_ids"]
+    calib = load_calibration(snakemake.input.calib)
     total = sum(p.numel() for p in model.parameters())
     result = recover(dense, model, masks, calib, recovery, spec["settings"], device)
     with atomic_path(snakemake.output[0]) as out:

@@ -104,6 +104,13 @@ class InputStats:
         self.sq_sum = torch.zeros(in_features, dtype=torch.float32, device=device)
         self.gram = torch.zeros(in_features, in_features, dtype=torch.float32, device=device) if gram else None
 
+    @classmethod
+    def from_tensors(cls, count: int, sq_sum: torch.Tensor, gram: torch.Tensor | None = None) -> "InputStats":
+        """Statistics read back from storage (the dense-stream activation cache)."""
+        stats = cls.__new__(cls)
+        stats.count, stats.sq_sum, stats.gram = count, sq_sum, gram
+        return stats
+
     def add(self, x: torch.Tensor) -> None:
         x = x.reshape(-1, x.shape[-1]).float()
         self.count += x.shape[0]

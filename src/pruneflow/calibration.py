@@ -9,6 +9,9 @@ from __future__ import annotations
 import random
 
 import torch
+from safetensors.torch import load_file
+
+from .io import save_tensors
 
 
 class CalibrationError(ValueError):
@@ -41,3 +44,13 @@ def sample_windows(documents: list[str], tokenizer, nsamples: int, seqlen: int, 
         start = rng.randrange(len(ids) - seqlen)
         windows.append(ids[start : start + seqlen])
     return torch.tensor(windows, dtype=torch.long)
+
+
+def save_calibration(path, ids: torch.Tensor, **metadata: str) -> None:
+    """Store token windows [nsamples, seqlen] as safetensors (key ``input_ids``), atomically."""
+    save_tensors(path, {"input_ids": ids}, metadata=metadata)
+
+
+def load_calibration(path) -> torch.Tensor | None:
+    """Token windows [nsamples, seqlen] from :func:`save_calibration`; None for no path (no calibration)."""
+    return load_file(str(path))["input_ids"] if path else None

@@ -65,10 +65,7 @@ def load_block_stats(folder, index: int, device="cpu") -> dict[str, InputStats]:
     tensors = load_file(str(path), device=str(device))
     out = {}
     for group in (g.split(",") for g in meta["groups"].split(";")):
-        stats = InputStats.__new__(InputStats)
-        stats.count = int(meta["count"])
-        stats.sq_sum = tensors[f"{group[0]}.sq_sum"]
-        stats.gram = tensors.get(f"{group[0]}.gram")
+        stats = InputStats.from_tensors(int(meta["count"]), tensors[f"{group[0]}.sq_sum"], tensors.get(f"{group[0]}.gram"))
         out.update({name: stats for name in group})
     return out
 
