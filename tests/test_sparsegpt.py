@@ -152,3 +152,47 @@ def test_lazy_block_updates_equal_column_by_column_updates():
     for keep, w in results[1:]:
         assert torch.equal(keep, results[0][0])
         torch.testing.assert_close(w, results[0][1], rtol=1e-4, atol=1e-5)
+
+
+def _algorithm_1(weight, gram, pattern, blocksize=128, percdamp=0.01):
+    """SparseGPT's Algorithm 1 written out directly (float64, cholesky_inverse then an upper
+    Cholesky, one column at a time on W itself): the reference for the optimised implementation."""
+    w = weight.double().clone()
+    h = gram.double().clone()
+    dead = torch.diagonal(h) == 0
+    h[dead, dead] = 1
+    w[:, dead] = 0
+    h += percdamp * torch.diagonal(h).mean() * torch.eye(h.shape[0], dtype=h.dtype)
+    hinv = torch.linalg.cholesky(torch.cholesky_inverse(torch.linalg.cholesky(h)), upper=True)
+    pruned = torch.zeros_like(w, dtype=torch.bool)
+    for i1 in range(0, w.shape[1], blocksize):
+        i2 = min(i1 + blocksize, w.shape[1])
+        d = torch.diagonal(hinv)[i1:i2]
+        if not pattern.is_nm:
+            saliency = (w[:, i1:i2] ** 2 / d**2).flatten()
+            k = int(saliency.numel() * pattern.ratio)
+            block = torch.zeros_like(saliency, dtype=torch.bool)
+            block[torch.sort(saliency, stable=True).indices[:k]] = True
+            pruned[:, i1:i2] = block.view(w.shape[0], i2 - i1)
+        for i in range(i1, i2):
+            if pattern.is_nm and (i - i1) % pattern.m == 0:
+                group = w[:, i : i + pattern.m] ** 2 / torch.diagonal(hinv)[i : i + pattern.m] ** 2
+                idx = torch.sort(group, dim=1, stable=True).indices[:, : pattern.m - pattern.n]
+                pruned[:, i : i + pattern.m].scatter_(1, idx, True)
+            err = w[:, i] * pruned[:, i] / hinv[i, i]
+            w[:, i:] -= err[:, None] * hinv[i, i:][None, :]  # reaches past the block: no lazy batching
+            w[:, i] = torch.where(pruned[:, i], 0.0, w[:, i])
+    return w, ~pruned
+
+
+@pytest.mark.parametrize("pattern,blocksize", [("0.5", 128), ("0.7", 48), ("2:4", 128), ("4:8", 40)])
+def test_matches_algorithm_1_written_out(pattern, blocksize):
+    weight, x, stats = _correlated_layer(out_f=40, in_f=160)
+    x[:, 7] = 0  # one dead input
+    stats = InputStats(160, gram=True)
+    stats.add(x)
+    expected_w, expected_keep = _algorithm_1(weight, stats.gram, parse_pattern(pattern), blocksize)
+    w = weight.clone()
+    keep = sparsegpt_prune(w, stats.gram, parse_pattern(pattern), blocksize=blocksize)
+    assert torch.equal(keep, expected_keep)
+    torch.testing.assert_close(w.double(), expected_w, rtol=1e-4, atol=1e-4)
