@@ -31,6 +31,8 @@ def test_default_config_is_valid(default_config):
         (lambda c: c.update({"model": "gpt5"}), r"model: 'gpt5' is not defined; allowed: smollm2-135m"),
         (lambda c: c["runtime"].update({"device": "tpu"}), r"runtime\.device: 'tpu' is not allowed; allowed: cpu, cuda, auto"),
         (lambda c: c["calibration"].update({"nsamples": 0}), r"calibration\.nsamples: 0 is not allowed"),
+        (lambda c: c["models"]["smollm2-135m"].update({"dtype": "fp8"}),
+         r"models\.smollm2-135m\.dtype: 'fp8' is not allowed; allowed: float32, bfloat16, float16"),
         (lambda c: c.update({"sparsity": 0.5}), r"\(top level\): .*'sparsity'.*allowed keys: "),
     ],
 )
@@ -52,3 +54,13 @@ def test_extended_config_merges_into_the_default(default_config):
     variants = variants_of(merged["studies"]["recon_sweep"], merged)
     assert len(variants) == 1 + 2 * 3 * 2  # dense + (wanda, sparsegpt) x 3 sparsities x (none, sublayer)
     assert set(extra) == {"studies"} and not set(extra["studies"]) & set(default_config["studies"])
+
+
+def test_bfloat16_config_merges_and_selects_a_bfloat16_model(default_config):
+    extra = yaml.safe_load((REPO / "config" / "bfloat16.yaml").read_text())
+    merged = copy.deepcopy(default_config)
+    merged["model"] = extra["model"]
+    merged["models"].update(extra["models"])
+    validate_config(merged)
+    assert merged["models"][merged["model"]]["dtype"] == "bfloat16"
+    assert merged["model"] != default_config["model"]  # its results live beside the float32 ones

@@ -133,6 +133,16 @@ def test_changed_calibration_seed_reruns_calibration_and_below(finished_run):
     assert any("brown-n4-l64-s1" in r for r in reasons)
 
 
+def test_changed_model_dtype_reruns_everything_but_the_text(finished_run):
+    workdir, config = finished_run
+    everything, _ = planned(workdir, "--forceall")
+    rules, reasons = _plan_after(workdir, config, lambda c: c["models"]["tiny"].update(dtype="bfloat16"))
+    everything.pop("corpus")
+    everything.pop("zeroshot_task")  # items are built from text alone, not from the model
+    assert rules == everything and rules["model"] == 1
+    assert any("params" in r.lower() for r in reasons)
+
+
 def test_deleted_intermediate_is_recomputed_with_identical_masks(finished_run):
     workdir, _ = finished_run
     variant = workdir / "results/tiny/pruned/brown-n4-l64-s0/wanda-2of4-seq"

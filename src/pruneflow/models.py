@@ -6,6 +6,10 @@ Sources:
 - ``local``: any Hugging Face folder on disk.
 - ``hub``: a Hugging Face hub id (needs network, or a filled cache).
 - ``tiny``: a small randomly initialised LLaMA built from a config in code (tests, CI).
+
+Every source is read in float32 and stored in the spec's ``dtype`` (float32, bfloat16, float16);
+later steps load the stored dtype, so the whole chain runs in it while statistics, SparseGPT and
+least-squares solves stay in float32 or float64, and optimisers update float32 master copies.
 """
 
 from __future__ import annotations
@@ -70,17 +74,25 @@ def load_source(spec: dict):
     if source == "tiny":
         from .tiny import build_tiny_model
 
-        return build_tiny_model(**{k: v for k, v in spec.items() if k != "source"})
+        return build_tiny_model(**{k: v for k, v in spec.items() if k not in ("source", "dtype")})
     raise ModelSourceError(f"models.*.source: unknown value {source!r}; allowed: {', '.join(SOURCES)}")
 
 
+def torch_dtype(name: str) -> torch.dtype:
+    if name not in DTYPES:
+        raise ModelSourceError(f"models.*.dtype: unknown value {name!r}; allowed: {', '.join(DTYPES)}")
+    return DTYPES[name]
+
+
 def materialize(spec: dict, folder) -> None:
+    dtype = torch_dtype(spec.get("dtype", "float32"))
     model, tok = load_source(spec)
-    save_model(model, tok, folder)
+    save_model(model.to(dtype), tok, folder)
 
 
-def load_model(folder, dtype: str = "float32"):
-    """Load a materialised folder in evaluation mode; returns (model, tokenizer)."""
-    model = AutoModelForCausalLM.from_pretrained(folder, dtype=DTYPES[dtype])
+def load_model(folder, dtype: str | None = None):
+    """Load a materialised folder in evaluation mode, in its stored dtype unless ``dtype`` names
+    another; returns (model, tokenizer)."""
+    model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch_dtype(dtype) if dtype else "auto")
     model.eval()
     return model, AutoTokenizer.from_pretrained(folder)

@@ -20,7 +20,22 @@ def split_trainable(trainable: str) -> tuple[list[str], str | None]:
 
 
 def recover(dense, pruned, keep_masks, calib_ids: torch.Tensor, recovery: Recovery, settings: dict, device="cpu") -> dict:
-    """Recover ``pruned`` in place; ``settings`` is the config's reconstruction/retraining section."""
+    """Recover ``pruned`` in place; ``settings`` is the config's reconstruction/retraining section.
+
+    Optimisers and solvers work on float32 copies (bfloat16 steps of size lr·grad mostly round
+    away); the result is cast back to the pruned model's dtype, pruned weights staying exactly zero.
+    """
+    dense_dtype, stored = dense.dtype, pruned.dtype
+    dense.float()
+    pruned.float()
+    try:
+        return _recover(dense, pruned, keep_masks, calib_ids, recovery, settings, device)
+    finally:
+        dense.to(dense_dtype)
+        pruned.to(stored)
+
+
+def _recover(dense, pruned, keep_masks, calib_ids, recovery, settings, device) -> dict:
     train = {k: v for k, v in settings.items() if k in TRAIN_FIELDS}
     subsets, adapter_kind = split_trainable(recovery.trainable)
     adapter = AdapterConfig(adapter_kind, **{k: v for k, v in settings.items() if k in ADAPTER_FIELDS}) if adapter_kind else None
