@@ -8,7 +8,7 @@ from snakemake.exceptions import WorkflowError
 sys.path.insert(0, str(Path(workflow.basedir) / "src"))  # the library, also without `pip install -e`
 
 from pruneflow import experiments as ex
-from pruneflow.config import ConfigError, validate_config
+from pruneflow.config import ConfigError, cache_grams, validate_config
 
 try:
     validate_config(config)

@@ -42,6 +42,8 @@ rule activation_cache:
         calib="results/{model}/calib/{calib}.safetensors",
     output:
         maybe_temp(directory("results/{model}/acts/{calib}")),
+    params:
+        gram=cache_grams(config),  # a changed setting reruns the cache (params trigger)
     log:
         "results/logs/{model}/acts/{calib}.log",
     benchmark:

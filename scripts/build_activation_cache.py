@@ -15,5 +15,5 @@ with job(snakemake.log[0], snakemake.threads):
     calib = load_calibration(snakemake.input.calib)
     with atomic_path(snakemake.output[0]) as out:
         start = time.perf_counter()
-        sizes = build_activation_cache(model, calib, out, rt["batch_size"], device, gram=True)
+        sizes = build_activation_cache(model, calib, out, rt["batch_size"], device, gram=snakemake.params.gram)
         write_json(out / "summary.json", step_summary(time.perf_counter() - start, peak_memory_mb(device), **sizes))

@@ -34,6 +34,8 @@ def test_default_config_is_valid(default_config):
         (lambda c: c["models"]["smollm2-135m"].update({"dtype": "fp8"}),
          r"models\.smollm2-135m\.dtype: 'fp8' is not allowed; allowed: float32, bfloat16, float16"),
         (lambda c: c.update({"sparsity": 0.5}), r"\(top level\): .*'sparsity'.*allowed keys: "),
+        (lambda c: (c["activations"].update(gram=False), c["studies"]["sparsity_sweep"]["criteria"].append("sparsegpt")),
+         r"studies\.sparsity_sweep: sparsegpt on the dense stream needs .*activations\.gram is false; allowed: "),
     ],
 )
 def test_bad_values_name_key_value_and_allowed(default_config, edit, message):

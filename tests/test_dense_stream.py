@@ -55,3 +55,17 @@ def test_sparsegpt_from_cache_equals_dense_stream(tmp_path, calib_ids):
     assert all(torch.equal(got[i][n], expected[i][n]) for i in expected for n in expected[i])
     for a, b in zip(model.parameters(), reference.parameters()):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)  # Gram sums in another batch order
+
+
+def test_norms_only_cache_serves_wanda_identically_and_is_small(tmp_path, calib_ids):
+    model, _ = build_tiny_model()
+    full = build_activation_cache(model, calib_ids, tmp_path / "full", batch_size=8)
+    norms = build_activation_cache(model, calib_ids, tmp_path / "norms", batch_size=8, gram=False)
+    hidden, inter = 64, 128
+    assert abs(norms["bytes_per_block"][0] - 4 * (3 * hidden + inter)) < 2048  # no d² term
+    assert load_block_stats(tmp_path / "norms", 0)["mlp.down_proj"].gram is None
+    crit, pattern = get_criterion("wanda"), parse_pattern(0.5)
+    a = {i: masks_from_scores(s, pattern, crit) for i, s in model_scores(model, crit, tmp_path / "full")}
+    b = {i: masks_from_scores(s, pattern, crit) for i, s in model_scores(model, crit, tmp_path / "norms")}
+    assert all(torch.equal(a[i][n], b[i][n]) for i in a for n in a[i])
+    assert full["bytes_per_block"][0] > 10 * norms["bytes_per_block"][0]

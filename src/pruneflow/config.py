@@ -75,6 +75,16 @@ def validate_config(config: dict, base_dir: str | Path = ".") -> None:
                 parse_pattern(pat)
             except PatternError as err:
                 raise ConfigError(f"studies.{name}.patterns[{i}]: {pat!r} is not allowed: {err}") from None
+        if study.get("stream") == "dense" and "sparsegpt" in study["criteria"] and not cache_grams(config):
+            raise ConfigError(
+                f"studies.{name}: sparsegpt on the dense stream needs the cached Gram matrices, but activations.gram "
+                "is false; allowed: activations.gram: true, or stream: sequential"
+            )
+
+
+def cache_grams(config: dict) -> bool:
+    """Whether the dense-stream activation cache stores Gram matrices (default true)."""
+    return config.get("activations", {}).get("gram", True)
 
 
 def _check_structured(key, study):
