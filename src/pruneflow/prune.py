@@ -52,8 +52,13 @@ def prune_model(
             for name, layer in linears.items()
         }
         if inputs is not None:
-            # Sequential: the next block sees what the pruned block produces (a second pass).
-            outputs = run_block(block, inputs) if stream == "sequential" else dense_out
+            if stream == "sequential":
+                # The next block sees what the pruned block produces (a second pass). Dropping the
+                # dense outputs first keeps at most two copies of the block's inputs on the device.
+                dense_out = None
+                outputs = run_block(block, inputs)
+            else:
+                outputs = dense_out
             inputs = inputs.replace(outputs)
         block.to("cpu")
         yield index, masks
