@@ -21,6 +21,8 @@ for study, columns in COLUMNS.items():
     if not path.exists():
         continue
     df = pd.read_csv(path)
+    if "pattern" in df.columns:  # the dense row has no pattern
+        df["pattern"] = df["pattern"].astype(object).where(df["pattern"].notna(), "-")
     print(f"**{study}**\n")
     print(df[[c for c in columns if c in df.columns]].to_markdown(index=False, floatfmt=".4g"))
     print()
