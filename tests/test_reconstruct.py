@@ -9,13 +9,8 @@ from pruneflow.criteria import get_criterion
 from pruneflow.masks import parse_pattern
 from pruneflow.peft import AdapterConfig, AdapterLinear
 from pruneflow.prune import prune_model
-from pruneflow.reconstruct import (
-    ReconstructionError,
-    linear_output_error,
-    masked_least_squares,
-    reconstruct_model,
-    unit_forward,
-)
+from pruneflow.least_squares import linear_output_error, masked_least_squares
+from pruneflow.reconstruct import ReconstructionError, reconstruct_model, unit_forward
 from pruneflow.tiny import build_tiny_model
 from pruneflow.train import TrainConfig, train
 
