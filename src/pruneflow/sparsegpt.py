@@ -27,7 +27,7 @@ def inverse_hessian_factor(gram: torch.Tensor, percdamp: float = 0.01) -> tuple[
     """
     # Reversing the input order turns the upper factor of H⁻¹ into an inverted lower factor of H:
     # with J the reversal, JHJ = LLᵀ gives H⁻¹ = UᵀU for U = J L⁻¹ J, one factorisation instead of three.
-    h = gram.detach().float().flip(0, 1).clone()
+    h = gram.detach().float().flip(0, 1)  # flip copies: gram is left untouched
     dead = torch.diagonal(h) == 0
     h[dead, dead] = 1
     diag = torch.diagonal(h)  # a view: edits write into h
