@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 
 import torch
+from transformers import AutoTokenizer
 
 from pruneflow.calibration import sample_windows
 from pruneflow.criteria import get_criterion
@@ -40,7 +41,7 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 
-    _, tok = load_model(args.model)
+    tok = AutoTokenizer.from_pretrained(args.model)  # the model itself is loaded fresh per run below
     docs = read_texts(RESULTS / "corpora/brown/calib.jsonl")
     evals = eval_windows(read_texts(RESULTS / "corpora/wiki/eval.jsonl"), tok, 512, args.windows, "auto")
     rows = []

@@ -1,5 +1,7 @@
 """The models.*.dtype setting: stored and computed in bfloat16/float16, statistics and optimisers in float32."""
 
+import copy
+
 import pytest
 import torch
 
@@ -52,7 +54,7 @@ def test_bfloat16_pruning_is_exact_and_close_to_float32(tiny, criterion, pattern
     model, _ = tiny
     results = {}
     for dtype in (torch.float32, torch.bfloat16):
-        m = model.to(dtype) if dtype == torch.float32 else _copy(model).to(dtype)
+        m = copy.deepcopy(model).to(dtype)  # both runs start from the dense weights
         masks = dict(prune_model(m, get_criterion(criterion), parse_pattern(pattern), CALIB, "sequential", 4))
         state = m.state_dict()
         for index, block in masks.items():
@@ -68,11 +70,11 @@ def test_bfloat16_pruning_is_exact_and_close_to_float32(tiny, criterion, pattern
 
 def test_recovery_of_a_bfloat16_model_trains_in_float32_and_returns_bfloat16(tiny):
     dense, _ = tiny
-    pruned = _copy(dense)
+    pruned = copy.deepcopy(dense)
     masks = dict(prune_model(pruned, get_criterion("wanda"), parse_pattern("0.5"), CALIB, "sequential", 4))
     dense, pruned = dense.to(torch.bfloat16), pruned.to(torch.bfloat16)
     # The reference: the same recovery on exact float32 copies, cast to bfloat16 afterwards.
-    dense32, reference = _copy(dense).float(), _copy(pruned).float()
+    dense32, reference = copy.deepcopy(dense).float(), copy.deepcopy(pruned).float()
     recovery, settings = parse_recovery("recon:sublayer"), {"lr": 1e-3, "batch_size": 2}
     gap_before = _logit_gap(dense, pruned)
     recover(dense, pruned, masks, CALIB, recovery, settings, "cpu")
@@ -91,7 +93,9 @@ def _logit_gap(dense, model) -> float:
     return (dense(CALIB).logits.float() - model(CALIB).logits.float()).pow(2).mean().item()
 
 
-def _copy(model):
-    import copy
-
-    return copy.deepcopy(model)
+def test_local_checkpoint_loads_straight_into_the_dtype_with_the_same_rounding(tmp_path, tiny_model_dir):
+    materialize({"source": "local", "path": str(tiny_model_dir), "dtype": "bfloat16"}, tmp_path / "model")
+    got, _ = load_model(tmp_path / "model")
+    expected, _ = load_model(tiny_model_dir)
+    for (name, a), b in zip(got.state_dict().items(), expected.to(torch.bfloat16).state_dict().values()):
+        assert a.dtype == torch.bfloat16 and torch.equal(a, b), name

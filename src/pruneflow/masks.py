@@ -27,16 +27,11 @@ def lowest(scores: torch.Tensor, k: int, dim: int) -> torch.Tensor:
     return below | (ties & (torch.cumsum(ties, dim) <= missing))
 
 
-def _keep_lowest_pruned(scores: torch.Tensor, k: int, dim: int) -> torch.Tensor:
-    """Keep-mask that prunes the k lowest scores along ``dim``."""
-    return ~lowest(scores, k, dim)
-
-
 def unstructured_mask(scores: torch.Tensor, ratio: float, per_row: bool) -> torch.Tensor:
     """Prune ``ratio`` of the weights: exactly ``int(in * ratio)`` per row, or ``int(numel * ratio)`` per matrix."""
     if per_row:
-        return _keep_lowest_pruned(scores, int(scores.shape[1] * ratio), dim=1)
-    flat = _keep_lowest_pruned(scores.reshape(-1), int(scores.numel() * ratio), dim=0)
+        return ~lowest(scores, int(scores.shape[1] * ratio), dim=1)
+    flat = ~lowest(scores.reshape(-1), int(scores.numel() * ratio), dim=0)
     return flat.view_as(scores)
 
 
@@ -46,7 +41,7 @@ def nm_mask(scores: torch.Tensor, n: int, m: int) -> torch.Tensor:
     if in_f % m:
         raise PatternError(f"pattern {n}:{m}: M={m} does not divide the input dimension {in_f}")
     groups = scores.reshape(out_f, in_f // m, m)
-    return _keep_lowest_pruned(groups, m - n, dim=2).reshape(out_f, in_f)
+    return ~lowest(groups, m - n, dim=2).reshape(out_f, in_f)
 
 
 def make_mask(scores: torch.Tensor, pattern: Pattern, per_row: bool) -> torch.Tensor:

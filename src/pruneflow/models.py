@@ -7,7 +7,7 @@ Sources:
 - ``hub``: a Hugging Face hub id (needs network, or a filled cache).
 - ``tiny``: a small randomly initialised LLaMA built from a config in code (tests, CI).
 
-Every source is read in float32 and stored in the spec's ``dtype`` (float32, bfloat16, float16);
+Every source is stored in the spec's ``dtype`` (float32, bfloat16, float16);
 later steps load the stored dtype, so the whole chain runs in it while statistics, SparseGPT and
 least-squares solves stay in float32 or float64, and optimisers update float32 master copies.
 """
@@ -44,8 +44,13 @@ def smollm2_gguf_path() -> Path:
 
 
 def load_source(spec: dict):
-    """Return (model, tokenizer) for a model spec from the config's ``models`` section."""
+    """Return (model, tokenizer) for a model spec from the config's ``models`` section.
+
+    Checkpoints (local, hub) load straight in the spec's dtype: a 7B model in bfloat16 never
+    passes through 28 GB of float32. GGUF and tiny models are built in float32 and cast later.
+    """
     source = spec["source"]
+    dtype = torch_dtype(spec.get("dtype", "float32"))
     if source == "smollm2-gguf":
         gguf = smollm2_gguf_path()
         tok = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
@@ -59,11 +64,11 @@ def load_source(spec: dict):
         path = Path(spec["path"]).expanduser()
         if not (path / "config.json").is_file():
             raise ModelSourceError(f"models.*.path: {str(path)!r} is not a Hugging Face model folder (no config.json)")
-        return AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32), AutoTokenizer.from_pretrained(path)
+        return AutoModelForCausalLM.from_pretrained(path, dtype=dtype), AutoTokenizer.from_pretrained(path)
     if source == "hub":
         try:
             tok = AutoTokenizer.from_pretrained(spec["id"], revision=spec.get("revision"))
-            model = AutoModelForCausalLM.from_pretrained(spec["id"], revision=spec.get("revision"), dtype=torch.float32)
+            model = AutoModelForCausalLM.from_pretrained(spec["id"], revision=spec.get("revision"), dtype=dtype)
         except OSError as err:  # offline, unknown id, gated repo
             raise ModelSourceError(
                 f"could not load hub model {spec['id']!r} ({err.__class__.__name__}: {err}). Without network, "
