@@ -2,7 +2,7 @@ import pytest
 import torch
 from transformers import GPT2Config, GPT2LMHeadModel, OPTConfig, OPTForCausalLM
 
-from pruneflow.architectures import UnsupportedModelError, architecture_of
+from pruneflow.architectures import architecture_of
 
 
 def test_llama_linears_in_forward_order(tiny):
@@ -34,12 +34,11 @@ def test_opt_and_gpt2_are_described():
     assert c_fc.weight[0, 0] == 0.0  # the view writes through
 
 
-def test_unknown_family_names_the_supported_ones():
-    class Config:
-        model_type = "mamba"
-
-    with pytest.raises(UnsupportedModelError, match="'mamba'.*llama"):
-        architecture_of(Config())
+def test_a_model_is_needed_not_a_config(tiny):
+    model, _ = tiny
+    with pytest.raises(TypeError, match="check_supported"):
+        architecture_of(model.config)
+    assert architecture_of(model) is architecture_of(model)  # found once per model object
 
 
 def test_blocks_detached_restores_blocks(tiny):

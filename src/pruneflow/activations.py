@@ -1,4 +1,4 @@
-"""Calibration activations: capture the inputs of the first block, run blocks one at a time,
+"""Calibration activations: capture what every block receives, run blocks one at a time,
 and accumulate the per-linear input statistics that the criteria need.
 
 Only one block's weights and one block's inputs need to sit on the compute device at once.
@@ -7,67 +7,126 @@ Only one block's weights and one block's inputs need to sit on the compute devic
 from __future__ import annotations
 
 import contextlib
+import inspect
 from dataclasses import dataclass, field
 
 import torch
 from torch import nn
 
-from .architectures import architecture_of
+from .architectures import architecture_of, in_features
 
 
 @dataclass
 class BlockInputs:
     """Inputs of one block for all calibration samples, in chunks of ``batch_size`` samples.
 
-    ``hidden[c]`` is [batch, seqlen, hidden_size]; ``kwargs[c]`` holds what the model passes to
-    every block alongside (attention mask, rotary position embeddings, ...), shared by all blocks.
+    ``hidden[c]`` is [batch, seqlen, hidden_size]; ``layer_kwargs[l][c]`` holds what the model passes to
+    block ``l`` alongside (attention mask, rotary position embeddings, ...): families with sliding-window
+    and global layers (Gemma 2/3, ...) give each layer its own mask and rotary tables. ``layer`` is the
+    block these hidden states feed; :meth:`replace` with that block's outputs moves to the next one.
     """
 
     hidden: list[torch.Tensor]
-    kwargs: list[dict] = field(default_factory=list)
+    layer_kwargs: list[list[dict]] = field(default_factory=list)
+    layer: int = 0
+
+    @property
+    def kwargs(self) -> list[dict]:
+        """The current block's arguments, one dict per chunk."""
+        return self.layer_kwargs[self.layer]
+
+    def kwargs_at(self, offset: int) -> list[dict]:
+        """The arguments of the block ``offset`` places after the current one."""
+        return self.layer_kwargs[self.layer + offset]
 
     def replace(self, hidden: list[torch.Tensor]) -> "BlockInputs":
-        return BlockInputs(hidden=hidden, kwargs=self.kwargs)
+        """The next block's inputs: ``hidden`` are the current block's outputs."""
+        return BlockInputs(hidden=hidden, layer_kwargs=self.layer_kwargs, layer=self.layer + 1)
+
+    def same_layer(self, hidden: list[torch.Tensor]) -> "BlockInputs":
+        """Other hidden states for the same block (e.g. the dense stream beside the pruned one)."""
+        return BlockInputs(hidden=hidden, layer_kwargs=self.layer_kwargs, layer=self.layer)
 
 
 class _Stop(Exception):
     pass
 
 
-def _to(value, device):
+# Arguments that carry a decoding cache; calibration runs without one.
+_CACHE_ARGS = ("past_key_values", "past_key_value", "cache", "layer_past")
+
+
+def _to(value, device, moved: dict):
+    """``value`` on ``device``; a tensor shared by several layers (mask, rotary tables) is moved once."""
     if isinstance(value, torch.Tensor):
-        return value.to(device)
+        if id(value) not in moved:
+            moved[id(value)] = (value, value.to(device))
+        return moved[id(value)][1]
     if isinstance(value, tuple):
-        return tuple(_to(v, device) for v in value)
+        return tuple(_to(v, device, moved) for v in value)
+    if isinstance(value, dict):
+        return {k: _to(v, device, moved) for k, v in value.items()}
     return value
+
+
+def call_arguments(module_or_signature, args: tuple, kwargs: dict) -> tuple[torch.Tensor, dict]:
+    """(hidden states, every other argument by name) of a module call: positional arguments (GPT-2
+    passes its mask positionally) are named from the signature, so the call replays with keywords."""
+    signature = module_or_signature if isinstance(module_or_signature, inspect.Signature) else inspect.signature(module_or_signature.forward)
+    bound = signature.bind(*args, **kwargs).arguments
+    named = {}
+    for name, value in bound.items():
+        kind = signature.parameters[name].kind
+        if kind is inspect.Parameter.VAR_KEYWORD:
+            named.update(value)
+        elif kind is not inspect.Parameter.VAR_POSITIONAL:
+            named[name] = value
+    first = next(iter(signature.parameters))
+    hidden = named.pop(first)
+    return hidden, {k: v for k, v in named.items() if k not in _CACHE_ARGS and not _is_cache(v)}
+
+
+def _is_cache(value) -> bool:
+    return type(value).__name__.endswith("Cache")
 
 
 @torch.no_grad()
 def capture_block_inputs(model: nn.Module, input_ids: torch.Tensor, batch_size: int, device="cpu") -> BlockInputs:
-    """Run the embeddings only and record what the first block receives.
+    """Run the embeddings only and record what every block receives: the first block's hidden
+    states and each block's own arguments.
 
+    Every block's forward is swapped for a recorder that passes its input through, so one cheap pass
+    per chunk yields all layers' arguments; the last block stops the pass (no final norm, no head).
     Only the modules before the first block (embeddings, rotary tables) are moved to ``device``.
     """
     arch = architecture_of(model)
-    first = arch.get_blocks(model)[0]
-    captured = BlockInputs(hidden=[])
+    blocks = arch.get_blocks(model)
+    captured = BlockInputs(hidden=[], layer_kwargs=[[] for _ in blocks])
+    moved: dict = {}
 
-    def grab(_module, args, kwargs):
-        hidden = args[0] if args else kwargs.pop("hidden_states")
-        kwargs = {k: _to(v, device) for k, v in kwargs.items() if k not in ("hidden_states", "past_key_values", "past_key_value")}
-        captured.hidden.append(hidden.to(device))
-        captured.kwargs.append(kwargs)
-        raise _Stop
+    def recorder(index, signature):
+        def forward(*args, **kwargs):
+            hidden, named = call_arguments(signature, args, kwargs)
+            if index == 0:
+                captured.hidden.append(hidden.to(device))
+            captured.layer_kwargs[index].append({k: _to(v, device, moved) for k, v in named.items()})
+            if index == len(blocks) - 1:
+                raise _Stop
+            return (hidden, None) if arch.returns_tuple else hidden
 
-    handle = first.register_forward_pre_hook(grab, with_kwargs=True)
-    moved = _move_non_block_modules(model, arch, device)
+        return forward
+
+    for index, block in enumerate(blocks):
+        block.forward = recorder(index, inspect.signature(block.forward))
+    moved_modules = _move_non_block_modules(model, arch, device)
     try:
         for chunk in input_ids.split(batch_size):
             with contextlib.suppress(_Stop):
                 model(chunk.to(device), use_cache=False)
     finally:
-        handle.remove()
-        for module in moved:
+        for block in blocks:
+            del block.forward  # the class's forward again
+        for module in moved_modules:
             with arch.blocks_detached(module):
                 module.to("cpu")
     return captured
@@ -82,14 +141,14 @@ def _move_non_block_modules(model, arch, device) -> list[nn.Module]:
     return [model]
 
 
+def block_output(out) -> torch.Tensor:
+    return out[0] if isinstance(out, (tuple, list)) else out
+
+
 @torch.no_grad()
 def run_block(block: nn.Module, inputs: BlockInputs) -> list[torch.Tensor]:
     """The block's outputs for every chunk (the next block's inputs)."""
-    outs = []
-    for hidden, kwargs in zip(inputs.hidden, inputs.kwargs):
-        out = block(hidden, **kwargs)
-        outs.append(out[0] if isinstance(out, tuple) else out)
-    return outs
+    return [block_output(block(hidden, **kwargs)) for hidden, kwargs in zip(inputs.hidden, inputs.kwargs)]
 
 
 class InputStats:
@@ -127,11 +186,7 @@ class InputStats:
 def input_groups(arch) -> list[tuple[str, ...]]:
     """Linears that read the same input tensor (q/k/v, gate/up): their statistics are identical,
     so each group's are computed and stored once, under the first name."""
-    return [g for g in (arch.attn_in, (arch.attn_out,), arch.mlp_in, (arch.mlp_out,)) if g]
-
-
-def _in_features(layer: nn.Module) -> int:
-    return layer.weight.shape[0] if type(layer).__name__ == "Conv1D" else layer.weight.shape[1]
+    return list(arch.groups)
 
 
 @torch.no_grad()
@@ -146,7 +201,7 @@ def collect_stats(
     stats, handles = {}, []
     for group in groups:
         leader = linears[group[0]]
-        shared = InputStats(_in_features(leader), gram, device=leader.weight.device)
+        shared = InputStats(in_features(leader), gram, device=leader.weight.device)
         stats.update({name: shared for name in group})
         handles.append(leader.register_forward_hook(lambda _m, args, _out, s=shared: s.add(args[0])))
     try:
@@ -155,3 +210,27 @@ def collect_stats(
         for h in handles:
             h.remove()
     return stats, outputs
+
+
+@torch.no_grad()
+def forward_by_blocks(model: nn.Module, input_ids: torch.Tensor, batch_size: int = 8) -> torch.Tensor:
+    """Logits [n, seqlen, vocab] computed the way pruning and reconstruction see the model: captured
+    block inputs, one block at a time with each block's own arguments, then the model's own head
+    (final norm, output layer, any logit soft-capping) on the last hidden states."""
+    arch = architecture_of(model)
+    blocks = arch.get_blocks(model)
+    inputs = capture_block_inputs(model, input_ids, batch_size)
+    for block in blocks:
+        inputs = inputs.replace(run_block(block, inputs))
+    last = len(blocks) - 1
+    logits = []
+    for chunk, final in zip(input_ids.split(batch_size), inputs.hidden):
+        for index, block in enumerate(blocks):  # pass-through, the last block hands over the final states
+            block.forward = (lambda h, *a, _f=final, **k: (_f, None) if arch.returns_tuple else _f) if index == last else (
+                lambda h, *a, **k: (h, None) if arch.returns_tuple else h)
+        try:
+            logits.append(model(chunk, use_cache=False).logits)
+        finally:
+            for block in blocks:
+                del block.forward
+    return torch.cat(logits)

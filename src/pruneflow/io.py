@@ -48,7 +48,9 @@ def save_tensors(path, tensors: dict[str, torch.Tensor], metadata: dict[str, str
 
 
 def save_model(model, tokenizer, folder) -> None:
-    """Save a Hugging Face model and tokenizer folder atomically."""
-    with atomic_path(folder) as tmp:
+    """Save a Hugging Face model and tokenizer folder atomically (experts fused as transformers stores them)."""
+    from .experts import experts_fused
+
+    with atomic_path(folder) as tmp, experts_fused(model):
         model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
