@@ -10,7 +10,7 @@ from pruneflow.masks import parse_pattern
 from pruneflow.peft import AdapterConfig, AdapterLinear
 from pruneflow.prune import prune_model
 from pruneflow.least_squares import linear_output_error, masked_least_squares
-from pruneflow.reconstruct import ReconstructionError, reconstruct_model, unit_forward
+from pruneflow.reconstruct import capture_sublayer_inputs, ReconstructionError, reconstruct_model, unit_forward
 from pruneflow.tiny import build_tiny_model
 from pruneflow.train import TrainConfig, train
 
@@ -153,14 +153,19 @@ def test_dense_inputs_and_dense_targets(setup, granularity, inputs, targets):
 
 
 def test_sublayers_compose_to_the_block(setup):
+    """LLaMA: block(x) = h + mlp_part(h) with h = x + attn_part(x), each part run from captured inputs."""
     dense, calib = setup
     arch = architecture_of(dense)
     inputs = capture_block_inputs(dense, calib, 4)
     block = arch.get_blocks(dense)[0]
+    attn_in = capture_sublayer_inputs(block, arch.attn, inputs)
+    mlp_in = capture_sublayer_inputs(block, arch.mlp, inputs)
     with torch.no_grad():
-        for hidden, kwargs in zip(inputs.hidden, inputs.kwargs):
-            h = unit_forward(arch, [block], "attn", hidden, kwargs)
-            torch.testing.assert_close(unit_forward(arch, [block], "mlp", h, kwargs), block(hidden, **kwargs))
+        for c, (hidden, kwargs) in enumerate(zip(inputs.hidden, inputs.kwargs)):
+            torch.testing.assert_close(attn_in.x[c], hidden)
+            h = hidden + unit_forward(arch, [block], "attn", hidden, attn_in.kwargs[c])
+            torch.testing.assert_close(mlp_in.x[c], h)
+            torch.testing.assert_close(h + unit_forward(arch, [block], "mlp", h, mlp_in.kwargs[c]), block(hidden, **kwargs))
 
 
 def test_same_seed_same_weights(setup):

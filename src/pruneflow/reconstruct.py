@@ -7,8 +7,9 @@ dense model's unit on the same inputs. Units, from finest to coarsest:
 - ``matrix``: each linear layer alone, a convex least-squares problem solved in closed form per
   output row on the kept inputs, w_r = (X_Kᵀ X_K + λI)⁻¹ (X_Kᵀ y_r + λ w_r,dense), from the Gram XᵀX;
 - ``matrix-adam``: the same problem solved by gradient descent (for comparison);
-- ``sublayer``: the attention sublayer x + attn(attn_norm(x)) and the MLP sublayer
-  h + mlp(mlp_norm(h)) of each block, one after the other (the paper's recommended unit);
+- ``sublayer``: the attention and the MLP of each block, one after the other, each with the norms
+  around it (pre_norm → module → post_norm, as the architecture adapter finds them: one norm before
+  for LLaMA, before and after for Gemma 2/3, after for OLMo 2); the paper's recommended unit;
 - ``block``: one transformer block; ``blocks:k``: k consecutive blocks together;
 - ``full``: the whole model on the next-token loss over the calibration windows.
 
@@ -32,8 +33,8 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from .activations import BlockInputs, capture_block_inputs
-from .architectures import architecture_of
+from .activations import BlockInputs, block_output, call_arguments, capture_block_inputs, run_block
+from .architectures import Sublayer, architecture_of
 from .least_squares import SOLVERS, linear_output_error, masked_least_squares
 from .peft import AdapterConfig, merge_adapters, next_token_loss, parse_subsets, retrain, subset_parameters, wrap_block_linears
 from .train import TrainConfig, peak_memory, reconstruction_loss, train
@@ -109,7 +110,7 @@ def _reconstruct_matrices(ctx: "_Context", index: int, p_block, d_block, stream_
     """Matrix granularity for one block: layer groups that share an input (q/k/v, o, gate/up, down)
     in forward order, so each group sees the outputs of the groups already reconstructed."""
     arch, records = ctx.arch, []
-    groups = [arch.attn_in, (arch.attn_out,), arch.mlp_in, (arch.mlp_out,)]
+    groups = arch.groups
     p_linears, d_linears = arch.block_linears(p_block), arch.block_linears(d_block)
     for group in groups:
         src_block, src_stream = (p_block, stream_p) if ctx.inputs == "pruned" else (d_block, stream_d)
@@ -118,6 +119,9 @@ def _reconstruct_matrices(ctx: "_Context", index: int, p_block, d_block, stream_
         grams: dict[int, tuple] = {}
         for name in group:
             start = time.perf_counter()
+            if not xs[name]:  # an expert no calibration token was routed to: nothing to fit
+                records.append({"unit": f"{index}.{name}", "before": 0.0, "after": 0.0, "steps": 0, "trainable_params": 0, "seconds": 0.0})
+                continue
             keep = ctx.keep_masks[index][name].to(xs[name][0].device)
             weight, dense = arch.weight(p_linears[name]), arch.weight(d_linears[name]).detach()
             key = id(xs[name][0])  # q/k/v (gate/up) read the same tensor: one Gram for the group
@@ -126,7 +130,7 @@ def _reconstruct_matrices(ctx: "_Context", index: int, p_block, d_block, stream_
                     _gram(xs[name]),
                     _gram(xs[name], zs[name]) if zs else None,
                     _gram(zs[name]) if zs else None,
-                    sum(x.shape[0] * x.shape[1] for x in xs[name]),
+                    sum(x.numel() // x.shape[-1] for x in xs[name]),
                 )
             gram, cross, target_gram, tokens = grams[key]
             before = linear_output_error(weight, dense, gram, cross, target_gram, tokens)
@@ -179,45 +183,64 @@ def _units(granularity: str, k: int, n_blocks: int) -> list[_Unit]:
     ]
 
 
-def _block_output(out):
-    return out[0] if isinstance(out, tuple) else out
+@dataclass
+class _UnitInputs:
+    """What a unit reads for every chunk: its input x and the arguments its module is called with
+    (one dict, or one per block for a run of blocks)."""
 
-
-def unit_forward(arch, blocks: Sequence[nn.Module], part: str, hidden: torch.Tensor, kwargs: dict) -> torch.Tensor:
-    """Run a unit: ``attn`` = x + attn(attn_norm(x)), ``mlp`` = h + mlp(mlp_norm(h)), ``blocks`` = the blocks in turn.
-
-    ``kwargs`` are what the model passes to its blocks (captured by ``capture_block_inputs``:
-    rotary position embeddings, attention mask, ...); the attention module takes the same ones.
-    """
-    if part == "blocks":
-        for block in blocks:
-            hidden = _block_output(block(hidden, **kwargs))
-        return hidden
-    block = blocks[0]
-    if part == "attn":
-        normed = block.get_submodule(arch.attn_norm)(hidden)
-        return hidden + _block_output(block.get_submodule(arch.attn)(hidden_states=normed, **kwargs))
-    return hidden + block.get_submodule(arch.mlp)(block.get_submodule(arch.mlp_norm)(hidden))
-
-
-def _unit_modules(arch, blocks: Sequence[nn.Module], part: str) -> list[nn.Module]:
-    if part == "blocks":
-        return list(blocks)
-    sub, norm = (arch.attn, arch.attn_norm) if part == "attn" else (arch.mlp, arch.mlp_norm)
-    return [blocks[0].get_submodule(sub), blocks[0].get_submodule(norm)]
-
-
-def _unit_linears(arch, part: str) -> tuple[str, ...]:
-    if part == "attn":
-        return (*arch.attn_in, arch.attn_out)
-    if part == "mlp":
-        return (*arch.mlp_in, arch.mlp_out)
-    return arch.linears
+    x: list[torch.Tensor]
+    kwargs: list
 
 
 @torch.no_grad()
-def _apply(arch, blocks, part, inputs: BlockInputs) -> list[torch.Tensor]:
-    return [unit_forward(arch, blocks, part, h, kw) for h, kw in zip(inputs.hidden, inputs.kwargs)]
+def capture_sublayer_inputs(block: nn.Module, sub: Sublayer, stream: BlockInputs) -> _UnitInputs:
+    """Run ``block`` on ``stream`` until the sublayer's module is called; record the sublayer's input
+    (what its first norm, or the module itself, reads) and the module's other arguments, per chunk."""
+    entry = block.get_submodule(sub.entry)
+    target = block.get_submodule(sub.module) if sub.module else entry
+    xs, kws = [], []
+
+    def grab_entry(_module, args, kwargs):
+        xs.append(args[0] if args else next(iter(kwargs.values())))
+
+    def grab_call(module, args, kwargs):
+        if sub.module:
+            kws.append(call_arguments(module, args, kwargs)[1])
+        raise _Stop
+
+    handles = [entry.register_forward_pre_hook(grab_entry, with_kwargs=True),
+               target.register_forward_pre_hook(grab_call, with_kwargs=True)]
+    try:
+        for hidden, kwargs in zip(stream.hidden, stream.kwargs):
+            with contextlib.suppress(_Stop):
+                block(hidden, **kwargs)
+    finally:
+        for h in handles:
+            h.remove()
+    return _UnitInputs(xs, kws or [{} for _ in xs])
+
+
+def _unit_inputs(ctx: "_Context", unit: _Unit, blocks, stream: BlockInputs) -> _UnitInputs:
+    if unit.part == "blocks":
+        per_block = [stream.kwargs_at(j) for j in range(len(unit.blocks))]
+        return _UnitInputs(list(stream.hidden), [list(kws) for kws in zip(*per_block)])
+    return capture_sublayer_inputs(blocks[0], ctx.arch.sublayer(unit.part), stream)
+
+
+def unit_forward(arch, blocks: Sequence[nn.Module], part: str, x: torch.Tensor, kwargs) -> torch.Tensor:
+    """A unit's output: ``blocks`` run in turn (``kwargs`` one dict per block), or one sublayer
+    pre_norm → attention/MLP → post_norm of ``blocks[0]`` (its residual add is left out: it adds the
+    same input to output and target)."""
+    if part == "blocks":
+        for block, kw in zip(blocks, kwargs):
+            x = block_output(block(x, **kw))
+        return x
+    return arch.sublayer(part).forward(blocks[0], x, kwargs)
+
+
+@torch.no_grad()
+def _apply(arch, blocks, part, inputs: _UnitInputs) -> list[torch.Tensor]:
+    return [unit_forward(arch, blocks, part, x, kw) for x, kw in zip(inputs.x, inputs.kwargs)]
 
 
 @torch.no_grad()
@@ -225,15 +248,18 @@ def _mean_loss(outputs, targets, kind) -> float:
     return sum(float(reconstruction_loss(o, t, kind)) for o, t in zip(outputs, targets)) / len(outputs)
 
 
-def _reconstruct_unit(ctx: "_Context", unit: _Unit, stream_p: BlockInputs, stream_d: BlockInputs | None):
-    """Train one unit; returns (record, pruned outputs on the pruned stream or None, dense outputs or None)."""
+def _reconstruct_unit(ctx: "_Context", unit: _Unit, stream_p: BlockInputs | None, stream_d: BlockInputs | None) -> dict:
+    """Train one unit of the pruned model (in place) to match the dense one; returns its record."""
     arch = ctx.arch
     start = time.perf_counter()
     p_blocks = [ctx.p_blocks[i].to(ctx.device) for i in unit.blocks]
     d_blocks = [ctx.d_blocks[i].to(ctx.device) for i in unit.blocks]
-    source = stream_p if ctx.inputs == "pruned" else stream_d
-    dense_out = _apply(arch, d_blocks, unit.part, stream_d) if stream_d is not None else None
-    targets = dense_out if ctx.inputs == "dense" or ctx.targets == "dense" else _apply(arch, d_blocks, unit.part, source)
+    source = _unit_inputs(ctx, unit, p_blocks, stream_p) if ctx.inputs == "pruned" else _unit_inputs(ctx, unit, d_blocks, stream_d)
+    if ctx.inputs == "dense" or ctx.targets == "dense":  # the dense unit on the dense stream
+        dense_inputs = source if ctx.inputs == "dense" else _unit_inputs(ctx, unit, d_blocks, stream_d)
+        targets = _apply(arch, d_blocks, unit.part, dense_inputs)
+    else:  # the dense unit on the unit's own inputs
+        targets = _apply(arch, d_blocks, unit.part, source)
     before = _mean_loss(_apply(arch, p_blocks, unit.part, source), targets, ctx.cfg.loss)
 
     params, masks, wrapped = _unit_trainables(ctx, unit, p_blocks)
@@ -241,23 +267,31 @@ def _reconstruct_unit(ctx: "_Context", unit: _Unit, stream_p: BlockInputs, strea
         p.requires_grad_(True)
 
     def loss_fn(i):
-        return reconstruction_loss(unit_forward(arch, p_blocks, unit.part, source.hidden[i], source.kwargs[i]), targets[i], ctx.cfg.loss)
+        return reconstruction_loss(unit_forward(arch, p_blocks, unit.part, source.x[i], source.kwargs[i]), targets[i], ctx.cfg.loss)
 
     try:
-        history = train(params, loss_fn, list(range(len(source.hidden))), ctx.cfg, masks, desc=f"reconstruct {unit.name}")
+        history = train(params, loss_fn, list(range(len(source.x))), ctx.cfg, masks, desc=f"reconstruct {unit.name}")
     finally:
         for p in params.values():
             p.requires_grad_(False)
         if wrapped:
             merge_adapters(ctx.pruned)
-    after_out = _apply(arch, p_blocks, unit.part, source)
-    after = _mean_loss(after_out, targets, ctx.cfg.loss)
-    pruned_out = after_out if ctx.inputs == "pruned" else None
-    for b in p_blocks + d_blocks:
-        b.to("cpu")
-    record = {"unit": unit.name, "before": before, "after": after, "steps": history["steps"],
-              "trainable_params": history["trainable_params"], "seconds": time.perf_counter() - start}
-    return record, pruned_out, dense_out
+    after = _mean_loss(_apply(arch, p_blocks, unit.part, source), targets, ctx.cfg.loss)
+    return {"unit": unit.name, "before": before, "after": after, "steps": history["steps"],
+            "trainable_params": history["trainable_params"], "seconds": time.perf_counter() - start}
+
+
+def _unit_modules(arch, blocks: Sequence[nn.Module], part: str) -> list[nn.Module]:
+    """The modules whose parameters a unit trains: its blocks, or a sublayer with its norms."""
+    if part == "blocks":
+        return list(blocks)
+    sub = arch.sublayer(part)
+    paths = [p for p in (sub.pre_norm, sub.module, sub.post_norm) if p] + ([] if sub.module else list(sub.linears))
+    return [blocks[0].get_submodule(p) for p in paths]
+
+
+def _unit_linears(arch, part: str) -> tuple[str, ...]:
+    return arch.linears if part == "blocks" else arch.sublayer(part).linears
 
 
 def _unit_trainables(ctx, unit: _Unit, p_blocks) -> tuple[dict, dict, bool]:
@@ -364,8 +398,6 @@ def reconstruct_model(
         raise ReconstructionError(f"solver {solver!r}: allowed {', '.join(SOLVERS)}")
     if granularity_name == "matrix" and cfg.loss != "mse":
         raise ReconstructionError(f"granularity matrix (closed form) minimises the squared error; loss {cfg.loss!r} needs matrix-adam")
-    if granularity_name == "sublayer" and not arch.mlp:
-        raise ReconstructionError(f"granularity sublayer needs an MLP module; family {arch.family!r} keeps its MLP layers on the block")
     if torch.cuda.is_available():
         torch.cuda.reset_peak_memory_stats()
     start = time.perf_counter()
@@ -409,23 +441,29 @@ def reconstruct_model(
             for index in tqdm(range(len(ctx.p_blocks)), desc=f"reconstruct {granularity}", unit="block"):
                 p_block, d_block = ctx.p_blocks[index].to(device), ctx.d_blocks[index].to(device)
                 units += _reconstruct_matrices(ctx, index, p_block, d_block, stream_p, stream_d)
-                with torch.no_grad():
-                    if stream_p is not None:
-                        stream_p = stream_p.replace(_apply(arch, [p_block], "blocks", stream_p))
-                    if stream_d is not None:
-                        stream_d = stream_d.replace(_apply(arch, [d_block], "blocks", stream_d))
-                p_block.to("cpu")
-                d_block.to("cpu")
+                stream_p, stream_d = _advance(ctx, [index], stream_p, stream_d)
         else:
             for unit in tqdm(_units(granularity_name, k, len(ctx.p_blocks)), desc=f"reconstruct {granularity}", unit="unit"):
-                record, pruned_out, dense_out = _reconstruct_unit(ctx, unit, stream_p, stream_d)
-                units.append(record)
-                stream_p = stream_p.replace(pruned_out) if pruned_out is not None else stream_p
-                stream_d = stream_d.replace(dense_out) if dense_out is not None else stream_d
+                units.append(_reconstruct_unit(ctx, unit, stream_p, stream_d))
+                if unit.part != "attn":  # the unit finished its blocks: the streams move past them
+                    stream_p, stream_d = _advance(ctx, unit.blocks, stream_p, stream_d)
     finally:
         for p in pruned.parameters():
             p.requires_grad_(True)
     return _finish(summary, units, start)
+
+
+@torch.no_grad()
+def _advance(ctx: "_Context", indices: list[int], stream_p, stream_d):
+    """Both streams past the blocks ``indices`` (the pruned one through the reconstructed blocks)."""
+    for i in indices:
+        if stream_p is not None:
+            stream_p = stream_p.replace(run_block(ctx.p_blocks[i].to(ctx.device), stream_p))
+        if stream_d is not None:
+            stream_d = stream_d.replace(run_block(ctx.d_blocks[i].to(ctx.device), stream_d))
+        ctx.p_blocks[i].to("cpu")
+        ctx.d_blocks[i].to("cpu")
+    return stream_p, stream_d
 
 
 def _finish(summary: dict, units: list[dict], start: float) -> dict:
