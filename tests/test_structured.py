@@ -15,7 +15,7 @@ from pruneflow.structured import (
     kept_units,
     prune_structured,
     remove_units,
-    sublayer_of,
+    units_of,
     unit_scores,
     units_to_remove,
 )
@@ -77,7 +77,7 @@ def _remove_explicit(model, kind, removed, reconstruction):
     """An edit for :func:`_block_error`: remove the ``removed`` units with zero damping."""
 
     def edit(block, calib):
-        sub = sublayer_of(architecture_of(model), block, kind, attention_shape(model))
+        sub = units_of(architecture_of(model), block, kind, attention_shape(model))
         stats = collect_channel_stats(block, sub.out_layer, calib, gram=True)
         keep = torch.tensor([u for u in range(sub.units) if u not in removed])
         remove_units(sub, keep, reconstruction, stats, damping=0.0)
@@ -130,7 +130,7 @@ def test_wanda_and_fluctuation_scores_against_reference():
     model, _ = build_tiny_model()
     arch = architecture_of(model)
     block = arch.get_blocks(model)[0]
-    sub = sublayer_of(arch, block, "heads", attention_shape(model))
+    sub = units_of(arch, block, "heads", attention_shape(model))
     seen = []
     handle = sub.out_layer.register_forward_hook(lambda _m, a, _o: seen.append(a[0].reshape(-1, a[0].shape[-1])))
     calib = capture_block_inputs(model, _ids(), batch_size=4)

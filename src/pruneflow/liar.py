@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 from .activations import BlockInputs, run_block
+from .architectures import in_features
 
 RECONSTRUCTIONS = ("none", "bias", "liar")
 
@@ -79,7 +80,7 @@ class ChannelStats:
 @torch.no_grad()
 def collect_channel_stats(block: nn.Module, layer: nn.Module, inputs: BlockInputs, gram: bool) -> ChannelStats:
     """Run ``block`` over ``inputs`` and accumulate the statistics of ``layer``'s input channels."""
-    stats = ChannelStats(layer.in_features, gram, device=layer.weight.device)
+    stats = ChannelStats(in_features(layer), gram, device=layer.weight.device)
     handle = layer.register_forward_hook(lambda _m, args, _out: stats.add(args[0]))
     try:
         run_block(block, inputs)
