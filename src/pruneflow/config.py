@@ -6,6 +6,7 @@ Errors name the key, the bad value and what is allowed, e.g.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import jsonschema
@@ -51,6 +52,7 @@ def validate_config(config: dict, base_dir: str | Path = ".") -> None:
     _check_reference("perplexity.corpus", config["perplexity"]["corpus"], config["corpora"], "corpora")
     for name, spec in config["models"].items():
         _check_model(f"models.{name}", spec, Path(base_dir))
+    _check_model_supported(config, Path(base_dir))
     for name, spec in config["corpora"].items():
         _check_corpus(f"corpora.{name}", spec, Path(base_dir))
     for name, study in config["studies"].items():
@@ -105,6 +107,8 @@ def _check_model(key, spec, base: Path):
     needs = {"local": "path", "hub": "id"}.get(spec["source"])
     if needs and needs not in spec:
         raise ConfigError(f"{key}: source {spec['source']!r} needs {needs!r}")
+    if spec["source"] == "gguf" and ("path" in spec) == ("package" in spec):
+        raise ConfigError(f"{key}: source 'gguf' needs exactly one of 'path' (a .gguf file) or 'package' (an installed package carrying one)")
     if spec["source"] == "local":
         path = base / Path(spec["path"]).expanduser()
         if not (path / "config.json").is_file():
@@ -112,6 +116,23 @@ def _check_model(key, spec, base: Path):
                 f"{key}.path: {spec['path']!r} is not a Hugging Face model folder (no config.json at {path}); "
                 "allowed: a folder written by save_pretrained"
             )
+
+
+def _check_model_supported(config: dict, base: Path) -> None:
+    """The selected model's family must be one PruneFlow can prune: checked from its config alone,
+    once (skipped when results/<model>/dense was made from this very spec)."""
+    name = config["model"]
+    spec = config["models"][name]
+    made = base / "results" / name / "dense" / "summary.json"
+    if made.is_file() and json.loads(made.read_text()).get("source") == spec:
+        return
+    from .architectures import UnsupportedModelError
+    from .models import ModelSourceError, check_model_supported
+
+    try:
+        check_model_supported(spec, base)
+    except (UnsupportedModelError, ModelSourceError) as err:
+        raise ConfigError(f"models.{name}: {err}") from None
 
 
 def _check_corpus(key, spec, base: Path):

