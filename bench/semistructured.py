@@ -21,10 +21,10 @@ def layer_shapes(model_dir: str) -> dict[str, tuple[int, int]]:
     """[out, in] of each distinct linear layer in a block, from the model's config (no weights loaded)."""
     from transformers import AutoConfig
 
-    from pruneflow.architectures import architecture_of, attention_shape
+    from pruneflow.architectures import attention_shape, check_supported
 
     config = AutoConfig.from_pretrained(model_dir)
-    architecture_of(config)  # a clear error for unsupported families
+    check_supported(config)  # a clear error for unsupported families
     att = attention_shape(config)
     h, f = config.hidden_size, config.intermediate_size
     return {"q_proj": (att.num_heads * att.head_dim, h), "k_proj": (att.num_kv_heads * att.head_dim, h),
