@@ -45,7 +45,8 @@ def time_matmul(weight, x, repeats: int = 50) -> float:
 
 
 def measure(shapes: dict, tokens: int) -> dict:
-    from torch.sparse import to_sparse_semi_structured
+    """Dense vs 2:4 matmul time per layer shape, with each of PyTorch's two 2:4 backends."""
+    from torch.sparse import SparseSemiStructuredTensor, to_sparse_semi_structured
 
     from pruneflow.masks import nm_mask
 
@@ -55,15 +56,21 @@ def measure(shapes: dict, tokens: int) -> dict:
         w = w * nm_mask(w.abs().float(), 2, 4).to(w.dtype)
         x = torch.randn(tokens, n_in, device="cuda", dtype=torch.float16)
         dense_ms = time_matmul(w, x)
-        sparse_ms = time_matmul(to_sparse_semi_structured(w), x)
-        out[name] = {"shape": [n_out, n_in], "dense_ms": dense_ms, "sparse_ms": sparse_ms, "speedup": dense_ms / sparse_ms}
+        out[name] = {"shape": [n_out, n_in], "dense_ms": dense_ms}
+        for backend, force_cutlass in (("cutlass", True), ("cusparselt", False)):
+            SparseSemiStructuredTensor._FORCE_CUTLASS = force_cutlass
+            try:
+                sparse_ms = time_matmul(to_sparse_semi_structured(w), x)
+                out[name][backend] = {"sparse_ms": sparse_ms, "speedup": dense_ms / sparse_ms}
+            except (RuntimeError, NotImplementedError) as err:
+                out[name][backend] = {"error": str(err)[:200]}
     return out
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default=str(ROOT / "results/smollm2-135m/dense/model"))
-    parser.add_argument("--tokens", type=int, default=2048)
+    parser.add_argument("--tokens", type=int, default=16384)
     parser.add_argument("--out", default=str(ROOT / "bench/results/semistructured.json"))
     args = parser.parse_args()
     report = {"model": args.model, "tokens": args.tokens, "torch": torch.__version__}
