@@ -17,19 +17,13 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import torch
-from safetensors import safe_open
-from safetensors.torch import load_file
 from tqdm.auto import tqdm
 
 from .activations import InputStats, capture_block_inputs, collect_stats, input_groups
 from .architectures import architecture_of
 from .criteria import Criterion, prune_layer, scores_for
-from .io import save_tensors
+from .artifacts import block_file, load_tensors, save_tensors
 from .masks import Pattern, make_mask
-
-
-def block_file(folder, index: int) -> Path:
-    return Path(folder) / f"block{index:03d}.safetensors"
 
 
 @torch.no_grad()
@@ -59,10 +53,7 @@ def build_activation_cache(model, calib_ids: torch.Tensor, folder, batch_size: i
 
 def load_block_stats(folder, index: int, device="cpu") -> dict[str, InputStats]:
     """{linear name: InputStats} for one block (linears of one group share the object)."""
-    path = block_file(folder, index)
-    with safe_open(str(path), "pt") as f:
-        meta = f.metadata()
-    tensors = load_file(str(path), device=str(device))
+    tensors, meta = load_tensors(block_file(folder, index), device)
     out = {}
     for group in (g.split(",") for g in meta["groups"].split(";")):
         stats = InputStats.from_tensors(int(meta["count"]), tensors[f"{group[0]}.sq_sum"], tensors.get(f"{group[0]}.gram"))
