@@ -6,8 +6,9 @@ reconstructed variant (simulated: every kept weight and every norm changed, the 
 change), a structured variant (20% of the FFN neurons removed, stored whole), and, for comparison, a
 full copy of the Wanda variant (the export: a plain Hugging Face folder). Calibration: random tokens
 (the contents do not change the sizes). Each load is timed in a fresh process (after the imports,
-first load of the process, as an evaluation job pays it) and again warm in the same process; the
-median over ``--repeats`` processes is reported.
+first load of the process, as an evaluation job pays it) and again warm in the same process, each
+until every parameter has been read once (the dense weights are mapped lazily); the cases take turns
+and the median over ``--repeats`` rounds is reported.
 
 Usage: .venv/bin/python bench/storage.py [--model smollm2|tiny|/path/to/hf-folder] [--repeats 5]
 Writes bench/results/storage-<model>.json.
@@ -52,11 +53,12 @@ from pruneflow.variants import load_variant
 kind, folder, threads = sys.argv[1], sys.argv[2], int(sys.argv[3])
 torch.set_num_threads(threads)
 def load():
+    # until the model is usable: loading maps the dense weights lazily, so every parameter is read once
     start = time.perf_counter()
-    if kind == "hf":
-        AutoModelForCausalLM.from_pretrained(folder, dtype="auto")
-    else:
-        load_variant(folder)
+    model = AutoModelForCausalLM.from_pretrained(folder, dtype="auto") if kind == "hf" else load_variant(folder)[0]
+    with torch.no_grad():
+        for p in model.parameters():
+            p.sum()
     return time.perf_counter() - start
 print(json.dumps({"first": load(), "warm": load()}))
 '''
@@ -116,13 +118,15 @@ def build_variants(spec: dict, root: Path, nsamples: int, seqlen: int) -> dict[s
     return folders
 
 
-def time_load(kind: str, folder: Path, repeats: int, threads: int) -> dict:
-    runs = []
+def time_loads(cases: dict[str, tuple[str, Path]], repeats: int, threads: int) -> dict:
+    """Median load times per case; the cases take turns, so a busy spell on the machine hits them all."""
+    runs = {name: [] for name in cases}
     for _ in range(repeats):
-        out = subprocess.run([sys.executable, "-c", LOADER, kind, str(folder), str(threads)], capture_output=True, text=True,
-                             check=True, env={"PYTHONPATH": str(ROOT / "src"), "PATH": "/usr/bin:/bin", "HF_HUB_OFFLINE": "1"})
-        runs.append(json.loads(out.stdout.strip().splitlines()[-1]))
-    return {key: statistics.median(r[key] for r in runs) for key in ("first", "warm")} | {"runs": runs}
+        for name, (kind, folder) in cases.items():
+            out = subprocess.run([sys.executable, "-c", LOADER, kind, str(folder), str(threads)], capture_output=True, text=True,
+                                 check=True, env={"PYTHONPATH": str(ROOT / "src"), "PATH": "/usr/bin:/bin", "HF_HUB_OFFLINE": "1"})
+            runs[name].append(json.loads(out.stdout.strip().splitlines()[-1]))
+    return {name: {key: statistics.median(r[key] for r in rs) for key in ("first", "warm")} | {"runs": rs} for name, rs in runs.items()}
 
 
 def main() -> None:
@@ -142,12 +146,13 @@ def main() -> None:
         folders = build_variants(spec, Path(tmp), args.nsamples, args.seqlen)
         model, _ = load_variant(folders["dense"])
         sizes = {kind: stored_bytes(folder) for kind, folder in folders.items()}
-        loads = {
-            "dense": time_load("variant", folders["dense"], args.repeats, args.threads),
-            "wanda_compact": time_load("variant", folders["wanda"], args.repeats, args.threads),
-            "sparsegpt_compact": time_load("variant", folders["sparsegpt"], args.repeats, args.threads),
-            "full_copy_from_pretrained": time_load("hf", folders["full_copy_of_wanda"], args.repeats, args.threads),
-        }
+        loads = time_loads({
+            "dense": ("variant", folders["dense"]),
+            "wanda_compact": ("variant", folders["wanda"]),
+            "sparsegpt_compact": ("variant", folders["sparsegpt"]),
+            "reconstructed_compact": ("variant", folders["reconstructed"]),
+            "full_copy_from_pretrained": ("hf", folders["full_copy_of_wanda"]),
+        }, args.repeats, args.threads)
     result = {
         "model": name,
         "parameters": sum(p.numel() for p in model.parameters()),
