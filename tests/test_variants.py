@@ -197,3 +197,18 @@ def test_transposed_weights_and_bfloat16_round_trip(tmp_path, dtype):
     assert read_record(final)["values"] == [0, 1] and read_record(final)["dtype"] == str(dtype).removeprefix("torch.")
     rebuilt, _ = load_variant(final)
     assert _same(rebuilt, model)
+
+
+def test_a_variant_whose_structure_differs_from_its_parent_is_stored_whole(dense_dir):
+    parent, _ = _pruned(dense_dir, "wanda")
+    model, tok, masks = load_variant_with_masks(parent)
+    with torch.no_grad():  # a LoRA merged into a tied head unties it: a new parameter, another config
+        model.config.tie_word_embeddings = False
+        model.lm_head.weight = torch.nn.Parameter(model.lm_head.weight.clone() * 1.01)
+    final = dense_dir.parent / "recovered/untied"
+    with artifact_folder(final) as out:
+        write_variant(out, model, tok, parent, final, {})
+    assert read_record(final)["kind"] == "full" and (final / "model").is_dir()
+    rebuilt, _, rebuilt_masks = load_variant_with_masks(final)
+    assert _same(rebuilt, model)
+    assert all(torch.equal(rebuilt_masks[i][n], masks[i][n]) for i in masks for n in masks[i])  # kept for the checks
