@@ -32,6 +32,7 @@ CASES = {
 
 WORKER = r'''
 import json, sys, time, torch
+from pruneflow.artifacts import artifact_folder
 from pruneflow.calibration import load_calibration
 from pruneflow.activations import capture_block_inputs, run_block
 from pruneflow.architectures import architecture_of
@@ -53,7 +54,8 @@ if case == "forward":
         for chunk in calib.split(8):
             model(chunk, use_cache=False)
 elif case == "cache":
-    build_activation_cache(model, calib, cache_dir, batch_size=8)
+    with artifact_folder(cache_dir) as out:  # as the workflow writes it: with a manifest
+        build_activation_cache(model, calib, out, batch_size=8)
 else:
     name, pattern, stream = case
     crit, pat = get_criterion(name), parse_pattern(pattern)

@@ -37,6 +37,11 @@ def variant_dir(wildcards):
     return f"results/{wildcards.model}/{wildcards.variant}"
 
 
+def variant_parents(wildcards):
+    """Folders a compact variant is rebuilt from when loaded (its parent, the parent's parent, ...)."""
+    return [f"results/{wildcards.model}/{v}" for v in ex.variant_lineage(wildcards.variant)[1:]]
+
+
 def study_variants(study):
     return ex.variants_of(config["studies"][study], config)
 

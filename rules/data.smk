@@ -1,4 +1,4 @@
-# The model as a Hugging Face folder, corpora split into calibration and held-out text, calibration samples.
+# The model as a Hugging Face folder (the dense variant), corpora split into calibration and held-out text, calibration samples.
 
 
 rule model:
@@ -9,7 +9,7 @@ rule model:
     log:
         "results/logs/{model}/model.log",
     benchmark:
-        "results/benchmarks/{model}/model.tsv"
+        "results/benchmarks/{model}/dense.tsv"
     threads: 1
     script:
         "../scripts/materialize_model.py"
@@ -23,6 +23,8 @@ rule corpus:
         spec=lambda w: as_json(config["corpora"][w.corpus]),
     log:
         "results/logs/corpora/{corpus}.log",
+    benchmark:
+        "results/benchmarks/corpora/{corpus}.tsv"
     threads: 1
     script:
         "../scripts/prepare_corpus.py"
@@ -40,6 +42,8 @@ rule calibration:
         seed=r"\d+",
     log:
         "results/logs/{model}/calib/{corpus}-n{nsamples}-l{seqlen}-s{seed}.log",
+    benchmark:
+        "results/benchmarks/{model}/calib/{corpus}-n{nsamples}-l{seqlen}-s{seed}.tsv"
     threads: 1
     script:
         "../scripts/sample_calibration.py"

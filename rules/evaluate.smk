@@ -1,9 +1,12 @@
-# Perplexity on held-out text and the measured sparsity of every pruned matrix.
+# Perplexity on held-out text; export of a variant as a self-contained Hugging Face folder.
+# Measured sparsity and the mask check are written with each variant (sparsity.json in its folder),
+# where the model is already in memory, so no evaluation job loads a variant for them.
 
 
 rule perplexity:
     input:
         model=variant_dir,
+        parents=variant_parents,
         docs="results/corpora/{corpus}/eval.jsonl",
     output:
         "results/{model}/eval/{variant}/ppl-{corpus}-l{seqlen}-w{windows}-bos{bos}.json",
@@ -22,13 +25,17 @@ rule perplexity:
         "../scripts/eval_perplexity.py"
 
 
-rule sparsity:
+# On demand, never part of `all`: snakemake --cores 1 results/<model>/export/<variant>
+rule export:
     input:
         model=variant_dir,
+        parents=variant_parents,
     output:
-        "results/{model}/eval/{variant}/sparsity.json",
+        directory("results/{model}/export/{variant}"),
     log:
-        "results/logs/{model}/eval/{variant}/sparsity.log",
+        "results/logs/{model}/export/{variant}.log",
+    benchmark:
+        "results/benchmarks/{model}/export/{variant}.tsv"
     threads: 1
     script:
-        "../scripts/eval_sparsity.py"
+        "../scripts/export_variant.py"

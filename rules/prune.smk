@@ -1,8 +1,11 @@
 # Unstructured and N:M pruning, by two routes:
 # - sequential stream (method id ends in -seq): the layer loop runs inside one job, because block l's
 #   inputs depend on the pruned blocks before it; it still writes one mask file per block.
-# - dense stream and calibration-free criteria: activation cache -> scores -> masks -> pruned model,
-#   each an artifact, so a new sparsity or pattern recomputes only masks and below.
+# - dense stream and calibration-free criteria: one activation cache shared by every variant; a
+#   variant is one job (scores -> masks -> the dense model + masks), so a new sparsity or pattern
+#   recomputes only that variant. Scores are not stored: they are a cheap function of the dense
+#   weights and the cache, and as large as the model in float32.
+# A variant is stored as its parent + bit-packed masks + what changed (pruneflow.variants).
 from pruneflow.registry import CRITERIA
 
 SCORE_CRITERIA = "|".join(n for n in CRITERIA if n != "sparsegpt")
@@ -55,42 +58,10 @@ rule activation_cache:
         "../scripts/build_activation_cache.py"
 
 
-rule scores:
+rule prune_by_score:
     input:
         model="results/{model}/dense",
         cache=lambda w: [] if w.calib == "none" else f"results/{w.model}/acts/{w.calib}",
-    output:
-        maybe_temp(directory("results/{model}/scores/{calib}/{criterion}")),
-    wildcard_constraints:
-        criterion=SCORE_CRITERIA,
-    log:
-        "results/logs/{model}/scores/{calib}/{criterion}.log",
-    benchmark:
-        "results/benchmarks/{model}/scores/{calib}/{criterion}.tsv"
-    threads: 1
-    script:
-        "../scripts/score_weights.py"
-
-
-rule masks:
-    input:
-        "results/{model}/scores/{calib}/{criterion}",
-    output:
-        directory("results/{model}/masks/{calib}/{criterion}-{pattern}"),
-    wildcard_constraints:
-        criterion=SCORE_CRITERIA,
-        pattern=PATTERN,
-    log:
-        "results/logs/{model}/masks/{calib}/{criterion}-{pattern}.log",
-    threads: 1
-    script:
-        "../scripts/make_masks.py"
-
-
-rule apply_masks:
-    input:
-        model="results/{model}/dense",
-        masks="results/{model}/masks/{calib}/{criterion}-{pattern}",
     output:
         directory("results/{model}/pruned/{calib}/{criterion}-{pattern}{stream}"),
     wildcard_constraints:
@@ -99,9 +70,11 @@ rule apply_masks:
         stream=r"|-dense",
     log:
         "results/logs/{model}/pruned/{calib}/{criterion}-{pattern}{stream}.log",
+    benchmark:
+        "results/benchmarks/{model}/pruned/{calib}/{criterion}-{pattern}{stream}.tsv"
     threads: 1
     script:
-        "../scripts/apply_masks.py"
+        "../scripts/prune_by_score.py"
 
 
 rule prune_from_cache:

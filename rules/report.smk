@@ -1,19 +1,31 @@
 # Tables and figures, one set per study declared in the config.
 
 
+def benchmark_of(artifact):
+    """The benchmark file of the job that made ``artifact`` (a path under results/<model>/)."""
+    return f"results/benchmarks/{MODEL}/{artifact}.tsv"
+
+
+def study_costs(study):
+    """{variant: {"prune": [benchmark files], "recover": [...]}}: the jobs that made each variant."""
+    return {
+        v: {column: [benchmark_of(a) for a in artifacts] for column, artifacts in ex.making_steps(v).items()}
+        for v in study_variants(study)
+    }
+
+
 def study_inputs(w):
     study = config["studies"][w.study]
     variants = study_variants(w.study)
     ppl = ex.ppl_name(config["perplexity"])
+    costs = study_costs(w.study)
     inputs = {
         "ppl": [f"results/{MODEL}/eval/{v}/{ppl}" for v in variants],
-        "variants": [f"results/{MODEL}/{v}" for v in variants],
+        "variants": [f"results/{MODEL}/{v}" for v in variants],  # summary.json, sparsity.json
+        "benchmarks": sorted({f for c in costs.values() for files in c.values() for f in files}),
     }
-    if study.get("kind") == "structured":
-        if study.get("speed"):
-            inputs["speed"] = [f"results/{MODEL}/eval/{v}/speed-l256.json" for v in variants]
-    else:
-        inputs["sparsity"] = [f"results/{MODEL}/eval/{v}/sparsity.json" for v in variants]
+    if study.get("kind") == "structured" and study.get("speed"):
+        inputs["speed"] = [f"results/{MODEL}/eval/{v}/speed-l256.json" for v in variants]
     if study.get("zeroshot"):
         tasks = config["zeroshot"]["tasks"]
         inputs["zeroshot"] = [f"results/{MODEL}/eval/{v}/{zeroshot_name(t)}" for v in variants for t in tasks]
@@ -34,8 +46,11 @@ rule study_report:
         title=lambda w: config["studies"][w.study].get("title", w.study),
         reference=lambda w: config["studies"][w.study].get("reference", ""),
         kind=lambda w: config["studies"][w.study].get("kind", "unstructured"),
+        costs=lambda w: as_json(study_costs(w.study)),
     log:
         "results/logs/report/{study}.log",
+    benchmark:
+        "results/benchmarks/report/{study}.tsv"
     threads: 1
     script:
         "../scripts/report_study.py"

@@ -1,5 +1,5 @@
 # Structured pruning: whole heads (KV groups) and FFN neurons removed, output projections repaired
-# (none, bias compensation, LIAR), exported as a physically smaller model. Sequential, one job.
+# (none, bias compensation, LIAR), stored whole as a physically smaller model. Sequential, one job.
 
 
 rule prune_structured:
@@ -24,12 +24,15 @@ rule prune_structured:
 rule speed:
     input:
         model=variant_dir,
+        parents=variant_parents,
     output:
         "results/{model}/eval/{variant}/speed-l{seqlen}.json",
     wildcard_constraints:
         seqlen=r"\d+",
     log:
         "results/logs/{model}/eval/{variant}/speed-l{seqlen}.log",
-    threads: workflow.cores  # alone on the machine, so throughputs compare
+    benchmark:
+        "results/benchmarks/{model}/eval/{variant}/speed-l{seqlen}.tsv"
+    threads: workflow.cores  # all cores: no other job runs beside it, so throughputs compare
     script:
         "../scripts/eval_speed.py"

@@ -16,13 +16,15 @@ rule zeroshot_task:
         seed=r"\d+",
     log:
         "results/logs/zeroshot/tasks/{task}-n{nitems}-s{seed}.log",
+    benchmark:
+        "results/benchmarks/zeroshot/tasks/{task}-n{nitems}-s{seed}.tsv"
     threads: 1
     script:
         "../scripts/build_zeroshot_task.py"
 
 
 def zeroshot_inputs(w):
-    inputs = {"model": variant_dir(w)}
+    inputs = {"model": variant_dir(w), "parents": variant_parents(w)}
     if w.task in LOCAL_TASKS:
         inputs["task"] = f"results/zeroshot/tasks/{w.task}-n{w.nitems}-s{w.seed}"
     return inputs

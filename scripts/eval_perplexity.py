@@ -3,13 +3,13 @@ from pruneflow.evaluate import eval_windows, perplexity
 from pruneflow.experiments import parse_ppl_name
 from pruneflow.io import write_json
 from pruneflow.jsonl import read_texts
-from pruneflow.models import load_model
 from pruneflow.runtime import job, resolve_device, runtime_settings
+from pruneflow.variants import load_variant
 
 rt = runtime_settings(snakemake.config)
 spec = parse_ppl_name(snakemake.output[0].rsplit("/", 1)[1])
 with job(snakemake.log[0], snakemake.threads) as info:
-    model, tok = load_model(f"{snakemake.input.model}/model")
+    model, tok = load_variant(snakemake.input.model)
     windows = eval_windows(read_texts(snakemake.input.docs), tok, spec["seqlen"], spec["windows"], spec["bos"])
     result = perplexity(model, windows, rt["eval_batch_size"], resolve_device(rt["device"]))
     print(result)

@@ -1,13 +1,13 @@
 """Zero-shot accuracy of one model variant on one task through lm-eval, offline."""
 from pruneflow.io import write_json
-from pruneflow.models import load_model
 from pruneflow.runtime import job, resolve_device, runtime_settings
+from pruneflow.variants import load_variant
 from pruneflow.zeroshot import evaluate_zeroshot
 
 rt = runtime_settings(snakemake.config)
 w = snakemake.wildcards
 with job(snakemake.log[0], snakemake.threads) as info:
-    model, tok = load_model(f"{snakemake.input.model}/model")
+    model, tok = load_variant(snakemake.input.model)
     task_dir = snakemake.input.get("task")
     result = evaluate_zeroshot(model, tok, [w.task], task_dir, limit=int(w.nitems), batch_size=rt["eval_batch_size"],
                                device=resolve_device(rt["device"]))

@@ -1,12 +1,14 @@
-"""Materialise the configured model as a Hugging Face folder (results/<model>/dense/model)."""
+"""Materialise the configured model as the dense variant (results/<model>/dense: a Hugging Face folder)."""
 import json
 
-from pruneflow.io import atomic_path, write_json
-from pruneflow.models import materialize
+from pruneflow.artifacts import artifact_folder
+from pruneflow.models import load_source, torch_dtype
 from pruneflow.runtime import job
+from pruneflow.variants import write_full_variant
 
-with job(snakemake.log[0], snakemake.threads) as info:
+with job(snakemake.log[0], snakemake.threads):
     spec = json.loads(snakemake.params.spec)
-    with atomic_path(snakemake.output[0]) as out:
-        materialize(spec, out / "model")
-        write_json(out / "summary.json", {"variant": "dense", "source": spec})
+    model, tok = load_source(spec)
+    model = model.to(torch_dtype(spec.get("dtype", "float32")))
+    with artifact_folder(snakemake.output[0]) as out:
+        write_full_variant(out, model, tok, {"variant": "dense", "source": spec})

@@ -1,4 +1,5 @@
-"""Tables (CSV, Markdown, LaTeX) and the figure of one study."""
+"""Tables (CSV, Markdown, LaTeX) and the figure of one study; costs from the jobs' benchmark files."""
+import json
 from pathlib import Path
 
 from pruneflow import report
@@ -8,13 +9,19 @@ from pruneflow.runtime import job
 inp, out, par = snakemake.input, snakemake.output, snakemake.params
 with job(snakemake.log[0], snakemake.threads):
     ppl = [read_json(p) for p in inp.ppl]
-    summaries = [read_json(Path(v) / "summary.json") for v in inp.variants]
+    benchmarks = {path: report.read_benchmark(path) for path in inp.benchmarks}
+    costs = json.loads(par.costs)
+    summaries = [
+        {**read_json(Path(v) / "summary.json"), **report.variant_costs(costs[v.split("/", 2)[2]], benchmarks)}
+        for v in inp.variants
+    ]
     title = f"{par.title} ({par.model})"
     if par.kind == "structured":
         speed = [read_json(p) for p in inp.speed] if "speed" in inp.keys() else None
         df = report.structured_rows(par.model, ppl, summaries, speed)
     else:
-        df = report.study_rows(par.model, ppl, [read_json(p) for p in inp.sparsity], summaries, par.reference)
+        sparsity = [read_json(Path(v) / "sparsity.json") for v in inp.variants]
+        df = report.study_rows(par.model, ppl, sparsity, summaries, par.reference)
     if "zeroshot" in inp.keys():
         df = report.add_zeroshot_columns(df, [read_json(p) for p in inp.zeroshot])
     report.write_table(df, out.csv, out.md, out.tex)

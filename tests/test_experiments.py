@@ -73,3 +73,28 @@ def test_recovery_id_changes_with_its_settings_only():
         "pruned/brown-n32-l256-s0/wanda-u0.5-seq",
         f"recovered/brown-n32-l256-s0/wanda-u0.5-seq/brown-n32-l256-s0/{token}",
     ]
+
+
+def test_lineage_and_the_jobs_whose_costs_a_variant_carries():
+    from pruneflow.experiments import making_steps, variant_lineage
+
+    recovered = "recovered/c/wanda-u0.5-dense/c/recon-sublayer-pruned-all-abcd1234"
+    assert variant_lineage(recovered) == [recovered, "pruned/c/wanda-u0.5-dense", "dense"]
+    assert variant_lineage("structured/c/fluctuation-neurons0.2-none") == ["structured/c/fluctuation-neurons0.2-none"]
+    assert making_steps(recovered) == {"prune": ["acts/c", "pruned/c/wanda-u0.5-dense"], "recover": [recovered]}
+    assert making_steps("pruned/c/wanda-u0.5-seq") == {"prune": ["pruned/c/wanda-u0.5-seq"], "recover": []}
+    assert making_steps("dense") == {"prune": [], "recover": []}
+
+
+def test_variant_costs_sum_seconds_and_take_the_peak_memory(tmp_path):
+    from pruneflow.report import read_benchmark, variant_costs
+
+    header = "s\th:m:s\tmax_rss\tmax_vms\tmax_uss\tmax_pss\tio_in\tio_out\tmean_load\tcpu_time\n"
+    for name, seconds, rss in (("a", 10.5, 900.0), ("b", 2.25, 1200.0), ("r", 30.0, 1600.0)):
+        (tmp_path / f"{name}.tsv").write_text(header + f"{seconds}\t0:00:10\t{rss}\t0\t0\t0\t0\t0\t0\t0\n")
+    bench = {str(tmp_path / f"{n}.tsv"): read_benchmark(tmp_path / f"{n}.tsv") for n in "abr"}
+    steps = {"prune": [str(tmp_path / "a.tsv"), str(tmp_path / "b.tsv")], "recover": [str(tmp_path / "r.tsv")]}
+    assert variant_costs(steps, bench) == {
+        "prune_seconds": 12.75, "peak_memory_mb": 1200.0, "recover_seconds": 30.0, "recover_peak_memory_mb": 1600.0,
+    }
+    assert variant_costs({"prune": [], "recover": []}, bench) == {"prune_seconds": 0.0}

@@ -2,14 +2,18 @@
 
 import copy
 import json
+import re
 import shutil
 import time
 
 import pandas as pd
 import pytest
 import torch
+from transformers import AutoModelForCausalLM
 
+from pruneflow.artifacts import verify_folder
 from pruneflow.masks_io import load_block_masks
+from pruneflow.variants import load_variant, read_record, stored_bytes
 
 from conftest import REPO
 from workflow_helpers import planned, snakemake, tiny_config, write_config
@@ -45,15 +49,84 @@ def test_full_run_leaves_tables_figures_and_exact_sparsity(finished_run):
     assert list(recovery.recovery) == ["none", "none", "recon:sublayer:pruned:all", "retrain:norms+masklora"]
     assert recovery.perplexity[2] < recovery.perplexity[1]  # reconstruction helps
     assert recovery.trainable_pct[3] > 0
-    for path in (workdir / "results/tiny/eval/recovered").rglob("sparsity.json"):
+    for path in (workdir / "results/tiny/recovered").rglob("sparsity.json"):
         checked = json.loads(path.read_text())["masked_weights_checked"]
-        assert checked > 0  # the evaluation step verified every pruned weight is still zero
+        assert checked > 0  # writing the variant verified every pruned weight is still zero
     liar = pd.read_csv(workdir / "results/tables/liar.csv")
     assert list(liar.reconstruction) == ["-", "none", "liar"]
     assert (liar.removed_params_pct[1:] > 10).all() and (liar.tokens_per_s > 0).all()
     assert (workdir / "results/figures/liar.png").stat().st_size > 5000
     masks = sorted((workdir / "results/tiny/pruned/brown-n4-l64-s0/wanda-u0.5-seq/masks").iterdir())
     assert [m.name for m in masks] == ["block000.safetensors", "block001.safetensors"]
+
+
+def test_variants_store_only_what_changed_with_manifests(finished_run):
+    workdir, _ = finished_run
+    root = workdir / "results/tiny"
+    dense_bytes = sum(p.stat().st_size for p in (root / "dense").rglob("*") if p.is_file())
+    wanda = root / "pruned/brown-n4-l64-s0/wanda-u0.5-seq"
+    assert read_record(wanda)["parent"] == "../../../dense" and read_record(wanda)["values"] == []
+    assert not (wanda / "model").exists() and not (wanda / "values").exists()
+    assert stored_bytes(wanda) < dense_bytes / 10  # masks, records, sparsity: no weights
+    assert read_record(root / "pruned/brown-n4-l64-s0/sparsegpt-u0.5-dense")["values"] == [0, 1]
+    for recovered in (root / "recovered").glob("*/*/*/*"):
+        record = read_record(recovered)
+        assert record["kind"] == "compact" and record["masks"] == "inherited" and not (recovered / "masks").exists()
+    assert read_record(root / "structured/brown-n4-l64-s0/fluctuation-neurons0.25-liar0.1")["kind"] == "full"
+    folders = [root / "dense", root / "acts/brown-n4-l64-s0", wanda, *(root / "recovered").glob("*/*/*/*")]
+    for folder in folders:
+        verify_folder(folder)  # every file listed, with its size and checksum
+
+
+def test_costs_in_tables_are_the_benchmarks_of_the_jobs(finished_run):
+    workdir, _ = finished_run
+    bench = workdir / "results/benchmarks/tiny"
+
+    def seconds(path):
+        return float((bench / path).read_text().splitlines()[1].split("\t")[0])
+
+    dense = pd.read_csv(workdir / "results/tables/dense.csv")
+    wanda = dense[dense.method == "wanda"].iloc[0]  # dense stream: the shared cache is part of its cost
+    expected = seconds("acts/brown-n4-l64-s0.tsv") + seconds("pruned/brown-n4-l64-s0/wanda-u0.5-dense.tsv")
+    assert wanda.prune_s == pytest.approx(expected, abs=0.01)
+    recovery = pd.read_csv(workdir / "results/tables/recovery.csv")
+    recon = recovery[recovery.recovery == "recon:sublayer:pruned:all"].iloc[0]
+    recon_bench = next(bench.glob("recovered/*/wanda-u0.5-seq/*/recon-sublayer-*.tsv"))
+    assert recon.recover_s == pytest.approx(seconds(recon_bench.relative_to(bench)), abs=0.01)
+    assert recon.prune_s == pytest.approx(seconds("pruned/brown-n4-l64-s0/wanda-u0.5-seq.tsv"), abs=0.01)
+    for rule_dir in ("dense.tsv", "calib", "acts", "pruned", "recovered", "structured", "eval"):
+        assert (bench / rule_dir).exists(), rule_dir
+
+
+def test_speed_jobs_ran_with_no_other_job_beside_them(finished_run):
+    workdir, _ = finished_run
+    log = min((workdir / ".snakemake/log").glob("*.snakemake.log")).read_text()  # the full run
+    running, speed_jobs = {}, 0
+    events = re.finditer(r"^(?:local)?rule (\w+):\n(?:    .*\n)*?    jobid: (\d+)|^Finished jobid: (\d+)", log, re.M)
+    for rule, jobid, finished in (m.groups() for m in events):
+        if finished:
+            running.pop(finished)
+            continue
+        assert "speed" not in running.values(), f"{rule} started while a speed job ran"
+        if rule == "speed":
+            speed_jobs += 1
+            assert not running, f"a speed job started beside {sorted(running.values())}"
+        running[jobid] = rule
+    assert speed_jobs == 3
+
+
+def test_export_target_writes_a_folder_that_transformers_loads_alone(finished_run):
+    workdir, _ = finished_run
+    variant = "recovered/brown-n4-l64-s0/wanda-u0.5-seq/brown-n4-l64-s0"
+    recovered = next((workdir / "results/tiny" / variant).glob("recon-*"))
+    target = f"results/tiny/export/{variant}/{recovered.name}"
+    snakemake(workdir, target)
+    plain = AutoModelForCausalLM.from_pretrained(workdir / target).eval()
+    rebuilt, _ = load_variant(recovered)
+    ids = torch.randint(2, 258, (2, 16), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        assert torch.equal(plain(ids).logits, rebuilt(ids).logits)
+    assert planned(workdir)[0] == {}  # on demand: not part of the default targets
 
 
 def test_second_run_has_nothing_to_do_quickly(finished_run):
@@ -96,7 +169,7 @@ def test_new_zeroshot_task_adds_only_its_jobs(finished_run):
 def test_changed_learning_rate_reruns_reconstruction_not_pruning(finished_run):
     workdir, config = finished_run
     rules, _ = _plan_after(workdir, config, lambda c: c["reconstruction"].update(lr=5e-4))
-    assert rules == {"recover": 1, "perplexity": 1, "sparsity": 1, "study_report": 1}
+    assert rules == {"recover": 1, "perplexity": 1, "study_report": 1}
 
 
 def test_runtime_settings_rerun_nothing(finished_run):
@@ -108,17 +181,15 @@ def test_runtime_settings_rerun_nothing(finished_run):
 def test_changed_sparsity_reruns_pruning_and_below_not_calibration(finished_run):
     workdir, config = finished_run
     rules, _ = _plan_after(workdir, config, lambda c: c["studies"]["sweep"].update(patterns=[0.6, "2:4"]))
-    # magnitude (calibration-free) goes through masks; Wanda sequential is one job
-    assert rules == {"masks": 1, "apply_masks": 1, "prune_sequential": 1, "perplexity": 2, "sparsity": 2, "study_report": 1}
+    # magnitude (calibration-free) is one job from the dense weights; Wanda sequential is one job
+    assert rules == {"prune_by_score": 1, "prune_sequential": 1, "perplexity": 2, "study_report": 1}
 
 
-def test_dense_stream_sparsity_change_reuses_cache_and_scores(finished_run):
+def test_dense_stream_sparsity_change_reuses_the_cache(finished_run):
     workdir, config = finished_run
     rules, _ = _plan_after(workdir, config, lambda c: c["studies"]["dense"].update(patterns=[0.6]))
-    # no activation_cache, no scores: only masks and below (SparseGPT reads the cached Grams)
-    assert rules == {
-        "masks": 1, "apply_masks": 1, "prune_from_cache": 1, "perplexity": 2, "sparsity": 2, "zeroshot": 2, "study_report": 1,
-    }
+    # no activation_cache: one job per new variant and its evaluation (SparseGPT reads the cached Grams)
+    assert rules == {"prune_by_score": 1, "prune_from_cache": 1, "perplexity": 2, "zeroshot": 2, "study_report": 1}
 
 
 def test_changed_calibration_seed_reruns_calibration_and_below(finished_run):
@@ -126,9 +197,8 @@ def test_changed_calibration_seed_reruns_calibration_and_below(finished_run):
     rules, reasons = _plan_after(workdir, config, lambda c: c["calibration"].update(seed=1))
     # magnitude needs no calibration: only the calibrated variants are recomputed
     assert rules == {
-        "calibration": 1, "prune_sequential": 2, "activation_cache": 1, "scores": 1, "masks": 1, "apply_masks": 1,
-        "prune_from_cache": 1, "prune_structured": 2, "recover": 2, "perplexity": 8, "sparsity": 6, "speed": 2,
-        "zeroshot": 2, "study_report": 4,
+        "calibration": 1, "prune_sequential": 2, "activation_cache": 1, "prune_by_score": 1, "prune_from_cache": 1,
+        "prune_structured": 2, "recover": 2, "perplexity": 8, "speed": 2, "zeroshot": 2, "study_report": 4,
     }
     assert any("brown-n4-l64-s1" in r for r in reasons)
 

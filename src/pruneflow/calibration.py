@@ -9,9 +9,8 @@ from __future__ import annotations
 import random
 
 import torch
-from safetensors.torch import load_file
 
-from .io import save_tensors
+from .artifacts import load_tensors, save_tensors
 
 
 class CalibrationError(ValueError):
@@ -52,5 +51,5 @@ def save_calibration(path, ids: torch.Tensor, **metadata: str) -> None:
 
 
 def load_calibration(path) -> torch.Tensor | None:
-    """Token windows [nsamples, seqlen] from :func:`save_calibration`; None for no path (no calibration)."""
-    return load_file(str(path))["input_ids"] if path else None
+    """Token windows [nsamples, seqlen] from :func:`save_calibration` (checksum verified); None for no path."""
+    return load_tensors(path)[0]["input_ids"] if path else None

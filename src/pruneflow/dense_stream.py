@@ -14,22 +14,15 @@ with hidden h and intermediate f: 4 · (3h + f + 3h² + f²) (q/k/v, o, gate/up 
 from __future__ import annotations
 
 from collections.abc import Iterator
-from pathlib import Path
 
 import torch
-from safetensors import safe_open
-from safetensors.torch import load_file
 from tqdm.auto import tqdm
 
 from .activations import InputStats, capture_block_inputs, collect_stats, input_groups
 from .architectures import architecture_of
 from .criteria import Criterion, prune_layer, scores_for
-from .io import save_tensors
+from .artifacts import block_file, load_tensors, save_tensors, verify_folder
 from .masks import Pattern, make_mask
-
-
-def block_file(folder, index: int) -> Path:
-    return Path(folder) / f"block{index:03d}.safetensors"
 
 
 @torch.no_grad()
@@ -59,10 +52,7 @@ def build_activation_cache(model, calib_ids: torch.Tensor, folder, batch_size: i
 
 def load_block_stats(folder, index: int, device="cpu") -> dict[str, InputStats]:
     """{linear name: InputStats} for one block (linears of one group share the object)."""
-    path = block_file(folder, index)
-    with safe_open(str(path), "pt") as f:
-        meta = f.metadata()
-    tensors = load_file(str(path), device=str(device))
+    tensors, meta = load_tensors(block_file(folder, index), device)
     out = {}
     for group in (g.split(",") for g in meta["groups"].split(";")):
         stats = InputStats.from_tensors(int(meta["count"]), tensors[f"{group[0]}.sq_sum"], tensors.get(f"{group[0]}.gram"))
@@ -74,6 +64,8 @@ def load_block_stats(folder, index: int, device="cpu") -> dict[str, InputStats]:
 def model_scores(model, criterion: Criterion, cache=None) -> Iterator[tuple[int, dict[str, torch.Tensor]]]:
     """Yield (block index, {linear: scores [out, in]}) for a score-based criterion."""
     arch = architecture_of(model)
+    if criterion.needs_calibration:
+        verify_folder(cache)
     for index, block in enumerate(tqdm(arch.get_blocks(model), desc=f"scores {criterion.name}", unit="block")):
         stats = load_block_stats(cache, index) if criterion.needs_calibration else {}
         yield index, {
@@ -100,6 +92,7 @@ def apply_masks(model, masks: dict[int, dict[str, torch.Tensor]]) -> None:
 def prune_from_cache(model, criterion: Criterion, pattern: Pattern, cache, device="cpu") -> Iterator[tuple[int, dict]]:
     """Prune every block from cached dense statistics (SparseGPT, or any criterion) without a forward pass."""
     arch = architecture_of(model)
+    verify_folder(cache)
     for index, block in enumerate(tqdm(arch.get_blocks(model), desc=f"prune {criterion.name} {pattern.token}", unit="block")):
         block.to(device)
         stats = load_block_stats(cache, index, device)

@@ -72,14 +72,16 @@ def perplexity(model, windows: torch.Tensor, batch_size: int = 4, device="cpu") 
 
 
 @torch.no_grad()
-def measured_sparsity(model) -> dict:
-    """Fraction of exact zeros in every prunable matrix, per matrix and overall."""
+def measured_sparsity(model, masks: dict[int, dict[str, torch.Tensor]] | None = None) -> dict:
+    """Fraction of exact zeros in every prunable matrix, per matrix and overall; with ``masks``, of
+    the matrices as the keep-masks would leave them (without changing the model)."""
     arch = architecture_of(model)
     per_matrix, zeros, total = {}, 0, 0
     for index, block in enumerate(arch.get_blocks(model)):
         for name, layer in arch.block_linears(block).items():
             w = arch.weight(layer)
-            z = int((w == 0).sum())
+            keep = masks[index][name] if masks else None
+            z = int((w == 0).sum()) if keep is None else int(((w == 0) | ~keep).sum())
             per_matrix[f"{index}.{name}"] = {"zeros": z, "numel": w.numel(), "sparsity": z / w.numel(), "shape": list(w.shape)}
             zeros += z
             total += w.numel()

@@ -223,6 +223,39 @@ def recovery_variants(study: dict, config: dict) -> list[str]:
     return list(dict.fromkeys(out))
 
 
+def variant_parent(variant: str) -> str | None:
+    """The variant a compact variant is stored as changes to: ``pruned/...`` → ``dense``,
+    ``recovered/<calib>/<method>/...`` → ``pruned/<calib>/<method>``; full variants have none."""
+    kind, *rest = variant.split("/")
+    if kind == "pruned":
+        return "dense"
+    if kind == "recovered":
+        return f"pruned/{rest[0]}/{rest[1]}"
+    return None  # dense, structured (stored whole, physically smaller)
+
+
+def variant_lineage(variant: str) -> list[str]:
+    """The variant, its parent, the parent's parent, ... down to a variant stored whole."""
+    chain = [variant]
+    while (parent := variant_parent(chain[-1])) is not None:
+        chain.append(parent)
+    return chain
+
+
+def making_steps(variant: str) -> dict[str, list[str]]:
+    """Artifacts (under ``results/<model>/``) whose jobs made ``variant`` from the dense model, by cost
+    column: ``prune`` (shared steps included: a dense-stream variant also pays its activation cache)
+    and ``recover``. Their Snakemake benchmark files give the costs in the tables."""
+    kind, *rest = variant.split("/")
+    if kind == "recovered":
+        return {"prune": making_steps(variant_parent(variant))["prune"], "recover": [variant]}
+    if kind == "pruned" and rest[1].endswith("-dense"):
+        return {"prune": [f"acts/{rest[0]}", variant], "recover": []}
+    if kind in ("pruned", "structured"):
+        return {"prune": [variant], "recover": []}
+    return {"prune": [], "recover": []}
+
+
 def variants_of(study: dict, config: dict) -> list[str]:
     """The variants any study compares (dense first)."""
     if study.get("kind") == "structured":

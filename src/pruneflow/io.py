@@ -9,9 +9,6 @@ import shutil
 import tempfile
 from pathlib import Path
 
-import torch
-from safetensors.torch import save_file
-
 
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike):
@@ -39,12 +36,6 @@ def write_json(path, data: dict) -> None:
 
 def read_json(path) -> dict:
     return json.loads(Path(path).read_text())
-
-
-def save_tensors(path, tensors: dict[str, torch.Tensor], metadata: dict[str, str] | None = None) -> None:
-    tensors = {k: v.detach().contiguous().cpu() for k, v in tensors.items()}
-    with atomic_path(path) as tmp:
-        save_file(tensors, str(tmp), metadata=metadata)
 
 
 def save_model(model, tokenizer, folder) -> None:

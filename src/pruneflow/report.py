@@ -75,6 +75,30 @@ def plot_ppl_vs_sparsity(df: pd.DataFrame, png: str, pdf: str, title: str = "") 
         _finish_ppl_figure(fig, ax, df, df.method == "dense", xlabel, title, png, pdf)
 
 
+def read_benchmark(path) -> dict:
+    """Wall seconds and peak resident memory (MB) of one job, from its Snakemake ``benchmark:`` file."""
+    row = pd.read_csv(path, sep="\t").iloc[0]
+    return {"seconds": float(row["s"]), "max_rss_mb": float(row["max_rss"])}
+
+
+def variant_costs(steps: dict[str, list[str]], benchmarks: dict[str, dict]) -> dict:
+    """Cost columns of one variant: the seconds of the jobs that made it, summed, and their peak memory.
+
+    ``steps`` is {"prune": [benchmark files], "recover": [...]} (shared steps such as the activation
+    cache included, so methods compare from scratch); a variant with no pruning job (dense) costs 0.
+    """
+    def of(files, key, combine):
+        return combine(benchmarks[f][key] for f in files) if files else None
+
+    out = {"prune_seconds": of(steps["prune"], "seconds", sum) or 0.0}
+    if steps["prune"]:
+        out["peak_memory_mb"] = of(steps["prune"], "max_rss_mb", max)
+    if steps["recover"]:
+        out["recover_seconds"] = of(steps["recover"], "seconds", sum)
+        out["recover_peak_memory_mb"] = of(steps["recover"], "max_rss_mb", max)
+    return out
+
+
 def study_rows(model: str, ppl: list[dict], sparsity: list[dict], summaries: list[dict], reference: str | None = None) -> pd.DataFrame:
     """One row per variant, the dense model first (inputs are parallel lists in variant order).
 

@@ -1,0 +1,23 @@
+"""A score-based variant (magnitude, or Wanda on the dense stream): scores from the dense weights
+(and the activation cache), keep-masks for the pattern, stored as the dense model + masks."""
+from pathlib import Path
+
+from pruneflow.artifacts import artifact_folder
+from pruneflow.criteria import get_criterion
+from pruneflow.dense_stream import masks_from_scores, model_scores
+from pruneflow.experiments import parse_method_id
+from pruneflow.masks_io import save_masks
+from pruneflow.runtime import job
+from pruneflow.summaries import variant_summary
+from pruneflow.variants import load_variant, write_masked_variant
+
+w = snakemake.wildcards
+method = parse_method_id(f"{w.criterion}-{w.pattern}{w.stream}")
+criterion = get_criterion(method.criterion)
+with job(snakemake.log[0], snakemake.threads):
+    model, _ = load_variant(snakemake.input.model)
+    with artifact_folder(snakemake.output[0]) as out:
+        for index, scores in model_scores(model, criterion, snakemake.input.cache or None):
+            save_masks(out / "masks", index, masks_from_scores(scores, method.pattern, criterion))
+        write_masked_variant(out, model, Path(snakemake.input.model), Path(snakemake.output[0]),
+                             variant_summary(method, w.calib), requested=method.pattern.sparsity)

@@ -1,0 +1,96 @@
+"""Checksums and manifests: a corrupt, truncated or missing file fails on read with its path and the fix."""
+
+import json
+
+import pytest
+import torch
+
+from pruneflow.artifacts import (
+    MANIFEST, ArtifactError, artifact_folder, block_file, load_tensors, save_tensors, verify_folder,
+)
+from pruneflow.calibration import load_calibration, save_calibration
+from pruneflow.criteria import get_criterion
+from pruneflow.dense_stream import build_activation_cache, load_block_stats, model_scores
+from pruneflow.masks_io import load_masks, save_masks
+from pruneflow.tiny import build_tiny_model
+
+
+def _flip_last_byte(path):
+    data = path.read_bytes()
+    path.write_bytes(data[:-1] + bytes([data[-1] ^ 0x10]))
+
+
+def test_tensor_file_round_trips_with_its_checksum(tmp_path):
+    tensors = {"a": torch.randn(3, 4), "b": torch.arange(5, dtype=torch.int64), "c": torch.ones(2, dtype=torch.bfloat16)}
+    save_tensors(tmp_path / "t.safetensors", tensors, {"note": "x"})
+    back, meta = load_tensors(tmp_path / "t.safetensors")
+    assert all(torch.equal(back[k], tensors[k]) for k in tensors) and meta["note"] == "x"
+
+
+@pytest.mark.parametrize("damage", ["flip", "truncate", "garble_header"])
+def test_damaged_calibration_file_names_its_path_and_the_fix(tmp_path, damage):
+    path = tmp_path / "calib.safetensors"
+    save_calibration(path, torch.randint(0, 100, (4, 16)), corpus="x", seed="0")
+    data = path.read_bytes()
+    if damage == "flip":
+        _flip_last_byte(path)
+    elif damage == "truncate":
+        path.write_bytes(data[: len(data) - 20])
+    else:
+        path.write_bytes(b"\xff" * 8 + data[8:])
+    with pytest.raises(ArtifactError, match=rf"{path}: .*delete {path} and rerun"):
+        load_calibration(path)
+
+
+def test_folder_manifest_catches_missing_truncated_and_changed_files(tmp_path):
+    folder = tmp_path / "artifact"
+    with artifact_folder(folder) as out:
+        (out / "a.json").write_text("{}")
+        save_masks(out / "masks", 0, {"x": torch.rand(4, 9) > 0.5})
+        save_masks(out / "masks", 1, {"x": torch.rand(4, 9) > 0.5})
+    assert set(json.loads((folder / MANIFEST).read_text())["files"]) == {
+        "a.json", "masks/block000.safetensors", "masks/block001.safetensors",
+    }
+    verify_folder(folder)
+    (folder / "a.json").write_text("{} ")
+    with pytest.raises(ArtifactError, match=rf"{folder / 'a.json'}: 3 bytes, 2 recorded .*delete {folder} and rerun"):
+        verify_folder(folder)
+    (folder / "a.json").write_text("[]")
+    with pytest.raises(ArtifactError, match=rf"{folder / 'a.json'}: checksum differs"):
+        verify_folder(folder)
+    (folder / "a.json").write_text("{}")
+    block_file(folder / "masks", 1).unlink()
+    with pytest.raises(ArtifactError, match=r"block001.safetensors: missing"):
+        verify_folder(folder)
+
+
+def test_a_folder_without_manifest_is_incomplete(tmp_path):
+    (tmp_path / "half").mkdir()
+    with pytest.raises(ArtifactError, match=r"half has no manifest.json: .* incomplete"):
+        verify_folder(tmp_path / "half")
+
+
+def test_masks_are_matched_to_blocks_by_index_not_sort_order(tmp_path):
+    for i in (0, 1, 2, 10):
+        save_masks(tmp_path, i, {"x": torch.full((2, 8), i % 2 == 0)})
+    with pytest.raises(ArtifactError, match=r"block003.safetensors: missing \(block 3 of 11\)"):
+        load_masks(tmp_path)
+    masks = load_masks(tmp_path, 3)
+    assert [bool(masks[i]["x"].all()) for i in range(3)] == [True, False, True]
+    with pytest.raises(ArtifactError, match=r"block003.safetensors: missing"):
+        load_masks(tmp_path, 4)  # the model has 4 blocks: the last one's masks are missing
+
+
+def test_cache_with_a_damaged_or_missing_block_fails_before_scoring(tmp_path, calib_ids):
+    model, _ = build_tiny_model()
+    cache = tmp_path / "acts"
+    with artifact_folder(cache) as out:
+        build_activation_cache(model, calib_ids, out, batch_size=8)
+    _flip_last_byte(block_file(cache, 1))
+    with pytest.raises(ArtifactError, match=rf"{block_file(cache, 1)}: checksum differs .*delete {cache} and rerun"):
+        next(model_scores(model, get_criterion("wanda"), cache))
+    with pytest.raises(ArtifactError, match=rf"{block_file(cache, 1)}: checksum of its tensors differs"):
+        load_block_stats(cache, 1)  # the file's own checksum, without the folder's manifest
+    block_file(cache, 1).unlink()
+    with pytest.raises(ArtifactError, match=rf"{block_file(cache, 1)}: missing"):
+        next(model_scores(model, get_criterion("wanda"), cache))
