@@ -14,6 +14,7 @@ from transformers import AutoConfig, AutoModelForCausalLM
 from conftest import REPO
 from families import FAMILIES, MOE, NONE_ONLY, STRUCTURED, WORKS, build, token_ids
 from pruneflow.activations import InputStats, capture_block_inputs, collect_stats, forward_by_blocks, input_groups
+from pruneflow.artifacts import artifact_folder
 from pruneflow.architectures import UnsupportedModelError, architecture_of, check_supported, saveable
 from pruneflow.criteria import get_criterion
 from pruneflow.dense_stream import apply_masks, build_activation_cache, masks_from_scores, model_scores, prune_from_cache
@@ -70,7 +71,8 @@ def test_architecture_found_from_the_module_tree(family):
 
 def _prune_dense_stream(model, criterion, pattern, tmp_path):
     cache = tmp_path / "acts"
-    build_activation_cache(model, CALIB, cache, batch_size=2)
+    with artifact_folder(cache) as out:
+        build_activation_cache(model, CALIB, out, batch_size=2)
     crit = get_criterion(criterion)
     if criterion == "sparsegpt":
         return dict(prune_from_cache(model, crit, pattern, cache))

@@ -34,6 +34,7 @@ from .architectures import architecture_of
 from .artifacts import (
     ArtifactError, artifact_folder, block_file, load_tensors, manifest_digest, save_tensors, verify_folder,
 )
+from .experts import experts_fused
 from .evaluate import check_masks_kept, check_sparsity, measured_sparsity
 from .io import save_model, write_json
 from .masks_io import load_masks, save_masks
@@ -255,7 +256,7 @@ def export_variant(folder, out) -> None:
     """Write a variant as a self-contained Hugging Face folder (plain safetensors, pruned weights stored
     as zeros) that ``from_pretrained`` loads without PruneFlow; with a manifest of its own."""
     model, tok = load_variant(folder)
-    with artifact_folder(out) as tmp:
+    with artifact_folder(out) as tmp, experts_fused(model):
         model.save_pretrained(tmp)
         tok.save_pretrained(tmp)
 
