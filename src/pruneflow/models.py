@@ -21,6 +21,7 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from .io import save_model
+from .model_config import ModelConfigError, max_positions, read_model_config  # noqa: F401 (read before any job, no weights)
 
 SOURCES = ("smollm2-gguf", "local", "hub", "tiny")
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
