@@ -2,6 +2,8 @@
 
 
 rule model:
+    input:
+        model_files,
     output:
         directory("results/{model}/dense"),
     params:
@@ -16,6 +18,8 @@ rule model:
 
 
 rule corpus:
+    input:
+        corpus_files,
     output:
         calib="results/corpora/{corpus}/calib.jsonl",
         eval="results/corpora/{corpus}/eval.jsonl",
