@@ -1,10 +1,12 @@
 # Configuration checks and input functions shared by every rule.
 import json
+import math
 
 from snakemake.logging import logger
 
 from pruneflow import experiments as ex
 from pruneflow.config import NAME, cache_grams, check_config, coerce_cli_values, duplicate_names
+from pruneflow.model_config import parameter_count, read_model_config
 
 # Everything that can be checked before any job is checked here (README: "Validation and faults").
 coerce_cli_values(config, workflow.config_settings.config)  # nested --config values arrive as strings
@@ -17,8 +19,12 @@ for _warning in duplicate_names(_configfiles):
     logger.warning(f"Warning: {_warning}")
 
 MODEL = config["model"]
-# Jobs that run the model on the device claim it; `--resources gpu=1` (default profile) serialises them.
+# Jobs that run the model on the device claim it (`gpu=1`; on SLURM: sbatch --gpus=1).
 GPU = 0 if config.get("runtime", {}).get("device", "cpu") == "cpu" else 1
+# A local run (no --jobs, which cluster profiles set) runs one GPU job at a time unless
+# --resources gpu=N says how many devices there are; a cluster schedules its own GPUs.
+if GPU and workflow.resource_settings.nodes is None and "gpu" not in workflow.global_resources:
+    workflow.global_resources["gpu"] = 1
 
 
 # Names are validated (pruneflow.config.NAME): no wildcard value can be '..' or hold a '/'.
@@ -72,6 +78,40 @@ def corpus_files(wildcards):
     if spec.get("source") == "brown" and "path" in spec:
         return sorted(str(p) for p in Path(spec["path"]).expanduser().glob("c[a-r][0-9][0-9]"))
     return []
+
+
+# ---------------------------------------------------------------- cluster resources
+# Memory (MB) is sized from the model: a multiple of its stored size plus 2 GB for Python and torch;
+# runtime (minutes) is a limit sized for a 7B model on one GPU. Local runs ignore both unless
+# --resources mem_mb=N is given; SLURM gets them as sbatch --mem and -t. A model whose config is
+# not readable before any job (a hub model that is not cached) is sized as 7B.
+_SPEC = config["models"][MODEL]
+_MODEL_CONFIG = read_model_config(_SPEC, ".") or {}  # readable: check_config read it already
+_PARAMS = parameter_count(_MODEL_CONFIG) or 7_000_000_000
+_BYTES = {"float32": 4, "bfloat16": 2, "float16": 2}[_SPEC.get("dtype", "float32")]
+MODEL_MB = _PARAMS * _BYTES / 2**20
+MEMORY_FACTORS = {  # multiples of the stored model held at once
+    "model": 2 * 4 / _BYTES,  # built in float32, then cast and saved
+    "activation_cache": 1.5, "scores": 1.5, "masks": 0.5, "apply_masks": 2, "prune_sequential": 2,
+    "prune_from_cache": 2, "prune_structured": 2, "perplexity": 1.5, "sparsity": 1.5, "speed": 1.5, "zeroshot": 1.5,
+}
+RUNTIME_MIN = {
+    "model": 60, "activation_cache": 120, "scores": 30, "masks": 30, "apply_masks": 60, "prune_sequential": 240,
+    "prune_from_cache": 240, "prune_structured": 240, "recover": 480, "perplexity": 60, "sparsity": 30, "speed": 60,
+    "zeroshot": 120,
+}
+
+
+def mem_mb(rule):
+    return math.ceil(MEMORY_FACTORS[rule] * MODEL_MB) + 2048
+
+
+def recover_mem_mb(wildcards):
+    """The dense and the pruned model, plus float32 weights, gradients and Adam states of whatever
+    trains at once (the whole model for recon:full and retrain:...full, a block or less otherwise)."""
+    full = "full" in wildcards.recovery.split("-")[1].split("+")  # recon-full-..., retrain-norms+full-...
+    trained = _PARAMS if full else _PARAMS / _MODEL_CONFIG.get("num_hidden_layers", 1)
+    return math.ceil(2 * MODEL_MB + 16 * trained / 2**20) + 2048
 
 
 onstart:

@@ -12,6 +12,9 @@ rule model:
         "results/logs/{model}/model.log",
     benchmark:
         "results/benchmarks/{model}/model.tsv"
+    resources:
+        mem_mb=mem_mb("model"),
+        runtime=RUNTIME_MIN["model"],
     threads: 1
     script:
         "../scripts/materialize_model.py"

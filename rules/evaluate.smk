@@ -16,6 +16,8 @@ rule perplexity:
     benchmark:
         "results/benchmarks/{model}/eval/{variant}/ppl-{corpus}-l{seqlen}-w{windows}-bos{bos}.tsv"
     resources:
+        mem_mb=mem_mb("perplexity"),
+        runtime=RUNTIME_MIN["perplexity"],
         gpu=GPU,
     threads: 1
     script:
@@ -29,6 +31,9 @@ rule sparsity:
         "results/{model}/eval/{variant}/sparsity.json",
     log:
         "results/logs/{model}/eval/{variant}/sparsity.log",
+    resources:
+        mem_mb=mem_mb("sparsity"),
+        runtime=RUNTIME_MIN["sparsity"],
     threads: 1
     script:
         "../scripts/eval_sparsity.py"

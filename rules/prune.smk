@@ -30,6 +30,8 @@ rule prune_sequential:
     benchmark:
         "results/benchmarks/{model}/pruned/{calib}/{method}.tsv"
     resources:
+        mem_mb=mem_mb("prune_sequential"),
+        runtime=RUNTIME_MIN["prune_sequential"],
         gpu=GPU,
     threads: 1
     script:
@@ -49,6 +51,8 @@ rule activation_cache:
     benchmark:
         "results/benchmarks/{model}/acts/{calib}.tsv"
     resources:
+        mem_mb=mem_mb("activation_cache"),
+        runtime=RUNTIME_MIN["activation_cache"],
         gpu=GPU,
     threads: 1
     script:
@@ -67,6 +71,9 @@ rule scores:
         "results/logs/{model}/scores/{calib}/{criterion}.log",
     benchmark:
         "results/benchmarks/{model}/scores/{calib}/{criterion}.tsv"
+    resources:
+        mem_mb=mem_mb("scores"),
+        runtime=RUNTIME_MIN["scores"],
     threads: 1
     script:
         "../scripts/score_weights.py"
@@ -82,6 +89,9 @@ rule masks:
         pattern=PATTERN,
     log:
         "results/logs/{model}/masks/{calib}/{criterion}-{pattern}.log",
+    resources:
+        mem_mb=mem_mb("masks"),
+        runtime=RUNTIME_MIN["masks"],
     threads: 1
     script:
         "../scripts/make_masks.py"
@@ -99,6 +109,9 @@ rule apply_masks:
         stream=r"|-dense",
     log:
         "results/logs/{model}/pruned/{calib}/{criterion}-{pattern}{stream}.log",
+    resources:
+        mem_mb=mem_mb("apply_masks"),
+        runtime=RUNTIME_MIN["apply_masks"],
     threads: 1
     script:
         "../scripts/apply_masks.py"
@@ -117,6 +130,8 @@ rule prune_from_cache:
     benchmark:
         "results/benchmarks/{model}/pruned/{calib}/sparsegpt-{pattern}-dense.tsv"
     resources:
+        mem_mb=mem_mb("prune_from_cache"),
+        runtime=RUNTIME_MIN["prune_from_cache"],
         gpu=GPU,
     threads: 1
     script:

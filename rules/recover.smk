@@ -27,6 +27,8 @@ rule recover:
     benchmark:
         "results/benchmarks/{model}/recovered/{pcalib}/{method}/{calib}/{recovery}.tsv"
     resources:
+        mem_mb=recover_mem_mb,
+        runtime=RUNTIME_MIN["recover"],
         gpu=GPU,
     threads: 1
     script:

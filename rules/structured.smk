@@ -15,6 +15,8 @@ rule prune_structured:
     benchmark:
         "results/benchmarks/{model}/structured/{calib}/{method}.tsv"
     resources:
+        mem_mb=mem_mb("prune_structured"),
+        runtime=RUNTIME_MIN["prune_structured"],
         gpu=GPU,
     threads: 1
     script:
@@ -30,6 +32,9 @@ rule speed:
         seqlen=r"\d+",
     log:
         "results/logs/{model}/eval/{variant}/speed-l{seqlen}.log",
+    resources:
+        mem_mb=mem_mb("speed"),
+        runtime=RUNTIME_MIN["speed"],
     threads: workflow.cores  # alone on the machine, so throughputs compare
     script:
         "../scripts/eval_speed.py"
