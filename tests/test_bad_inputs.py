@@ -336,3 +336,16 @@ def test_schema_and_code_share_one_name_rule():
     from pruneflow.config import NAME, SCHEMA_PATH
 
     assert yaml.safe_load(SCHEMA_PATH.read_text())["$defs"]["name"]["pattern"] == f"^{NAME.pattern}$"
+
+
+def test_zeroshot_task_names_are_local_or_known_to_lm_eval(base, monkeypatch):
+    from pruneflow import zeroshot_names
+
+    config, tmp = base
+    config["zeroshot"]["tasks"] = ["lastword", "hellaswag"]
+    check_config(config, tmp, REPO)  # found in lm-eval's task files
+    monkeypatch.setattr(zeroshot_names, "_task_manager_knows", lambda name: False)  # its full index takes 25 s
+    config["zeroshot"]["tasks"] = ["lastword", "hellaswg"]
+    with pytest.raises(ConfigError, match=r"zeroshot\.tasks\[1\]: 'hellaswg' is neither a local task nor an lm-eval task; "
+                       r"allowed: lastword, nextsentence, browncloze, or an lm-eval task name \(close: hellaswag"):
+        check_config(config, tmp, REPO)

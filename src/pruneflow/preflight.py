@@ -8,6 +8,7 @@ and split when small) and what the jobs check exactly:
   be read (:func:`pruneflow.model_config.read_model_config`);
 - every N:M pattern's M against the inputs of the model's layers (hidden and intermediate sizes),
   and ``recon:blocks:k`` against its number of blocks;
+- zero-shot task names: a local task, or one lm-eval knows (its task files, read as text);
 - ``nsamples × seqlen`` calibration tokens, and the perplexity windows, against an upper bound on
   the tokens of the corpus part that serves them (:func:`pruneflow.corpora.corpus_bounds`), and a
   calibration ``seqlen`` against the longest document where it is known. A bound can only show
@@ -38,6 +39,7 @@ def check_against_model_and_data(config: dict, base_dir: str | Path = ".", workf
     if model_config:
         _check_positions(config, name, model_config)
         _check_layer_sizes(config, name, model_config)
+    _check_zeroshot_tasks(config)
     cal, ppl = config["calibration"], config["perplexity"]
     if needs_calibration(config):
         bounds = _bounds(config, cal["corpus"], base_dir, workflow_dir)
@@ -91,6 +93,21 @@ def _check_layer_sizes(config, name, model_config):
                     f"studies.{s}.recoveries[{i}]: {spec!r} is not allowed for model {name!r}: it has {layers} blocks; "
                     f"allowed: blocks:1 to blocks:{layers}"
                 )
+
+
+def _check_zeroshot_tasks(config):
+    from .zeroshot_names import LOCAL_TASKS, close_lm_eval_names, is_lm_eval_task
+
+    if not any(study.get("zeroshot") for study in config["studies"].values()):
+        return
+    for i, task in enumerate(config["zeroshot"]["tasks"]):
+        if task in LOCAL_TASKS or is_lm_eval_task(task) is not False:  # None: lm-eval absent, its job says so
+            continue
+        close = close_lm_eval_names(task)
+        raise ConfigError(
+            f"zeroshot.tasks[{i}]: {task!r} is neither a local task nor an lm-eval task; allowed: "
+            f"{', '.join(LOCAL_TASKS)}, or an lm-eval task name" + (f" (close: {', '.join(close)})" if close else "")
+        )
 
 
 def _bounds(config, corpus, base_dir, workflow_dir):
