@@ -47,3 +47,17 @@ def test_hf_dataset_offline_fails_clearly(monkeypatch):
     monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
     with pytest.raises(CorpusError, match="source: text"):
         corpus_splits({"source": "hf", "name": "wikitext-2-raw-v1"})
+
+
+@pytest.mark.parametrize(
+    "data, message",
+    [
+        (b"", r"a\.txt: the corpus file is empty"),
+        (b"\x89PNG\r\n\x1a\n\x00\x00", r"a\.txt: not a text file \(a NUL byte at offset 8"),
+        ("caf\xe9 au lait".encode("latin-1"), r"a\.txt: not UTF-8 text \(byte 3: .*iconv -f latin1 -t utf-8"),
+    ],
+)
+def test_a_corpus_file_that_cannot_serve_names_itself_in_the_job(tmp_path, data, message):
+    (tmp_path / "a.txt").write_bytes(data)
+    with pytest.raises(CorpusError, match=message):
+        corpus_splits({"source": "text", "path": str(tmp_path / "a.txt")})
