@@ -25,6 +25,15 @@ GPU = 0 if config.get("runtime", {}).get("device", "cpu") == "cpu" else 1
 # --resources gpu=N says how many devices there are; a cluster schedules its own GPUs.
 if GPU and workflow.resource_settings.nodes is None and "gpu" not in workflow.global_resources:
     workflow.global_resources["gpu"] = 1
+# A local run asked to use CUDA on a machine without it fails here, not in its first pruning job.
+if config.get("runtime", {}).get("device") == "cuda" and workflow.resource_settings.nodes is None:
+    import torch
+
+    if not torch.cuda.is_available():
+        raise WorkflowError(
+            "invalid configuration: runtime.device: 'cuda' but this machine has no CUDA device; allowed here: "
+            "cpu, auto (or run where the GPUs are, e.g. --profile profiles/slurm)"
+        )
 
 
 # Names are validated (pruneflow.config.NAME): no wildcard value can be '..' or hold a '/'.

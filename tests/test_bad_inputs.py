@@ -16,6 +16,7 @@ import subprocess
 import sys
 
 import pytest
+import torch
 import yaml
 
 from pruneflow.config import ConfigError, check_config, coerce_cli_values, duplicate_names
@@ -116,6 +117,7 @@ CASES = [
      r"corpora\.c4: 'eval_fraction' does not belong to source 'hf'"),
     ("hf-without-name", lambda c, t, m: c["corpora"].update(c4={"source": "hf"}), r"corpora\.c4: source 'hf' needs 'name'"),
     ("text-missing-file", lambda c, t, m: c["corpora"]["text"].update(path=str(t / "nope.txt")), r"corpora\.text\.path: .*nope\.txt' does not exist"),
+    ("text-path-is-folder", lambda c, t, m: c["corpora"]["text"].update(path=str(t)), r"corpora\.text\.path: .* is a folder; allowed: a readable text file"),
     ("brown-path-not-folder", lambda c, t, m: c["corpora"]["brown"].update(path=str(t / "nope")), r"corpora\.brown\.path: .* is not a folder"),
     # ---- keys that belong to another kind of study
     ("structured-with-recoveries", lambda c, t, m: c["studies"]["liar"].update(recoveries=["recon:sublayer"]),
@@ -240,11 +242,14 @@ CLI_CASES = [
     ("structured-with-recoveries", lambda c: c["studies"]["liar"].update(recoveries=["recon:sublayer"]),
      "studies.liar: 'recoveries' does not belong to a structured study"),
     ("tiny-with-path", lambda c: c["models"].update(tiny={"source": "tiny", "path": "x"}), "models.tiny: 'path' does not belong to source 'tiny'"),
+    ("cuda-without-gpu", lambda c: c["runtime"].update(device="cuda"), "runtime.device: 'cuda' but this machine has no CUDA device"),
 ]
+NO_CUDA = pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a CUDA device")
+CLI_PARAMS = [pytest.param(*case, id=case[0], marks=[NO_CUDA] if "cuda" in case[0] else []) for case in CLI_CASES]
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("case, edit, message", CLI_CASES, ids=[c[0] for c in CLI_CASES])
+@pytest.mark.parametrize("case, edit, message", CLI_PARAMS)
 def test_snakemake_stops_before_any_job_and_writes_nothing_outside_results(tmp_path, tiny_model_dir, case, edit, message):
     work = tmp_path / "work"
     work.mkdir()

