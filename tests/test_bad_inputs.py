@@ -85,6 +85,7 @@ CASES = [
     ("calib-corpus-undefined", lambda c, t, m: c["calibration"].update(corpus="c4"),
      r"calibration\.corpus: 'c4' is not defined; allowed: brown, wiki, text"),
     ("nsamples-zero", lambda c, t, m: c["calibration"].update(nsamples=0), r"calibration\.nsamples: 0 is not allowed"),
+    ("nsamples-float", lambda c, t, m: c["calibration"].update(nsamples=32.0), r"calibration\.nsamples: 32\.0 is not allowed: .*not of type 'integer'"),
     ("nsamples-string", lambda c, t, m: c["calibration"].update(nsamples="32"), r"calibration\.nsamples: '32' is not allowed: .*not of type 'integer'"),
     ("seqlen-one", lambda c, t, m: c["perplexity"].update(seqlen=1), r"perplexity\.seqlen: 1 is not allowed"),
     ("device-tpu", lambda c, t, m: c["runtime"].update(device="tpu"), r"runtime\.device: 'tpu' is not allowed; allowed: cpu, cuda, auto"),
@@ -183,6 +184,8 @@ CASES = [
     ("text-empty", lambda c, t, m: _text_corpus(c, t, "empty.txt", b""), r"corpora\.text: .*empty\.txt: the corpus file is empty"),
     ("text-blank", lambda c, t, m: _text_corpus(c, t, "blank.txt", b"\n\n  \n\t\n"), r"corpora\.text: .*blank\.txt: the corpus file is empty \(or whitespace only\)"),
     ("text-binary", lambda c, t, m: _text_corpus(c, t, "x.bin", b"PK\x03\x04\x00\x00binary"), r"corpora\.text: .*x\.bin: not a text file \(a NUL byte at offset 4"),
+    ("text-utf16", lambda c, t, m: _text_corpus(c, t, "u16.txt", (LONG_DOC * 9).encode("utf-16")),
+     r"corpora\.text: .*u16\.txt: UTF-16 text \(it starts with a byte-order mark\); convert it: `iconv -f utf-16 -t utf-8"),
     ("text-latin1", lambda c, t, m: _text_corpus(c, t, "latin1.txt", (LONG_DOC + " café ").encode("latin-1") * 9),
      r"corpora\.text: .*latin1\.txt: not UTF-8 text \(byte \d+: .*iconv -f latin1 -t utf-8"),
     ("jsonl-bad-line", lambda c, t, m: c["corpora"].update(j={"source": "jsonl", "path": _file(t, "a.jsonl", b'{"text": "ok"}\n{"text": oops}\n')})

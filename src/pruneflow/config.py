@@ -67,6 +67,15 @@ def _key(path) -> str:
     return out or "(top level)"
 
 
+# JSON Schema counts 32.0 as an integer; a path would spell it "n32.0", which no rule makes.
+_Validator = jsonschema.validators.extend(
+    jsonschema.Draft202012Validator,
+    type_checker=jsonschema.Draft202012Validator.TYPE_CHECKER.redefine(
+        "integer", lambda _checker, value: isinstance(value, int) and not isinstance(value, bool)
+    ),
+)
+
+
 def _short(value, limit: int = 80) -> str:
     text = repr(value)
     return text if len(text) <= limit else text[: limit - 5] + " ...}"
@@ -89,7 +98,7 @@ def validate_config(config: dict, base_dir: str | Path = ".") -> None:
     """Raise :class:`ConfigError` on the first problem; ``base_dir`` resolves relative paths."""
     _check_names(config)
     schema = yaml.safe_load(SCHEMA_PATH.read_text())
-    errors = sorted(jsonschema.Draft202012Validator(schema).iter_errors(config), key=lambda e: list(e.absolute_path))
+    errors = sorted(_Validator(schema).iter_errors(config), key=lambda e: list(e.absolute_path))
     if errors:
         raise _schema_error(errors[0])
     _check_reference("model", config["model"], config["models"], "models")

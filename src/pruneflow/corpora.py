@@ -105,6 +105,8 @@ def decode_text(data: bytes, path) -> str:
     """UTF-8 text of a corpus file; empty, binary and non-UTF-8 files raise naming the file and the fix."""
     if not data.strip():
         raise CorpusError(f"{path}: the corpus file is empty (or whitespace only); allowed: UTF-8 text with at least one document")
+    if data.startswith((b"\xff\xfe", b"\xfe\xff")):
+        raise CorpusError(f"{path}: UTF-16 text (it starts with a byte-order mark); convert it: `iconv -f utf-16 -t utf-8 {path}`")
     if (nul := data.find(b"\0")) >= 0:
         raise CorpusError(f"{path}: not a text file (a NUL byte at offset {nul}: binary data?); allowed: UTF-8 text")
     try:
@@ -246,6 +248,8 @@ def _check_head(head: bytes, path) -> None:
 
     if not head.strip():
         raise CorpusError(f"{path}: the corpus file starts with {len(head)} bytes of whitespace; allowed: UTF-8 text")
+    if head.startswith((b"\xff\xfe", b"\xfe\xff")):
+        raise CorpusError(f"{path}: UTF-16 text (it starts with a byte-order mark); convert it: `iconv -f utf-16 -t utf-8 {path}`")
     if (nul := head.find(b"\0")) >= 0:
         raise CorpusError(f"{path}: not a text file (a NUL byte at offset {nul}: binary data?); allowed: UTF-8 text")
     try:
