@@ -1,11 +1,13 @@
 # Configuration checks and input functions shared by every rule.
 import json
 import math
+from pathlib import Path
 
+from snakemake.exceptions import WorkflowError
 from snakemake.logging import logger
 
 from pruneflow import experiments as ex
-from pruneflow.config import NAME, cache_grams, check_config, coerce_cli_values, duplicate_names
+from pruneflow.config import NAME, ConfigError, cache_grams, check_config, coerce_cli_values, duplicate_names
 from pruneflow.model_config import parameter_count, read_model_config
 
 # Everything that can be checked before any job is checked here (README: "Validation and faults").
@@ -36,16 +38,17 @@ if config.get("runtime", {}).get("device") == "cuda" and workflow.resource_setti
         )
 
 
-# Names are validated (pruneflow.config.NAME): no wildcard value can be '..' or hold a '/'.
+# Names are validated (pruneflow.config.NAME), and every other path part starts with a letter or digit:
+# no wildcard value can be ".." or hold a "/".
 _NAME = NAME.pattern
-_STEP = r"[A-Za-z0-9][^/]*"
+PATH_PART = r"[A-Za-z0-9][^/]*"
 
 
 wildcard_constraints:
     model=_NAME,
     corpus=_NAME,
     calib=_NAME,
-    variant=rf"dense|(?:pruned|structured)/{_STEP}/{_STEP}|recovered/{_STEP}/{_STEP}/{_STEP}/{_STEP}",
+    variant=rf"dense|(?:pruned|structured)/{PATH_PART}/{PATH_PART}|recovered/{PATH_PART}/{PATH_PART}/{PATH_PART}/{PATH_PART}",
     study=_NAME,
 
 

@@ -17,8 +17,8 @@ rule recover:
     output:
         directory("results/{model}/recovered/{pcalib}/{method}/{calib}/{recovery}"),
     wildcard_constraints:
-        pcalib=r"[^/]+",
-        method=r"[^/]+",
+        pcalib=PATH_PART,
+        method=PATH_PART,
         recovery=r"(?:recon|retrain)-[^/]+",
     params:
         spec=recovery_params,

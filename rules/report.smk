@@ -1,4 +1,5 @@
 # Tables and figures, one set per study declared in the config.
+from pruneflow.preflight import SPEED_SEQLEN
 
 
 def study_inputs(w):
@@ -11,7 +12,7 @@ def study_inputs(w):
     }
     if study.get("kind") == "structured":
         if study.get("speed"):
-            inputs["speed"] = [f"results/{MODEL}/eval/{v}/speed-l256.json" for v in variants]
+            inputs["speed"] = [f"results/{MODEL}/eval/{v}/speed-l{SPEED_SEQLEN}.json" for v in variants]
     else:
         inputs["sparsity"] = [f"results/{MODEL}/eval/{v}/sparsity.json" for v in variants]
     if study.get("zeroshot"):

@@ -9,7 +9,7 @@ rule prune_structured:
     output:
         directory("results/{model}/structured/{calib}/{method}"),
     wildcard_constraints:
-        method=r"[^/]+",
+        method=PATH_PART,
     log:
         "results/logs/{model}/structured/{calib}/{method}.log",
     benchmark:

@@ -111,9 +111,12 @@ def validate_config(config: dict, base_dir: str | Path = ".") -> None:
     for name, study in config["studies"].items():
         key = f"studies.{name}"
         kind = study.get("kind", "unstructured")
-        _check_keys(key, study, STUDY_KEYS[kind], f"a {kind} study")
-        if study.get("zeroshot") and not config.get("zeroshot", {}).get("tasks"):
-            raise ConfigError(f"{key}.zeroshot: true needs zeroshot.tasks; allowed: zeroshot: {{tasks: [lastword], items: 50}}")
+        _check_keys(key, study, STUDY_KEYS[kind], f"{'an' if kind[0] in 'aeiou' else 'a'} {kind} study")
+        missing = [k for k in ("tasks", "items") if k not in config.get("zeroshot", {})]
+        if study.get("zeroshot") and missing:
+            raise ConfigError(
+                f"{key}.zeroshot: true needs zeroshot.{' and zeroshot.'.join(missing)}; allowed: zeroshot: {{tasks: [lastword], items: 50}}"
+            )
         if kind == "structured":
             _check_structured(key, study)
             continue

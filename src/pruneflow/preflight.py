@@ -26,7 +26,7 @@ from .experiments import variants_of
 from .model_config import ModelConfigError, max_positions, read_model_config
 from .patterns import parse_pattern
 
-SPEED_SEQLEN = 256  # rules/report.smk measures structured variants' throughput on 256-token inputs
+SPEED_SEQLEN = 256  # structured studies with speed: true measure throughput on inputs this long (rules/report.smk)
 
 
 def check_against_model_and_data(config: dict, base_dir: str | Path = ".", workflow_dir: str | Path = ".") -> None:
