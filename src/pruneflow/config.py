@@ -38,6 +38,7 @@ RESERVED_MODEL_NAMES = ("benchmarks", "corpora", "figures", "logs", "tables", "z
 # The keys each model source and corpus source reads; any other key would be ignored silently.
 MODEL_KEYS = {
     "smollm2-gguf": ("source", "dtype"),
+    "gguf": ("source", "path", "package", "dtype"),
     "local": ("source", "path", "dtype"),
     "hub": ("source", "id", "revision", "dtype"),
     "tiny": ("source", "dtype", *TINY_DEFAULTS),
@@ -226,7 +227,8 @@ def _check_reference(key, value, table, table_key):
 
 def _check_model(key, spec, base: Path):
     source = spec["source"]
-    _check_keys(key, spec, MODEL_KEYS[source], f"source {source!r}")
+    if source in MODEL_KEYS:
+        _check_keys(key, spec, MODEL_KEYS[source], f"source {source!r}")
     needs = {"local": "path", "hub": "id"}.get(source)
     if needs and needs not in spec:
         raise ConfigError(f"{key}: source {source!r} needs {needs!r}")

