@@ -39,7 +39,7 @@ def base(tmp_path, tiny_model_dir):
 
 
 def _model_copy(tmp, tiny_model_dir, **config_edits):
-    """A copy of the tiny model folder (weights linked) with edits to its config.json."""
+    """A copy of the tiny model folder (weights linked) with edits to its config.json (None removes a key)."""
     folder = tmp / "model_copy"
     folder.mkdir()
     for f in tiny_model_dir.iterdir():
@@ -47,6 +47,7 @@ def _model_copy(tmp, tiny_model_dir, **config_edits):
     (folder / "config.json").unlink()
     cfg = json.loads((tiny_model_dir / "config.json").read_text())
     cfg.update(config_edits)
+    cfg = {k: v for k, v in cfg.items() if v is not None}  # None: the key is removed
     (folder / "config.json").write_text(json.dumps(cfg))
     return folder
 
