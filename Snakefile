@@ -1,9 +1,24 @@
 # PruneFlow: prune causal language models, repair them, evaluate, and make the tables and figures.
 # Usage: snakemake --cores 2            (the embedded default: SmolLM2-135M on a CPU)
 #        snakemake --cores 2 --configfile config/paper.yaml --replace-workflow-config
+import sys
+from pathlib import Path
+
+from snakemake.exceptions import WorkflowError
 from snakemake.utils import min_version
 
 min_version("8.0")
+
+sys.path.insert(0, str(Path(workflow.basedir) / "src"))  # the library, also without `pip install -e`
+
+from pruneflow.config import ConfigError, check_yaml_syntax
+
+# Snakemake's own message for a YAML mistake names neither the file nor the line.
+if Path("config.yaml").is_file():
+    try:
+        check_yaml_syntax("config.yaml")
+    except ConfigError as err:
+        raise WorkflowError(f"invalid configuration: {err}") from None
 
 
 configfile: "config.yaml"

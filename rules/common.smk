@@ -1,31 +1,55 @@
 # Configuration checks and input functions shared by every rule.
 import json
-import sys
+import math
 from pathlib import Path
 
 from snakemake.exceptions import WorkflowError
-
-sys.path.insert(0, str(Path(workflow.basedir) / "src"))  # the library, also without `pip install -e`
+from snakemake.logging import logger
 
 from pruneflow import experiments as ex
-from pruneflow.config import ConfigError, cache_grams, validate_config
+from pruneflow.config import NAME, ConfigError, cache_grams, check_config, coerce_cli_values, duplicate_names
+from pruneflow.model_config import parameter_count, read_model_config
 
+# Everything that can be checked before any job is checked here (README: "Validation and faults").
+coerce_cli_values(config, workflow.config_settings.config)  # nested --config values arrive as strings
 try:
-    validate_config(config)
+    check_config(config, ".", workflow.basedir)
 except ConfigError as err:
     raise WorkflowError(f"invalid configuration: {err}") from None
+_configfiles = workflow.config_settings.configfiles if workflow.config_settings.replace_workflow_config else workflow.configfiles
+for _warning in duplicate_names(_configfiles):
+    logger.warning(f"Warning: {_warning}")
 
 MODEL = config["model"]
-# Jobs that run the model on the device claim it; `--resources gpu=1` (default profile) serialises them.
+# Jobs that run the model on the device claim it (`gpu=1`; on SLURM: sbatch --gpus=1).
 GPU = 0 if config.get("runtime", {}).get("device", "cpu") == "cpu" else 1
+# A local run (no --jobs, which cluster profiles set) runs one GPU job at a time unless
+# --resources gpu=N says how many devices there are; a cluster schedules its own GPUs.
+if GPU and workflow.resource_settings.nodes is None and "gpu" not in workflow.global_resources:
+    workflow.global_resources["gpu"] = 1
+# A local run asked to use CUDA on a machine without it fails here, not in its first pruning job.
+if config.get("runtime", {}).get("device") == "cuda" and workflow.resource_settings.nodes is None:
+    import torch
+
+    if not torch.cuda.is_available():
+        raise WorkflowError(
+            "invalid configuration: runtime.device: 'cuda' but this machine has no CUDA device; allowed here: "
+            "cpu, auto (or run where the GPUs are, e.g. --profile profiles/slurm)"
+        )
+
+
+# Names are validated (pruneflow.config.NAME), and every other path part starts with a letter or digit:
+# no wildcard value can be ".." or hold a "/".
+_NAME = NAME.pattern
+PATH_PART = r"[A-Za-z0-9][^/]*"
 
 
 wildcard_constraints:
-    model=r"[^/]+",
-    corpus=r"[^/]+",
-    calib=r"[^/]+",
-    variant=r"dense|(?:pruned|structured)/[^/]+/[^/]+|recovered/[^/]+/[^/]+/[^/]+/[^/]+",
-    study=r"[^/]+",
+    model=_NAME,
+    corpus=_NAME,
+    calib=_NAME,
+    variant=rf"dense|(?:pruned|structured)/{PATH_PART}/{PATH_PART}|recovered/{PATH_PART}/{PATH_PART}/{PATH_PART}/{PATH_PART}",
+    study=_NAME,
 
 
 def as_json(value):
@@ -49,3 +73,65 @@ def study_variants(study):
 def all_targets():
     studies = list(config["studies"])
     return expand("results/tables/{study}.csv", study=studies) + expand("results/figures/{study}.png", study=studies)
+
+
+# ---------------------------------------------------------------- local files as inputs
+# A local model folder and local corpus files are inputs of the jobs that read them, so an edit
+# (a newer file) reruns them and everything below; packaged sources are versioned by their wheels.
+
+
+def model_files(wildcards):
+    spec = config["models"].get(wildcards.model, {})
+    if spec.get("source") != "local":
+        return []
+    folder = Path(spec["path"]).expanduser()
+    return sorted(str(p) for p in folder.iterdir() if p.is_file() and not p.name.startswith("."))
+
+
+def corpus_files(wildcards):
+    spec = config["corpora"].get(wildcards.corpus, {})
+    if spec.get("source") in ("text", "jsonl"):
+        return [str(Path(spec["path"]).expanduser())]
+    if spec.get("source") == "brown" and "path" in spec:
+        return sorted(str(p) for p in Path(spec["path"]).expanduser().glob("c[a-r][0-9][0-9]"))
+    return []
+
+
+# ---------------------------------------------------------------- cluster resources
+# Memory (MB) is sized from the model: a multiple of its stored size plus 2 GB for Python and torch;
+# runtime (minutes) is a limit sized for a 7B model on one GPU. Local runs ignore both unless
+# --resources mem_mb=N is given; SLURM gets them as sbatch --mem and -t. A model whose config is
+# not readable before any job (a hub model that is not cached) is sized as 7B.
+_SPEC = config["models"][MODEL]
+_MODEL_CONFIG = read_model_config(_SPEC, ".") or {}  # readable: check_config read it already
+_PARAMS = parameter_count(_MODEL_CONFIG) or 7_000_000_000
+_BYTES = {"float32": 4, "bfloat16": 2, "float16": 2}[_SPEC.get("dtype", "float32")]
+MODEL_MB = _PARAMS * _BYTES / 2**20
+MEMORY_FACTORS = {  # multiples of the stored model held at once
+    "model": 2 * 4 / _BYTES,  # built in float32, then cast and saved
+    "activation_cache": 1.5, "prune_by_score": 2.5, "prune_sequential": 2.5, "prune_from_cache": 2.5,
+    "prune_structured": 2, "perplexity": 1.5, "speed": 1.5, "zeroshot": 1.5, "export": 2,
+}
+RUNTIME_MIN = {
+    "model": 60, "activation_cache": 120, "prune_by_score": 60, "prune_sequential": 240, "prune_from_cache": 240,
+    "prune_structured": 240, "recover": 480, "perplexity": 60, "speed": 60, "zeroshot": 120, "export": 60,
+}
+
+
+def mem_mb(rule):
+    return math.ceil(MEMORY_FACTORS[rule] * MODEL_MB) + 2048
+
+
+def recover_mem_mb(wildcards):
+    """The dense and the pruned model, plus float32 weights, gradients and Adam states of whatever
+    trains at once (the whole model for recon:full and retrain:...full, a block or less otherwise)."""
+    full = "full" in wildcards.recovery.split("-")[1].split("+")  # recon-full-..., retrain-norms+full-...
+    trained = _PARAMS if full else _PARAMS / _MODEL_CONFIG.get("num_hidden_layers", 1)
+    return math.ceil(2 * MODEL_MB + 16 * trained / 2**20) + 2048
+
+
+onstart:
+    from pruneflow.io import remove_stale_temporaries
+
+    for _tmp in remove_stale_temporaries("results"):
+        logger.info(f"Removed {_tmp}: a temporary left by a job that was killed")

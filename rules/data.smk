@@ -2,6 +2,8 @@
 
 
 rule model:
+    input:
+        model_files,
     output:
         directory("results/{model}/dense"),
     params:
@@ -10,12 +12,17 @@ rule model:
         "results/logs/{model}/model.log",
     benchmark:
         "results/benchmarks/{model}/dense.tsv"
+    resources:
+        mem_mb=mem_mb("model"),
+        runtime=RUNTIME_MIN["model"],
     threads: 1
     script:
         "../scripts/materialize_model.py"
 
 
 rule corpus:
+    input:
+        corpus_files,
     output:
         calib="results/corpora/{corpus}/calib.jsonl",
         eval="results/corpora/{corpus}/eval.jsonl",

@@ -19,6 +19,8 @@ rule perplexity:
     benchmark:
         "results/benchmarks/{model}/eval/{variant}/ppl-{corpus}-l{seqlen}-w{windows}-bos{bos}.tsv"
     resources:
+        mem_mb=mem_mb("perplexity"),
+        runtime=RUNTIME_MIN["perplexity"],
         gpu=GPU,
     threads: 1
     script:
@@ -36,6 +38,9 @@ rule export:
         "results/logs/{model}/export/{variant}.log",
     benchmark:
         "results/benchmarks/{model}/export/{variant}.tsv"
+    resources:
+        mem_mb=mem_mb("export"),
+        runtime=RUNTIME_MIN["export"],
     threads: 1
     script:
         "../scripts/export_variant.py"

@@ -33,6 +33,8 @@ rule prune_sequential:
     benchmark:
         "results/benchmarks/{model}/pruned/{calib}/{method}.tsv"
     resources:
+        mem_mb=mem_mb("prune_sequential"),
+        runtime=RUNTIME_MIN["prune_sequential"],
         gpu=GPU,
     threads: 1
     script:
@@ -52,6 +54,8 @@ rule activation_cache:
     benchmark:
         "results/benchmarks/{model}/acts/{calib}.tsv"
     resources:
+        mem_mb=mem_mb("activation_cache"),
+        runtime=RUNTIME_MIN["activation_cache"],
         gpu=GPU,
     threads: 1
     script:
@@ -72,6 +76,9 @@ rule prune_by_score:
         "results/logs/{model}/pruned/{calib}/{criterion}-{pattern}{stream}.log",
     benchmark:
         "results/benchmarks/{model}/pruned/{calib}/{criterion}-{pattern}{stream}.tsv"
+    resources:
+        mem_mb=mem_mb("prune_by_score"),
+        runtime=RUNTIME_MIN["prune_by_score"],
     threads: 1
     script:
         "../scripts/prune_by_score.py"
@@ -90,6 +97,8 @@ rule prune_from_cache:
     benchmark:
         "results/benchmarks/{model}/pruned/{calib}/sparsegpt-{pattern}-dense.tsv"
     resources:
+        mem_mb=mem_mb("prune_from_cache"),
+        runtime=RUNTIME_MIN["prune_from_cache"],
         gpu=GPU,
     threads: 1
     script:

@@ -17,8 +17,8 @@ rule recover:
     output:
         directory("results/{model}/recovered/{pcalib}/{method}/{calib}/{recovery}"),
     wildcard_constraints:
-        pcalib=r"[^/]+",
-        method=r"[^/]+",
+        pcalib=PATH_PART,
+        method=PATH_PART,
         recovery=r"(?:recon|retrain)-[^/]+",
     params:
         spec=recovery_params,
@@ -27,6 +27,8 @@ rule recover:
     benchmark:
         "results/benchmarks/{model}/recovered/{pcalib}/{method}/{calib}/{recovery}.tsv"
     resources:
+        mem_mb=recover_mem_mb,
+        runtime=RUNTIME_MIN["recover"],
         gpu=GPU,
     threads: 1
     script:

@@ -1,4 +1,5 @@
 # Tables and figures, one set per study declared in the config.
+from pruneflow.preflight import SPEED_SEQLEN
 
 
 def benchmark_of(artifact):
@@ -25,7 +26,7 @@ def study_inputs(w):
         "benchmarks": sorted({f for c in costs.values() for files in c.values() for f in files}),
     }
     if study.get("kind") == "structured" and study.get("speed"):
-        inputs["speed"] = [f"results/{MODEL}/eval/{v}/speed-l256.json" for v in variants]
+        inputs["speed"] = [f"results/{MODEL}/eval/{v}/speed-l{SPEED_SEQLEN}.json" for v in variants]
     if study.get("zeroshot"):
         tasks = config["zeroshot"]["tasks"]
         inputs["zeroshot"] = [f"results/{MODEL}/eval/{v}/{zeroshot_name(t)}" for v in variants for t in tasks]

@@ -9,12 +9,14 @@ rule prune_structured:
     output:
         directory("results/{model}/structured/{calib}/{method}"),
     wildcard_constraints:
-        method=r"[^/]+",
+        method=PATH_PART,
     log:
         "results/logs/{model}/structured/{calib}/{method}.log",
     benchmark:
         "results/benchmarks/{model}/structured/{calib}/{method}.tsv"
     resources:
+        mem_mb=mem_mb("prune_structured"),
+        runtime=RUNTIME_MIN["prune_structured"],
         gpu=GPU,
     threads: 1
     script:
@@ -33,6 +35,9 @@ rule speed:
         "results/logs/{model}/eval/{variant}/speed-l{seqlen}.log",
     benchmark:
         "results/benchmarks/{model}/eval/{variant}/speed-l{seqlen}.tsv"
+    resources:
+        mem_mb=mem_mb("speed"),
+        runtime=RUNTIME_MIN["speed"],
     threads: workflow.cores  # all cores: no other job runs beside it, so throughputs compare
     script:
         "../scripts/eval_speed.py"

@@ -44,6 +44,8 @@ rule zeroshot:
     benchmark:
         "results/benchmarks/{model}/eval/{variant}/zeroshot-{task}-n{nitems}-s{seed}.tsv"
     resources:
+        mem_mb=mem_mb("zeroshot"),
+        runtime=RUNTIME_MIN["zeroshot"],
         gpu=GPU,
     threads: 1
     script:

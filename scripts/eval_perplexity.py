@@ -1,4 +1,5 @@
 """Perplexity of one model variant on held-out text (protocol: pruneflow.evaluate)."""
+from pruneflow.corpora import describe
 from pruneflow.evaluate import eval_windows, perplexity
 from pruneflow.experiments import parse_ppl_name
 from pruneflow.io import write_json
@@ -10,7 +11,9 @@ rt = runtime_settings(snakemake.config)
 spec = parse_ppl_name(snakemake.output[0].rsplit("/", 1)[1])
 with job(snakemake.log[0], snakemake.threads) as info:
     model, tok = load_variant(snakemake.input.model)
-    windows = eval_windows(read_texts(snakemake.input.docs), tok, spec["seqlen"], spec["windows"], spec["bos"])
+    corpus = snakemake.wildcards.corpus
+    source = f"{describe(snakemake.config['corpora'][corpus], corpus)}, held-out part {snakemake.input.docs},"
+    windows = eval_windows(read_texts(snakemake.input.docs), tok, spec["seqlen"], spec["windows"], spec["bos"], source)
     result = perplexity(model, windows, rt["eval_batch_size"], resolve_device(rt["device"]))
     print(result)
 write_json(snakemake.output[0], {**result, **spec, "variant": snakemake.wildcards.variant, "seconds": info["seconds"]})

@@ -2,11 +2,13 @@
 from transformers import AutoTokenizer
 
 from pruneflow.calibration import sample_windows, save_calibration
+from pruneflow.corpora import describe
 from pruneflow.jsonl import read_texts
 from pruneflow.runtime import job
 
 w = snakemake.wildcards
 with job(snakemake.log[0], snakemake.threads):
     tok = AutoTokenizer.from_pretrained(f"{snakemake.input.model}/model")
-    ids = sample_windows(read_texts(snakemake.input.docs), tok, int(w.nsamples), int(w.seqlen), int(w.seed))
+    source = f"{describe(snakemake.config['corpora'][w.corpus], w.corpus)}, calibration part {snakemake.input.docs}"
+    ids = sample_windows(read_texts(snakemake.input.docs), tok, int(w.nsamples), int(w.seqlen), int(w.seed), source)
     save_calibration(snakemake.output[0], ids, corpus=w.corpus, seed=w.seed)

@@ -47,3 +47,29 @@ def test_hf_dataset_offline_fails_clearly(monkeypatch):
     monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
     with pytest.raises(CorpusError, match="source: text"):
         corpus_splits({"source": "hf", "name": "wikitext-2-raw-v1"})
+
+
+@pytest.mark.parametrize(
+    "data, message",
+    [
+        (b"", r"a\.txt: the corpus file is empty"),
+        (b"\x89PNG\r\n\x1a\n\x00\x00", r"a\.txt: not a text file \(a NUL byte at offset 8"),
+        ("caf\xe9 au lait".encode("latin-1"), r"a\.txt: not UTF-8 text \(byte 3: .*iconv -f latin1 -t utf-8"),
+    ],
+)
+def test_a_corpus_file_that_cannot_serve_names_itself_in_the_job(tmp_path, data, message):
+    (tmp_path / "a.txt").write_bytes(data)
+    with pytest.raises(CorpusError, match=message):
+        corpus_splits({"source": "text", "path": str(tmp_path / "a.txt")})
+
+
+def test_a_large_corpus_file_is_bounded_by_its_size_and_its_head_is_checked(tmp_path, monkeypatch):
+    import pruneflow.corpora as corpora
+
+    monkeypatch.setattr(corpora, "SCAN_LIMIT", 64)  # files above it are not read whole before any job
+    (tmp_path / "big.txt").write_bytes(b"plain words " * 100)
+    bounds = corpora.corpus_bounds({"source": "text", "path": str(tmp_path / "big.txt")})
+    assert bounds["calib"].tokens == bounds["eval"].tokens == 1200 and bounds["calib"].longest is None
+    (tmp_path / "bad.txt").write_bytes(b"plain words caf\xe9 " + b"more words " * 100)
+    with pytest.raises(CorpusError, match=r"bad\.txt: not UTF-8 text \(byte 15\)"):
+        corpora.corpus_bounds({"source": "text", "path": str(tmp_path / "bad.txt")})

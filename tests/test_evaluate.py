@@ -3,6 +3,7 @@ import math
 import pytest
 import torch
 
+from pruneflow.corpora import CorpusError
 from pruneflow.evaluate import EvaluationError, check_sparsity, eval_windows, measured_sparsity, perplexity
 from pruneflow.tiny import byte_tokenizer
 
@@ -19,9 +20,11 @@ def test_windows_follow_the_protocol():
     assert eval_windows(docs, tok, seqlen=5, windows=0, bos=False).shape == (len(stream) // 5, 5)
 
 
-def test_too_few_tokens_is_an_error():
+def test_too_few_tokens_is_an_error_naming_the_corpus():
     with pytest.raises(EvaluationError, match="windows"):
         eval_windows(["abc"], byte_tokenizer(), seqlen=8, windows=4, bos=False)
+    with pytest.raises(CorpusError, match=r"corpus 'w' \(w\.txt\), held-out part x\.jsonl, too short: 3 tokens give 0 windows"):
+        eval_windows(["abc"], byte_tokenizer(), seqlen=8, windows=4, bos=False, source="corpus 'w' (w.txt), held-out part x.jsonl,")
 
 
 def test_bos_true_without_bos_token_is_an_error():

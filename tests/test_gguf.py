@@ -9,7 +9,7 @@ import torch
 
 from pruneflow.architectures import UnsupportedModelError
 from pruneflow.config import ConfigError, validate_config
-from pruneflow.models import ModelSourceError, check_model_supported, gguf_metadata, load_model, materialize
+from pruneflow.models import ModelSourceError, check_model_supported, load_model, materialize, read_gguf_metadata
 from pruneflow.tiny import build_tiny_model
 
 from workflow_helpers import tiny_config
@@ -79,7 +79,7 @@ def test_gguf_file_converts_once_to_the_specs_dtype(tmp_path, dtype):
 
 def test_header_read_stops_early(tmp_path):
     write_tiny_gguf(tmp_path / "tiny.gguf")
-    meta = gguf_metadata(tmp_path / "tiny.gguf", ("general.architecture", "llama.context_length"))
+    meta = read_gguf_metadata(tmp_path / "tiny.gguf")
     assert meta["general.architecture"] == "llama" and meta["llama.context_length"] == 2048
     assert "tokenizer.ggml.tokens" not in meta
 

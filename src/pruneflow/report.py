@@ -41,7 +41,7 @@ def _finish_ppl_figure(fig, ax, df: pd.DataFrame, dense_mask, xlabel: str, title
     ax.set_yscale("log")
     ax.set_xlabel(xlabel)
     ax.set_ylabel("perplexity (log scale)")
-    ax.set_title(title)
+    ax.set_title(title.replace("$", r"\$"))  # titles are plain text: a "$" would start matplotlib's math mode
     ax.legend(fontsize=fontsize)
     save_figure(fig, png, pdf)
 

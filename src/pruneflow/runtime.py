@@ -6,6 +6,7 @@ import contextlib
 import resource
 import sys
 import time
+import traceback
 
 import torch
 
@@ -29,7 +30,9 @@ def peak_memory_mb(device: torch.device | None = None) -> float:
 def job(log_path: str | None = None, threads: int = 1, seed: int = 0):
     """Run a job body with its output sent to ``log_path``, a fixed thread count and seed.
 
-    Yields a dict; ``seconds`` is filled in on exit.
+    Yields a dict; ``seconds`` is filled in on exit. An exception in the body writes its full
+    traceback to the log (on a cluster the terminal that started the job is gone) and is re-raised,
+    so the job still fails.
     """
     torch.set_num_threads(max(1, threads))
     torch.manual_seed(seed)
@@ -41,6 +44,11 @@ def job(log_path: str | None = None, threads: int = 1, seed: int = 0):
     start = time.perf_counter()
     try:
         yield info
+    except BaseException:
+        if log:
+            traceback.print_exc(file=log)
+            log.flush()
+        raise
     finally:
         info["seconds"] = time.perf_counter() - start
         sys.stdout, sys.stderr = old

@@ -9,6 +9,8 @@ import torch
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers
 from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
+from .model_config import TINY_DEFAULTS, TINY_FIXED
+
 
 def byte_tokenizer() -> PreTrainedTokenizerFast:
     """A byte-level BPE without merges: 256 byte tokens plus BOS/EOS."""
@@ -21,12 +23,12 @@ def byte_tokenizer() -> PreTrainedTokenizerFast:
 
 
 def build_tiny_model(
-    hidden_size: int = 64,
-    intermediate_size: int = 128,
-    num_hidden_layers: int = 2,
-    num_attention_heads: int = 4,
-    num_key_value_heads: int = 2,
-    seed: int = 0,
+    hidden_size: int = TINY_DEFAULTS["hidden_size"],
+    intermediate_size: int = TINY_DEFAULTS["intermediate_size"],
+    num_hidden_layers: int = TINY_DEFAULTS["num_hidden_layers"],
+    num_attention_heads: int = TINY_DEFAULTS["num_attention_heads"],
+    num_key_value_heads: int = TINY_DEFAULTS["num_key_value_heads"],
+    seed: int = TINY_DEFAULTS["seed"],
 ):
     """Return (model, tokenizer); the same seed gives the same weights."""
     tok = byte_tokenizer()
@@ -37,7 +39,7 @@ def build_tiny_model(
         num_hidden_layers=num_hidden_layers,
         num_attention_heads=num_attention_heads,
         num_key_value_heads=num_key_value_heads,
-        max_position_embeddings=2048,
+        max_position_embeddings=TINY_FIXED["max_position_embeddings"],
         bos_token_id=tok.bos_token_id,
         eos_token_id=tok.eos_token_id,
         tie_word_embeddings=True,
@@ -45,4 +47,5 @@ def build_tiny_model(
     torch.manual_seed(seed)
     model = LlamaForCausalLM(config)
     model.eval()
+    assert len(tok) == TINY_FIXED["vocab_size"]
     return model, tok

@@ -1,0 +1,214 @@
+"""Faults: a failed job's log holds its traceback; temporaries of killed jobs are removed by the next
+run while those of running jobs are kept; an edited local corpus or model folder reruns what depends
+on it; two runs of one target at once do not both write it; a truncated or deleted artifact file
+fails the job that reads it, naming the file and the fix (the checksums of pruneflow.artifacts)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from pruneflow.io import _HOST, atomic_path, remove_stale_temporaries
+from pruneflow.runtime import job
+
+from conftest import REPO
+from workflow_helpers import planned, snakemake, tiny_config, write_config
+
+CALIB = "results/tiny/calib/text-n4-l64-s0.safetensors"
+MAGNITUDE = "results/tiny/pruned/none/magnitude-u0.5"
+DENSE_PPL = "results/tiny/eval/dense/ppl-text-l64-w2-bosauto.json"
+TARGETS = (CALIB, MAGNITUDE, DENSE_PPL)
+
+
+# ---------------------------------------------------------------- job logs
+
+
+def test_an_exception_in_a_job_writes_its_traceback_to_the_log(tmp_path):
+    log = tmp_path / "job.log"
+    with pytest.raises(ZeroDivisionError):
+        with job(str(log)):
+            print("working")
+            1 / 0
+    text = log.read_text()
+    assert "working" in text and "Traceback (most recent call last)" in text and "ZeroDivisionError" in text
+
+
+# ---------------------------------------------------------------- temporaries
+
+
+def _dead_pid() -> int:
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait()
+    return proc.pid
+
+
+def test_temporaries_name_their_writer_and_only_dead_writers_lose_them(tmp_path):
+    with atomic_path(tmp_path / "out.json") as tmp:
+        assert tmp.parent.name.startswith(f".out.json.{os.getpid()}@{_HOST}.") and tmp.parent.name.endswith(".tmp")
+        tmp.write_text("{}")
+    assert (tmp_path / "out.json").read_text() == "{}" and list(tmp_path.iterdir()) == [tmp_path / "out.json"]
+
+    dead = tmp_path / "a" / f".x.{_dead_pid()}@{_HOST}.abc123.tmp"
+    live = tmp_path / "a" / f".y.{os.getpid()}@{_HOST}.abc123.tmp"
+    foreign = tmp_path / "b" / f".z.{_dead_pid()}@another-host.abc123.tmp"
+    for d in (dead, live, foreign):
+        (d / "part").mkdir(parents=True)
+    assert remove_stale_temporaries(tmp_path) == [dead]
+    assert live.exists() and foreign.exists()  # a running writer, and one on a host we cannot check
+
+
+def test_a_new_writer_of_the_same_path_removes_what_a_killed_one_left(tmp_path):
+    stale = tmp_path / f".out.{_dead_pid()}@{_HOST}.abc123.tmp"
+    other_host = tmp_path / f".out.123@another-host.abc123.tmp"  # Snakemake lets one job write a path at a time
+    live = tmp_path / f".out.{os.getpid()}@{_HOST}.abc123.tmp"
+    unrelated = tmp_path / f".other.{_dead_pid()}@{_HOST}.abc123.tmp"
+    for d in (stale, other_host, live, unrelated):
+        d.mkdir()
+    with atomic_path(tmp_path / "out") as tmp:
+        tmp.mkdir()
+    assert not stale.exists() and not other_host.exists()
+    assert live.exists() and unrelated.exists()
+
+
+# ---------------------------------------------------------------- workflow runs
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory, tiny_model_dir):
+    """A run of calibration, magnitude pruning and dense perplexity on a local text corpus and a
+    local copy of the tiny model (both edited by tests below, on copies of this folder)."""
+    workdir = tmp_path_factory.mktemp("faults") / "work"
+    workdir.mkdir()
+    shutil.copytree(tiny_model_dir, workdir / "model")
+    doc = "The committee met on Tuesday and talked about the budget for the coming year. " * 6
+    (workdir / "corpus.txt").write_text("\n\n".join(f"Document {i}. {doc}" for i in range(40)))
+    config = tiny_config(workdir / "model")
+    config["models"]["tiny"]["path"] = "model"
+    config["corpora"] = {"text": {"source": "text", "path": "corpus.txt", "eval_fraction": 0.5}}
+    config["calibration"]["corpus"] = "text"
+    config["perplexity"].update(corpus="text", windows=2)
+    config["studies"] = {"s": {"criteria": ["magnitude", "wanda"], "patterns": [0.5], "stream": "dense"}}
+    config.pop("zeroshot")
+    write_config(workdir, config)
+    snakemake(workdir, *TARGETS)
+    return workdir
+
+
+@pytest.fixture()
+def copy_of(finished, tmp_path):
+    work = tmp_path / "work"
+    shutil.copytree(finished, work, symlinks=True)
+    return work
+
+
+@pytest.mark.slow
+def test_after_a_run_nothing_is_left_to_do(finished):
+    assert planned(finished, *TARGETS)[0] == {}
+
+
+@pytest.mark.slow
+def test_an_edited_local_corpus_reruns_what_reads_it(copy_of):
+    corpus = copy_of / "corpus.txt"
+    corpus.write_text(corpus.read_text() + "\n\nA new document about the weather in the hills. " * 3)
+    rules, reasons = planned(copy_of, *TARGETS)
+    assert rules == {"corpus": 1, "calibration": 1, "perplexity": 1}  # magnitude reads no text
+    assert any("corpus.txt" in r for r in reasons)
+
+
+@pytest.mark.slow
+def test_an_edited_local_model_folder_reruns_the_model_and_below(copy_of):
+    cfg = copy_of / "model" / "config.json"
+    cfg.write_text(cfg.read_text().replace('"rms_norm_eps": 1e-06', '"rms_norm_eps": 1e-05'))
+    rules, reasons = planned(copy_of, *TARGETS)
+    everything, _ = planned(copy_of, *TARGETS, "--forceall")
+    everything.pop("corpus")  # the text does not depend on the model
+    assert rules == everything and rules["model"] == 1 and rules["calibration"] == 1
+    assert any("config.json" in r for r in reasons)
+
+
+@pytest.mark.slow
+def test_killed_writers_temporaries_go_at_the_next_run_running_ones_stay(copy_of):
+    """A process killed by SIGKILL leaves its temporary; the next run removes it, but not the
+    temporary of a process that is still writing (another run's job on this host)."""
+    code = "import sys, time; from pruneflow.io import atomic_path\nwith atomic_path(sys.argv[1]) as t:\n t.mkdir(); print(t, flush=True); time.sleep(600)"
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    writers = [subprocess.Popen([sys.executable, "-c", code, str(copy_of / "results" / "x" / name)], stdout=subprocess.PIPE,
+                                text=True, env=env, cwd=copy_of) for name in ("killed", "running")]
+    killed, running = [os.path.dirname(w.stdout.readline().strip()) for w in writers]
+    writers[0].send_signal(signal.SIGKILL)
+    writers[0].wait()
+    try:
+        os.remove(copy_of / DENSE_PPL)  # something to do, so the run starts
+        snakemake(copy_of, DENSE_PPL)
+        assert not os.path.exists(killed) and os.path.exists(running)
+    finally:
+        writers[1].kill()
+        writers[1].wait()
+
+
+@pytest.mark.slow
+def test_two_runs_of_one_target_at_once_do_not_both_write_it(copy_of):
+    shutil.rmtree(copy_of / MAGNITUDE)
+    os.remove(copy_of / CALIB)
+    first = subprocess.Popen(
+        [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "--directory", str(copy_of), "--configfile",
+         str(copy_of / "config.yaml"), "--cores", "1", CALIB, MAGNITUDE], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    locks = copy_of / ".snakemake" / "locks"
+    deadline = time.time() + 120
+    while not (locks.exists() and any(locks.iterdir())):
+        assert first.poll() is None and time.time() < deadline, "the first run ended before it locked its outputs"
+        time.sleep(0.1)
+    second = snakemake(copy_of, CALIB, MAGNITUDE, check=False)
+    assert second.returncode != 0 and "cannot be locked" in second.stdout + second.stderr
+    out, _ = first.communicate(timeout=600)
+    assert first.returncode == 0, out[-3000:]
+    assert planned(copy_of, *TARGETS)[0] == {}
+
+
+@pytest.mark.slow
+def test_a_failed_jobs_log_holds_the_traceback(tmp_path, tiny_model_dir):
+    """An error inside a job (here: a Hugging Face corpus without network) is in its log, not only
+    on the terminal that started it (on a cluster that terminal is gone)."""
+    config = tiny_config(tiny_model_dir)
+    config["corpora"]["c4"] = {"source": "hf", "name": "c4", "max_documents": 10}
+    write_config(tmp_path, config)
+    proc = snakemake(tmp_path, "results/corpora/c4/calib.jsonl", check=False)
+    assert proc.returncode != 0
+    log = (tmp_path / "results/logs/corpora/c4.log").read_text()
+    assert "Traceback (most recent call last)" in log and "CorpusError: could not load Hugging Face dataset 'allenai/c4'" in log
+    assert not (tmp_path / "results/corpora/c4").exists() or not any((tmp_path / "results/corpora/c4").iterdir())
+
+
+# ---------------------------------------------------------------- corrupted artifacts (issue #13)
+def _failure_names(copy_of, target, path):
+    """Running ``target`` (which reads ``path``) fails, naming the file and the fix."""
+    proc = snakemake(copy_of, target, check=False)
+    out = proc.stdout + proc.stderr + "".join(p.read_text() for p in (copy_of / "results" / "logs").rglob("*.log"))
+    assert proc.returncode != 0 and str(path) in out and "delete " in out and " and rerun" in out, out[-3000:]
+
+
+@pytest.mark.slow
+def test_a_truncated_calibration_file_fails_with_its_path(copy_of):
+    path = copy_of / CALIB
+    path.write_bytes(path.read_bytes()[:100])
+    _failure_names(copy_of, "results/tiny/acts/text-n4-l64-s0", CALIB)
+
+
+@pytest.mark.slow
+def test_a_truncated_mask_fails_with_its_path(copy_of):
+    path = copy_of / MAGNITUDE / "masks" / "block001.safetensors"
+    path.write_bytes(path.read_bytes()[:-10])
+    _failure_names(copy_of, "results/tiny/eval/pruned/none/magnitude-u0.5/ppl-text-l64-w2-bosauto.json", path.relative_to(copy_of))
+
+
+@pytest.mark.slow
+def test_a_deleted_mask_block_is_noticed(copy_of):
+    path = copy_of / MAGNITUDE / "masks" / "block001.safetensors"
+    os.remove(path)
+    _failure_names(copy_of, "results/tiny/eval/pruned/none/magnitude-u0.5/ppl-text-l64-w2-bosauto.json", MAGNITUDE)
