@@ -3,7 +3,7 @@
 Builds, in a scratch folder, the dense variant and one variant of each kind with the library, as the
 workflow's jobs write them: magnitude and Wanda (masks only), SparseGPT (masks + kept values), a
 reconstructed variant (simulated: every kept weight and every norm changed, the most a recovery can
-change), a structured variant (20% of the FFN neurons removed, stored whole), and, for comparison, a
+change), a structured variant (20% of the FFN neurons removed, LIAR: the kept indices and the repaired projections), and, for comparison, a
 full copy of the Wanda variant (the export: a plain Hugging Face folder). Calibration: random tokens
 (the contents do not change the sizes). Each load is timed in a fresh process (after the imports,
 first load of the process, as an evaluation job pays it) and again warm in the same process, each
@@ -40,7 +40,7 @@ from pruneflow.prune import prune_model  # noqa: E402
 from pruneflow.structured import prune_structured  # noqa: E402
 from pruneflow.variants import (  # noqa: E402
     export_variant, load_variant, load_variant_with_masks, stored_bytes, write_full_variant, write_masked_variant,
-    write_variant,
+    write_structured_variant, write_variant,
 )
 
 SOURCES = {"smollm2": {"source": "smollm2-gguf"}, "tiny": {"source": "tiny"}}
@@ -107,10 +107,11 @@ def build_variants(spec: dict, root: Path, nsamples: int, seqlen: int) -> dict[s
     folders["reconstructed"] = final
 
     model, tok = load_variant(dense)
-    summary = prune_structured(model, calib, "neurons", 0.2, "fluctuation", "liar", 0.3, 8)
+    selections = {}
+    summary = prune_structured(model, calib, "neurons", 0.2, "fluctuation", "liar", 0.3, 8, selections=selections)
     final = root / "structured" / "neurons0.2-liar"
     with artifact_folder(final) as out:
-        write_full_variant(out, model, tok, summary)
+        write_structured_variant(out, model, tok, dense, final, summary, selections)
     folders["structured_neurons0.2"] = final
 
     export_variant(folders["wanda"], root / "export" / "wanda")

@@ -1,10 +1,13 @@
-"""Remove heads and/or FFN neurons, repair the output projections, store the smaller model whole."""
+"""Remove heads and/or FFN neurons, repair the output projections; store the smaller model as the
+dense model's blocks sliced, plus the repaired projections (variants.write_structured_variant)."""
+from pathlib import Path
+
 from pruneflow.artifacts import artifact_folder
 from pruneflow.calibration import load_calibration
 from pruneflow.experiments import parse_structured_id
 from pruneflow.runtime import job, resolve_device, runtime_settings
 from pruneflow.structured import prune_structured
-from pruneflow.variants import load_variant, write_full_variant
+from pruneflow.variants import load_variant, write_structured_variant
 
 rt = runtime_settings(snakemake.config)
 m = parse_structured_id(snakemake.wildcards.method)
@@ -12,7 +15,9 @@ with job(snakemake.log[0], snakemake.threads):
     device = resolve_device(rt["device"])
     model, tok = load_variant(snakemake.input.model)
     calib = load_calibration(snakemake.input.calib)
-    summary = prune_structured(model, calib, m.target, m.ratio, m.criterion, m.reconstruction, m.damping, rt["batch_size"], device)
+    selections = {}
+    summary = prune_structured(model, calib, m.target, m.ratio, m.criterion, m.reconstruction, m.damping, rt["batch_size"],
+                               device, selections)
     summary["calibration"] = snakemake.wildcards.calib
     with artifact_folder(snakemake.output[0]) as out:
-        write_full_variant(out, model, tok, summary)
+        write_structured_variant(out, model, tok, Path(snakemake.input.model), Path(snakemake.output[0]), summary, selections)

@@ -80,7 +80,7 @@ def test_lineage_and_the_jobs_whose_costs_a_variant_carries():
 
     recovered = "recovered/c/wanda-u0.5-dense/c/recon-sublayer-pruned-all-abcd1234"
     assert variant_lineage(recovered) == [recovered, "pruned/c/wanda-u0.5-dense", "dense"]
-    assert variant_lineage("structured/c/fluctuation-neurons0.2-none") == ["structured/c/fluctuation-neurons0.2-none"]
+    assert variant_lineage("structured/c/fluctuation-neurons0.2-none") == ["structured/c/fluctuation-neurons0.2-none", "dense"]
     assert making_steps(recovered) == {"prune": ["acts/c", "pruned/c/wanda-u0.5-dense"], "recover": [recovered]}
     assert making_steps("pruned/c/wanda-u0.5-seq") == {"prune": ["pruned/c/wanda-u0.5-seq"], "recover": []}
     assert making_steps("dense") == {"prune": [], "recover": []}

@@ -212,3 +212,50 @@ def test_a_variant_whose_structure_differs_from_its_parent_is_stored_whole(dense
     rebuilt, _, rebuilt_masks = load_variant_with_masks(final)
     assert _same(rebuilt, model)
     assert all(torch.equal(rebuilt_masks[i][n], masks[i][n]) for i in masks for n in masks[i])  # kept for the checks
+
+
+@pytest.mark.parametrize("reconstruction", ["none", "liar"])
+def test_structured_variant_stores_kept_indices_and_repaired_projections(dense_dir, reconstruction):
+    """Heads and neurons removed: stored as the dense model's blocks sliced, plus the projections LIAR
+    repaired (and the biases it added); rebuilt bit for bit as a physically smaller model."""
+    from pruneflow.artifacts import load_tensors
+    from pruneflow.structured import count_parameters, prune_structured
+    from pruneflow.variants import stored_bytes, write_structured_variant
+
+    model, tok = load_variant(dense_dir)
+    selections = {}
+    calib = torch.randint(2, 258, (4, 32), generator=torch.Generator().manual_seed(0))
+    prune_structured(model, calib, "both", 0.5, "fluctuation", reconstruction, 0.1, 2, selections=selections)
+    final = dense_dir.parent / f"structured/c/{reconstruction}"
+    with artifact_folder(final) as out:
+        write_structured_variant(out, model, tok, dense_dir, final, {}, selections)
+    record = read_record(final)
+    assert record["kind"] == "structured" and not (final / "model").exists()
+    stored = load_tensors(final / "values" / "block000.safetensors")[0] if record["values"] else {}
+    if reconstruction == "none":  # every tensor is a slice of the dense model's
+        assert record["values"] == [] and record["params"] == []
+    else:  # the repaired output projections, the biases added, and the zero biases the config flag adds
+        assert {"self_attn.o_proj.weight", "self_attn.o_proj.bias", "mlp.down_proj.weight", "mlp.down_proj.bias"} <= set(stored)
+        assert "self_attn.q_proj.weight" not in stored
+    assert stored_bytes(final) < stored_bytes(dense_dir) / 3
+    loaded, _ = load_variant(final)
+    assert count_parameters(loaded) == count_parameters(model) < count_parameters(build_tiny_model()[0])
+    assert loaded.config.num_attention_heads == model.config.num_attention_heads == 2
+    assert _same(loaded, model)
+
+
+def test_structured_variant_with_a_changed_parent_fails_naming_both(dense_dir):
+    from pruneflow.structured import prune_structured
+    from pruneflow.variants import write_structured_variant
+
+    model, tok = load_variant(dense_dir)
+    selections = {}
+    prune_structured(model, None, "neurons", 0.5, "magnitude", "none", selections=selections)
+    final = dense_dir.parent / "structured/none/magnitude"
+    with artifact_folder(final) as out:
+        write_structured_variant(out, model, tok, dense_dir, final, {}, selections)
+    other, tok = build_tiny_model(seed=1)
+    with artifact_folder(dense_dir) as out:
+        write_full_variant(out, other, tok, {"variant": "dense"})
+    with pytest.raises(VariantError, match=f"{final}.*another {dense_dir}"):
+        load_variant(final)

@@ -73,7 +73,9 @@ def test_variants_store_only_what_changed_with_manifests(finished_run):
     for recovered in (root / "recovered").glob("*/*/*/*"):
         record = read_record(recovered)
         assert record["kind"] == "compact" and record["masks"] == "inherited" and not (recovered / "masks").exists()
-    assert read_record(root / "structured/brown-n4-l64-s0/fluctuation-neurons0.25-liar0.1")["kind"] == "full"
+    structured = root / "structured/brown-n4-l64-s0/fluctuation-neurons0.25-liar0.1"
+    assert read_record(structured)["kind"] == "structured" and not (structured / "model").exists()
+    assert stored_bytes(structured) < dense_bytes / 4  # kept indices and the repaired down projections
     folders = [root / "dense", root / "acts/brown-n4-l64-s0", wanda, *(root / "recovered").glob("*/*/*/*")]
     for folder in folders:
         verify_folder(folder)  # every file listed, with its size and checksum

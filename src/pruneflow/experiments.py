@@ -224,14 +224,14 @@ def recovery_variants(study: dict, config: dict) -> list[str]:
 
 
 def variant_parent(variant: str) -> str | None:
-    """The variant a compact variant is stored as changes to: ``pruned/...`` → ``dense``,
-    ``recovered/<calib>/<method>/...`` → ``pruned/<calib>/<method>``; full variants have none."""
+    """The variant a compact variant is stored as changes to: ``pruned/...`` and ``structured/...`` →
+    ``dense``, ``recovered/<calib>/<method>/...`` → ``pruned/<calib>/<method>``; the dense model has none."""
     kind, *rest = variant.split("/")
-    if kind == "pruned":
+    if kind in ("pruned", "structured"):
         return "dense"
     if kind == "recovered":
         return f"pruned/{rest[0]}/{rest[1]}"
-    return None  # dense, structured (stored whole, physically smaller)
+    return None  # dense
 
 
 def variant_lineage(variant: str) -> list[str]:

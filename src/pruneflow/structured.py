@@ -184,28 +184,36 @@ def _set_weight(layer: nn.Module, weight: torch.Tensor) -> None:
 
 
 @torch.no_grad()
-def remove_units(units: Units, kept: torch.Tensor, reconstruction: str, stats: ChannelStats | None, damping: float = 0.0) -> bool:
+def remove_units(units: Units, kept: torch.Tensor, reconstruction: str, stats: ChannelStats | None, damping: float = 0.0,
+                 selections: dict | None = None) -> bool:
     """Slice the block down to the ``kept`` units [k] in place, repairing its output projection;
     returns whether the output projection gained a bias it did not have.
 
     Layers keep their classes with smaller tensors; :func:`prune_structured` then rebuilds the block
-    from a config with the new sizes, so attributes that cache sizes are right again.
+    from a config with the new sizes, so attributes that cache sizes are right again. ``selections``,
+    if given, receives {parameter name in the block: (dim, kept indices)} in the parameters' own
+    layout: the variant stores these instead of the smaller tensors (``variants.write_structured_variant``).
     """
     block = units.block
+    record = selections if selections is not None else {}
     for name in units.in_names:
         layer = block.get_submodule(name)
         rows = units.rows(name, kept).to(layer.weight.device)
         _set_weight(layer, _weight(layer)[rows].clone())
+        record[f"{name}.weight"] = (1 if is_transposed(layer) else 0, rows.cpu())
         if layer.bias is not None:
             layer.bias = nn.Parameter(layer.bias[rows].clone())
+            record[f"{name}.bias"] = (0, rows.cpu())
     for pname, source in units.norms.items():
         owner, _, attr = pname.rpartition(".")
         module = block.get_submodule(owner)
         rows = units.rows(source, kept).to(getattr(module, attr).device)
         setattr(module, attr, nn.Parameter(getattr(module, attr)[rows].clone()))
+        record[pname] = (0, rows.cpu())
     out = units.out_layer
     had_bias = out.bias is not None
     cols = unit_channels(kept, units.out_width)
+    record[f"{units.out_name}.weight"] = (0 if is_transposed(out) else 1, cols)
     weight, bias = reconstruct(reconstruction, _weight(out), out.bias, cols, stats, damping)
     _set_weight(out, weight)
     out.bias = None if bias is None else nn.Parameter(bias)
@@ -238,6 +246,7 @@ def prune_structured(
     damping: float = 0.3,
     batch_size: int = 8,
     device="cpu",
+    selections: dict | None = None,
 ) -> dict:
     """Remove ``ratio`` of the heads and/or FFN neurons of every block in place; return a summary.
 
@@ -246,7 +255,8 @@ def prune_structured(
     The default 0.3 is what generalised best on SmolLM2 with 32×256 calibration tokens (0.01 fits the
     calibration tokens better but held-out tokens worse: the regression over ~1200 kept channels overfits).
     The summary has params_before/after, the new config fields and, per layer, the kept KV groups
-    and the kept head and neuron counts.
+    and the kept head and neuron counts. ``selections``, if given, receives per block index the
+    kept indices of every sliced parameter (see :func:`remove_units`).
     """
     if target not in TARGETS:
         raise StructuredError(f"unknown structured target {target!r}; allowed: {', '.join(TARGETS)}")
@@ -274,7 +284,8 @@ def prune_structured(
             units = units_of(arch, blocks[index], kind, shape)
             stats = collect_channel_stats(blocks[index], units.out_layer, inputs, gram=reconstruction == "liar") if needs_stats else None
             kept = kept_units(unit_scores(criterion, units, stats), ratio)
-            added_bias = remove_units(units, kept, reconstruction, stats, damping)
+            block_selections = None if selections is None else selections.setdefault(index, {})
+            added_bias = remove_units(units, kept, reconstruction, stats, damping, block_selections)
             resized.set(kind, len(kept), added_bias)
             blocks[index] = resized.rebuild(blocks[index], index, kinds[: step + 1])
             record["kv_groups_kept" if kind == "heads" else "neurons_kept"] = kept.tolist() if kind == "heads" else len(kept)
@@ -282,7 +293,7 @@ def prune_structured(
             inputs = inputs.replace(run_block(blocks[index], inputs))  # the next block sees the pruned one
         blocks[index].to("cpu")
         layers.append(record)
-    model.config = resized.config(kinds)
+    set_config(model, resized.config(kinds))
     return {
         "target": target,
         "ratio": ratio,
@@ -358,33 +369,57 @@ class _Resized:
         config = self.config(kinds)
         for key, value in (extra or {}).items():
             setattr(config, key, value)
-        with torch.device("meta"):
-            try:
-                block = self.block_class(config, index)
-            except TypeError:
-                block = self.block_class(config)
-        unfuse_experts(block, config)
-        return block
+        return new_block(self.block_class, config, index)
 
     def rebuild(self, block: nn.Module, index: int, kinds) -> nn.Module:
         """A fresh block of the same class from the resized config, holding ``block``'s tensors."""
-        new = self._build(index, kinds=kinds)
+        template = self._build(index, kinds=kinds)
         state = block.state_dict()
-        for name, p in new.state_dict().items():
+        for name, p in template.state_dict().items():
             if name not in state and name.endswith("bias"):  # a bias the flag added: zero
-                state[name] = torch.zeros(p.shape, dtype=state[name.removesuffix("bias") + "weight"].dtype,
-                                          device=state[name.removesuffix("bias") + "weight"].device)
+                weight = state[name.removesuffix("bias") + "weight"]
+                state[name] = torch.zeros(p.shape, dtype=weight.dtype, device=weight.device)
         try:
-            new.load_state_dict(state, strict=True, assign=True)
+            return rebuild_block(block, self.config(kinds), index, state)
         except RuntimeError as err:
             raise StructuredError(
                 f"structured pruning of {', '.join(kinds)}: model family {self.arch.family!r} cannot describe the pruned "
                 f"shapes in its config ({str(err).splitlines()[-1].strip()}); its config derives them from other sizes"
             ) from None
-        old_buffers = dict(block.named_buffers())
-        for name, buf in list(new.named_buffers()):
-            if buf.is_meta:
-                owner, _, attr = name.rpartition(".")
-                new.get_submodule(owner).register_buffer(attr, old_buffers[name], persistent=False)
-        new.train(block.training)
-        return new
+
+
+def set_config(model: nn.Module, config) -> None:
+    """Give ``model`` and every submodule that shared its config the new ``config``, keeping how it
+    runs (attention and experts implementations are not part of a saved config)."""
+    old = model.config
+    for key, value in vars(old).items():
+        if key.startswith("_") and "implementation" in key:
+            setattr(config, key, value)
+    for module in model.modules():
+        if getattr(module, "config", None) is old:
+            module.config = config
+
+
+def new_block(block_class, config, index: int) -> nn.Module:
+    """An empty block (meta tensors) of ``block_class`` for ``config``, experts unfused as PruneFlow works."""
+    with torch.device("meta"):
+        try:
+            block = block_class(config, index)
+        except TypeError:
+            block = block_class(config)
+    unfuse_experts(block, config)
+    return block
+
+
+def rebuild_block(block: nn.Module, config, index: int, state: dict) -> nn.Module:
+    """``block``'s class built from ``config`` and loaded strictly with ``state`` (a RuntimeError if the
+    config does not describe those shapes); buffers that are not saved (rotary tables) come from ``block``."""
+    new = new_block(type(block), config, index)
+    new.load_state_dict(state, strict=True, assign=True)
+    old_buffers = dict(block.named_buffers())
+    for name, buf in list(new.named_buffers()):
+        if buf.is_meta:
+            owner, _, attr = name.rpartition(".")
+            new.get_submodule(owner).register_buffer(attr, old_buffers[name], persistent=False)
+    new.train(block.training)
+    return new

@@ -20,6 +20,13 @@ variant), multiplies each masked matrix by its mask, scatters the stored values 
 positions and copies the stored parameters: bit for bit the model that was written (tested).
 A variant whose structure or config differs from its parent's (a LoRA merged into a tied head unties
 it, say) is stored full.
+
+A structured variant (heads or FFN neurons removed: a physically smaller model) is stored as its parent
+plus, per block, the indices each sliced parameter keeps (``slices/block<i>.safetensors``) and the values
+of every parameter that is not a slice of the parent's (``values/``: output projections that LIAR or bias
+compensation repaired, biases they added), with the smaller model's config in ``variant.json``. Loading
+slices the parent's blocks and rebuilds each from that config: a model with fewer heads and neurons, bit
+for bit the one that was written.
 """
 
 from __future__ import annotations
@@ -88,6 +95,9 @@ def load_variant_with_masks(folder):
             f"recorded in {folder / RECORD}; delete {folder} and rerun"
         )
     model, tok, inherited = load_variant_with_masks(parent)
+    if record["kind"] == "structured":
+        _rebuild_structured(model, folder, parent, record)
+        return model, tok, None
     own = _own_masks(folder, model)
     masks = own if own is not None else inherited
     _rebuild(model, folder, parent, record, own, masks)
@@ -148,6 +158,33 @@ def _copy_params(model, params: dict, folder: Path, parent: Path) -> None:
         p.copy_(value)
 
 
+@torch.no_grad()
+def _rebuild_structured(model, folder: Path, parent: Path, record: dict) -> None:
+    """Slice the parent's blocks by the stored indices, put in the stored values, rebuild each block
+    from the smaller model's config (in place)."""
+    from .structured import rebuild_block, set_config
+
+    arch = architecture_of(model)
+    blocks = arch.get_blocks(model)
+    config = type(model.config).from_dict(record["config"])
+    set_config(model, config)  # first, so the blocks are built with how the parent runs (attention implementation)
+    for i in range(len(blocks)):
+        state = blocks[i].state_dict()
+        slices, meta = load_tensors(block_file(folder / "slices", i)) if i in record["slices"] else ({}, {})
+        values = load_tensors(block_file(folder / "values", i))[0] if i in record["values"] else {}
+        for name, index in slices.items():
+            if name not in state:
+                raise VariantError(f"{block_file(folder / 'slices', i)}: {name!r} is not a parameter of block {i} in {parent}; delete {folder} and rerun")
+            state[name] = state[name].index_select(int(meta[name]), index)
+        state.update(values)
+        try:
+            blocks[i] = rebuild_block(blocks[i], config, i, state)
+        except RuntimeError as err:
+            raise VariantError(f"{folder}: block {i} does not fit its stored config ({str(err).splitlines()[-1].strip()}); delete {folder} and rerun") from None
+    if record.get("params"):
+        _copy_params(model, load_tensors(folder / "params.safetensors")[0], folder, parent)
+
+
 # --- writing ---------------------------------------------------------------------------------
 # Writers run inside ``artifacts.artifact_folder(final)`` and get its temporary folder ``out``;
 # ``at`` is ``final``, where the folder will live (the parent is recorded relative to it).
@@ -203,6 +240,44 @@ def write_variant(out: Path, model, tokenizer, parent: Path, at: Path, summary: 
         save_tensors(out / "params.safetensors", params)
     record = _compact_record(model, parent, at, "own" if own is not None else ("inherited" if masks else "none"), values, sorted(params))
     return _finish(out, record, summary, sparsity)
+
+
+@torch.no_grad()
+def write_structured_variant(out: Path, model, tokenizer, parent: Path, at: Path, summary: dict, selections: dict) -> dict:
+    """A structured variant as its parent's blocks sliced by ``selections`` ({block: {parameter: (dim,
+    kept indices)}}, from ``prune_structured``) plus every tensor that is not such a slice, and the new config."""
+    out = Path(out)
+    reference, _ = load_variant(parent)
+    arch = architecture_of(model)
+    sliced, stored = [], []
+    for i, (block, ref_block) in enumerate(zip(arch.get_blocks(model), arch.get_blocks(reference))):
+        ref_state, picks, values = ref_block.state_dict(), {}, {}
+        for name, value in block.state_dict().items():
+            dim, index = selections.get(i, {}).get(name, (None, None))
+            source = ref_state.get(name)
+            if source is not None and index is not None:
+                source = source.index_select(dim, index.to(source.device))
+            if source is not None and source.shape == value.shape and torch.equal(source, value):
+                if index is not None:
+                    picks[name] = (dim, index)
+            else:
+                values[name] = value
+        if picks:
+            save_tensors(block_file(out / "slices", i), {n: ix.to(torch.int64).clone() for n, (_, ix) in picks.items()},
+                         metadata={n: str(d) for n, (d, _) in picks.items()})
+            sliced.append(i)
+        if values:
+            save_tensors(block_file(out / "values", i), values)
+            stored.append(i)
+    in_blocks = {id(p) for p in arch.get_blocks(model).parameters()}
+    ref_params = dict(reference.named_parameters())
+    params = {n: p for n, p in model.named_parameters()
+              if id(p) not in in_blocks and (n not in ref_params or not torch.equal(p, ref_params[n]))}
+    if params:
+        save_tensors(out / "params.safetensors", params)
+    record = {**_compact_record(model, parent, at, "none", stored, sorted(params)), "kind": "structured",
+              "slices": sliced, "config": model.config.to_dict()}
+    return _finish(out, record, summary, _sparsity(model, None, None))
 
 
 def _compact_record(model, parent: Path, at: Path, masks: str, values: list[int], params: list[str]) -> dict:
