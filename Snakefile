@@ -1,6 +1,7 @@
 # PruneFlow: prune causal language models, repair them, evaluate, and make the tables and figures.
 # Usage: snakemake --cores 2            (the embedded default: SmolLM2-135M on a CPU)
 #        snakemake --cores 2 --configfile config/paper.yaml --replace-workflow-config
+import os
 import sys
 from pathlib import Path
 
@@ -9,7 +10,10 @@ from snakemake.utils import min_version
 
 min_version("8.0")
 
-sys.path.insert(0, str(Path(workflow.basedir) / "src"))  # the library, also without `pip install -e`
+# The library of this checkout, for the DAG and for every job (not another installed copy), also without `pip install -e`.
+SRC = str(Path(workflow.basedir) / "src")
+sys.path.insert(0, SRC)
+os.environ["PYTHONPATH"] = SRC  # inherited by every job (a conda environment too): no other copy of pruneflow
 
 from pruneflow.config import ConfigError, check_yaml_syntax
 

