@@ -105,12 +105,20 @@ def decode_text(data: bytes, path) -> str:
     """UTF-8 text of a corpus file; empty, binary and non-UTF-8 files raise naming the file and the fix."""
     if not data.strip():
         raise CorpusError(f"{path}: the corpus file is empty (or whitespace only); allowed: UTF-8 text with at least one document")
+    return _check_utf8(data, path, final=True)
+
+
+def _check_utf8(data: bytes, path, final: bool) -> str:
+    """``data`` decoded; UTF-16, binary and non-UTF-8 bytes raise naming the file and the fix.
+    ``final=False`` for the first bytes of a file, which may end inside a character."""
+    import codecs
+
     if data.startswith((b"\xff\xfe", b"\xfe\xff")):
         raise CorpusError(f"{path}: UTF-16 text (it starts with a byte-order mark); convert it: `iconv -f utf-16 -t utf-8 {path}`")
     if (nul := data.find(b"\0")) >= 0:
         raise CorpusError(f"{path}: not a text file (a NUL byte at offset {nul}: binary data?); allowed: UTF-8 text")
     try:
-        return data.decode("utf-8")
+        return codecs.getincrementaldecoder("utf-8")().decode(data, final=final)
     except UnicodeDecodeError as err:
         raise CorpusError(
             f"{path}: not UTF-8 text (byte {err.start}: {data[err.start:err.start + 4]!r}...); convert it, for example "
@@ -244,18 +252,9 @@ def _bound(docs: list[str], where: str) -> PartBound:
 
 
 def _check_head(head: bytes, path) -> None:
-    import codecs
-
     if not head.strip():
         raise CorpusError(f"{path}: the corpus file starts with {len(head)} bytes of whitespace; allowed: UTF-8 text")
-    if head.startswith((b"\xff\xfe", b"\xfe\xff")):
-        raise CorpusError(f"{path}: UTF-16 text (it starts with a byte-order mark); convert it: `iconv -f utf-16 -t utf-8 {path}`")
-    if (nul := head.find(b"\0")) >= 0:
-        raise CorpusError(f"{path}: not a text file (a NUL byte at offset {nul}: binary data?); allowed: UTF-8 text")
-    try:
-        codecs.getincrementaldecoder("utf-8")().decode(head, final=False)
-    except UnicodeDecodeError as err:
-        raise CorpusError(f"{path}: not UTF-8 text (byte {err.start}); convert it, for example `iconv -f latin1 -t utf-8`") from None
+    _check_utf8(head, path, final=False)
 
 
 def describe(spec: dict, name: str = "") -> str:
