@@ -13,7 +13,8 @@ band the tables and the claims ledger use: the spread under **float32 sums** (``
 exposure of any float32 implementation (the reference code sums its Hessian in float32 too).
 
 Usage: PYTHONPATH=src .venv/bin/python bench/noise_band.py --label current [--criteria sparsegpt wanda]
-       [--patterns 0.5 2:4] [--threads 1 2] [--orders forward reversed]
+       [--patterns 0.5 2:4] [--threads 1 2] [--orders forward reversed] [--out FILE]
+       bench/noise_band.py --merge A.json B.json ... --out bench/results/noise_band.json  (runs made in parallel)
 """
 
 from __future__ import annotations
@@ -55,7 +56,8 @@ def run(criterion: str, pattern: str, threads: int, order: str, calib: torch.Ten
 
 
 def bands(runs: list[dict], band_label: str) -> list[dict]:
-    """Per (criterion, pattern): each label's spread, and the band (the ``band_label`` spread) in %."""
+    """Per (criterion, pattern): each label's spread, and the band (the ``band_label`` spread, measured over
+    at least two runs) in %; an entry without ``band_pct`` has no band (the ledger then flags nothing)."""
     out = []
     for criterion, pattern in dict.fromkeys((r["criterion"], r["pattern"]) for r in runs):
         entry = {"model": MODEL, "calibration": CALIBRATION, "method": criterion, "pattern": pattern, "stream": "sequential", "spread_pct": {}}
@@ -64,9 +66,9 @@ def bands(runs: list[dict], band_label: str) -> list[dict]:
             if values:
                 entry["spread_pct"][label] = {"min": min(values), "max": max(values), "runs": len(values),
                                               "pct": 100 * (max(values) / min(values) - 1)}
-        if band_label in entry["spread_pct"]:
+        if entry["spread_pct"].get(band_label, {}).get("runs", 0) >= 2:  # one run is no spread
             entry["band_pct"] = entry["spread_pct"][band_label]["pct"]
-            out.append(entry)
+        out.append(entry)
     return out
 
 
@@ -80,7 +82,17 @@ def main() -> None:
     parser.add_argument("--windows", type=int, default=8, help="512-token evaluation windows (the default workflow's 8)")
     parser.add_argument("--band-label", default="float32-sums", help="the label whose spread is the tables' band")
     parser.add_argument("--out", default=str(ROOT / "bench/results/noise_band.json"))
+    parser.add_argument("--merge", nargs="+", metavar="JSON", help="only merge the runs of these files into --out")
     args = parser.parse_args()
+    if args.merge:  # runs measured in parallel processes, each into its own file
+        report = json.loads(Path(args.merge[0]).read_text())
+        for path in args.merge[1:]:
+            extra = json.loads(Path(path).read_text())["runs"]
+            keys = {tuple(r[k] for k in KEY) for r in extra}
+            report["runs"] = [r for r in report["runs"] if tuple(r[k] for k in KEY) not in keys] + extra
+        report.update(band_label=args.band_label, bands=bands(report["runs"], args.band_label))
+        Path(args.out).write_text(json.dumps(report, indent=1) + "\n")
+        return
 
     tok = load_variant(RESULTS / MODEL / "dense")[1]
     calib = load_calibration(RESULTS / MODEL / "calib" / f"{CALIBRATION}.safetensors")

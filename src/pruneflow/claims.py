@@ -177,10 +177,11 @@ def _spell(value) -> str:
 
 
 def read_bands(path: str | Path | None) -> list[dict]:
-    """The measured bands (``bench/results/noise_band.json``: ``{"bands": [...]}``); none if no file."""
+    """The measured bands (``bench/results/noise_band.json``: ``{"bands": [...]}``); none if no file. An
+    entry without ``band_pct`` (its label was run once: no spread) is no band."""
     if path is None or not Path(path).is_file():
         return []
-    return json.loads(Path(path).read_text()).get("bands", [])
+    return [b for b in json.loads(Path(path).read_text()).get("bands", []) if "band_pct" in b]
 
 
 def _row_band(row: pd.Series, bands: list[dict]) -> float | None:
