@@ -149,3 +149,41 @@ def test_a_label_run_once_gives_no_band(tmp_path):
     assert "band_pct" not in noise_band.bands(runs, "old")[0]
     (tmp_path / "bands.json").write_text(json.dumps({"bands": entries}))
     assert [b["method"] for b in read_bands(tmp_path / "bands.json")] == ["sparsegpt"]
+
+
+def test_readme_ledger_states_every_claim_with_an_outcome():
+    """The README's ledger block lists every claim of claims.yaml, word for word, with an outcome."""
+    readme = (REPO / "README.md").read_text()
+    block = readme.split("<!-- claims ledger -->")[1].split("<!-- end claims ledger -->")[0]
+    claims, _ = load_claims(REPO / "claims.yaml")
+    rows = {r.split("|")[2].strip(): r for r in block.splitlines() if r.startswith("| ") and "---" not in r}
+    for claim in claims:
+        assert claim.claim in rows, claim.id
+        assert re.search(r"\*\*(holds|does not hold|not run)\*\*", rows[claim.claim]), claim.id
+
+
+def test_readme_results_renders_and_fills_the_ledger_block(tmp_path):
+    """bench/readme_results.py renders the README's ledger block from a claims.csv (here a small one made
+    from test tables; none when there is no claims.csv) and refreshes only the text between the markers."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("readme_results", REPO / "bench" / "readme_results.py")
+    readme_results = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(readme_results)
+    assert readme_results.claims_block(tmp_path) is None
+    claims, _ = load_claims(_claims(tmp_path, [
+        _claim("a", [{**W, "method": "wanda", "pattern": 0.5}, {**W, "method": "magnitude", "pattern": 0.5}]),
+        _claim("e", [{"table": "recon_sweep", "method": "wanda"}, {**W, "method": "wanda", "pattern": 0.5}]),
+    ]))
+    evaluate(claims, _tables()).to_csv(tmp_path / "claims.csv", index=False)
+    block = readme_results.claims_block(tmp_path)
+    assert "| P | claim a | wanda 0.5 36.06 < magnitude 0.5 302.8 | **holds** |" in block
+    assert "| P | claim e | - | **not run** (table recon_sweep was not made" in block
+    assert "2 claims: 1 holds, 0 does not hold, 1 not run." in block
+    readme = "intro\n<!-- claims ledger -->\nold rows\n<!-- end claims ledger -->\nafter\n"
+    filled = readme_results.fill(readme, "claims ledger", block)
+    assert filled.startswith("intro\n<!-- claims ledger -->\n| paper |") and filled.endswith("<!-- end claims ledger -->\nafter\n")
+    assert "old rows" not in filled and readme_results.fill(filled, "claims ledger", block) == filled
+    (tmp_path / "README.md").write_text(readme)
+    readme_results.main(["--tables", str(tmp_path), "--readme", str(tmp_path / "README.md"), "--write"])
+    assert (tmp_path / "README.md").read_text() == filled
