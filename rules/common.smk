@@ -8,6 +8,7 @@ from snakemake.exceptions import WorkflowError
 from snakemake.logging import logger
 
 from pruneflow import experiments as ex
+from pruneflow.claims import ClaimsError, load_claims
 from pruneflow.config import NAME, ConfigError, cache_grams, check_config, coerce_cli_values, duplicate_names
 from pruneflow.model_config import parameter_count, read_model_config
 
@@ -73,7 +74,16 @@ def study_variants(study):
 
 def all_targets():
     studies = list(config["studies"])
-    return expand("results/tables/{study}.csv", study=studies) + expand("results/figures/{study}.png", study=studies)
+    tables = expand("results/tables/{study}.csv", study=studies) + expand("results/figures/{study}.png", study=studies)
+    return tables + ["results/tables/claims.csv"]
+
+
+# The claims ledger (claims.yaml; config key `claims` names another file), checked before any job.
+CLAIMS_FILE = str(Path(config.get("claims", Path(workflow.basedir) / "claims.yaml")).expanduser())
+try:
+    _claims, CLAIMS_BANDS = load_claims(CLAIMS_FILE, {n: s.get("kind", "unstructured") for n, s in config["studies"].items()})
+except ClaimsError as err:
+    raise WorkflowError(f"invalid claims file: {err}") from None
 
 
 # ---------------------------------------------------------------- local files as inputs
@@ -120,10 +130,12 @@ MEMORY_FACTORS = {  # multiples of the stored model held at once
     "model": 2 * 4 / _BYTES,  # built in float32, then cast and saved
     "activation_cache": 1.5, "prune_by_score": 2.5, "prune_sequential": 2.5, "prune_from_cache": 2.5,
     "prune_structured": 2, "perplexity": 1.5, "speed": 1.5, "zeroshot": 1.5, "export": 2,
+    "claims": 0,  # reads the tables only
 }
 RUNTIME_MIN = {
     "model": 60, "activation_cache": 120, "prune_by_score": 60, "prune_sequential": 240, "prune_from_cache": 240,
     "prune_structured": 240, "recover": 480, "perplexity": 60, "speed": 60, "zeroshot": 120, "export": 60,
+    "claims": 10,
 }
 
 

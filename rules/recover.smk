@@ -1,4 +1,5 @@
-# Recovery after pruning: layer-wise reconstruction (Free Lunch) or PERP retraining, on a pruned variant.
+# Recovery after pruning: layer-wise reconstruction (Free Lunch) or PERP retraining, on a pruned variant
+# (or, order interleaved, pruning and reconstruction block by block from the dense model in one job).
 
 
 def recovery_params(w):
@@ -9,11 +10,18 @@ def recovery_params(w):
     return as_json({"recovery": rec.__dict__, "settings": ex.recovery_settings(rec, config)})
 
 
+def recover_inputs(w):
+    """The dense model and the calibration samples; the pruned variant unless the recovery prunes as it
+    goes (order interleaved: block by block from the dense model, its masks its own)."""
+    inputs = {"dense": f"results/{w.model}/dense", "calib": f"results/{w.model}/calib/{w.calib}.safetensors"}
+    if not ex.is_interleaved(f"recovered/{w.pcalib}/{w.method}/{w.calib}/{w.recovery}"):
+        inputs["pruned"] = f"results/{w.model}/pruned/{w.pcalib}/{w.method}"
+    return inputs
+
+
 rule recover:
     input:
-        dense="results/{model}/dense",
-        pruned="results/{model}/pruned/{pcalib}/{method}",
-        calib="results/{model}/calib/{calib}.safetensors",
+        unpack(recover_inputs),
     output:
         directory("results/{model}/recovered/{pcalib}/{method}/{calib}/{recovery}"),
     wildcard_constraints:

@@ -27,6 +27,8 @@ def study_inputs(w):
     }
     if study.get("kind") == "structured" and study.get("speed"):
         inputs["speed"] = [f"results/{MODEL}/eval/{v}/speed-l{SPEED_SEQLEN}.json" for v in variants]
+    if study.get("kind") != "structured" and CLAIMS_BANDS is not None and CLAIMS_BANDS.is_file():
+        inputs["bands"] = [str(CLAIMS_BANDS)]  # the measured noise bands: a column of the table
     if study.get("zeroshot"):
         tasks = config["zeroshot"]["tasks"]
         inputs["zeroshot"] = [f"results/{MODEL}/eval/{v}/{zeroshot_name(t)}" for v in variants for t in tasks]
@@ -55,3 +57,32 @@ rule study_report:
     threads: 1
     script:
         "../scripts/report_study.py"
+
+
+# ---------------------------------------------------------------- the claims ledger
+# Reruns only when a table, claims.yaml or the measured noise bands change (they are its only inputs).
+
+
+def claims_inputs(_w):
+    inputs = {"claims": CLAIMS_FILE, "tables": expand("results/tables/{study}.csv", study=list(config["studies"]))}
+    if CLAIMS_BANDS is not None and CLAIMS_BANDS.is_file():
+        inputs["bands"] = [str(CLAIMS_BANDS)]
+    return inputs
+
+
+rule claims:
+    input:
+        unpack(claims_inputs),
+    output:
+        csv=report("results/tables/claims.csv", caption="captions/claims.rst", category="Claims"),
+        md="results/tables/claims.md",
+    log:
+        "results/logs/report/claims.log",
+    benchmark:
+        "results/benchmarks/report/claims.tsv"
+    resources:
+        mem_mb=mem_mb("claims"),
+        runtime=RUNTIME_MIN["claims"],
+    threads: 1
+    script:
+        "../scripts/claims_ledger.py"

@@ -3,6 +3,7 @@ import json
 from pathlib import Path
 
 from pruneflow import report
+from pruneflow.claims import read_bands
 from pruneflow.io import read_json
 from pruneflow.runtime import job
 
@@ -22,6 +23,8 @@ with job(snakemake.log[0], snakemake.threads):
     else:
         sparsity = [read_json(Path(v) / "sparsity.json") for v in inp.variants]
         df = report.study_rows(par.model, ppl, sparsity, summaries, par.reference)
+        if "bands" in inp.keys():  # the noise band measured for a row's method and pattern, if any
+            df = report.add_band_column(df, read_bands(inp.bands[0]))
     if "zeroshot" in inp.keys():
         df = report.add_zeroshot_columns(df, [read_json(p) for p in inp.zeroshot])
     report.write_table(df, out.csv, out.md, out.tex)

@@ -30,6 +30,36 @@ def test_every_figure_kind_writes_png_and_pdf(tmp_path):
         assert (tmp_path / f"{name}.pdf").read_bytes()[:4] == b"%PDF"
 
 
+def test_perp_sweep_figure_has_one_panel_per_criterion(tmp_path, monkeypatch):
+    df = _df()
+    seen = {}
+    original = report.save_figure
+
+    def spy(fig, png, pdf):
+        seen["panels"] = len(fig.axes)
+        original(fig, png, pdf)
+
+    monkeypatch.setattr(report, "save_figure", spy)
+    report.plot_recovery(df, tmp_path / "e.png", tmp_path / "e.pdf", "t")
+    assert seen["panels"] == 2  # magnitude, wanda
+    report.plot_recovery(df[df.method != "magnitude"], tmp_path / "f.png", tmp_path / "f.pdf", "t")
+    assert seen["panels"] == 1
+
+
+def test_recovery_rows_name_the_optimiser_and_structured_rows_the_damping():
+    summaries = [{}, *({"criterion": "wanda", "pattern": "u0.5", "sparsity": 0.5, "stream": "sequential", "recovery": spec,
+                       "settings": {"optimizer": "adamw", "loss": "mse"}, "trainable_fraction": 0.01}
+                      for spec in ("recon:matrix:pruned:all", "recon:matrix-adam:pruned:all", "recon:full:pruned:all",
+                                   "retrain:norms"))]
+    n = len(summaries)
+    df = report.study_rows("m", [{"perplexity": 1.0}] * n, [{"overall": 0.5}] * n, summaries)
+    assert list(df.optimiser) == ["-", "closed form", "adamw (mse)", "adamw (next-token)", "adamw (next-token)"]
+    structured = report.structured_rows("m", [{"perplexity": 2.0}] * 3, [
+        {"params_before": 10}, {"params_after": 8, "reconstruction": "liar", "damping": "auto", "damping_chosen": {"0.1": 3, "1": 1}},
+        {"params_after": 8, "reconstruction": "bias", "damping": None}])
+    assert list(structured.damping) == ["-", "auto", "-"] and structured.damping_chosen[1] == "0.1×3 1×1"
+
+
 def test_tables_in_three_formats_and_reference_labelled(tmp_path):
     df = report.study_rows(
         "m", [{"perplexity": 14.0}, {"perplexity": 38.0}], [{"overall": 0.0}, {"overall": 0.5}],

@@ -196,3 +196,32 @@ def test_matches_algorithm_1_written_out(pattern, blocksize):
     keep = sparsegpt_prune(w, stats.gram, parse_pattern(pattern), blocksize=blocksize)
     assert torch.equal(keep, expected_keep)
     torch.testing.assert_close(w.double(), expected_w, rtol=1e-4, atol=1e-4)
+
+
+def test_statistics_do_not_depend_on_batching_order_or_threads():
+    """Per-sample float32 products summed in float64: the same Gram (bit for bit, after rounding once)
+    whatever the batch size, the sample order or the thread count."""
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(12, 64, 96, generator=g) * torch.logspace(-1, 1, 96)
+    grams = []
+    for batch, order, threads in ((12, range(12), 1), (1, reversed(range(12)), 1), (5, [3, 7, 0, 11, 1, 9, 2, 10, 4, 8, 5, 6], 2)):
+        torch.set_num_threads(threads)
+        stats = InputStats(96, gram=True)
+        for chunk in x[list(order)].split(batch):
+            stats.add(chunk)
+        grams.append((stats.gram, stats.sq_sum))
+    torch.set_num_threads(1)
+    for gram, sq_sum in grams[1:]:
+        assert torch.equal(gram, grams[0][0]) and torch.equal(sq_sum, grams[0][1])
+
+
+def test_sparsegpt_same_result_with_any_thread_count():
+    weight, _, stats = _correlated_layer(out_f=32, in_f=384)
+    results = []
+    for threads in (1, 2):
+        torch.set_num_threads(threads)
+        w = weight.clone()
+        results.append((sparsegpt_prune(w, stats.gram, Pattern(n=2, m=4)), w))
+    torch.set_num_threads(1)
+    assert torch.equal(results[0][0], results[1][0]) and torch.equal(results[0][1], results[1][1])
+    assert torch.get_num_threads() == 1  # restored after the one-thread factorisation

@@ -8,7 +8,8 @@ from transformers import AutoModelForCausalLM, LlamaForCausalLM
 
 from pruneflow.activations import capture_block_inputs, run_block
 from pruneflow.architectures import architecture_of, attention_shape
-from pruneflow.liar import ChannelStats, collect_channel_stats
+from pruneflow.liar import (ChannelStats, affine_fit, choose_damping, collect_channel_stats, collect_split_channel_stats,
+                            holdout_samples, output_error)
 from pruneflow.speed import tokens_per_second
 from pruneflow.structured import (
     count_parameters,
@@ -113,6 +114,78 @@ def test_liar_exact_for_duplicated_kv_group_bias_compensation_is_not():
     assert errors["bias"] > 0.1 * errors["none"]
 
 
+def test_weight_only_liar_exact_for_linear_dependence_and_adds_no_bias():
+    """h10 = 2·h3 is linear (no intercept): the weight-only fit reproduces the block; a duplicated KV
+    group likewise, and the bias-free o_proj stays bias-free (so bias-free families can use it)."""
+    model = _model_with_dependent_neurons()
+    errors = {r: _block_error(model, 0, _remove_explicit(model, "neurons", {10}, r)) for r in ("none", "liar_weight")}
+    assert errors["liar_weight"] < 1e-4 * errors["none"]
+    model, _ = build_tiny_model()
+    attn = model.model.layers[0].self_attn
+    with torch.no_grad():
+        attn.q_proj.weight[32:64] = attn.q_proj.weight[0:32]
+        attn.k_proj.weight[16:32] = attn.k_proj.weight[0:16]
+        attn.v_proj.weight[16:32] = attn.v_proj.weight[0:16]
+    errors = {r: _block_error(model, 0, _remove_explicit(model, "heads", {1}, r)) for r in ("none", "liar_weight")}
+    assert errors["liar_weight"] < 1e-4 * errors["none"]
+    summary = prune_structured(model, _ids(), "heads", 0.5, "fluctuation", "liar_weight", damping=0.01, batch_size=4)
+    assert model.model.layers[0].self_attn.o_proj.bias is None and not model.config.attention_bias
+    assert summary["damping"] == 0.01
+
+
+def test_combined_stats_equal_stats_over_all_tokens():
+    g = torch.Generator().manual_seed(0)
+    x = 50 + torch.randn(5, 40, 6, generator=g) * torch.tensor([1e-2, 0.1, 1, 2, 5, 10])
+    a, b, both = ChannelStats(6, True), ChannelStats(6, True), ChannelStats(6, True)
+    for i, chunk in enumerate(x):
+        (a if i < 3 else b).add(chunk)
+        both.add(chunk)
+    merged = a.combined(b)
+    assert merged.count == both.count == 200
+    for name in ("mean", "variance", "col_norms", "covariance", "second_moment"):
+        torch.testing.assert_close(getattr(merged, name), getattr(both, name), rtol=1e-6, atol=1e-8)  # chunk sums are float32
+
+
+def test_output_error_from_moments_matches_tokens_and_choice_minimises_it():
+    g = torch.Generator().manual_seed(0)
+    mix = torch.randn(8, 8, generator=g)
+    fit_x, held_x = (torch.randn(n, 8, generator=g) @ mix + 0.5 for n in (30, 400))  # few fit tokens: ridge matters
+    fit, held = ChannelStats(8, True), ChannelStats(8, True)
+    fit.add(fit_x)
+    held.add(held_x)
+    weight = torch.randn(5, 8, generator=g, dtype=torch.float64)
+    keep, removed = torch.tensor([0, 1, 2, 4, 6]), torch.tensor([3, 5, 7])
+    for recon in ("bias", "liar", "liar_weight"):
+        coef, intercept = affine_fit(recon, fit, keep, removed, 0.1)
+        pred = (held_x.double()[:, keep] @ coef if coef is not None else 0) + (intercept if intercept is not None else 0)
+        direct = ((held_x.double()[:, removed] - pred) @ weight[:, removed].T).pow(2).sum(1).mean()
+        assert output_error(weight[:, removed], coef, intercept, held, keep, removed) == pytest.approx(float(direct), rel=1e-6)
+    grid = (0.0001, 0.01, 0.3, 3.0)
+    best, errors = choose_damping("liar", weight, keep, fit, held, grid)
+    assert set(errors) == set(grid) and errors[best] == min(errors.values())
+
+
+def test_auto_damping_split_by_sample_not_by_batch():
+    assert holdout_samples(32) == 8 and holdout_samples(2) == 1 and holdout_samples(3) == 1
+    model, _ = build_tiny_model()
+    arch = architecture_of(model)
+    block = arch.get_blocks(model)[0]
+    sub = units_of(arch, block, "neurons", attention_shape(model))
+    splits = []
+    for batch in (3, 8):
+        fit, held = collect_split_channel_stats(block, sub.out_layer, capture_block_inputs(model, _ids(), batch), 8)
+        splits.append((fit.count, held.count, fit.mean, held.covariance))
+    assert splits[0][:2] == splits[1][:2] == (6 * 64, 2 * 64)
+    torch.testing.assert_close(splits[0][2], splits[1][2])
+    torch.testing.assert_close(splits[0][3], splits[1][3])
+    results = []
+    for batch in (3, 8):
+        m, _ = build_tiny_model()
+        summary = prune_structured(m, _ids(), "neurons", 0.25, "fluctuation", "liar", damping="auto", batch_size=batch)
+        results.append((summary["damping_chosen"], [r["neurons_damping"] for r in summary["layers"]]))
+    assert results[0] == results[1] and sum(results[0][0].values()) == len(results[0][1])
+
+
 def test_channel_stats_match_torch_moments():
     g = torch.Generator().manual_seed(0)
     x = 100 + torch.randn(3, 200, 6, generator=g) * torch.tensor([1e-2, 0.1, 1, 2, 5, 10])
@@ -138,7 +211,7 @@ def test_wanda_and_fluctuation_scores_against_reference():
     handle.remove()
     x = torch.cat(seen).double()  # [tokens, 64]: two KV groups of 2 heads × 16 channels
     col = sub.out_layer.weight.double().norm(dim=0)
-    wanda = (x.norm(dim=0) * col).view(2, 32).sum(1)
+    wanda = (x.norm(dim=0) * sub.out_layer.weight.double().abs().sum(0)).view(2, 32).sum(1)  # FLAP's Wanda-sp: L1
     fluct = (x.var(0, correction=0) * col**2).view(2, 32).sum(1)
     torch.testing.assert_close(unit_scores("wanda", sub, stats), wanda)
     torch.testing.assert_close(unit_scores("fluctuation", sub, stats), fluct, rtol=1e-4, atol=0)

@@ -22,10 +22,25 @@ from workflow_helpers import planned, snakemake, tiny_config, write_config
 pytestmark = pytest.mark.slow
 
 
+CLAIMS = {"claims": [
+    {"id": "wanda-vs-magnitude", "paper": "Wanda", "claim": "Wanda beats magnitude at 50%.", "holds_if": "<",
+     "compare": [{"table": "sweep", "method": "wanda", "pattern": 0.5}, {"table": "sweep", "method": "magnitude", "pattern": 0.5}]},
+    {"id": "recon-helps", "paper": "Free Lunch", "claim": "Reconstruction helps, in either order.", "holds_if": "<",
+     "compare": [[{"table": "recovery", "recovery": "recon:sublayer:pruned:all"},
+                  {"table": "recovery", "recovery": "recon:sublayer:pruned:all:interleaved"}],
+                 {"table": "recovery", "method": "wanda", "recovery": "none"}]},
+    {"id": "elsewhere", "paper": "PERP", "claim": "A table this configuration does not make.", "holds_if": "<",
+     "compare": [{"table": "perp_table", "recovery": "retrain:norms"}, {"table": "perp_table", "recovery": "none"}]},
+]}
+
+
 @pytest.fixture(scope="module")
 def finished_run(tmp_path_factory, tiny_model_dir):
     workdir = tmp_path_factory.mktemp("workflow")
     config = tiny_config(tiny_model_dir)
+    config["studies"]["recovery"]["recoveries"].append("recon:sublayer:interleaved")
+    config["claims"] = "claims.yaml"
+    (workdir / "claims.yaml").write_text(yaml.safe_dump(CLAIMS, sort_keys=False))
     write_config(workdir, config)
     snakemake(workdir)
     return workdir, config
@@ -47,8 +62,11 @@ def test_full_run_leaves_tables_figures_and_exact_sparsity(finished_run):
     for suffix in ("png", "pdf"):
         assert (workdir / f"results/figures/sweep.{suffix}").stat().st_size > 5000
     recovery = pd.read_csv(workdir / "results/tables/recovery.csv")
-    assert list(recovery.recovery) == ["none", "none", "recon:sublayer:pruned:all", "retrain:norms+masklora"]
+    assert list(recovery.recovery) == ["none", "none", "recon:sublayer:pruned:all", "retrain:norms+masklora",
+                                       "recon:sublayer:pruned:all:interleaved"]
+    assert list(recovery.optimiser) == ["-", "-", "adamw (mse)", "adamw (next-token)", "adamw (mse)"]
     assert recovery.perplexity[2] < recovery.perplexity[1]  # reconstruction helps
+    assert recovery.prune_s[4] == 0 and recovery.recover_s[4] > 0  # one job pruned and reconstructed it
     assert recovery.trainable_pct[3] > 0
     for path in (workdir / "results/tiny/recovered").rglob("sparsity.json"):
         checked = json.loads(path.read_text())["masked_weights_checked"]
@@ -59,6 +77,33 @@ def test_full_run_leaves_tables_figures_and_exact_sparsity(finished_run):
     assert (workdir / "results/figures/liar.png").stat().st_size > 5000
     masks = sorted((workdir / "results/tiny/pruned/brown-n4-l64-s0/wanda-u0.5-seq/masks").iterdir())
     assert [m.name for m in masks] == ["block000.safetensors", "block001.safetensors"]
+
+
+def test_claims_ledger_after_the_tables(finished_run):
+    workdir, config = finished_run
+    ledger = pd.read_csv(workdir / "results/tables/claims.csv", keep_default_na=False).set_index("id")
+    assert ledger.loc["wanda-vs-magnitude", "outcome"] in ("holds", "does not hold")
+    assert ledger.loc["recon-helps", "outcome"] == "holds"
+    assert ledger.loc["elsewhere", "outcome"] == "not run" and "perp_table" in ledger.loc["elsewhere", "note"]
+    assert "3 claims:" in (workdir / "results/tables/claims.md").read_text()
+    # the ledger reruns when claims.yaml changes, and nothing else does
+    edited = {"claims": CLAIMS["claims"][:1]}
+    (workdir / "claims.yaml").write_text(yaml.safe_dump(edited, sort_keys=False))
+    try:
+        assert planned(workdir)[0] == {"claims": 1}
+    finally:
+        (workdir / "claims.yaml").write_text(yaml.safe_dump(CLAIMS, sort_keys=False))
+    snakemake(workdir)  # the ledger of the restored claims (its file is newer than the ledger again)
+
+
+def test_interleaved_recovery_is_stored_on_the_dense_model_with_its_own_masks(finished_run):
+    workdir, _ = finished_run
+    [folder] = (workdir / "results/tiny/recovered").glob("*/wanda-u0.5-seq/*/recon-sublayer-pruned-all-interleaved-*")
+    record = read_record(folder)
+    assert record["parent"].endswith("dense") and record["masks"] == "own"
+    masks = load_block_masks(folder / "masks/block001.safetensors")
+    model, _ = load_variant(folder)
+    assert all(torch.equal(model.model.layers[1].get_submodule(n).weight == 0, ~m) for n, m in masks.items())
 
 
 def test_variants_store_only_what_changed_with_manifests(finished_run):
@@ -168,20 +213,20 @@ def test_jobs_run_this_checkouts_library(finished_run):
 def test_changed_evaluation_reruns_only_evaluation_and_report(finished_run):
     workdir, config = finished_run
     rules, reasons = _plan_after(workdir, config, lambda c: c["perplexity"].update(windows=3))
-    assert rules == {"perplexity": 11, "study_report": 4}
+    assert rules == {"perplexity": 12, "study_report": 4, "claims": 1}
     assert any("Missing output files" in r and "ppl-wiki-l64-w3" in r for r in reasons)
 
 
 def test_new_zeroshot_task_adds_only_its_jobs(finished_run):
     workdir, config = finished_run
     rules, _ = _plan_after(workdir, config, lambda c: c["zeroshot"].update(tasks=["lastword", "browncloze"]))
-    assert rules == {"zeroshot_task": 1, "zeroshot": 3, "study_report": 1}
+    assert rules == {"zeroshot_task": 1, "zeroshot": 3, "study_report": 1, "claims": 1}
 
 
 def test_changed_learning_rate_reruns_reconstruction_not_pruning(finished_run):
     workdir, config = finished_run
     rules, _ = _plan_after(workdir, config, lambda c: c["reconstruction"].update(lr=5e-4))
-    assert rules == {"recover": 1, "perplexity": 1, "study_report": 1}
+    assert rules == {"recover": 2, "perplexity": 2, "study_report": 1, "claims": 1}
 
 
 def test_runtime_settings_rerun_nothing(finished_run):
@@ -194,14 +239,14 @@ def test_changed_sparsity_reruns_pruning_and_below_not_calibration(finished_run)
     workdir, config = finished_run
     rules, _ = _plan_after(workdir, config, lambda c: c["studies"]["sweep"].update(patterns=[0.6, "2:4"]))
     # magnitude (calibration-free) is one job from the dense weights; Wanda sequential is one job
-    assert rules == {"prune_by_score": 1, "prune_sequential": 1, "perplexity": 2, "study_report": 1}
+    assert rules == {"prune_by_score": 1, "prune_sequential": 1, "perplexity": 2, "study_report": 1, "claims": 1}
 
 
 def test_dense_stream_sparsity_change_reuses_the_cache(finished_run):
     workdir, config = finished_run
     rules, _ = _plan_after(workdir, config, lambda c: c["studies"]["dense"].update(patterns=[0.6]))
     # no activation_cache: one job per new variant and its evaluation (SparseGPT reads the cached Grams)
-    assert rules == {"prune_by_score": 1, "prune_from_cache": 1, "perplexity": 2, "zeroshot": 2, "study_report": 1}
+    assert rules == {"prune_by_score": 1, "prune_from_cache": 1, "perplexity": 2, "zeroshot": 2, "study_report": 1, "claims": 1}
 
 
 def test_changed_calibration_seed_reruns_calibration_and_below(finished_run):
@@ -210,7 +255,7 @@ def test_changed_calibration_seed_reruns_calibration_and_below(finished_run):
     # magnitude needs no calibration: only the calibrated variants are recomputed
     assert rules == {
         "calibration": 1, "prune_sequential": 2, "activation_cache": 1, "prune_by_score": 1, "prune_from_cache": 1,
-        "prune_structured": 2, "recover": 2, "perplexity": 8, "speed": 2, "zeroshot": 2, "study_report": 4,
+        "prune_structured": 2, "recover": 3, "perplexity": 9, "speed": 2, "zeroshot": 2, "study_report": 4, "claims": 1,
     }
     assert any("brown-n4-l64-s1" in r for r in reasons)
 
@@ -264,8 +309,8 @@ def test_paper_config_validates_and_plans_the_papers_jobs(tmp_path):
     shutil.copy(REPO / "config" / "paper.yaml", tmp_path / "config.yaml")
     rules, _ = planned(tmp_path)
     assert rules["model"] == 1 and rules["corpus"] == 2 and rules["calibration"] == 1
-    assert rules["prune_sequential"] == 6  # SparseGPT and Wanda at 50%, 4:8, 2:4
-    assert rules["study_report"] == 2
+    assert rules["prune_sequential"] == 7  # SparseGPT and Wanda at 50%, 4:8, 2:4; Wanda per matrix at 50%
+    assert rules["study_report"] == 3 and rules["claims"] == 1
 
 
 def _job_resources(workdir, *args):

@@ -152,35 +152,55 @@ def run_block(block: nn.Module, inputs: BlockInputs) -> list[torch.Tensor]:
 
 
 class InputStats:
-    """Running statistics of a linear layer's input X (tokens × in_features), in float32.
+    """Running statistics of a linear layer's input X (tokens × in_features).
 
     ``sq_sum[j]`` = Σ_t X[t, j]² (Wanda's ‖X_j‖² up to the sample count);
-    ``gram`` = XᵀX (SparseGPT's Hessian up to a factor 2/n) when requested.
+    ``gram`` = XᵀX (SparseGPT's Hessian up to a factor 2/n) when requested; both float32.
+
+    Float order. Each calibration sample's products are computed in float32 on its own, and the
+    samples are summed in float64, rounded to float32 once when read. So the statistics do not depend
+    on how samples are batched, on their order or on the thread count (float32 sums over a whole batch
+    did: a 1e-7 difference in a Hessian flips near-tied 2:4 choices, and 30 sequential blocks amplify
+    that into perplexities several percent apart; ``bench/noise_band.py``).
     """
 
     def __init__(self, in_features: int, gram: bool, device="cpu"):
         self.count = 0
-        self.sq_sum = torch.zeros(in_features, dtype=torch.float32, device=device)
-        self.gram = torch.zeros(in_features, in_features, dtype=torch.float32, device=device) if gram else None
+        self._sq_sum = torch.zeros(in_features, dtype=torch.float64, device=device)
+        self._gram = torch.zeros(in_features, in_features, dtype=torch.float64, device=device) if gram else None
 
     @classmethod
     def from_tensors(cls, count: int, sq_sum: torch.Tensor, gram: torch.Tensor | None = None) -> "InputStats":
         """Statistics read back from storage (the dense-stream activation cache)."""
         stats = cls.__new__(cls)
-        stats.count, stats.sq_sum, stats.gram = count, sq_sum, gram
+        stats.count, stats._sq_sum = count, sq_sum.double()
+        stats._gram = None if gram is None else gram.double()
         return stats
 
     def add(self, x: torch.Tensor) -> None:
-        x = x.reshape(-1, x.shape[-1]).float()
-        self.count += x.shape[0]
-        self.sq_sum += x.pow(2).sum(0)
-        if self.gram is not None:
-            self.gram.addmm_(x.T, x)
+        """Add the inputs ``x`` [batch, seqlen, in] (one product per sample) or [tokens, in] (one product)."""
+        samples = x.unbind(0) if x.dim() == 3 else [x]
+        for sample in samples:
+            sample = sample.reshape(-1, sample.shape[-1]).float()
+            self.count += sample.shape[0]
+            self._sq_sum += sample.pow(2).sum(0).double()
+            if self._gram is not None:
+                self._gram += (sample.T @ sample).double()
+
+    @property
+    def sq_sum(self) -> torch.Tensor:
+        """Σ_t X[t, j]² [in], float32."""
+        return self._sq_sum.float()
+
+    @property
+    def gram(self) -> torch.Tensor | None:
+        """XᵀX [in, in], float32 (None unless requested)."""
+        return None if self._gram is None else self._gram.float()
 
     @property
     def col_norms(self) -> torch.Tensor:
-        """‖X_j‖₂ over all calibration tokens."""
-        return self.sq_sum.sqrt()
+        """‖X_j‖₂ over all calibration tokens, float32."""
+        return self._sq_sum.sqrt().float()
 
 
 def input_groups(arch) -> list[tuple[str, ...]]:

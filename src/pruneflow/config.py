@@ -18,7 +18,7 @@ from pathlib import Path
 import jsonschema
 import yaml
 
-from .experiments import STRUCTURED_CRITERIA, parse_recovery
+from .experiments import STRUCTURED_CRITERIA, parse_recovery, parse_structured_reconstruction
 from .model_config import TINY_DEFAULTS, ModelConfigError, read_model_config
 from .patterns import PatternError, parse_pattern
 from .registry import CRITERIA
@@ -93,6 +93,8 @@ def _schema_error(err: jsonschema.ValidationError) -> ConfigError:
         return ConfigError(f"{key}: {err.message}; allowed keys: {allowed}")
     if err.validator == "required":
         return ConfigError(f"{key}: {err.message} (missing)")
+    if err.validator in ("oneOf", "anyOf") and err.schema.get("description"):
+        return ConfigError(f"{key}: {_short(err.instance)} is not allowed; allowed: {err.schema['description']}")
     return ConfigError(f"{key}: {_short(err.instance)} is not allowed: {err.message}")
 
 
@@ -128,6 +130,13 @@ def validate_config(config: dict, base_dir: str | Path = ".") -> None:
                 raise ConfigError(f"{key}: a recovery study needs 'recoveries' (none, retrain:norms, recon:sublayer, ...)")
             for i, spec in enumerate(study["recoveries"]):
                 _check_recovery(f"{key}.recoveries[{i}]", spec)
+                recovery = parse_recovery(spec)
+                if recovery and recovery.interleaved and study.get("stream") == "dense":
+                    raise ConfigError(
+                        f"{key}.recoveries[{i}]: {spec!r} is not allowed with stream: dense: an interleaved recovery takes "
+                        "its pruning statistics from the pruned and reconstructed stream; allowed: stream: sequential, "
+                        "or the order after"
+                    )
         if "patterns" not in study:
             raise ConfigError(f"{key}: an unstructured study needs 'patterns' (ratios such as 0.5, or N:M such as 2:4)")
         for i, crit in enumerate(study["criteria"]):
@@ -218,8 +227,19 @@ def _check_structured(key, study):
             raise ConfigError(f"{key}.criteria[{i}]: {crit!r} is not allowed; allowed: {', '.join(STRUCTURED_CRITERIA)}")
     for i, ratio in enumerate(study["ratios"]):
         _check_path_number(f"{key}.ratios[{i}]", ratio, float(ratio))
+    for i, spec in enumerate(study["reconstructions"]):
+        try:
+            _, damping = parse_structured_reconstruction(spec)
+        except ValueError as err:
+            raise ConfigError(f"{key}.reconstructions[{i}]: {spec!r} is not allowed: {err}") from None
+        if damping != "auto":
+            _check_path_number(f"{key}.reconstructions[{i}]", spec, damping)
     if "damping" in study:
-        _check_path_number(f"{key}.damping", study["damping"], float(study["damping"]))
+        values = study["damping"] if isinstance(study["damping"], list) else [study["damping"]]
+        for i, value in enumerate(values):
+            where = f"{key}.damping" + (f"[{i}]" if isinstance(study["damping"], list) else "")
+            if value != "auto":
+                _check_path_number(where, value, float(value))
 
 
 def _check_reference(key, value, table, table_key):

@@ -87,10 +87,13 @@ def parse_ppl_name(text: str) -> dict:
 
 # Structured pruning (heads / FFN neurons removed, then repaired): variant
 # ``structured/<calibration id or none>/<criterion>-<target><ratio>-<reconstruction>``,
-# e.g. ``structured/brown-n64-l256-s0/fluctuation-neurons0.2-liar0.3`` (LIAR's damping spelled).
+# e.g. ``structured/brown-n64-l256-s0/fluctuation-neurons0.2-liarauto`` (LIAR's damping spelled:
+# a number, or ``auto`` for the damping chosen per layer on a held-out slice of the calibration samples).
 STRUCTURED_TARGETS = ("heads", "neurons", "both")
 STRUCTURED_CRITERIA = ("magnitude", "wanda", "fluctuation")
-STRUCTURED_RECONSTRUCTIONS = ("none", "bias", "liar")
+STRUCTURED_RECONSTRUCTIONS = ("none", "bias", "liar", "liar_weight")
+DAMPED_RECONSTRUCTIONS = ("liar", "liar_weight")  # the ridge regressions: their damping is spelled in the id
+DEFAULT_DAMPING = "auto"
 
 
 @dataclass(frozen=True)
@@ -99,7 +102,7 @@ class StructuredMethod:
     target: str
     ratio: float
     reconstruction: str
-    damping: float = 0.3
+    damping: float | str = DEFAULT_DAMPING  # a ridge factor, or "auto"
 
     @property
     def needs_calibration(self) -> bool:
@@ -107,36 +110,83 @@ class StructuredMethod:
 
     @property
     def id(self) -> str:
-        recon = f"liar{self.damping:g}" if self.reconstruction == "liar" else self.reconstruction
+        recon = self.reconstruction
+        if recon in DAMPED_RECONSTRUCTIONS:
+            recon += "auto" if self.damping == "auto" else f"{float(self.damping):g}"
         return f"{self.criterion}-{self.target}{self.ratio:g}-{recon}"
 
 
 def parse_structured_id(text: str) -> StructuredMethod:
-    m = re.fullmatch(r"([a-z]+)-(heads|neurons|both)([0-9.]+)-(none|bias|liar)([0-9.e-]*)", text)
-    if not m:
-        raise ValueError(f"structured method id {text!r}: expected <criterion>-<target><ratio>-<none|bias|liar<damping>>")
-    damping = float(m.group(5)) if m.group(4) == "liar" else 0.3
+    m = re.fullmatch(r"([a-z]+)-(heads|neurons|both)([0-9.]+)-(none|bias|liar_weight|liar)(auto|[0-9.e-]*)", text)
+    if not m or (m.group(4) in DAMPED_RECONSTRUCTIONS) != bool(m.group(5)):
+        raise ValueError(
+            f"structured method id {text!r}: expected <criterion>-<target><ratio>-<none|bias|liar<damping>|liar_weight<damping>>"
+            " (damping: a number or auto)"
+        )
+    damping = DEFAULT_DAMPING if m.group(5) in ("", "auto") else float(m.group(5))
     return StructuredMethod(m.group(1), m.group(2), float(m.group(3)), m.group(4), damping)
+
+
+def parse_structured_reconstruction(text, default_damping=DEFAULT_DAMPING) -> tuple[str, float | str]:
+    """``"liar"`` → ("liar", the study's damping); ``"liar:0"`` → ("liar", 0.0); ``"liar_weight:auto"``;
+    ``"bias"`` → ("bias", the study's damping, unused). Errors name the value and what is allowed."""
+    name, _, damping = str(text).partition(":")
+    if name not in STRUCTURED_RECONSTRUCTIONS or (damping and name not in DAMPED_RECONSTRUCTIONS):
+        raise ValueError(
+            f"reconstruction {text!r}: allowed {', '.join(STRUCTURED_RECONSTRUCTIONS)}; liar and liar_weight may name "
+            "their damping after a colon (liar:0, liar:0.3, liar:auto)"
+        )
+    if not damping:
+        return name, default_damping
+    if damping == "auto":
+        return name, "auto"
+    try:
+        value = float(damping)
+    except ValueError:
+        value = -1.0
+    if value < 0:
+        raise ValueError(f"reconstruction {text!r}: damping {damping!r} is not allowed; allowed: a number >= 0 or auto")
+    return name, value
+
+
+def study_dampings(study: dict) -> list:
+    """The study's ``damping``: one value (a number or "auto") or a list of them; default auto."""
+    value = study.get("damping", DEFAULT_DAMPING)
+    return list(value) if isinstance(value, list) else [value]
+
+
+def structured_methods(study: dict) -> list[StructuredMethod]:
+    out = []
+    for crit in study["criteria"]:
+        for target in study.get("targets", ["neurons"]):
+            for ratio in study["ratios"]:
+                for spec in study["reconstructions"]:
+                    explicit = ":" in str(spec)
+                    for damping in study_dampings(study):
+                        recon, value = parse_structured_reconstruction(spec, damping)
+                        if recon not in DAMPED_RECONSTRUCTIONS:
+                            value = DEFAULT_DAMPING
+                        out.append(StructuredMethod(crit, target, float(ratio), recon, value if value == "auto" else float(value)))
+                        if explicit or recon not in DAMPED_RECONSTRUCTIONS:
+                            break  # one variant, whatever the study's dampings
+    return list(dict.fromkeys(out))
 
 
 def structured_variants(study: dict, calibration: dict) -> list[str]:
     out = ["dense"]
-    for crit in study["criteria"]:
-        for target in study.get("targets", ["neurons"]):
-            for ratio in study["ratios"]:
-                for recon in study["reconstructions"]:
-                    method = StructuredMethod(crit, target, float(ratio), recon, float(study.get("damping", 0.3)))
-                    calib = calib_id(calibration) if method.needs_calibration else "none"
-                    out.append(f"structured/{calib}/{method.id}")
+    for method in structured_methods(study):
+        calib = calib_id(calibration) if method.needs_calibration else "none"
+        out.append(f"structured/{calib}/{method.id}")
     return list(dict.fromkeys(out))
-
-
 
 
 # Recovery after pruning: layer-wise reconstruction (Free Lunch) or parameter-efficient retraining
 # (PERP), applied to a pruned variant. Spelled in the config as
-#   none | retrain:<subsets and/or adapter joined by +> | recon:<granularity>[:<inputs>[:<trainable>]]
-# e.g. retrain:norms, retrain:norms+masklora, recon:sublayer, recon:matrix:dense, recon:block:pruned:norms.
+#   none | retrain:<subsets and/or adapter joined by +> | recon:<granularity>[:<inputs>[:<trainable>]][:<order>]
+# e.g. retrain:norms, retrain:norms+masklora, recon:sublayer, recon:matrix:dense, recon:block:pruned:norms,
+# recon:sublayer:dense:interleaved. Order ``after`` (default): the pruned variant's masks are kept and the whole
+# model is reconstructed afterwards; ``interleaved`` (the Free Lunch reference code): block by block, prune
+# with statistics from the pruned and reconstructed stream, then reconstruct, so the masks are the job's own.
 # Variant: recovered/<prune calib>/<method id>/<calib id>/<recovery id>; the recovery id ends in a short
 # hash of the effective optimiser settings, so changing one (the learning rate, say) gives a new path
 # and switching it back costs nothing; the table spells the settings out.
@@ -144,6 +194,7 @@ RECOVERY_MODES = ("recon", "retrain")
 GRANULARITY_NAMES = ("matrix", "matrix-adam", "sublayer", "block", "full")
 SUBSET_NAMES = ("biases", "norms", "lm_head", "embeddings", "full")
 ADAPTER_NAMES = ("lora", "masklora", "scalelora")
+ORDERS = ("after", "interleaved")
 
 
 @dataclass(frozen=True)
@@ -152,12 +203,18 @@ class Recovery:
     granularity: str = ""  # recon only
     inputs: str = "pruned"  # recon only
     trainable: str = "all"  # subsets and adapter joined by +, or "all" (recon: every weight of the unit)
+    order: str = "after"  # recon only: after (masks of the pruned variant) | interleaved (prune, reconstruct per block)
+
+    @property
+    def interleaved(self) -> bool:
+        return self.order == "interleaved"
 
     @property
     def spec(self) -> str:
         if self.mode == "retrain":
             return f"retrain:{self.trainable}"
-        return f"recon:{self.granularity}:{self.inputs}:{self.trainable}"
+        base = f"recon:{self.granularity}:{self.inputs}:{self.trainable}"
+        return base + (":interleaved" if self.interleaved else "")
 
     def token(self, settings: dict) -> str:
         import hashlib
@@ -165,6 +222,8 @@ class Recovery:
 
         digest = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:8]
         what = self.trainable if self.mode == "retrain" else f"{self.granularity.replace(':', '')}-{self.inputs}-{self.trainable}"
+        if self.interleaved:
+            what += "-interleaved"
         return f"{self.mode}-{what}-{digest}"
 
 
@@ -178,6 +237,10 @@ def parse_recovery(text: str) -> Recovery | None:
         return Recovery("retrain", trainable=_check_trainable(text, rest, allow_all=False))
     if mode == "recon":
         parts = rest.split(":")
+        orders = [p for p in parts[1:] if p in ORDERS]
+        if len(orders) > 1 or (orders and parts[-1] not in ORDERS):
+            raise ValueError(f"recovery {text!r}: the order ({' or '.join(ORDERS)}) comes once, last")
+        parts = [p for p in parts if p not in ORDERS] if orders else parts
         gran = parts[0]
         if gran == "blocks" and len(parts) > 1 and parts[1].isdigit():  # blocks:k
             gran, parts = f"blocks:{parts[1]}", [None, *parts[2:]]
@@ -185,10 +248,16 @@ def parse_recovery(text: str) -> Recovery | None:
             raise ValueError(f"recovery {text!r}: granularity {gran!r} is not allowed; allowed: {', '.join(GRANULARITY_NAMES)}, blocks:k")
         inputs = parts[1] if len(parts) > 1 else "pruned"
         if inputs not in ("pruned", "dense"):
-            raise ValueError(f"recovery {text!r}: inputs {inputs!r} is not allowed; allowed: pruned, dense")
+            raise ValueError(f"recovery {text!r}: inputs {inputs!r} is not allowed; allowed: pruned, dense (then an order: {', '.join(ORDERS)})")
         trainable = _check_trainable(text, parts[2], allow_all=True) if len(parts) > 2 else "all"
-        return Recovery("recon", gran, inputs, trainable)
-    raise ValueError(f"recovery {text!r}: allowed: none, retrain:<subsets/adapter>, recon:<granularity>[:<inputs>[:<trainable>]]")
+        if len(parts) > 3:
+            raise ValueError(f"recovery {text!r}: too many parts; allowed: recon:<granularity>[:<inputs>[:<trainable>]][:{'|'.join(ORDERS)}]")
+        order = orders[0] if orders else "after"
+        if order == "interleaved" and gran == "full":
+            raise ValueError(f"recovery {text!r}: granularity full trains the whole model at once, so it cannot be interleaved with "
+                             "pruning block by block; allowed: matrix, matrix-adam, sublayer, block, blocks:k")
+        return Recovery("recon", gran, inputs, trainable, order)
+    raise ValueError(f"recovery {text!r}: allowed: none, retrain:<subsets/adapter>, recon:<granularity>[:<inputs>[:<trainable>]][:<order>]")
 
 
 def _check_trainable(text: str, value: str, allow_all: bool) -> str:
@@ -230,8 +299,14 @@ def variant_parent(variant: str) -> str | None:
     if kind in ("pruned", "structured"):
         return "dense"
     if kind == "recovered":
-        return f"pruned/{rest[0]}/{rest[1]}"
+        # An interleaved recovery prunes as it goes: its masks are its own, its parent the dense model.
+        return "dense" if is_interleaved(variant) else f"pruned/{rest[0]}/{rest[1]}"
     return None  # dense
+
+
+def is_interleaved(variant: str) -> bool:
+    """A recovered variant pruned and reconstructed block by block in one job (order interleaved)."""
+    return variant.startswith("recovered/") and "-interleaved-" in variant.rsplit("/", 1)[-1]
 
 
 def variant_lineage(variant: str) -> list[str]:
@@ -247,6 +322,8 @@ def making_steps(variant: str) -> dict[str, list[str]]:
     column: ``prune`` (shared steps included: a dense-stream variant also pays its activation cache)
     and ``recover``. Their Snakemake benchmark files give the costs in the tables."""
     kind, *rest = variant.split("/")
+    if kind == "recovered" and is_interleaved(variant):  # one job pruned and reconstructed it
+        return {"prune": [], "recover": [variant]}
     if kind == "recovered":
         return {"prune": making_steps(variant_parent(variant))["prune"], "recover": [variant]}
     if kind == "pruned" and rest[1].endswith("-dense"):

@@ -9,8 +9,18 @@ y = W x + b with W [out, n]. Removing the input channels R and keeping K leaves 
   x_R ≈ Bᵀ x_K + c, B = (Σ_KK + λ·mean(diag Σ_KK)·I)⁻¹ Σ_KR, c = E[x_R] − Bᵀ E[x_K],
   where Σ is the covariance of the channels over the calibration tokens; then
   W_K' = W_K + W_R Bᵀ and b' = b + W_R c. With B = 0 this is bias compensation.
+- ``liar_weight`` (weight update only, LIAR's ablation): the best fit without an intercept,
+  x_R ≈ Bᵀ x_K with B = (S_KK + λ·mean(diag S_KK)·I)⁻¹ S_KR from the uncentred second moments
+  S = E[x xᵀ]; W_K' = W_K + W_R Bᵀ and the bias is left alone, so it also works for families whose
+  output projections cannot store a bias. (``bias`` is the ablation's bias update only.)
 
 When x_R is exactly an affine function of x_K and λ = 0 the repaired layer reproduces y exactly.
+
+Damping ``auto``: λ is chosen per layer on calibration data only. The statistics are gathered
+separately over the first 75% of the calibration samples (fit) and the last 25% (held out); for each
+λ of :data:`DAMPING_GRID` the regression fitted on the first part is scored by the repaired layer's
+mean squared output error on the held-out part (from its moments); the best λ is then refitted on all
+samples. Nothing of the evaluation corpus is read.
 """
 
 from __future__ import annotations
@@ -21,7 +31,10 @@ from torch import nn
 from .activations import BlockInputs, run_block
 from .architectures import in_features
 
-RECONSTRUCTIONS = ("none", "bias", "liar")
+RECONSTRUCTIONS = ("none", "bias", "liar", "liar_weight")
+DAMPED = ("liar", "liar_weight")  # the ridge regressions
+DAMPING_GRID = (0.001, 0.01, 0.1, 0.3, 1.0)  # candidates for damping "auto" (× the mean diagonal)
+HOLDOUT_FRACTION = 0.25  # of the calibration samples, held out to choose the damping
 
 
 class ChannelStats:
@@ -76,6 +89,26 @@ class ChannelStats:
         m = self.sum / self.count
         return self.gram / self.count - torch.outer(m, m)
 
+    @property
+    def second_moment(self) -> torch.Tensor:
+        """E[x xᵀ] [n, n] float64 (needs ``gram=True``)."""
+        mean = self.mean
+        return self.covariance + torch.outer(mean, mean)
+
+    def combined(self, other: "ChannelStats") -> "ChannelStats":
+        """The statistics of both token sets together (exact: ``other``'s sums are moved to this shift)."""
+        out = ChannelStats.__new__(ChannelStats)
+        delta = (other.shift - self.shift).double()
+        n = other.count
+        out.count, out.shift = self.count + n, self.shift
+        out.sum = self.sum + other.sum + n * delta
+        out.sq_sum = self.sq_sum + other.sq_sum + 2 * delta * other.sum + n * delta.pow(2)
+        out.gram = None
+        if self.gram is not None and other.gram is not None:
+            cross = torch.outer(other.sum, delta)
+            out.gram = self.gram + other.gram + cross + cross.T + n * torch.outer(delta, delta)
+        return out
+
 
 @torch.no_grad()
 def collect_channel_stats(block: nn.Module, layer: nn.Module, inputs: BlockInputs, gram: bool) -> ChannelStats:
@@ -87,6 +120,42 @@ def collect_channel_stats(block: nn.Module, layer: nn.Module, inputs: BlockInput
     finally:
         handle.remove()
     return stats
+
+
+def holdout_samples(nsamples: int) -> int:
+    """Calibration samples held out to choose the damping: the last 25%, at least one, never all."""
+    if nsamples < 2:
+        raise ValueError(f"damping 'auto' needs at least 2 calibration samples to hold some out; got {nsamples}")
+    return min(nsamples - 1, max(1, round(HOLDOUT_FRACTION * nsamples)))
+
+
+@torch.no_grad()
+def collect_split_channel_stats(block: nn.Module, layer: nn.Module, inputs: BlockInputs, nsamples: int) -> tuple[ChannelStats, ChannelStats]:
+    """Statistics of ``layer``'s input over the first samples (fit) and the last :func:`holdout_samples`
+    (held out), split by sample index, so the split does not depend on how samples are batched."""
+    n = in_features(layer)
+    fit, held = (ChannelStats(n, True, device=layer.weight.device) for _ in range(2))
+    first_held = nsamples - holdout_samples(nsamples)
+    seen = 0
+
+    def add(_m, args, _out):
+        nonlocal seen
+        x = args[0]
+        if x.dim() < 3:
+            raise ValueError("damping 'auto' needs the layer's input as [batch, seqlen, channels]")
+        cut = min(max(first_held - seen, 0), x.shape[0])
+        if cut:
+            fit.add(x[:cut])
+        if cut < x.shape[0]:
+            held.add(x[cut:])
+        seen += x.shape[0]
+
+    handle = layer.register_forward_hook(add)
+    try:
+        run_block(block, inputs)
+    finally:
+        handle.remove()
+    return fit, held
 
 
 def check_reconstruction(reconstruction: str) -> None:
@@ -107,29 +176,39 @@ def reconstruct(
 
     ``weight`` [out, n], ``bias`` [out] or None, ``keep`` sorted kept channel indices [k] (long).
     Returns (weight [out, k], bias [out]); the bias is None only if it was None and nothing
-    changes it (``none``, or no channel removed). Computed in float64 on the CPU.
+    changes it (``none``, ``liar_weight``, or no channel removed). Computed in float64 on the CPU.
     """
     check_reconstruction(reconstruction)
-    n = weight.shape[1]
-    keep = keep.cpu()
-    removed = torch.ones(n, dtype=torch.bool)
-    removed[keep] = False
-    removed = removed.nonzero().squeeze(1)
+    keep, removed = keep.cpu(), _removed(weight.shape[1], keep)
     if reconstruction == "none" or removed.numel() == 0:
         return weight[:, keep.to(weight.device)].clone(), bias
     if stats is None:
         raise ValueError(f"reconstruction {reconstruction!r} needs calibration statistics")
     w = weight.detach().double().cpu()
     w_keep, w_rem = w[:, keep], w[:, removed]
+    coef, intercept = affine_fit(reconstruction, stats, keep, removed, damping)
+    if coef is not None:
+        w_keep = w_keep + w_rem @ coef.T
+    if intercept is None:
+        return w_keep.to(weight), bias
     b = torch.zeros(w.shape[0], dtype=torch.float64) if bias is None else bias.detach().double().cpu()
+    return w_keep.to(weight), (b + w_rem @ intercept).to(weight)
+
+
+def _removed(n: int, keep: torch.Tensor) -> torch.Tensor:
+    removed = torch.ones(n, dtype=torch.bool)
+    removed[keep.cpu()] = False
+    return removed.nonzero().squeeze(1)
+
+
+def affine_fit(reconstruction: str, stats: ChannelStats, keep: torch.Tensor, removed: torch.Tensor, damping: float):
+    """(B [k, r] or None, c [r] or None) with x_R ≈ Bᵀ x_K + c, as each reconstruction fits it (float64)."""
     mean = stats.mean.cpu()
     if reconstruction == "bias":
-        b = b + w_rem @ mean[removed]
-    else:
-        coef, intercept = ridge_affine_fit(stats.covariance.cpu(), mean, keep, removed, damping)
-        w_keep = w_keep + w_rem @ coef.T
-        b = b + w_rem @ intercept
-    return w_keep.to(weight), b.to(weight)
+        return None, mean[removed]
+    if reconstruction == "liar":
+        return ridge_affine_fit(stats.covariance.cpu(), mean, keep, removed, damping)
+    return ridge_fit(stats.second_moment.cpu(), keep, removed, damping), None  # liar_weight: no intercept
 
 
 def ridge_affine_fit(
@@ -140,14 +219,55 @@ def ridge_affine_fit(
     Ridge term ``damping``·mean(diag Σ_KK) on the diagonal; with zero damping a singular Σ_KK
     (e.g. a dead kept channel) gets the minimum-norm solution.
     """
-    if damping < 0:
-        raise ValueError(f"damping {damping!r} must be >= 0")
-    cov_kk = cov[keep][:, keep]
-    cov_kr = cov[keep][:, removed]
-    if damping > 0:
-        cov_kk = cov_kk + damping * cov_kk.diagonal().mean() * torch.eye(len(keep), dtype=cov.dtype)
-        coef = torch.linalg.solve(cov_kk, cov_kr)
-    else:
-        coef = torch.linalg.lstsq(cov_kk, cov_kr, driver="gelsd").solution
+    coef = ridge_fit(cov, keep, removed, damping)
     intercept = mean[removed] - coef.T @ mean[keep]
     return coef, intercept
+
+
+def ridge_fit(moment: torch.Tensor, keep: torch.Tensor, removed: torch.Tensor, damping: float) -> torch.Tensor:
+    """B [k, r] = (M_KK + damping·mean(diag M_KK)·I)⁻¹ M_KR for a moment matrix M (covariance, or the
+    second moment for a fit without intercept); minimum-norm least squares when ``damping`` is 0."""
+    if damping < 0:
+        raise ValueError(f"damping {damping!r} must be >= 0")
+    m_kk = moment[keep][:, keep]
+    m_kr = moment[keep][:, removed]
+    if damping > 0:
+        m_kk = m_kk + damping * m_kk.diagonal().mean() * torch.eye(len(keep), dtype=moment.dtype)
+        return torch.linalg.solve(m_kk, m_kr)
+    return torch.linalg.lstsq(m_kk, m_kr, driver="gelsd").solution
+
+
+def output_error(w_rem: torch.Tensor, coef, intercept, stats: ChannelStats, keep: torch.Tensor, removed: torch.Tensor) -> float:
+    """Mean squared output error E‖W_R (x_R − Bᵀx_K − c)‖² of the repaired layer over the tokens
+    ``stats`` describes (from their moments), for a fit (B, c) (either may be None: zero)."""
+    s2, mean = stats.second_moment.cpu(), stats.mean.cpu()
+    s_rr, s_rk = s2[removed][:, removed], s2[removed][:, keep]
+    resid = s_rr.clone()  # E[r rᵀ], r = x_R − Bᵀ x_K − c
+    r_mean = mean[removed].clone()
+    if coef is not None:
+        cross = s_rk @ coef
+        resid += coef.T @ (s2[keep][:, keep] @ coef) - cross - cross.T
+        r_mean -= coef.T @ mean[keep]
+    if intercept is not None:
+        outer = torch.outer(r_mean, intercept)
+        resid += torch.outer(intercept, intercept) - outer - outer.T
+    m = w_rem.T @ w_rem
+    return float((m * resid).sum())
+
+
+def choose_damping(
+    reconstruction: str, weight: torch.Tensor, keep: torch.Tensor, fit: ChannelStats, heldout: ChannelStats,
+    grid=DAMPING_GRID,
+) -> tuple[float, dict[float, float]]:
+    """The damping of ``grid`` whose fit on ``fit`` gives the smallest output error on ``heldout``;
+    returns (damping, {damping: held-out error})."""
+    if reconstruction not in DAMPED:
+        raise ValueError(f"reconstruction {reconstruction!r} has no damping to choose; allowed: {', '.join(DAMPED)}")
+    keep = keep.cpu()
+    removed = _removed(weight.shape[1], keep)
+    w_rem = weight.detach().double().cpu()[:, removed]
+    errors = {}
+    for damping in grid:
+        coef, intercept = affine_fit(reconstruction, fit, keep, removed, damping)
+        errors[damping] = output_error(w_rem, coef, intercept, heldout, keep, removed)
+    return min(errors, key=errors.get), errors

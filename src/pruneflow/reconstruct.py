@@ -13,12 +13,21 @@ dense model's unit on the same inputs. Units, from finest to coarsest:
 - ``block``: one transformer block; ``blocks:k``: k consecutive blocks together;
 - ``full``: the whole model on the next-token loss over the calibration windows.
 
-``inputs``: ``pruned`` (the paper's recommendation and our default) feeds every unit what the
-already reconstructed pruned model before it produces; ``dense`` feeds the dense model's stream.
-``targets``: ``same`` applies the dense unit to the unit's own inputs; ``dense`` takes the dense
-model's stream (the dense unit on dense inputs). Free Lunch defaults (public code): AdamW, lr 1e-5
-with linear decay, batch size 2, one epoch over 128 calibration samples per unit, MSE loss; see
-:class:`pruneflow.train.TrainConfig`.
+``inputs``: ``pruned`` (our default) feeds every unit what the already reconstructed pruned model
+before it produces; ``dense`` feeds the dense model's stream, which is the Free Lunch reference
+code's default (``propagate_sparse_activations_reconstruct=False``). ``targets``: ``same`` applies the
+dense unit to the unit's own inputs (the reference's default); ``dense`` takes the dense model's stream
+(the dense unit on dense inputs). Both input choices are rows of the reconstruction table.
+
+Order. :func:`reconstruct_model` reconstructs a model pruned beforehand, with its masks fixed (every
+block's pruning statistics came from the pruned, not yet reconstructed, stream). The reference code
+interleaves: block by block it prunes with statistics from the pruned *and reconstructed* stream
+(``propagate_sparse_activations_prune=True``), then reconstructs the block's units, so block i+1's
+masks already see the repaired block i: :func:`prune_and_reconstruct`.
+
+Free Lunch defaults (public code): AdamW, linear decay after a 10% linear warmup, batch size 2, MSE
+loss, one or more epochs over 128 calibration samples per unit; the learning rate is tuned per
+granularity. See :class:`pruneflow.train.TrainConfig`.
 """
 
 from __future__ import annotations
@@ -33,8 +42,10 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from .activations import BlockInputs, block_output, call_arguments, capture_block_inputs, run_block
+from .activations import BlockInputs, block_output, call_arguments, capture_block_inputs, collect_stats, input_groups, run_block
 from .architectures import Sublayer, architecture_of
+from .criteria import Criterion, prune_layer
+from .masks import Pattern
 from .least_squares import SOLVERS, linear_output_error, masked_least_squares
 from .peft import AdapterConfig, merge_adapters, next_token_loss, parse_subsets, retrain, subset_parameters, wrap_block_linears
 from .train import TrainConfig, peak_memory, reconstruction_loss, train
@@ -345,11 +356,55 @@ class _Context:
     damp: float
     solver: str
     device: object
+    pruner: object = None  # interleaved order: prunes blocks (in place, filling keep_masks) before their units
+
+    def prune_before(self, indices: list[int], stream_p: BlockInputs | None) -> None:
+        """Interleaved order: prune the blocks of ``indices`` not pruned yet, from the pruned stream."""
+        todo = [i for i in indices if i not in self.keep_masks]
+        if self.pruner is not None and todo:
+            self.pruner(self, todo, stream_p)  # the stream feeds todo[0]: units start where the stream stands
 
     @property
     def cross_targets(self) -> bool:
         """Targets come from the dense stream while inputs come from the pruned one."""
         return self.inputs == "pruned" and self.targets == "dense"
+
+
+def prune_and_reconstruct(
+    dense: nn.Module,
+    model: nn.Module,
+    criterion: Criterion,
+    pattern: Pattern,
+    calib_ids: torch.Tensor,
+    granularity: str = "sublayer",
+    inputs: str = "pruned",
+    cfg: TrainConfig | None = None,
+    **kwargs,
+) -> tuple[dict[int, dict[str, torch.Tensor]], dict]:
+    """The Free Lunch reference's order: ``model`` (a dense copy) is pruned and reconstructed in place,
+    block by block. Block i is pruned with ``criterion`` and ``pattern`` from the statistics of the
+    pruned and reconstructed stream (blocks 0..i-1 already repaired), then its units are reconstructed
+    towards ``dense`` as in :func:`reconstruct_model` (``kwargs``: trainable, adapter, targets, damp,
+    solver, device). Returns (keep-masks {block: {linear: bool [out, in]}}, summary)."""
+    if parse_granularity(granularity)[0] == "full":
+        raise ReconstructionError("granularity full trains the whole model at once: it cannot be interleaved with pruning block by block")
+
+    def prune_blocks(ctx: "_Context", indices: list[int], stream: BlockInputs) -> None:
+        for j, i in enumerate(indices):
+            block = ctx.p_blocks[i].to(ctx.device)
+            linears = ctx.arch.block_linears(block)
+            stats = {}
+            if criterion.needs_calibration:
+                stats, _ = collect_stats(block, linears, stream, criterion.needs_gram, input_groups(ctx.arch))
+            ctx.keep_masks[i] = {name: prune_layer(criterion, ctx.arch.weight(layer), stats.get(name), pattern).cpu()
+                                 for name, layer in linears.items()}
+            if j + 1 < len(indices):  # blocks:k: the next block of the unit sees this pruned one
+                stream = stream.replace(run_block(block, stream))
+
+    masks: dict[int, dict[str, torch.Tensor]] = {}
+    summary = reconstruct_model(dense, model, masks, calib_ids, granularity, inputs, cfg, _pruner=prune_blocks, **kwargs)
+    summary["order"] = "interleaved"
+    return masks, summary
 
 
 def reconstruct_model(
@@ -366,6 +421,7 @@ def reconstruct_model(
     damp: float = 0.01,
     solver: str = "cg",
     device="cpu",
+    _pruner=None,
 ) -> dict:
     """Reconstruct ``pruned`` (in place) towards ``dense`` on ``calib_ids`` [nsamples, seqlen].
 
@@ -425,7 +481,7 @@ def reconstruct_model(
     block_subsets = tuple(s for s in subsets if s not in skipped)
     summary["notes"] += [f"subset {s} unavailable: the model has none" for s in subset_parameters(pruned, block_subsets)[1]]
     ctx = _Context(arch, pruned, arch.get_blocks(pruned), arch.get_blocks(dense), keep_masks, granularity_name,
-                   inputs, targets, cfg, block_subsets, adapter, damp, solver, device)
+                   inputs, targets, cfg, block_subsets, adapter, damp, solver, device, _pruner)
     for p in pruned.parameters():
         p.requires_grad_(False)
     pruned.eval()
@@ -433,17 +489,20 @@ def reconstruct_model(
     need_dense_stream = inputs == "dense" or targets == "dense"
     # Chunks are the micro-batches of training; the closed form only sums Grams, so bigger chunks are faster.
     chunk = max(cfg.batch_size, 8) if granularity_name == "matrix" else cfg.batch_size
-    stream_p = capture_block_inputs(pruned, calib_ids, chunk, device) if inputs == "pruned" else None
+    # The pruned stream also feeds the interleaved order's pruning statistics.
+    stream_p = capture_block_inputs(pruned, calib_ids, chunk, device) if inputs == "pruned" or _pruner else None
     stream_d = capture_block_inputs(dense, calib_ids, chunk, device) if need_dense_stream else None
     units = []
     try:
         if granularity_name.startswith("matrix"):
             for index in tqdm(range(len(ctx.p_blocks)), desc=f"reconstruct {granularity}", unit="block"):
+                ctx.prune_before([index], stream_p)
                 p_block, d_block = ctx.p_blocks[index].to(device), ctx.d_blocks[index].to(device)
                 units += _reconstruct_matrices(ctx, index, p_block, d_block, stream_p, stream_d)
                 stream_p, stream_d = _advance(ctx, [index], stream_p, stream_d)
         else:
             for unit in tqdm(_units(granularity_name, k, len(ctx.p_blocks)), desc=f"reconstruct {granularity}", unit="unit"):
+                ctx.prune_before(unit.blocks, stream_p)
                 units.append(_reconstruct_unit(ctx, unit, stream_p, stream_d))
                 if unit.part != "attn":  # the unit finished its blocks: the streams move past them
                     stream_p, stream_d = _advance(ctx, unit.blocks, stream_p, stream_d)

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import torch
 
-from .experiments import ADAPTER_NAMES, Recovery
+from .experiments import ADAPTER_NAMES, Method, Recovery
 from .peft import AdapterConfig, retrain
-from .reconstruct import reconstruct_model
+from .reconstruct import prune_and_reconstruct, reconstruct_model
+from .registry import get_criterion
 from .train import TrainConfig
 
 TRAIN_FIELDS = set(TrainConfig.__dataclass_fields__)
@@ -19,8 +20,13 @@ def split_trainable(trainable: str) -> tuple[list[str], str | None]:
     return [i for i in items if i not in ADAPTER_NAMES], (adapters[0] if adapters else None)
 
 
-def recover(dense, pruned, keep_masks, calib_ids: torch.Tensor, recovery: Recovery, settings: dict, device="cpu") -> dict:
+def recover(dense, pruned, keep_masks, calib_ids: torch.Tensor, recovery: Recovery, settings: dict, device="cpu",
+            method: Method | None = None) -> dict:
     """Recover ``pruned`` in place; ``settings`` is the config's reconstruction/retraining section.
+
+    Order ``interleaved``: ``pruned`` is still dense (a copy), ``keep_masks`` is None and ``method``
+    says how to prune it block by block (:func:`pruneflow.reconstruct.prune_and_reconstruct`); the
+    masks it chose are returned in the summary under ``"masks"``.
 
     Optimisers and solvers work on float32 copies (bfloat16 steps of size lr·grad mostly round
     away); the result is cast back to the pruned model's dtype, pruned weights staying exactly zero.
@@ -29,20 +35,26 @@ def recover(dense, pruned, keep_masks, calib_ids: torch.Tensor, recovery: Recove
     dense.float()
     pruned.float()
     try:
-        return _recover(dense, pruned, keep_masks, calib_ids, recovery, settings, device)
+        return _recover(dense, pruned, keep_masks, calib_ids, recovery, settings, device, method)
     finally:
         dense.to(dense_dtype)
         pruned.to(stored)
 
 
-def _recover(dense, pruned, keep_masks, calib_ids, recovery, settings, device) -> dict:
+def _recover(dense, pruned, keep_masks, calib_ids, recovery, settings, device, method=None) -> dict:
     train = {k: v for k, v in settings.items() if k in TRAIN_FIELDS}
     subsets, adapter_kind = split_trainable(recovery.trainable)
     adapter = AdapterConfig(adapter_kind, **{k: v for k, v in settings.items() if k in ADAPTER_FIELDS}) if adapter_kind else None
     if recovery.mode == "retrain":
         return retrain(pruned, keep_masks, calib_ids, subsets, adapter, TrainConfig.retraining(**train), device)
     trainable = "all" if recovery.trainable == "all" else (subsets or "none")
-    return reconstruct_model(
-        dense, pruned, keep_masks, calib_ids, recovery.granularity, recovery.inputs, TrainConfig(**train),
-        trainable, adapter, settings.get("targets", "same"), settings.get("damping", 0.01), device=device,
-    )
+    options = dict(trainable=trainable, adapter=adapter, targets=settings.get("targets", "same"),
+                   damp=settings.get("damping", 0.01), device=device)
+    if recovery.interleaved:
+        if method is None:
+            raise ValueError(f"recovery {recovery.spec!r} prunes as it goes: it needs the pruning method")
+        masks, summary = prune_and_reconstruct(dense, pruned, get_criterion(method.criterion), method.pattern, calib_ids,
+                                               recovery.granularity, recovery.inputs, TrainConfig(**train), **options)
+        return {**summary, "masks": masks}
+    return reconstruct_model(dense, pruned, keep_masks, calib_ids, recovery.granularity, recovery.inputs,
+                             TrainConfig(**train), **options)

@@ -125,6 +125,7 @@ def study_rows(model: str, ppl: list[dict], sparsity: list[dict], summaries: lis
     df = pd.DataFrame(rows)
     if any("recovery" in s for s in summaries):
         df.insert(6, "recovery", [s.get("recovery", "none") for s in summaries])
+        df.insert(7, "optimiser", [recovery_optimiser(s) for s in summaries])
         df["trainable_pct"] = [100 * (s.get("trainable_fraction") or 0.0) for s in summaries]
         df["recover_s"] = [s.get("recover_seconds", 0.0) for s in summaries]
         df["recover_peak_mb"] = [s.get("recover_peak_memory_mb", float("nan")) for s in summaries]
@@ -132,6 +133,29 @@ def study_rows(model: str, ppl: list[dict], sparsity: list[dict], summaries: lis
         ref = REFERENCES[reference]
         df[ref["label"]] = [ref["values"].get((m, p), float("nan")) for m, p in zip(df.method, df.pattern)]
     return df
+
+
+def recovery_optimiser(summary: dict) -> str:
+    """How a recovery trained: ``closed form`` (recon:matrix's ridge solve), or the optimiser and its loss."""
+    spec = summary.get("recovery")
+    if not spec:
+        return "-"
+    if spec.startswith("recon:matrix:"):
+        return "closed form"
+    optimiser = summary.get("settings", {}).get("optimizer", "adamw")
+    unit_loss = spec.startswith("recon:") and not spec.startswith("recon:full:")
+    return f"{optimiser} ({summary.get('settings', {}).get('loss', 'mse') if unit_loss else 'next-token'})"
+
+
+def add_band_column(df: pd.DataFrame, bands: list[dict]) -> pd.DataFrame:
+    """``noise_band_pct``: the spread (% of perplexity) measured for a row's method and pattern across thread
+    counts and sample orders (``bench/noise_band.py``); NaN where none was measured. Two rows closer than
+    their bands are not ordered by this table."""
+    from .claims import band_column
+
+    out = df.copy()
+    out["noise_band_pct"] = band_column(out, bands)
+    return out
 
 
 def add_zeroshot_columns(df: pd.DataFrame, results: list[dict]) -> pd.DataFrame:
@@ -160,6 +184,8 @@ def structured_rows(model: str, ppl: list[dict], summaries: list[dict], speed: l
                 "target": s.get("target", "-"),
                 "ratio": s.get("ratio", 0.0),
                 "reconstruction": s.get("reconstruction", "-"),
+                "damping": _damping_label(s),
+                "damping_chosen": _damping_chosen(s),
                 "params_m": params / 1e6,
                 "removed_params_pct": 100 * (1 - params / dense_params),
                 "perplexity": p["perplexity"],
@@ -173,14 +199,32 @@ def structured_rows(model: str, ppl: list[dict], summaries: list[dict], speed: l
     return df
 
 
+def _damping_label(summary: dict) -> str:
+    """``auto``, a fixed λ as a number, or ``-`` for a reconstruction without one."""
+    damping = summary.get("damping")
+    if damping is None:
+        return "-"
+    return "auto" if damping == "auto" else f"{float(damping):g}"
+
+
+def _damping_chosen(summary: dict) -> str:
+    """How often each λ won the held-out choice (``0.3×18 1×12``), for damping auto."""
+    return " ".join(f"{k}×{v}" for k, v in (summary.get("damping_chosen") or {}).items()) or "-"
+
+
 def plot_ppl_vs_removed(df: pd.DataFrame, png: str, pdf: str, title: str = "") -> None:
     """Perplexity against the share of parameters removed, one line per criterion × reconstruction."""
     with plt.rc_context(STYLE):
         fig, ax = plt.subplots()
         pruned = df[df.criterion != "dense"]
-        for (crit, recon), group in pruned.groupby(["criterion", "reconstruction"], sort=False):
+        keys = [k for k in ("criterion", "target", "reconstruction", "damping") if k in pruned]
+        for key, group in pruned.groupby(keys, sort=False):
             group = group.sort_values("removed_params_pct")
-            ax.plot(group.removed_params_pct, group.perplexity, marker="o", label=f"{crit} + {recon}")
+            named = dict(zip(keys, key))
+            label = " ".join(named[k] for k in ("criterion", "target") if k in named) + f" + {named['reconstruction']}"
+            if named.get("damping", "-") != "-":
+                label += f" λ={named['damping']}"
+            ax.plot(group.removed_params_pct, group.perplexity, marker="o", label=label)
         xlabel = "parameters removed (% of the dense model)"
         _finish_ppl_figure(fig, ax, df, df.criterion == "dense", xlabel, title, png, pdf, fontsize=7)
 
@@ -189,6 +233,10 @@ def plot_recovery(df: pd.DataFrame, png: str, pdf: str, title: str = "") -> None
     """One sparsity: a Pareto view (peak memory of the recovery job vs perplexity, one point per recovery).
     Several sparsities: perplexity vs sparsity, one line per method × recovery, trainable share in the legend."""
     pruned = df[df.method != "dense"]
+    methods = list(dict.fromkeys(pruned.method))
+    if pruned.sparsity.nunique() > 1 and len(methods) > 1:
+        _plot_recovery_panels(df, pruned, methods, png, pdf, title)
+        return
     with plt.rc_context(STYLE):
         fig, ax = plt.subplots()
         if pruned.sparsity.nunique() > 1:
@@ -206,3 +254,26 @@ def plot_recovery(df: pd.DataFrame, png: str, pdf: str, title: str = "") -> None
                 ax.scatter(x, row.perplexity, s=30, marker=markers[k % len(markers)], label=label)
             xlabel = "peak memory of the job (MB RSS; recovery jobs hold the dense and the pruned model)"
         _finish_ppl_figure(fig, ax, df, df.method == "dense", xlabel, title, png, pdf, fontsize=6)
+
+
+def _plot_recovery_panels(df: pd.DataFrame, pruned: pd.DataFrame, methods: list[str], png: str, pdf: str, title: str) -> None:
+    """PERP's Figure 1 layout: one panel per pruning criterion, perplexity against sparsity, one line per
+    recovery (its trainable share in the legend), the dense model dashed."""
+    dense = df[df.method == "dense"]
+    with plt.rc_context({**STYLE, "figure.figsize": (4.2 * len(methods), 3.6)}):
+        fig, axes = plt.subplots(1, len(methods), sharey=True, squeeze=False)
+        for ax, method in zip(axes[0], methods):
+            for rec, group in pruned[pruned.method == method].groupby("recovery", sort=False):
+                group = group.sort_values("sparsity")
+                share = group.trainable_pct.iloc[0]
+                short = rec.removesuffix(":all").removesuffix(":pruned")
+                ax.plot(group.sparsity * 100, group.perplexity, marker="o", label=short + (f" ({share:.3g}%)" if rec != "none" else ""))
+            if len(dense):
+                ax.axhline(dense.perplexity.iloc[0], color="black", linestyle="--", linewidth=1, label="dense")
+            ax.set_yscale("log")
+            ax.set_title(method)
+            ax.set_xlabel("sparsity (%)")
+            ax.legend(fontsize=6)
+        axes[0][0].set_ylabel("perplexity (log scale)")
+        fig.suptitle(title.replace("$", r"\$"), fontsize=9)
+        save_figure(fig, png, pdf)

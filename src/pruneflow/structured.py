@@ -19,7 +19,8 @@ keeps at least one unit.
 Criteria (a unit's score is summed over its channels j, the inputs of its output projection W_out):
 - ``magnitude``: L2 norm of all the unit's weights (rows of the input projections, columns of the
   output projection; biases not counted). Needs no calibration.
-- ``wanda``: Σ_j ‖X_j‖₂ · ‖W_out[:, j]‖₂, X_j the channel over the calibration tokens.
+- ``wanda`` (Wanda-sp, as FLAP's code scores it): Σ_j ‖X_j‖₂ · Σ_i |W_out[i, j]|, X_j the channel over
+  the calibration tokens: Wanda's |W_ij|·‖X_j‖ summed over the output rows (an L1 norm of the column).
 - ``fluctuation`` (FLAP, LIAR): Σ_j Var(X_j) · ‖W_out[:, j]‖₂².
 
 Calibration is sequential: each block's statistics come from inputs that went through the
@@ -50,7 +51,8 @@ from .activations import capture_block_inputs, run_block
 from .architectures import (CONCATENATED, Architecture, AttentionShape, architecture_of, attention_shape,
                             is_transposed, out_features)
 from .experts import unfuse_experts
-from .liar import ChannelStats, check_reconstruction, collect_channel_stats, reconstruct
+from .liar import (DAMPED, ChannelStats, check_reconstruction, choose_damping, collect_channel_stats,
+                   collect_split_channel_stats, reconstruct)
 
 TARGETS = ("heads", "neurons", "both")
 STRUCTURED_CRITERIA = ("magnitude", "wanda", "fluctuation")
@@ -162,7 +164,10 @@ def unit_scores(criterion: str, units: Units, stats: ChannelStats | None) -> tor
         return total.sqrt().cpu()
     if stats is None:
         raise StructuredError(f"criterion {criterion!r} needs calibration statistics")
-    per_channel = stats.col_norms * col_sq.sqrt() if criterion == "wanda" else stats.variance * col_sq
+    if criterion == "wanda":  # Wanda-sp: ‖X_j‖ · Σ_i |W_ij|
+        per_channel = stats.col_norms * _weight(units.out_layer).double().abs().sum(0)
+    else:
+        per_channel = stats.variance * col_sq
     return per_channel.view(n, -1).sum(1).cpu()
 
 
@@ -243,7 +248,7 @@ def prune_structured(
     ratio: float,
     criterion: str,
     reconstruction: str,
-    damping: float = 0.3,
+    damping: float | str = "auto",
     batch_size: int = 8,
     device="cpu",
     selections: dict | None = None,
@@ -251,11 +256,11 @@ def prune_structured(
     """Remove ``ratio`` of the heads and/or FFN neurons of every block in place; return a summary.
 
     ``calib_ids`` [n, seqlen] (None allowed only for magnitude without reconstruction);
-    ``target`` heads | neurons | both; ``damping`` is LIAR's ridge factor λ (× mean diag of Σ_KK).
-    The default 0.3 is what generalised best on SmolLM2 with 32×256 calibration tokens (0.01 fits the
-    calibration tokens better but held-out tokens worse: the regression over ~1200 kept channels overfits).
-    The summary has params_before/after, the new config fields and, per layer, the kept KV groups
-    and the kept head and neuron counts. ``selections``, if given, receives per block index the
+    ``target`` heads | neurons | both; ``damping`` is the ridge factor λ (× mean diagonal) of ``liar`` and
+    ``liar_weight``, or ``"auto"``: chosen per layer and unit kind on a held-out slice of the calibration
+    samples (:func:`pruneflow.liar.choose_damping`; a fixed λ chosen on evaluation perplexity would tune on
+    the reported split). The summary has params_before/after, the new config fields and, per layer, the
+    kept KV groups, the kept head and neuron counts and any damping chosen. ``selections``, if given, receives per block index the
     kept indices of every sliced parameter (see :func:`remove_units`).
     """
     if target not in TARGETS:
@@ -270,6 +275,9 @@ def prune_structured(
     for kind in kinds:
         units_of(arch, blocks[0], kind, shape)  # unsupported layouts fail before any work
     needs_stats = criterion != "magnitude" or reconstruction != "none"
+    choose = reconstruction in DAMPED and damping == "auto"
+    if reconstruction in DAMPED and not choose and (isinstance(damping, str) or damping < 0):
+        raise StructuredError(f"damping {damping!r} is not allowed; allowed: a number >= 0 or 'auto'")
     if needs_stats and calib_ids is None:
         raise StructuredError(f"criterion {criterion!r} with reconstruction {reconstruction!r} needs calibration samples")
 
@@ -282,10 +290,20 @@ def prune_structured(
         record = {"layer": index}
         for step, kind in enumerate(kinds):
             units = units_of(arch, blocks[index], kind, shape)
-            stats = collect_channel_stats(blocks[index], units.out_layer, inputs, gram=reconstruction == "liar") if needs_stats else None
+            layer_damping = damping if reconstruction in DAMPED else 0.0
+            if choose:  # fit and held-out samples apart, for the choice; together for the scores and the fit
+                fit, held = collect_split_channel_stats(blocks[index], units.out_layer, inputs, len(calib_ids))
+                stats = fit.combined(held)
+            else:
+                stats = collect_channel_stats(blocks[index], units.out_layer, inputs, gram=reconstruction in DAMPED) if needs_stats else None
             kept = kept_units(unit_scores(criterion, units, stats), ratio)
+            if choose:
+                cols = unit_channels(kept, units.out_width)
+                layer_damping, errors = choose_damping(reconstruction, _weight(units.out_layer), cols, fit, held)
+                record[f"{kind}_damping"] = layer_damping
+                record[f"{kind}_heldout_error"] = {f"{k:g}": v for k, v in errors.items()}
             block_selections = None if selections is None else selections.setdefault(index, {})
-            added_bias = remove_units(units, kept, reconstruction, stats, damping, block_selections)
+            added_bias = remove_units(units, kept, reconstruction, stats, layer_damping, block_selections)
             resized.set(kind, len(kept), added_bias)
             blocks[index] = resized.rebuild(blocks[index], index, kinds[: step + 1])
             record["kv_groups_kept" if kind == "heads" else "neurons_kept"] = kept.tolist() if kind == "heads" else len(kept)
@@ -294,12 +312,14 @@ def prune_structured(
         blocks[index].to("cpu")
         layers.append(record)
     set_config(model, resized.config(kinds))
+    chosen = [r[f"{k}_damping"] for r in layers for k in kinds if f"{k}_damping" in r]
     return {
         "target": target,
         "ratio": ratio,
         "criterion": criterion,
         "reconstruction": reconstruction,
-        "damping": damping,
+        "damping": damping if reconstruction in DAMPED else None,
+        "damping_chosen": {f"{d:g}": chosen.count(d) for d in sorted(set(chosen))},  # auto: how often each λ won
         "params_before": params_before,
         "params_after": count_parameters(model),
         "config": resized.changes(kinds),

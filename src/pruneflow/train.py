@@ -35,9 +35,10 @@ class TrainConfig:
     """Optimisation settings. The defaults are layer-wise reconstruction's (Free Lunch); use
     :meth:`retraining` for PERP's.
 
-    Free Lunch (Wagner, Roux, Zimmer, Pokutta 2025; public code defaults): AdamW without weight
-    decay, lr 1e-5 decayed linearly to 0, no warmup, batch size 2, one epoch over the 128
-    calibration samples per reconstruction unit, MSE loss, no gradient clipping. The paper tunes
+    Free Lunch (Wagner, Roux, Zimmer, Pokutta 2025; public code): AdamW without weight decay, a linear
+    warmup over the first 10% of the steps then linear decay to 0 (``get_linear_schedule_with_warmup``
+    with ``int(0.1 · steps)`` warmup steps), batch size 2, epochs over the 128 calibration samples per
+    reconstruction unit, MSE loss, no gradient clipping. The paper tunes
     the learning rate per granularity on a grid. With the short budgets of a CPU run a larger rate
     is needed: on SmolLM2-135M (Wanda 50%, 32 × 256 calibration tokens, one epoch per sublayer)
     lr 1e-3 took perplexity from 37.8 to 34.2, lr 1e-4 only to 37.7; so pass ``lr`` explicitly.
@@ -56,7 +57,7 @@ class TrainConfig:
     lr: float = 1e-5
     weight_decay: float = 0.0
     schedule: str = "linear"
-    warmup: float = 0.0
+    warmup: float = 0.1
     steps: int = 0
     batch_size: int = 2
     grad_accum: int = 1

@@ -1,0 +1,15 @@
+"""The claims ledger: every claim of claims.yaml evaluated over the study tables (holds / does not hold / not run)."""
+from pruneflow import claims
+from pruneflow.io import atomic_path
+from pruneflow.runtime import job
+
+inp, out = snakemake.input, snakemake.output
+with job(snakemake.log[0], snakemake.threads):
+    ledger_claims, _ = claims.load_claims(inp.claims)
+    bands = claims.read_bands(inp.bands[0]) if inp.get("bands") else []
+    df = claims.evaluate(ledger_claims, claims.read_tables(inp.tables), bands)
+    with atomic_path(out.csv) as tmp:
+        df.to_csv(tmp, index=False)
+    with atomic_path(out.md) as tmp:
+        tmp.write_text(claims.ledger_markdown(df))
+    print(df[["id", "outcome", "comparison"]].to_string())

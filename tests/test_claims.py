@@ -1,0 +1,189 @@
+"""The claims ledger: claims.yaml read and checked, each claim evaluated over table rows."""
+
+import math
+import re
+
+import pandas as pd
+import pytest
+import yaml
+
+from pruneflow.claims import ClaimsError, evaluate, ledger_markdown, load_claims
+
+from conftest import REPO
+
+
+def _tables():
+    wanda = pd.DataFrame({
+        "model": "m", "method": ["dense", "magnitude", "sparsegpt", "wanda", "magnitude", "sparsegpt", "wanda"],
+        "pattern": [None, "0.5", "0.5", "0.5", "2:4", "2:4", "2:4"], "stream": ["-", "-", "sequential", "sequential", "-", "sequential", "sequential"],
+        "calibration": ["-", "none", "c", "c", "none", "c", "c"],
+        "perplexity": [13.8, 302.8, 35.97, 36.06, 1103.0, 79.4, 140.1],
+    })
+    recon = pd.DataFrame({
+        "model": "m", "method": ["dense", "wanda", "wanda", "wanda"], "pattern": [None, 0.5, 0.5, 0.5],
+        "recovery": ["none", "none", "recon:sublayer:pruned:all", "recon:block:pruned:all"], "perplexity": [13.8, 36.06, 32.8, 30.3],
+    })
+    liar = pd.DataFrame({
+        "model": "m", "criterion": ["dense", "fluctuation", "fluctuation", "fluctuation"], "target": ["-", "neurons", "neurons", "neurons"],
+        "ratio": [0.0, 0.2, 0.2, 0.2], "reconstruction": ["-", "none", "bias", "liar"], "damping": ["-", "-", "-", "auto"],
+        "perplexity": [13.8, 29.4, 28.8, 25.7],
+    })
+    return {"wanda_table": wanda, "reconstruction_table": recon, "liar_table": liar}
+
+
+def _claims(tmp_path, claims, **extra):
+    path = tmp_path / "claims.yaml"
+    path.write_text(yaml.safe_dump({"claims": claims, **extra}, sort_keys=False))
+    return path
+
+
+def _claim(cid, compare, op="<", **extra):
+    return {"id": cid, "paper": "P", "claim": f"claim {cid}", "compare": compare, "holds_if": op, **extra}
+
+
+W = {"table": "wanda_table"}
+
+
+def test_outcomes_numbers_margins_and_not_run(tmp_path):
+    claims, _ = load_claims(_claims(tmp_path, [
+        _claim("a", [{**W, "method": "wanda", "pattern": 0.5}, {**W, "method": "magnitude", "pattern": 0.5}]),
+        _claim("b", [{**W, "method": "wanda", "pattern": "2:4"}, {**W, "method": "sparsegpt", "pattern": "2:4"}]),
+        _claim("c", [{**W, "method": "wanda", "pattern": 0.5}, {**W, "method": "sparsegpt", "pattern": 0.5}], "~", tolerance=0.05),
+        _claim("d", [{"table": "liar_table", "reconstruction": "liar", "damping": "auto"},
+                     {"table": "liar_table", "ratio": 0.2, "reconstruction": "bias"},
+                     {"table": "liar_table", "ratio": "0.2", "reconstruction": "none"}]),
+        _claim("e", [{"table": "recon_sweep", "method": "wanda"}, {**W, "method": "wanda", "pattern": 0.5}]),
+        _claim("f", [{**W, "method": "wanda", "pattern": "4:8"}, {**W, "method": "sparsegpt", "pattern": "4:8"}]),
+        _claim("g", [[{"table": "reconstruction_table", "recovery": "recon:sublayer:pruned:all"},
+                      {"table": "reconstruction_table", "recovery": "recon:block:pruned:all"}],
+                     {"table": "reconstruction_table", "method": "wanda", "recovery": "none"}]),
+        _claim("h", [{"table": "reconstruction_table", "recovery": "recon:sublayer:pruned:all"},
+                     {"table": "reconstruction_table", "recovery": "recon:block:pruned:all"}], tolerance=0.05),
+        _claim("i", [{"ratio_of": [{**W, "method": "wanda", "pattern": "2:4"}, {**W, "method": "sparsegpt", "pattern": "2:4"}]},
+                     {"ratio_of": [{**W, "method": "wanda", "pattern": 0.5}, {**W, "method": "sparsegpt", "pattern": 0.5}]}], ">"),
+    ]))
+    df = evaluate(claims, _tables()).set_index("id")
+    assert df.outcome.to_dict() == {"a": "holds", "b": "does not hold", "c": "holds", "d": "holds", "e": "not run",
+                                    "f": "not run", "g": "holds", "h": "does not hold", "i": "holds"}
+    assert df.loc["a", "margin_pct"] == pytest.approx(100 * (302.8 / 36.06 - 1))
+    assert df.loc["b", "margin_pct"] < 0 and df.loc["c", "margin_pct"] == pytest.approx(100 * (36.06 / 35.97 - 1))
+    assert df.loc["a", "comparison"] == "wanda 0.5 36.06 < magnitude 0.5 302.8"
+    assert "table recon_sweep was not made" in df.loc["e", "note"] and "no row wanda 4:8" in df.loc["f", "note"]
+    assert df.loc["g", "margin_pct"] == pytest.approx(100 * (36.06 / 32.8 - 1))  # the tightest pair
+    assert df.loc["h", "comparison"].endswith("(tolerance 5%)")  # 32.8 > 30.3 · 1.05
+    md = ledger_markdown(df.reset_index())
+    assert "| P | claim a |" in md and "9 claims: 5 holds, 2 does not hold, 2 not run." in md
+
+
+def test_noise_band_flags_a_margin_smaller_than_the_band(tmp_path):
+    claims, _ = load_claims(_claims(tmp_path, [
+        _claim("tie", [{**W, "method": "sparsegpt", "pattern": 0.5}, {**W, "method": "wanda", "pattern": 0.5}]),
+        _claim("far", [{**W, "method": "wanda", "pattern": 0.5}, {**W, "method": "magnitude", "pattern": 0.5}]),
+    ]))
+    bands = [{"model": "m", "method": "sparsegpt", "pattern": "0.5", "stream": "sequential", "calibration": "c", "band_pct": 2.0},
+             {"model": "other", "method": "wanda", "pattern": "0.5", "stream": "sequential", "band_pct": 50.0}]
+    df = evaluate(claims, _tables(), bands).set_index("id")
+    assert df.loc["tie", "outcome"] == "holds" and df.loc["tie", "within_band"] == "yes" and df.loc["tie", "band_pct"] == 2.0
+    assert "less than the noise band ±2%" in df.loc["tie", "note"]
+    assert df.loc["far", "within_band"] == "" and math.isnan(df.loc["far", "band_pct"])  # the 50% band is another model's
+
+
+def test_a_selector_that_picks_two_rows_is_an_error(tmp_path):
+    claims, _ = load_claims(_claims(tmp_path, [_claim("x", [{**W, "method": "wanda"}, {**W, "method": "magnitude", "pattern": 0.5}])]))
+    with pytest.raises(ClaimsError, match=r"claim x: .*picks 2 rows of table wanda_table; add a column value"):
+        evaluate(claims, _tables())
+
+
+@pytest.mark.parametrize("claim, message", [
+    (_claim("x", [W, W], "<="), r"claims\[0\] \(x\)\.holds_if: '<=' is not allowed; allowed: <, >, ~"),
+    (_claim("x", [W, W], "~"), r"holds_if '~' needs a tolerance"),
+    (_claim("x", [W]), r"compare: expected a list of at least two terms"),
+    ({**_claim("x", [W, W]), "sources": "y"}, r"unknown keys \['sources'\]; allowed keys: id, paper"),
+    (_claim("x", [W, {"method": "wanda"}]), r"compare\[1\]: a row is a mapping with 'table'"),
+    (_claim("x", [W, {"table": "liar_table", "method": "liar"}]), r"column 'method' is not in the structured table 'liar_table'; allowed: criterion"),
+    (_claim("x", [W, W], tolerance=-1), r"tolerance: -1 is not allowed"),
+])
+def test_bad_claims_name_the_claim_key_and_allowed(tmp_path, claim, message):
+    with pytest.raises(ClaimsError, match=message):
+        load_claims(_claims(tmp_path, [claim]), {"wanda_table": "unstructured", "liar_table": "structured"})
+
+
+def test_missing_or_malformed_claims_file_is_named(tmp_path):
+    with pytest.raises(ClaimsError, match=r"nope\.yaml: no such file; allowed: a claims file"):
+        load_claims(tmp_path / "nope.yaml")
+    (tmp_path / "bad.yaml").write_text("claims: {a: 1}\n")
+    with pytest.raises(ClaimsError, match=r"bad\.yaml: expected a mapping with a list under 'claims'"):
+        load_claims(tmp_path / "bad.yaml")
+
+
+def test_repository_claims_name_only_configured_tables_and_columns():
+    """Every claim of claims.yaml reads tables the default or the extended configuration makes, with the
+    columns those tables have (a typo would leave a claim 'not run' for ever)."""
+    config = yaml.safe_load((REPO / "config.yaml").read_text())
+    studies = {**config["studies"], **yaml.safe_load((REPO / "config" / "extended.yaml").read_text())["studies"]}
+    kinds = {name: s.get("kind", "unstructured") for name, s in studies.items()}
+    claims, bands = load_claims(REPO / "claims.yaml", kinds)
+    assert len(claims) >= 25 and bands == REPO / "bench/results/noise_band.json"
+    assert {t for c in claims for t in c.tables} <= set(studies)
+    default_tables = {t for c in claims for t in c.tables if t in config["studies"]}
+    assert {"wanda_table", "wanda_groups", "reconstruction_table", "perp_table", "liar_table", "liar_ablation"} <= default_tables
+
+
+def test_a_label_run_once_gives_no_band(tmp_path):
+    """bench/noise_band.py gives a band only from two or more runs of the band's label; the ledger reads
+    only entries with a band (one run is no spread, not a band of 0%)."""
+    import importlib.util
+    import json
+
+    from pruneflow.claims import read_bands
+
+    spec = importlib.util.spec_from_file_location("noise_band", REPO / "bench" / "noise_band.py")
+    noise_band = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(noise_band)
+    runs = [{"label": "old", "criterion": "sparsegpt", "pattern": "2:4", "perplexity": 80.0},
+            {"label": "new", "criterion": "sparsegpt", "pattern": "2:4", "perplexity": 80.0},
+            {"label": "new", "criterion": "sparsegpt", "pattern": "2:4", "perplexity": 80.4},
+            {"label": "new", "criterion": "wanda", "pattern": "2:4", "perplexity": 140.0}]
+    entries = noise_band.bands(runs, "new")
+    assert [e.get("band_pct") for e in entries] == [pytest.approx(0.5), None]
+    assert "band_pct" not in noise_band.bands(runs, "old")[0]
+    (tmp_path / "bands.json").write_text(json.dumps({"bands": entries}))
+    assert [b["method"] for b in read_bands(tmp_path / "bands.json")] == ["sparsegpt"]
+
+
+def test_readme_ledger_states_every_claim_with_an_outcome():
+    """The README's ledger block lists every claim of claims.yaml, word for word, with an outcome."""
+    readme = (REPO / "README.md").read_text()
+    block = readme.split("<!-- claims ledger -->")[1].split("<!-- end claims ledger -->")[0]
+    claims, _ = load_claims(REPO / "claims.yaml")
+    rows = {r.split("|")[2].strip(): r for r in block.splitlines() if r.startswith("| ") and "---" not in r}
+    for claim in claims:
+        assert claim.claim in rows, claim.id
+        assert re.search(r"\*\*(holds|does not hold|not run)\*\*", rows[claim.claim]), claim.id
+
+
+def test_readme_results_renders_and_fills_the_ledger_block(tmp_path):
+    """bench/readme_results.py renders the README's ledger block from a claims.csv (here a small one made
+    from test tables; none when there is no claims.csv) and refreshes only the text between the markers."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("readme_results", REPO / "bench" / "readme_results.py")
+    readme_results = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(readme_results)
+    assert readme_results.claims_block(tmp_path) is None
+    claims, _ = load_claims(_claims(tmp_path, [
+        _claim("a", [{**W, "method": "wanda", "pattern": 0.5}, {**W, "method": "magnitude", "pattern": 0.5}]),
+        _claim("e", [{"table": "recon_sweep", "method": "wanda"}, {**W, "method": "wanda", "pattern": 0.5}]),
+    ]))
+    evaluate(claims, _tables()).to_csv(tmp_path / "claims.csv", index=False)
+    block = readme_results.claims_block(tmp_path)
+    assert "| P | claim a | wanda 0.5 36.06 < magnitude 0.5 302.8 | **holds** |" in block
+    assert "| P | claim e | - | **not run** (table recon_sweep was not made" in block
+    assert "2 claims: 1 holds, 0 does not hold, 1 not run." in block
+    readme = "intro\n<!-- claims ledger -->\nold rows\n<!-- end claims ledger -->\nafter\n"
+    filled = readme_results.fill(readme, "claims ledger", block)
+    assert filled.startswith("intro\n<!-- claims ledger -->\n| paper |") and filled.endswith("<!-- end claims ledger -->\nafter\n")
+    assert "old rows" not in filled and readme_results.fill(filled, "claims ledger", block) == filled
+    (tmp_path / "README.md").write_text(readme)
+    readme_results.main(["--tables", str(tmp_path), "--readme", str(tmp_path / "README.md"), "--write"])
+    assert (tmp_path / "README.md").read_text() == filled
