@@ -171,7 +171,7 @@ def plot_block_sparsity(variants: list[dict], allocations: list[dict], png: str,
                         label=f"{v['criterion']} {v['sparsity']:.0%} {v['allocation']}")
         bottom.set_xlabel("block")
         bottom.set_ylabel("measured sparsity (%)")
-        bottom.legend(fontsize=6, ncol=2)
+        bottom.legend(fontsize=6, ncol=2, loc="upper center", bbox_to_anchor=(0.5, -0.16))  # below: the lines stay visible
         top.set_title(title.replace("$", r"\$"))
         save_figure(fig, png, pdf)
 
