@@ -74,8 +74,11 @@ def study_variants(study):
 
 def all_targets():
     studies = list(config["studies"])
-    tables = expand("results/tables/{study}.csv", study=studies) + expand("results/figures/{study}.png", study=studies)
-    return tables + ["results/tables/claims.csv"]
+    # a study with an OWL allocation also draws the per-block sparsity of its variants
+    owl = [s for s in studies if config["studies"][s].get("kind", "unstructured") in ("unstructured", "recovery")
+           and any(m.allocation for m in ex.study_methods(config["studies"][s]))]
+    return (expand("results/tables/{study}.csv", study=studies) + expand("results/figures/{study}.png", study=studies)
+            + expand("results/figures/blocks/{study}.png", study=owl) + ["results/tables/claims.csv"])
 
 
 # The claims ledger (claims.yaml; config key `claims` names another file), checked before any job.
@@ -131,11 +134,13 @@ MEMORY_FACTORS = {  # multiples of the stored model held at once
     "activation_cache": 1.5, "prune_by_score": 2.5, "prune_sequential": 2.5, "prune_from_cache": 2.5,
     "prune_structured": 2, "perplexity": 1.5, "speed": 1.5, "zeroshot": 1.5, "export": 2,
     "claims": 0,  # reads the tables only
+    "allocation": 1.5, "sensitivity": 2,  # sensitivity: the model, a copy of one block, the logits of a batch
 }
 RUNTIME_MIN = {
     "model": 60, "activation_cache": 120, "prune_by_score": 60, "prune_sequential": 240, "prune_from_cache": 240,
     "prune_structured": 240, "recover": 480, "perplexity": 60, "speed": 60, "zeroshot": 120, "export": 60,
     "claims": 10,
+    "allocation": 60, "sensitivity": 240,
 }
 
 

@@ -6,10 +6,13 @@
 #   recomputes only that variant. Scores are not stored: they are a cheap function of the dense
 #   weights and the cache, and as large as the model in float32.
 # A variant is stored as its parent + bit-packed masks + what changed (pruneflow.variants).
+# An OWL method (id with -owl-m<M>-l<lambda>) also reads its per-block sparsities, an allocation
+# artifact made from the activation cache (rules/allocation.smk); uniform methods read none.
 from pruneflow.registry import CRITERIA
 
 SCORE_CRITERIA = "|".join(n for n in CRITERIA if n != "sparsegpt")
 PATTERN = r"(?:u[0-9.]+|\d+of\d+)"
+ALLOC = r"-owl-m[0-9.]+-l[0-9.]+"
 
 
 def maybe_temp(path):
@@ -20,14 +23,25 @@ def calib_input(w):
     return [] if w.calib == "none" else f"results/{w.model}/calib/{w.calib}.safetensors"
 
 
+def allocation_input(method_id):
+    """The allocation artifact an OWL method reads (none for uniform, so uniform jobs keep their inputs)."""
+
+    def inputs(w):
+        artifact = ex.allocation_artifact(ex.parse_method_id(method_id(w)), w.calib)
+        return f"results/{w.model}/{artifact}" if artifact else []
+
+    return inputs
+
+
 rule prune_sequential:
     input:
         model="results/{model}/dense",
         calib=calib_input,
+        allocation=allocation_input(lambda w: w.method),
     output:
         directory("results/{model}/pruned/{calib}/{method}"),
     wildcard_constraints:
-        method=r"[a-z_]+-" + PATTERN + "-seq",
+        method=r"[a-z_]+-" + PATTERN + f"(?:{ALLOC})?-seq",
     log:
         "results/logs/{model}/pruned/{calib}/{method}.log",
     benchmark:
@@ -65,17 +79,20 @@ rule activation_cache:
 rule prune_by_score:
     input:
         model="results/{model}/dense",
-        cache=lambda w: [] if w.calib == "none" else f"results/{w.model}/acts/{w.calib}",
+        # magnitude reads no cache (with OWL its calibration shows in the allocation it reads)
+        cache=lambda w: f"results/{w.model}/acts/{w.calib}" if CRITERIA[w.criterion].needs_calibration else [],
+        allocation=allocation_input(lambda w: f"{w.criterion}-{w.pattern}{w.alloc}{w.stream}"),
     output:
-        directory("results/{model}/pruned/{calib}/{criterion}-{pattern}{stream}"),
+        directory("results/{model}/pruned/{calib}/{criterion}-{pattern}{alloc}{stream}"),
     wildcard_constraints:
         criterion=SCORE_CRITERIA,
         pattern=PATTERN,
+        alloc=f"|{ALLOC}",
         stream=r"|-dense",
     log:
-        "results/logs/{model}/pruned/{calib}/{criterion}-{pattern}{stream}.log",
+        "results/logs/{model}/pruned/{calib}/{criterion}-{pattern}{alloc}{stream}.log",
     benchmark:
-        "results/benchmarks/{model}/pruned/{calib}/{criterion}-{pattern}{stream}.tsv"
+        "results/benchmarks/{model}/pruned/{calib}/{criterion}-{pattern}{alloc}{stream}.tsv"
     resources:
         mem_mb=mem_mb("prune_by_score"),
         runtime=RUNTIME_MIN["prune_by_score"],
@@ -88,14 +105,16 @@ rule prune_from_cache:
     input:
         model="results/{model}/dense",
         cache="results/{model}/acts/{calib}",
+        allocation=allocation_input(lambda w: f"sparsegpt-{w.pattern}{w.alloc}-dense"),
     output:
-        directory("results/{model}/pruned/{calib}/sparsegpt-{pattern}-dense"),
+        directory("results/{model}/pruned/{calib}/sparsegpt-{pattern}{alloc}-dense"),
     wildcard_constraints:
         pattern=PATTERN,
+        alloc=f"|{ALLOC}",
     log:
-        "results/logs/{model}/pruned/{calib}/sparsegpt-{pattern}-dense.log",
+        "results/logs/{model}/pruned/{calib}/sparsegpt-{pattern}{alloc}-dense.log",
     benchmark:
-        "results/benchmarks/{model}/pruned/{calib}/sparsegpt-{pattern}-dense.tsv"
+        "results/benchmarks/{model}/pruned/{calib}/sparsegpt-{pattern}{alloc}-dense.tsv"
     resources:
         mem_mb=mem_mb("prune_from_cache"),
         runtime=RUNTIME_MIN["prune_from_cache"],

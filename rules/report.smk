@@ -25,6 +25,10 @@ def study_inputs(w):
         "variants": [f"results/{MODEL}/{v}" for v in variants],  # summary.json, sparsity.json
         "benchmarks": sorted({f for c in costs.values() for files in c.values() for f in files}),
     }
+    if study.get("kind") == "sensitivity":
+        artifacts = ex.sensitivity_artifacts(study, config)
+        inputs["sensitivity"] = [f"results/{MODEL}/{a}" for a in artifacts]
+        inputs["sensitivity_benchmarks"] = [benchmark_of(a.removesuffix(".json")) for a in artifacts]
     if study.get("kind") == "structured" and study.get("speed"):
         inputs["speed"] = [f"results/{MODEL}/eval/{v}/speed-l{SPEED_SEQLEN}.json" for v in variants]
     if study.get("kind") != "structured" and CLAIMS_BANDS is not None and CLAIMS_BANDS.is_file():

@@ -1,10 +1,12 @@
 """A score-based variant (magnitude, or Wanda on the dense stream): scores from the dense weights
-(and the activation cache), keep-masks for the pattern, stored as the dense model + masks."""
+(and the activation cache), keep-masks for the pattern (per block for OWL methods, from their
+allocation artifact), stored as the dense model + masks."""
 from pathlib import Path
 
+from pruneflow.allocation import method_block_sparsities
 from pruneflow.artifacts import artifact_folder
 from pruneflow.criteria import get_criterion
-from pruneflow.dense_stream import masks_from_scores, model_scores
+from pruneflow.dense_stream import masks_by_score
 from pruneflow.experiments import parse_method_id
 from pruneflow.masks_io import save_masks
 from pruneflow.runtime import job
@@ -12,12 +14,13 @@ from pruneflow.summaries import variant_summary
 from pruneflow.variants import load_variant, write_masked_variant
 
 w = snakemake.wildcards
-method = parse_method_id(f"{w.criterion}-{w.pattern}{w.stream}")
+method = parse_method_id(f"{w.criterion}-{w.pattern}{w.alloc}{w.stream}")
 criterion = get_criterion(method.criterion)
 with job(snakemake.log[0], snakemake.threads):
     model, _ = load_variant(snakemake.input.model)
+    per_block = method_block_sparsities(method, snakemake.input.get("allocation"), model)
     with artifact_folder(snakemake.output[0]) as out:
-        for index, scores in model_scores(model, criterion, snakemake.input.cache or None):
-            save_masks(out / "masks", index, masks_from_scores(scores, method.pattern, criterion))
+        for index, masks in masks_by_score(model, criterion, method.pattern, snakemake.input.get("cache") or None, per_block):
+            save_masks(out / "masks", index, masks)
         write_masked_variant(out, model, Path(snakemake.input.model), Path(snakemake.output[0]),
-                             variant_summary(method, w.calib), requested=method.pattern.sparsity)
+                             variant_summary(method, w.calib), requested=method.pattern.sparsity, block_requested=per_block)

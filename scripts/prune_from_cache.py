@@ -1,22 +1,26 @@
-"""SparseGPT on the dense stream: cached Gram matrices in, pruned and updated weights out (no forward pass)."""
+"""SparseGPT on the dense stream: cached Gram matrices in, pruned and updated weights out (no forward pass);
+per-block sparsities from an allocation artifact for OWL methods."""
 from pathlib import Path
 
+from pruneflow.allocation import method_block_sparsities
 from pruneflow.artifacts import artifact_folder
 from pruneflow.criteria import get_criterion
 from pruneflow.dense_stream import prune_from_cache
-from pruneflow.experiments import make_method
+from pruneflow.experiments import parse_method_id
 from pruneflow.masks_io import save_masks
 from pruneflow.runtime import job, resolve_device, runtime_settings
 from pruneflow.summaries import variant_summary
 from pruneflow.variants import load_variant, write_variant
 
 rt = runtime_settings(snakemake.config)
-method = make_method("sparsegpt", snakemake.wildcards.pattern, "dense")
+method = parse_method_id(f"sparsegpt-{snakemake.wildcards.pattern}{snakemake.wildcards.alloc}-dense")
 with job(snakemake.log[0], snakemake.threads):
     device = resolve_device(rt["device"])
     model, tok = load_variant(snakemake.input.model)
+    per_block = method_block_sparsities(method, snakemake.input.get("allocation"), model)
     with artifact_folder(snakemake.output[0]) as out:
-        for index, masks in prune_from_cache(model, get_criterion("sparsegpt"), method.pattern, snakemake.input.cache, device):
+        for index, masks in prune_from_cache(model, get_criterion("sparsegpt"), method.pattern, snakemake.input.cache, device, per_block):
             save_masks(out / "masks", index, masks)
         write_variant(out, model, tok, Path(snakemake.input.model), Path(snakemake.output[0]),
-                      variant_summary(method, snakemake.wildcards.calib), requested=method.pattern.sparsity)
+                      variant_summary(method, snakemake.wildcards.calib), requested=method.pattern.sparsity,
+                      block_requested=per_block)

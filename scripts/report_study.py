@@ -17,7 +17,10 @@ with job(snakemake.log[0], snakemake.threads):
         for v in inp.variants
     ]
     title = f"{par.title} ({par.model})"
-    if par.kind == "structured":
+    if par.kind == "sensitivity":  # one row per block pruned alone, with its job's time
+        seconds = [report.read_benchmark(b)["seconds"] for b in inp.sensitivity_benchmarks]
+        df = report.sensitivity_rows(par.model, [read_json(p) for p in inp.sensitivity], seconds)
+    elif par.kind == "structured":
         speed = [read_json(p) for p in inp.speed] if "speed" in inp.keys() else None
         df = report.structured_rows(par.model, ppl, summaries, speed)
     else:
@@ -28,7 +31,9 @@ with job(snakemake.log[0], snakemake.threads):
     if "zeroshot" in inp.keys():
         df = report.add_zeroshot_columns(df, [read_json(p) for p in inp.zeroshot])
     report.write_table(df, out.csv, out.md, out.tex)
-    if par.kind == "structured":
+    if par.kind == "sensitivity":
+        report.plot_sensitivity(df, out.png, out.pdf, title)
+    elif par.kind == "structured":
         report.plot_ppl_vs_removed(df, out.png, out.pdf, title)
     elif par.kind == "recovery":
         report.plot_recovery(df, out.png, out.pdf, title)

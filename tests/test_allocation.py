@@ -47,7 +47,7 @@ def test_model_ratios_from_the_dense_stream_cache(tiny, calib_ids, tmp_path):
 @pytest.mark.parametrize("args, words", [
     (("owl", 0.5, 3, [0.1, 0.2]), ["one outlier ratio per block (3)"]),
     (("tiered", 0.5, 2, None), ["'tiered'", "uniform, owl"]),
-    (("owl", 0.1, 2, [0.1, 0.2], 0.08), ["lambda 0.08", "[0, 0.05]"]),
+    (("owl", 0.1, 2, [0.1, 0.2], 0.08), ["lambda 0.08", "[0, 0.05)"]),
 ])
 def test_bad_allocations_name_value_and_allowed(args, words):
     with pytest.raises(AllocationError) as err:

@@ -194,6 +194,31 @@ CASES = [
      or c["calibration"].update(corpus="j"), r"corpora\.j: .*a\.jsonl, line 2: not JSON"),
     ("jsonl-no-text", lambda c, t, m: c["corpora"].update(j={"source": "jsonl", "path": _file(t, "b.jsonl", b'{"body": "x"}\n')})
      or c["calibration"].update(corpus="j"), r"corpora\.j: .*b\.jsonl, line 1: no string field 'text'"),
+    # ---- layer-wise allocation (OWL) and the per-block sensitivity study
+    ("owl-with-nm", lambda c, t, m: c["studies"]["sweep"].update(allocation="owl"),
+     r"studies\.sweep\.patterns\[1\]: '2:4' is not allowed with allocation owl"),
+    ("owl-lambda-too-big", lambda c, t, m: c["studies"]["recovery"].update(allocation="owl", owl_lambda=0.3),
+     r"studies\.recovery\.owl_lambda: 0\.3 is not allowed at sparsity 0\.5 .*allowed: 0 <= lambda < 0\.25"),
+    ("allocation-foo", lambda c, t, m: c["studies"]["sweep"].update(allocation="foo"),
+     r"studies\.sweep\.allocation: 'foo' is not allowed; allowed: uniform, owl$"),
+    ("allocation-list-foo", lambda c, t, m: c["studies"]["recovery"].update(allocation=["uniform", "foo"]),
+     r"studies\.recovery\.allocation\[1\]: 'foo' is not allowed; allowed: uniform, owl$"),
+    ("owl-lambda-negative", lambda c, t, m: c["studies"]["recovery"].update(allocation="owl", owl_lambda=-0.01),
+     r"studies\.recovery\.owl_lambda: -0\.01 is not allowed; allowed: a number >= 0"),
+    ("owl-lambda-at-headroom", lambda c, t, m: c["studies"]["recovery"].update(allocation="owl", owl_lambda=0.25),
+     r"studies\.recovery\.owl_lambda: 0\.25 is not allowed at sparsity 0\.5 .*allowed: 0 <= lambda < 0\.25$"),
+    ("owl-lambda-list-one-too-big", lambda c, t, m: c["studies"]["recovery"].update(allocation="owl", owl_lambda=[0.1, 0.3]),
+     r"studies\.recovery\.owl_lambda\[1\]: 0\.3 is not allowed at sparsity 0\.5 .*allowed: 0 <= lambda < 0\.25$"),
+    ("owl-m-zero", lambda c, t, m: c["studies"]["recovery"].update(allocation="owl", owl_m=0),
+     r"studies\.recovery\.owl_m: 0 is not allowed; allowed: a number > 0"),
+    ("owl-m-negative", lambda c, t, m: c["studies"]["recovery"].update(allocation="owl", owl_m=-5),
+     r"studies\.recovery\.owl_m: -5 is not allowed; allowed: a number > 0"),
+    ("owl-m-list-one-zero", lambda c, t, m: c["studies"]["recovery"].update(allocation="owl", owl_m=[5, 0]),
+     r"studies\.recovery\.owl_m\[1\]: 0 is not allowed; allowed: a number > 0"),
+    ("sensitivity-windows", lambda c, t, m: c["studies"].update(s={"kind": "sensitivity", "criteria": ["wanda"], "patterns": [0.5], "windows": 5}),
+     r"studies\.s\.windows: 5 is not allowed: .*perplexity\.windows = 4; allowed: 1 to 4"),
+    ("sensitivity-nm-too-wide", lambda c, t, m: c["studies"].update(s={"kind": "sensitivity", "criteria": ["wanda"], "patterns": ["2:48"]}),
+     r"studies\.s\.patterns\[0\]: '2:48' is not allowed for model 'tiny': M=48 does not divide"),
 ]
 
 
@@ -248,6 +273,10 @@ CLI_CASES = [
      "studies.liar: 'recoveries' does not belong to a structured study"),
     ("tiny-with-path", lambda c: c["models"].update(tiny={"source": "tiny", "path": "x"}), "models.tiny: 'path' does not belong to source 'tiny'"),
     ("cuda-without-gpu", lambda c: c["runtime"].update(device="cuda"), "runtime.device: 'cuda' but this machine has no CUDA device"),
+    ("owl-with-nm", lambda c: c["studies"]["sweep"].update(allocation="owl"), "studies.sweep.patterns[1]: '2:4' is not allowed with allocation owl"),
+    ("allocation-foo", lambda c: c["studies"]["sweep"].update(allocation="foo"), "studies.sweep.allocation: 'foo' is not allowed; allowed: uniform, owl"),
+    ("owl-lambda-at-headroom", lambda c: c["studies"]["recovery"].update(allocation="owl", owl_lambda=0.25),
+     "studies.recovery.owl_lambda: 0.25 is not allowed at sparsity 0.5"),
 ]
 NO_CUDA = pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a CUDA device")
 CLI_PARAMS = [pytest.param(*case, id=case[0], marks=[NO_CUDA] if "cuda" in case[0] else []) for case in CLI_CASES]

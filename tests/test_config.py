@@ -66,3 +66,50 @@ def test_bfloat16_config_merges_and_selects_a_bfloat16_model(default_config):
     validate_config(merged)
     assert merged["models"][merged["model"]]["dtype"] == "bfloat16"
     assert merged["model"] != default_config["model"]  # its results live beside the float32 ones
+
+
+def _owl(**keys):
+    return lambda c: c["studies"].update(owl={"criteria": ["wanda"], "patterns": [0.5, 0.7], "allocation": "owl", **keys})
+
+
+@pytest.mark.parametrize(
+    "edit, message",
+    [
+        (_owl(allocation="tiered"), r"studies\.owl\.allocation: 'tiered' is not allowed; allowed: uniform, owl"),
+        (_owl(allocation=["uniform", "OWL"]), r"studies\.owl\.allocation\[1\]: 'OWL' is not allowed; allowed: uniform, owl"),
+        (_owl(allocation=[]), r"studies\.owl\.allocation: \[\] is not allowed"),
+        (_owl(allocation="uniform", owl_lambda=0.1),
+         r"studies\.owl\.owl_lambda: belongs to allocation owl, but this study's allocation is uniform .*allowed: allocation: owl"),
+        (_owl(patterns=[0.5, "2:4"]), r"studies\.owl\.patterns\[1\]: '2:4' is not allowed with allocation owl: .*N:M prunes every block alike"),
+        (_owl(patterns=[0.0]), r"studies\.owl\.patterns\[0\]: 0\.0 is not allowed with allocation owl"),
+        (_owl(owl_lambda=0.2), r"studies\.owl\.owl_lambda: 0\.2 is not allowed at sparsity 0\.7 \(studies\.owl\.patterns\[1\]\).*allowed: 0 <= lambda < 0\.15"),
+        (_owl(owl_lambda=[0.05, -0.1]), r"studies\.owl\.owl_lambda\[1\]: -0\.1 is not allowed; allowed: a number >= 0"),
+        (_owl(owl_m=0), r"studies\.owl\.owl_m: 0 is not allowed; allowed: a number > 0"),
+        (_owl(owl_m=True), r"studies\.owl\.owl_m: True is not allowed"),
+        (_owl(owl_lambda=0.0812345678), r"studies\.owl\.owl_lambda: 0\.0812345678 cannot be spelled exactly in an artifact path"),
+        (_owl(owl_m="five"), r"studies\.owl\.owl_m: 'five' is not allowed: 'five' is not of type 'number', 'array'"),
+        (lambda c: c["studies"].update(s={"kind": "structured", "criteria": ["wanda"], "ratios": [0.2], "reconstructions": ["none"],
+                                         "allocation": "owl"}), r"studies\.s: 'allocation' does not belong to a structured study"),
+        (lambda c: c["studies"].update(s={"kind": "sensitivity", "criteria": ["wanda"], "patterns": [0.7], "windows": 9}),
+         r"studies\.s\.windows: 9 is not allowed: .*perplexity\.windows = 8; allowed: 1 to 8"),
+        (lambda c: c["studies"].update(s={"kind": "sensitivity", "criteria": ["sparsegpt"], "patterns": [0.7]}),
+         r"studies\.s: sparsegpt prunes each block from the dense-stream cache's Gram matrices, but activations\.gram is false"),
+        (lambda c: c["studies"].update(s={"kind": "sensitivity", "criteria": ["wanda"], "patterns": [0.7], "stream": "dense"}),
+         r"studies\.s: 'stream' does not belong to a sensitivity study"),
+    ],
+)
+def test_bad_allocation_and_sensitivity_values_name_key_value_and_allowed(default_config, edit, message):
+    config = copy.deepcopy(default_config)
+    edit(config)
+    with pytest.raises(ConfigError, match=message):
+        validate_config(config)
+
+
+def test_good_allocation_spellings_validate(default_config):
+    config = copy.deepcopy(default_config)
+    config["studies"]["a"] = {"criteria": ["wanda", "sparsegpt", "magnitude"], "patterns": [0.5, 0.7], "allocation": ["uniform", "owl"],
+                              "owl_m": [3, 7], "owl_lambda": [0.02, 0.1]}
+    config["studies"]["b"] = {"kind": "recovery", "criteria": ["wanda"], "patterns": [0.7], "allocation": "owl",
+                              "recoveries": ["none", "recon:sublayer"]}
+    config["studies"]["c"] = {"kind": "sensitivity", "criteria": ["wanda", "magnitude"], "patterns": [0.7, "2:4"], "windows": 2}
+    validate_config(config)

@@ -98,3 +98,45 @@ def test_variant_costs_sum_seconds_and_take_the_peak_memory(tmp_path):
         "prune_seconds": 12.75, "peak_memory_mb": 1200.0, "recover_seconds": 30.0, "recover_peak_memory_mb": 1600.0,
     }
     assert variant_costs({"prune": [], "recover": []}, bench) == {"prune_seconds": 0.0}
+
+
+def test_owl_method_ids_spell_the_allocation_and_uniform_ids_do_not_change():
+    from pruneflow.experiments import Allocation, allocation_artifact, making_steps, parse_allocation_id
+
+    owl = make_method("wanda", 0.7, "sequential", Allocation(5.0, 0.08))
+    assert owl.id == "wanda-u0.7-owl-m5-l0.08-seq" and parse_method_id(owl.id) == owl
+    magnitude = make_method("magnitude", 0.7, "dense", Allocation(3.0, 0.1))
+    assert magnitude.id == "magnitude-u0.7-owl-m3-l0.1" and parse_method_id(magnitude.id) == magnitude
+    assert allocation_artifact(owl, "c") == "allocation/c/owl-m5-l0.08-u0.7"
+    assert parse_allocation_id("owl-m5-l0.08-u0.7") == (Allocation(5.0, 0.08), 0.7)
+    study = {"criteria": ["magnitude", "wanda"], "patterns": [0.6, 0.7], "stream": "dense", "allocation": ["uniform", "owl"]}
+    calib = "brown-n32-l256-s0"
+    assert study_variants(study, CAL) == [
+        "dense",
+        "pruned/none/magnitude-u0.6", "pruned/none/magnitude-u0.7",  # uniform: the paths they always had
+        f"pruned/{calib}/magnitude-u0.6-owl-m5-l0.08", f"pruned/{calib}/magnitude-u0.7-owl-m5-l0.08",  # OWL needs calibration
+        f"pruned/{calib}/wanda-u0.6-dense", f"pruned/{calib}/wanda-u0.7-dense",
+        f"pruned/{calib}/wanda-u0.6-owl-m5-l0.08-dense", f"pruned/{calib}/wanda-u0.7-owl-m5-l0.08-dense",
+    ]
+    # costs: an OWL variant pays the activation cache and its allocation, whichever stream prunes it
+    assert making_steps(f"pruned/{calib}/wanda-u0.7-owl-m5-l0.08-seq")["prune"] == [
+        f"acts/{calib}", f"allocation/{calib}/owl-m5-l0.08-u0.7", f"pruned/{calib}/wanda-u0.7-owl-m5-l0.08-seq"]
+    assert making_steps(f"pruned/{calib}/wanda-u0.7-seq")["prune"] == [f"pruned/{calib}/wanda-u0.7-seq"]
+    assert making_steps(f"pruned/{calib}/wanda-u0.7-dense")["prune"] == [f"acts/{calib}", f"pruned/{calib}/wanda-u0.7-dense"]
+
+
+def test_owl_parameter_lists_are_a_cross_product():
+    from pruneflow.experiments import study_allocations
+
+    study = {"allocation": ["uniform", "owl"], "owl_m": [3, 5], "owl_lambda": 0.05}
+    assert [a.token if a else "uniform" for a in study_allocations(study)] == ["uniform", "owl-m3-l0.05", "owl-m5-l0.05"]
+
+
+def test_a_recovered_owl_variant_lives_under_its_owl_parent():
+    from pruneflow.experiments import variant_lineage
+
+    study = {"criteria": ["wanda"], "patterns": [0.7], "allocation": "owl", "recoveries": ["none", "recon:sublayer"]}
+    config = {"calibration": CAL, "reconstruction": {"lr": 1e-3}}
+    pruned, recovered = recovery_variants(study, config)[1:]
+    assert pruned == "pruned/brown-n32-l256-s0/wanda-u0.7-owl-m5-l0.08-seq"
+    assert variant_lineage(recovered)[1:] == [pruned, "dense"]  # masks inherited from the OWL variant

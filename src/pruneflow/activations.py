@@ -242,15 +242,22 @@ def forward_by_blocks(model: nn.Module, input_ids: torch.Tensor, batch_size: int
     inputs = capture_block_inputs(model, input_ids, batch_size)
     for block in blocks:
         inputs = inputs.replace(run_block(block, inputs))
+    return torch.cat([head_logits(model, chunk, final) for chunk, final in zip(input_ids.split(batch_size), inputs.hidden)])
+
+
+@torch.no_grad()
+def head_logits(model: nn.Module, input_ids: torch.Tensor, final: torch.Tensor) -> torch.Tensor:
+    """Logits of the model's own head (final norm, output layer, any soft-capping) on ``final``, the last
+    block's outputs [batch, seqlen, hidden] for ``input_ids``: the model runs with every block passing its
+    input through and the last handing over ``final``, so only the embeddings and the head compute."""
+    arch = architecture_of(model)
+    blocks = arch.get_blocks(model)
     last = len(blocks) - 1
-    logits = []
-    for chunk, final in zip(input_ids.split(batch_size), inputs.hidden):
-        for index, block in enumerate(blocks):  # pass-through, the last block hands over the final states
-            block.forward = (lambda h, *a, _f=final, **k: (_f, None) if arch.returns_tuple else _f) if index == last else (
-                lambda h, *a, **k: (h, None) if arch.returns_tuple else h)
-        try:
-            logits.append(model(chunk, use_cache=False).logits)
-        finally:
-            for block in blocks:
-                del block.forward
-    return torch.cat(logits)
+    for index, block in enumerate(blocks):
+        block.forward = (lambda h, *a, _f=final, **k: (_f, None) if arch.returns_tuple else _f) if index == last else (
+            lambda h, *a, **k: (h, None) if arch.returns_tuple else h)
+    try:
+        return model(input_ids, use_cache=False).logits
+    finally:
+        for block in blocks:
+            del block.forward

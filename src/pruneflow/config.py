@@ -18,7 +18,10 @@ from pathlib import Path
 import jsonschema
 import yaml
 
-from .experiments import STRUCTURED_CRITERIA, parse_recovery, parse_structured_reconstruction
+from .experiments import (
+    ALLOCATIONS, OWL_DEFAULTS, SENSITIVITY_WINDOWS, STRUCTURED_CRITERIA, owl_lambda_bound, parse_recovery,
+    parse_structured_reconstruction,
+)
 from .model_config import TINY_DEFAULTS, ModelConfigError, read_model_config
 from .patterns import PatternError, parse_pattern
 from .registry import CRITERIA
@@ -52,11 +55,12 @@ CORPUS_KEYS = {
     "hf": ("source", "name", "config", "calib_split", "eval_split", "max_documents"),
 }
 # The keys each kind of study reads.
-_UNSTRUCTURED = ("kind", "title", "criteria", "patterns", "stream", "zeroshot", "reference")
+_UNSTRUCTURED = ("kind", "title", "criteria", "patterns", "stream", "zeroshot", "reference", "allocation", "owl_m", "owl_lambda")
 STUDY_KEYS = {
     "unstructured": _UNSTRUCTURED,
     "recovery": (*_UNSTRUCTURED, "recoveries"),
     "structured": ("kind", "title", "criteria", "targets", "ratios", "reconstructions", "damping", "speed", "zeroshot"),
+    "sensitivity": ("kind", "title", "criteria", "patterns", "windows"),
 }
 MODEL_WEIGHTS = ("*.safetensors", "pytorch_model*.bin")
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "vocab.json", "spiece.model")
@@ -125,6 +129,10 @@ def validate_config(config: dict, base_dir: str | Path = ".") -> None:
         if kind == "structured":
             _check_structured(key, study)
             continue
+        if kind == "sensitivity":
+            _check_patterns_and_criteria(key, study)
+            _check_sensitivity(key, study, config)
+            continue
         if kind == "recovery":
             if "recoveries" not in study:
                 raise ConfigError(f"{key}: a recovery study needs 'recoveries' (none, retrain:norms, recon:sublayer, ...)")
@@ -137,18 +145,8 @@ def validate_config(config: dict, base_dir: str | Path = ".") -> None:
                         "its pruning statistics from the pruned and reconstructed stream; allowed: stream: sequential, "
                         "or the order after"
                     )
-        if "patterns" not in study:
-            raise ConfigError(f"{key}: an unstructured study needs 'patterns' (ratios such as 0.5, or N:M such as 2:4)")
-        for i, crit in enumerate(study["criteria"]):
-            if crit not in CRITERIA:
-                raise ConfigError(f"{key}.criteria[{i}]: {crit!r} is not allowed; allowed: {', '.join(CRITERIA)}")
-        for i, pat in enumerate(study["patterns"]):
-            try:
-                pattern = parse_pattern(pat)
-            except PatternError as err:
-                raise ConfigError(f"{key}.patterns[{i}]: {pat!r} is not allowed: {err}") from None
-            if not pattern.is_nm:
-                _check_path_number(f"{key}.patterns[{i}]", pat, pattern.ratio)
+        _check_patterns_and_criteria(key, study)
+        _check_allocation(key, study)
         if study.get("stream") == "dense" and "sparsegpt" in study["criteria"] and not cache_grams(config):
             raise ConfigError(
                 f"{key}: sparsegpt on the dense stream needs the cached Gram matrices, but activations.gram "
@@ -213,6 +211,87 @@ def _check_recovery(key: str, spec) -> None:
         raise ConfigError(f"{key}: {spec!r} is not allowed: {err}") from None
     if recovery and recovery.granularity.startswith("blocks:") and int(recovery.granularity.split(":")[1]) < 1:
         raise ConfigError(f"{key}: {spec!r} is not allowed: blocks:k needs k >= 1 (k consecutive blocks together)")
+def _check_patterns_and_criteria(key: str, study: dict) -> None:
+    if "patterns" not in study:
+        raise ConfigError(f"{key}: {'a sensitivity' if study.get('kind') == 'sensitivity' else 'an unstructured'} study "
+                          "needs 'patterns' (ratios such as 0.5, or N:M such as 2:4)")
+    for i, crit in enumerate(study["criteria"]):
+        if crit not in CRITERIA:
+            raise ConfigError(f"{key}.criteria[{i}]: {crit!r} is not allowed; allowed: {', '.join(CRITERIA)}")
+    for i, pat in enumerate(study["patterns"]):
+        try:
+            pattern = parse_pattern(pat)
+        except PatternError as err:
+            raise ConfigError(f"{key}.patterns[{i}]: {pat!r} is not allowed: {err}") from None
+        if not pattern.is_nm:
+            _check_path_number(f"{key}.patterns[{i}]", pat, pattern.ratio)
+
+
+def _as_list(value) -> list:
+    return list(value) if isinstance(value, list) else [value]
+
+
+def _check_allocation(key: str, study: dict) -> None:
+    """``allocation: uniform | owl`` (or a list of both), OWL's ``owl_m`` and ``owl_lambda`` (numbers or lists)."""
+    kinds = _as_list(study.get("allocation", "uniform"))
+    if not kinds:
+        raise ConfigError(f"{key}.allocation: [] is not allowed; allowed: {', '.join(ALLOCATIONS)}, or a list of them")
+    for i, kind in enumerate(kinds):
+        if kind not in ALLOCATIONS:
+            where = f"{key}.allocation" + (f"[{i}]" if isinstance(study.get("allocation"), list) else "")
+            raise ConfigError(f"{where}: {kind!r} is not allowed; allowed: {', '.join(ALLOCATIONS)}")
+    if "owl" not in kinds:
+        for param in ("owl_m", "owl_lambda"):
+            if param in study:
+                raise ConfigError(
+                    f"{key}.{param}: belongs to allocation owl, but this study's allocation is uniform (it would be "
+                    "ignored); allowed: allocation: owl (or [uniform, owl]) beside it, or no " + param
+                )
+        return
+    minimum = {"owl_m": "> 0 (the OWL paper: 3 to 10)", "owl_lambda": ">= 0 (the OWL paper: 0.02 to 0.2)"}
+    for param in ("owl_m", "owl_lambda"):
+        values = _as_list(study.get(param, OWL_DEFAULTS[param]))
+        if not values:
+            raise ConfigError(f"{key}.{param}: [] is not allowed; allowed: a number {minimum[param]}, or a list of them")
+        for i, value in enumerate(values):
+            where = f"{key}.{param}" + (f"[{i}]" if isinstance(study.get(param), list) else "")
+            bad = isinstance(value, bool) or not isinstance(value, (int, float))
+            if bad or (value <= 0 if param == "owl_m" else value < 0):
+                raise ConfigError(f"{where}: {value!r} is not allowed; allowed: a number {minimum[param]}")
+            _check_path_number(where, value, float(value))
+    for i, pat in enumerate(study["patterns"]):
+        pattern = parse_pattern(pat)
+        if pattern.is_nm or pattern.ratio == 0:
+            raise ConfigError(
+                f"{key}.patterns[{i}]: {pat!r} is not allowed with allocation owl: OWL moves an unstructured sparsity "
+                "between blocks, and " + ("N:M prunes every block alike" if pattern.is_nm else "0 has nothing to move")
+                + "; allowed: ratios in (0, 1) such as 0.7 (put N:M patterns in a study with allocation: uniform)"
+            )
+        for j, lam in enumerate(_as_list(study.get("owl_lambda", OWL_DEFAULTS["owl_lambda"]))):
+            bound = owl_lambda_bound(pattern.ratio)
+            if lam >= bound:
+                where = f"{key}.owl_lambda" + (f"[{j}]" if isinstance(study.get("owl_lambda"), list) else "")
+                raise ConfigError(
+                    f"{where}: {lam!r} is not allowed at sparsity {pattern.ratio:g} ({key}.patterns[{i}]): block "
+                    f"sparsities lie within 2·lambda of the mean and must stay inside (0, 1); allowed: 0 <= lambda < {bound:g}"
+                )
+
+
+def _check_sensitivity(key: str, study: dict, config: dict) -> None:
+    windows = study.get("windows", SENSITIVITY_WINDOWS)
+    total = config["perplexity"]["windows"]
+    if total and windows > total:
+        raise ConfigError(
+            f"{key}.windows: {windows} is not allowed: the sensitivity study scores the first windows of the perplexity "
+            f"protocol, which has perplexity.windows = {total}; allowed: 1 to {total}"
+        )
+    if "sparsegpt" in study["criteria"] and not cache_grams(config):
+        raise ConfigError(
+            f"{key}: sparsegpt prunes each block from the dense-stream cache's Gram matrices, but activations.gram is "
+            "false; allowed: activations.gram: true, or criteria without sparsegpt"
+        )
+
+
 def cache_grams(config: dict) -> bool:
     """Whether the dense-stream activation cache stores Gram matrices (default true)."""
     return config.get("activations", {}).get("gram", True)

@@ -23,6 +23,7 @@ from .architectures import architecture_of
 from .criteria import Criterion, prune_layer, scores_for
 from .artifacts import block_file, load_tensors, save_tensors, verify_folder
 from .masks import Pattern, make_mask
+from .patterns import block_patterns
 
 
 @torch.no_grad()
@@ -80,6 +81,15 @@ def masks_from_scores(scores: dict[str, torch.Tensor], pattern: Pattern, criteri
     return {name: make_mask(s, pattern, criterion.per_row) for name, s in scores.items()}
 
 
+def masks_by_score(model, criterion: Criterion, pattern: Pattern, cache=None,
+                   block_sparsities: list[float] | None = None) -> Iterator[tuple[int, dict[str, torch.Tensor]]]:
+    """Yield (block index, {linear: keep-mask}) of a score-based criterion, the model left unchanged;
+    ``block_sparsities`` (one ratio per block) replaces the pattern's ratio block by block."""
+    patterns = block_patterns(pattern, block_sparsities, len(architecture_of(model).get_blocks(model)))
+    for index, scores in model_scores(model, criterion, cache):
+        yield index, masks_from_scores(scores, patterns[index], criterion)
+
+
 @torch.no_grad()
 def apply_masks(model, masks: dict[int, dict[str, torch.Tensor]]) -> None:
     arch = architecture_of(model)
@@ -89,15 +99,20 @@ def apply_masks(model, masks: dict[int, dict[str, torch.Tensor]]) -> None:
 
 
 @torch.no_grad()
-def prune_from_cache(model, criterion: Criterion, pattern: Pattern, cache, device="cpu") -> Iterator[tuple[int, dict]]:
-    """Prune every block from cached dense statistics (SparseGPT, or any criterion) without a forward pass."""
+def prune_from_cache(model, criterion: Criterion, pattern: Pattern, cache, device="cpu",
+                     block_sparsities: list[float] | None = None) -> Iterator[tuple[int, dict]]:
+    """Prune every block from cached dense statistics (SparseGPT, or any criterion) without a forward pass;
+    ``block_sparsities`` (one ratio per block) replaces the pattern's ratio block by block."""
     arch = architecture_of(model)
     verify_folder(cache)
-    for index, block in enumerate(tqdm(arch.get_blocks(model), desc=f"prune {criterion.name} {pattern.token}", unit="block")):
+    blocks = arch.get_blocks(model)
+    patterns = block_patterns(pattern, block_sparsities, len(blocks))
+    desc = f"prune {criterion.name} {pattern.token}{' per block' if block_sparsities else ''}"
+    for index, block in enumerate(tqdm(blocks, desc=desc, unit="block")):
         block.to(device)
         stats = load_block_stats(cache, index, device)
         masks = {
-            name: prune_layer(criterion, arch.weight(layer), stats[name], pattern).cpu()
+            name: prune_layer(criterion, arch.weight(layer), stats[name], patterns[index]).cpu()
             for name, layer in arch.block_linears(block).items()
         }
         block.to("cpu")

@@ -65,11 +65,21 @@ def perplexity(model, windows: torch.Tensor, batch_size: int = 4, device="cpu") 
     nll_sum, tokens = 0.0, 0
     for chunk in tqdm(windows.split(batch_size), desc="perplexity", unit="batch"):
         chunk = chunk.to(device)
-        logits = model(chunk, use_cache=False).logits.float()
-        # Predict token t+1 from tokens ≤ t; position 0 (BOS or first text token) is never a target.
-        loss = F.cross_entropy(logits[:, :-1].reshape(-1, logits.shape[-1]), chunk[:, 1:].reshape(-1), reduction="sum")
-        nll_sum += loss.item()
-        tokens += chunk[:, 1:].numel()
+        loss, n = window_nll(model(chunk, use_cache=False).logits, chunk)
+        nll_sum += loss
+        tokens += n
+    return perplexity_result(nll_sum, tokens, windows)
+
+
+def window_nll(logits: torch.Tensor, chunk: torch.Tensor) -> tuple[float, int]:
+    """(summed NLL, predictions) of windows ``chunk`` [b, seqlen] given their ``logits`` [b, seqlen, vocab]."""
+    logits = logits.float()
+    # Predict token t+1 from tokens ≤ t; position 0 (BOS or first text token) is never a target.
+    loss = F.cross_entropy(logits[:, :-1].reshape(-1, logits.shape[-1]), chunk[:, 1:].reshape(-1), reduction="sum")
+    return loss.item(), chunk[:, 1:].numel()
+
+
+def perplexity_result(nll_sum: float, tokens: int, windows: torch.Tensor) -> dict:
     if not math.isfinite(nll_sum):
         raise EvaluationError("perplexity is not finite: the model produces NaN or infinite logits")
     nll = nll_sum / tokens
@@ -78,30 +88,45 @@ def perplexity(model, windows: torch.Tensor, batch_size: int = 4, device="cpu") 
 
 @torch.no_grad()
 def measured_sparsity(model, masks: dict[int, dict[str, torch.Tensor]] | None = None) -> dict:
-    """Fraction of exact zeros in every prunable matrix, per matrix and overall; with ``masks``, of
-    the matrices as the keep-masks would leave them (without changing the model)."""
+    """Fraction of exact zeros in every prunable matrix, per matrix, per block and overall; with ``masks``,
+    of the matrices as the keep-masks would leave them (without changing the model)."""
     arch = architecture_of(model)
-    per_matrix, zeros, total = {}, 0, 0
+    per_matrix, per_block, zeros, total = {}, [], 0, 0
     for index, block in enumerate(arch.get_blocks(model)):
+        block_zeros, block_total = 0, 0
         for name, layer in arch.block_linears(block).items():
             w = arch.weight(layer)
             keep = masks[index][name] if masks else None
             z = int((w == 0).sum()) if keep is None else int(((w == 0) | ~keep).sum())
             per_matrix[f"{index}.{name}"] = {"zeros": z, "numel": w.numel(), "sparsity": z / w.numel(), "shape": list(w.shape)}
-            zeros += z
-            total += w.numel()
-    return {"overall": zeros / total, "zeros": zeros, "numel": total, "per_matrix": per_matrix}
+            block_zeros += z
+            block_total += w.numel()
+        per_block.append({"zeros": block_zeros, "numel": block_total, "sparsity": block_zeros / max(block_total, 1)})
+        zeros += block_zeros
+        total += block_total
+    return {"overall": zeros / total, "zeros": zeros, "numel": total, "per_block": per_block, "per_matrix": per_matrix}
 
 
-def check_sparsity(measured: dict, requested: float) -> None:
-    """Every matrix must be within one weight per row of the requested ratio (1 / in_features)."""
+def check_sparsity(measured: dict, requested: float, block_requested: list[float] | None = None) -> None:
+    """Every matrix must be within one weight per row (1 / in_features) of the requested ratio, or of its
+    block's ratio in ``block_requested`` (a non-uniform allocation); then the whole model's sparsity, the
+    blocks' mean weighted by their sizes, must also be within one weight per row of ``requested``."""
+    widest = 0.0
     for name, m in measured["per_matrix"].items():
         tolerance = 1 / m["shape"][1] + 1e-9
-        if abs(m["sparsity"] - requested) > tolerance:
+        widest = max(widest, tolerance)
+        target = requested if block_requested is None else block_requested[int(name.split(".", 1)[0])]
+        if abs(m["sparsity"] - target) > tolerance:
+            whose = "" if block_requested is None else " (its block's allocation)"
             raise EvaluationError(
-                f"matrix {name}: measured sparsity {m['sparsity']:.6f} differs from the requested {requested} "
+                f"matrix {name}: measured sparsity {m['sparsity']:.6f} differs from the requested {target:.6g}{whose} "
                 f"by more than one weight per row ({tolerance:.6f})"
             )
+    if block_requested is not None and abs(measured["overall"] - requested) > widest:
+        raise EvaluationError(
+            f"measured sparsity {measured['overall']:.6f} of the whole model differs from the requested mean "
+            f"{requested} by more than one weight per row ({widest:.6f})"
+        )
 
 
 @torch.no_grad()

@@ -28,42 +28,120 @@ def parse_calib_id(text: str) -> dict:
     return {"corpus": m.group(1), "nsamples": int(m.group(2)), "seqlen": int(m.group(3)), "seed": int(m.group(4))}
 
 
+# Layer-wise sparsity allocation: uniform (every block at the requested ratio; no token, so uniform
+# variants keep their paths) or OWL (Yin et al. 2024: per-block ratios from the outlier share of the
+# blocks' Wanda scores), spelled ``owl-m<M>-l<lambda>`` in the method id, e.g. ``wanda-u0.7-owl-m5-l0.08-seq``.
+# Its per-block ratios are their own artifact, ``allocation/<calib>/owl-m<M>-l<lambda>-u<ratio>``, computed
+# from the dense-stream activation cache, so a changed lambda reruns the allocation, the masks and below.
+ALLOCATIONS = ("uniform", "owl")
+OWL_DEFAULTS = {"owl_m": 5.0, "owl_lambda": 0.08}  # the OWL paper's M and lambda
+
+
+def owl_lambda_bound(sparsity: float) -> float:
+    """OWL's λ must stay below this: block sparsities lie within 2λ of their mean, and inside (0, 1)."""
+    return min(sparsity, 1 - sparsity) / 2
+
+
+@dataclass(frozen=True)
+class Allocation:
+    """OWL's per-block sparsity: outlier threshold ``m`` (× the mean score) and spread ``lam`` (λ)."""
+
+    m: float = 5.0
+    lam: float = 0.08
+    kind: str = "owl"
+
+    @property
+    def token(self) -> str:
+        return f"owl-m{self.m:g}-l{self.lam:g}"
+
+    @property
+    def label(self) -> str:
+        return f"owl m{self.m:g} λ{self.lam:g}"
+
+
 @dataclass(frozen=True)
 class Method:
     criterion: str
     pattern: Pattern
     stream: str | None  # None for criteria that need no calibration
+    allocation: Allocation | None = None  # None: uniform
 
     @property
     def id(self) -> str:
         parts = [self.criterion, self.pattern.token]
+        if self.allocation:
+            parts.append(self.allocation.token)
         if self.stream:
             parts.append(STREAM_TOKENS[self.stream])
         return "-".join(parts)
 
+    @property
+    def needs_calibration(self) -> bool:
+        """Calibration samples shape the variant: the criterion's statistics, or OWL's outlier ratios."""
+        return get_criterion(self.criterion).needs_calibration or self.allocation is not None
 
-def make_method(criterion: str, pattern, stream: str = "sequential") -> Method:
+
+def make_method(criterion: str, pattern, stream: str = "sequential", allocation: Allocation | None = None) -> Method:
     crit = get_criterion(criterion)
-    return Method(criterion, parse_pattern(pattern), stream if crit.needs_calibration else None)
+    return Method(criterion, parse_pattern(pattern), stream if crit.needs_calibration else None, allocation)
+
+
+_METHOD_ID = re.compile(r"([a-z_]+)-(u[0-9.]+|\d+of\d+)(?:-owl-m([0-9.]+)-l([0-9.]+))?(?:-(seq|dense))?")
 
 
 def parse_method_id(text: str) -> Method:
-    parts = text.split("-")
+    m = _METHOD_ID.fullmatch(text)
+    if not m:
+        raise ValueError(f"method id {text!r}: expected <criterion>-<pattern>[-owl-m<M>-l<lambda>][-seq|-dense]")
+    criterion, pattern, owl_m, owl_lam, stream = m.groups()
+    allocation = Allocation(float(owl_m), float(owl_lam)) if owl_m else None
     streams = {v: k for k, v in STREAM_TOKENS.items()}
-    stream = streams.get(parts[-1]) if len(parts) == 3 else None
-    if len(parts) not in (2, 3) or (len(parts) == 3 and stream is None):
-        raise ValueError(f"method id {text!r}: expected <criterion>-<pattern>[-seq|-dense]")
-    return make_method(parts[0], parts[1], stream or "sequential")
+    return make_method(criterion, pattern, streams[stream] if stream else "sequential", allocation)
 
 
 def pruned_variant(method: Method, calibration: dict) -> str:
-    needs = get_criterion(method.criterion).needs_calibration
-    return f"pruned/{calib_id(calibration) if needs else 'none'}/{method.id}"
+    return f"pruned/{calib_id(calibration) if method.needs_calibration else 'none'}/{method.id}"
+
+
+def allocation_artifact(method: Method, calib: str) -> str | None:
+    """The per-block ratios of an OWL method (under ``results/<model>/``); None for uniform."""
+    if method.allocation is None:
+        return None
+    return f"allocation/{calib}/{method.allocation.token}-{method.pattern.token}"
+
+
+def parse_allocation_id(text: str) -> tuple[Allocation, float]:
+    """``owl-m5-l0.08-u0.7`` → (Allocation(5, 0.08), 0.7)."""
+    m = re.fullmatch(r"owl-m([0-9.]+)-l([0-9.]+)-u([0-9.]+)", text)
+    if not m:
+        raise ValueError(f"allocation id {text!r}: expected owl-m<M>-l<lambda>-u<ratio>")
+    return Allocation(float(m.group(1)), float(m.group(2))), float(m.group(3))
+
+
+def _as_list(value) -> list:
+    return list(value) if isinstance(value, (list, tuple)) else [value]
+
+
+def study_allocations(study: dict) -> list[Allocation | None]:
+    """The allocations a study compares (None = uniform), in the order given; OWL once per (M, λ)."""
+    out: list[Allocation | None] = []
+    for kind in _as_list(study.get("allocation", "uniform")):
+        if kind == "uniform":
+            out.append(None)
+        else:
+            out += [
+                Allocation(float(m), float(lam))
+                for m in _as_list(study.get("owl_m", OWL_DEFAULTS["owl_m"]))
+                for lam in _as_list(study.get("owl_lambda", OWL_DEFAULTS["owl_lambda"]))
+            ]
+    return list(dict.fromkeys(out))
 
 
 def study_methods(study: dict) -> list[Method]:
     stream = study.get("stream", "sequential")
-    return [make_method(c, p, stream) for c in study["criteria"] for p in study["patterns"]]
+    return [
+        make_method(c, p, stream, a) for c in study["criteria"] for a in study_allocations(study) for p in study["patterns"]
+    ]
 
 
 def study_variants(study: dict, calibration: dict) -> list[str]:
@@ -319,22 +397,45 @@ def variant_lineage(variant: str) -> list[str]:
 
 def making_steps(variant: str) -> dict[str, list[str]]:
     """Artifacts (under ``results/<model>/``) whose jobs made ``variant`` from the dense model, by cost
-    column: ``prune`` (shared steps included: a dense-stream variant also pays its activation cache)
-    and ``recover``. Their Snakemake benchmark files give the costs in the tables."""
+    column: ``prune`` (shared steps included: a dense-stream variant also pays its activation cache, an
+    OWL variant the cache and its allocation) and ``recover``. Their Snakemake benchmark files give the
+    costs in the tables."""
     kind, *rest = variant.split("/")
     if kind == "recovered" and is_interleaved(variant):  # one job pruned and reconstructed it
         return {"prune": [], "recover": [variant]}
     if kind == "recovered":
         return {"prune": making_steps(variant_parent(variant))["prune"], "recover": [variant]}
-    if kind == "pruned" and rest[1].endswith("-dense"):
-        return {"prune": [f"acts/{rest[0]}", variant], "recover": []}
-    if kind in ("pruned", "structured"):
+    if kind == "pruned":
+        method = parse_method_id(rest[1])
+        shared = [f"acts/{rest[0]}"] if method.stream == "dense" or method.allocation else []
+        shared += [a] if (a := allocation_artifact(method, rest[0])) else []
+        return {"prune": [*shared, variant], "recover": []}
+    if kind == "structured":
         return {"prune": [variant], "recover": []}
     return {"prune": [], "recover": []}
 
 
+# Per-block sensitivity (optional study kind ``sensitivity``): for every block alone, prune it at the
+# pattern from the dense model and score perplexity on the first ``windows`` windows of the perplexity
+# protocol; one job per criterion and pattern, one JSON:
+# ``sensitivity/<calib|none>/<criterion>-<pattern>/ppl-<corpus>-l<seqlen>-w<windows>-bos<bos>.json``.
+SENSITIVITY_WINDOWS = 4
+
+
+def sensitivity_artifacts(study: dict, config: dict) -> list[str]:
+    """What a sensitivity study reads (under ``results/<model>/``), one per criterion × pattern."""
+    ppl = ppl_name({**config["perplexity"], "windows": study.get("windows", SENSITIVITY_WINDOWS)})
+    out = []
+    for method in (make_method(c, p, "dense") for c in study["criteria"] for p in study["patterns"]):
+        calib = calib_id(config["calibration"]) if method.needs_calibration else "none"
+        out.append(f"sensitivity/{calib}/{method.criterion}-{method.pattern.token}/{ppl}")
+    return list(dict.fromkeys(out))
+
+
 def variants_of(study: dict, config: dict) -> list[str]:
-    """The variants any study compares (dense first)."""
+    """The variants any study compares (dense first); a sensitivity study compares none but the dense model."""
+    if study.get("kind") == "sensitivity":
+        return ["dense"]
     if study.get("kind") == "structured":
         return structured_variants(study, config["calibration"])
     if study.get("kind") == "recovery":

@@ -57,3 +57,18 @@ def parse_pattern(value) -> Pattern:
     if not 0 <= ratio < 1:
         raise PatternError(f"pattern {text!r}: a sparsity ratio must be in [0, 1)")
     return Pattern(ratio=ratio)
+
+
+def block_patterns(pattern: Pattern, sparsities: list[float] | None, n_blocks: int) -> list[Pattern]:
+    """Every block's pattern: ``pattern`` everywhere (uniform), or one unstructured ratio per block
+    (a non-uniform allocation such as OWL; N:M has no per-block ratio)."""
+    if sparsities is None:
+        return [pattern] * n_blocks
+    if pattern.is_nm:
+        raise PatternError(f"pattern {pattern.n}:{pattern.m}: N:M has one sparsity for every block; per-block sparsities need an unstructured ratio")
+    if len(sparsities) != n_blocks:
+        raise PatternError(f"{len(sparsities)} per-block sparsities for a model of {n_blocks} blocks")
+    bad = [s for s in sparsities if not 0 <= s < 1]
+    if bad:
+        raise PatternError(f"per-block sparsity {bad[0]!r}: a sparsity ratio must be in [0, 1)")
+    return [Pattern(ratio=float(s)) for s in sparsities]

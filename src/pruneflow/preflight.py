@@ -22,7 +22,7 @@ from pathlib import Path
 
 from .config import ConfigError
 from .corpora import CorpusError, corpus_bounds
-from .experiments import variants_of
+from .experiments import sensitivity_artifacts, variants_of
 from .model_config import ModelConfigError, max_positions, read_model_config
 from .patterns import parse_pattern
 
@@ -51,9 +51,12 @@ def check_against_model_and_data(config: dict, base_dir: str | Path = ".", workf
 
 
 def needs_calibration(config: dict) -> bool:
-    """Whether any study compares a variant made with calibration samples."""
+    """Whether any study compares a variant made with calibration samples (or, for a sensitivity
+    study, prunes its blocks with them)."""
     return any(
-        v != "dense" and v.split("/")[1] != "none" for study in config["studies"].values() for v in variants_of(study, config)
+        v != "dense" and v.split("/")[1] != "none"
+        for study in config["studies"].values()
+        for v in variants_of(study, config) + (sensitivity_artifacts(study, config) if study.get("kind") == "sensitivity" else [])
     )
 
 

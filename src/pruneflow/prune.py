@@ -16,6 +16,7 @@ from .activations import capture_block_inputs, collect_stats, input_groups, run_
 from .architectures import architecture_of
 from .criteria import Criterion, prune_layer
 from .masks import Pattern
+from .patterns import block_patterns
 
 STREAMS = ("sequential", "dense")
 
@@ -29,26 +30,31 @@ def prune_model(
     stream: str | None = "sequential",
     batch_size: int = 8,
     device="cpu",
+    block_sparsities: list[float] | None = None,
 ) -> Iterator[tuple[int, dict[str, torch.Tensor]]]:
     """Prune ``model`` in place, block by block; yield (block index, {linear name: keep-mask}).
 
-    Each block is moved to ``device`` while it is processed and back to the CPU afterwards.
+    ``block_sparsities`` (one unstructured ratio per block, e.g. OWL's allocation) replaces the
+    pattern's ratio block by block. Each block is moved to ``device`` while it is processed and back
+    to the CPU afterwards.
     """
     if criterion.needs_calibration and stream not in STREAMS:
         raise ValueError(f"stream {stream!r}: allowed {', '.join(STREAMS)}")
     arch = architecture_of(model)
     blocks = arch.get_blocks(model)
+    patterns = block_patterns(pattern, block_sparsities, len(blocks))
     inputs = None
     if criterion.needs_calibration:
         if calib_ids is None:
             raise ValueError(f"criterion {criterion.name!r} needs calibration samples")
         inputs = capture_block_inputs(model, calib_ids, batch_size, device)
-    for index, block in enumerate(tqdm(blocks, desc=f"prune {criterion.name} {pattern.token}", unit="block")):
+    desc = f"prune {criterion.name} {pattern.token}{' per block' if block_sparsities else ''}"
+    for index, block in enumerate(tqdm(blocks, desc=desc, unit="block")):
         block.to(device)
         linears = arch.block_linears(block)
         stats, dense_out = (collect_stats(block, linears, inputs, criterion.needs_gram, input_groups(arch)) if inputs else ({}, None))
         masks = {
-            name: prune_layer(criterion, arch.weight(layer), stats.get(name), pattern).cpu()
+            name: prune_layer(criterion, arch.weight(layer), stats.get(name), patterns[index]).cpu()
             for name, layer in linears.items()
         }
         if inputs is not None:

@@ -53,6 +53,8 @@ def plot_ppl_vs_sparsity(df: pd.DataFrame, png: str, pdf: str, title: str = "") 
     ``df`` needs columns: method, pattern, sparsity, perplexity (dense row: method 'dense').
     """
     pruned = df[df.method != "dense"]
+    if "allocation" in pruned and pruned.allocation.nunique() > 1:  # one line per method and allocation
+        pruned = pruned.assign(method=pruned.method + " " + pruned.allocation)
     is_nm = pruned.pattern.astype(str).str.contains(":")
     with plt.rc_context(STYLE):
         fig, ax = plt.subplots()
@@ -129,6 +131,8 @@ def study_rows(model: str, ppl: list[dict], sparsity: list[dict], summaries: lis
         df["trainable_pct"] = [100 * (s.get("trainable_fraction") or 0.0) for s in summaries]
         df["recover_s"] = [s.get("recover_seconds", 0.0) for s in summaries]
         df["recover_peak_mb"] = [s.get("recover_peak_memory_mb", float("nan")) for s in summaries]
+    if any("allocation" in s for s in summaries):  # uniform, or the allocation's path token (owl-m5-l0.08)
+        df.insert(5, "allocation", [allocation_label(s) for s in summaries])
     if reference:
         ref = REFERENCES[reference]
         df[ref["label"]] = [ref["values"].get((m, p), float("nan")) for m, p in zip(df.method, df.pattern)]
@@ -156,6 +160,70 @@ def add_band_column(df: pd.DataFrame, bands: list[dict]) -> pd.DataFrame:
     out = df.copy()
     out["noise_band_pct"] = band_column(out, bands)
     return out
+
+
+def allocation_label(summary: dict) -> str:
+    if summary.get("allocation") != "owl":
+        return "uniform" if "criterion" in summary else "-"
+    return f"owl-m{summary['owl_m']:g}-l{summary['owl_lambda']:g}"
+
+
+def plot_block_sparsity(variants: list[dict], allocations: list[dict], png: str, pdf: str, title: str = "") -> None:
+    """Top: the outlier ratio of every block (OWL's input, one line per M). Bottom: the sparsity measured in
+    every block of each variant: colour per requested sparsity, solid for OWL, dashed for uniform.
+
+    ``variants``: {"criterion", "sparsity", "allocation" (a label), "per_block": [measured sparsity]};
+    ``allocations``: the allocation artifacts' JSON (``outlier_ratios``, ``m``)."""
+    sparsities = sorted({v["sparsity"] for v in variants})
+    colours = {s: plt.cm.viridis(i / max(len(sparsities) - 1, 1) * 0.85) for i, s in enumerate(sparsities)}
+    labels = list(dict.fromkeys(v["allocation"] for v in variants if v["allocation"] != "uniform"))
+    markers = dict(zip(dict.fromkeys(v["criterion"] for v in variants), "o^sDv<>"))
+    styles = {label: ls for label, ls in zip(labels, ["-", "-.", ":", (0, (5, 1)), (0, (3, 1, 1, 1))] * 4)}
+    with plt.rc_context({**STYLE, "figure.figsize": (6.5, 5.2)}):
+        fig, (top, bottom) = plt.subplots(2, 1, sharex=True, height_ratios=[1, 2])
+        for m, alloc in {a["m"]: a for a in allocations}.items():
+            ratios = alloc["outlier_ratios"]
+            top.plot(range(len(ratios)), [100 * r for r in ratios], marker=".", label=f"M = {m:g}")
+        top.set_ylabel("outlier ratio (%)")
+        if allocations:
+            top.legend(fontsize=7)
+        for v in variants:
+            blocks = range(len(v["per_block"]))
+            uniform = v["allocation"] == "uniform"
+            bottom.plot(blocks, [100 * x for x in v["per_block"]], color=colours[v["sparsity"]], marker=markers[v["criterion"]],
+                        markersize=3, linewidth=1, linestyle="--" if uniform else styles[v["allocation"]],
+                        label=f"{v['criterion']} {v['sparsity']:.0%} {v['allocation']}")
+        bottom.set_xlabel("block")
+        bottom.set_ylabel("measured sparsity (%)")
+        bottom.legend(fontsize=6, ncol=2, loc="upper center", bbox_to_anchor=(0.5, -0.16))  # below: the lines stay visible
+        top.set_title(title.replace("$", r"\$"))
+        save_figure(fig, png, pdf)
+
+
+def sensitivity_rows(model: str, results: list[dict], seconds: list[float] | None = None) -> pd.DataFrame:
+    """One row per (criterion, pattern, block) of a sensitivity study: perplexity with that block alone pruned."""
+    rows = []
+    for i, r in enumerate(results):
+        for b in r["blocks"]:
+            rows.append({
+                "model": model, "method": r["criterion"], "pattern": r["pattern"].removeprefix("u"), "block": b["block"],
+                "block_sparsity": b["sparsity"], "perplexity": b["perplexity"], "dense_perplexity": r["dense"]["perplexity"],
+                "ppl_increase_pct": 100 * (b["perplexity"] / r["dense"]["perplexity"] - 1),
+                "windows": r["windows"], "job_s": seconds[i] if seconds else float("nan"),
+            })
+    return pd.DataFrame(rows)
+
+
+def plot_sensitivity(df: pd.DataFrame, png: str, pdf: str, title: str = "") -> None:
+    """Perplexity with one block at a time pruned, against the block; the dense model on the same windows dashed."""
+    with plt.rc_context(STYLE):
+        fig, ax = plt.subplots()
+        for (method, pattern), group in df.groupby(["method", "pattern"], sort=False):
+            label = f"{method} {float(pattern):.0%}" if ":" not in str(pattern) and "of" not in str(pattern) else f"{method} {pattern}"
+            ax.plot(group.block, group.perplexity, marker="o", markersize=3, label=label)
+        dense = df.assign(method="dense", perplexity=df.dense_perplexity).head(1)
+        xlabel = f"block pruned alone (perplexity on {int(df.windows.iloc[0])} windows)"
+        _finish_ppl_figure(fig, ax, dense, dense.method == "dense", xlabel, title, png, pdf)
 
 
 def add_zeroshot_columns(df: pd.DataFrame, results: list[dict]) -> pd.DataFrame:

@@ -10,10 +10,13 @@ from .experiments import Method
 
 
 def variant_summary(method: Method, calib: str) -> dict:
-    return {
+    summary = {
         "criterion": method.criterion,
         "pattern": method.pattern.token,
         "sparsity": method.pattern.sparsity,
         "stream": method.stream,
         "calibration": calib,
     }
+    if method.allocation:  # uniform variants keep the summary they always had
+        summary.update(allocation=method.allocation.kind, owl_m=method.allocation.m, owl_lambda=method.allocation.lam)
+    return summary

@@ -190,24 +190,27 @@ def _rebuild_structured(model, folder: Path, parent: Path, record: dict) -> None
 # ``at`` is ``final``, where the folder will live (the parent is recorded relative to it).
 
 
-def write_full_variant(out: Path, model, tokenizer, summary: dict, requested: float | None = None) -> dict:
+def write_full_variant(out: Path, model, tokenizer, summary: dict, requested: float | None = None,
+                       block_requested: list[float] | None = None) -> dict:
     """The model as a Hugging Face folder (the dense model, a structured variant)."""
     save_model(model, tokenizer, Path(out) / "model")
     masks = _own_masks(Path(out), model)
     record = {"format": FORMAT, "kind": "full", "parent": None, "parent_manifest": None, "dtype": _dtype(model),
               "masks": "own" if masks else "none"}
-    return _finish(Path(out), record, summary, _sparsity(model, masks, requested))
+    return _finish(Path(out), record, summary, _sparsity(model, masks, requested, block_requested=block_requested))
 
 
-def write_masked_variant(out: Path, parent_model, parent: Path, at: Path, summary: dict, requested: float | None = None) -> dict:
+def write_masked_variant(out: Path, parent_model, parent: Path, at: Path, summary: dict, requested: float | None = None,
+                         block_requested: list[float] | None = None) -> dict:
     """Parent × keep-masks: the masks already written to ``out/masks``, ``parent_model`` the parent, unchanged."""
     masks = _own_masks(Path(out), parent_model)
     record = _compact_record(parent_model, parent, at, "own", [], [])
-    return _finish(Path(out), record, summary, _sparsity(parent_model, masks, requested, apply=True))
+    return _finish(Path(out), record, summary, _sparsity(parent_model, masks, requested, apply=True, block_requested=block_requested))
 
 
 @torch.no_grad()
-def write_variant(out: Path, model, tokenizer, parent: Path, at: Path, summary: dict, requested: float | None = None) -> dict:
+def write_variant(out: Path, model, tokenizer, parent: Path, at: Path, summary: dict, requested: float | None = None,
+                  block_requested: list[float] | None = None) -> dict:
     """``model`` as changes to the variant at ``parent``: its masks (written to ``out/masks`` by the
     pruning loop, else the parent's), the kept values of every matrix that changed, every other changed
     parameter. Stored full if its structure differs from the parent's. Fails if a pruned weight is not zero."""
@@ -217,10 +220,10 @@ def write_variant(out: Path, model, tokenizer, parent: Path, at: Path, summary: 
         if inherited is not None and not (out / "masks").is_dir():
             for i, block_masks in inherited.items():
                 save_masks(out / "masks", i, block_masks)
-        return write_full_variant(out, model, tokenizer, summary, requested)
+        return write_full_variant(out, model, tokenizer, summary, requested, block_requested)
     own = _own_masks(out, model)
     masks = own if own is not None else inherited
-    sparsity = _sparsity(model, masks, requested)
+    sparsity = _sparsity(model, masks, requested, block_requested=block_requested)
     arch = architecture_of(model)
     masked, values = set(), []
     for i, (block, ref_block) in enumerate(zip(arch.get_blocks(model), arch.get_blocks(reference))):
@@ -299,13 +302,16 @@ def _same_structure(model, reference) -> bool:
     )
 
 
-def _sparsity(model, masks, requested: float | None, apply: bool = False) -> dict:
-    """Measured sparsity (of the model, or of model × masks when ``apply``), checked against the request;
+def _sparsity(model, masks, requested: float | None, apply: bool = False, block_requested: list[float] | None = None) -> dict:
+    """Measured sparsity (of the model, or of model × masks when ``apply``), checked against the request
+    (per block when ``block_requested`` holds a non-uniform allocation, whose mean is ``requested``);
     every weight a mask prunes must be exactly zero."""
     result = measured_sparsity(model, masks if apply else None)
     if requested is not None:
         result["requested"] = requested
-        check_sparsity(result, requested)
+        if block_requested is not None:
+            result["requested_per_block"] = list(block_requested)
+        check_sparsity(result, requested, block_requested)
     if masks is not None and not apply:
         result["masked_weights_checked"] = check_masks_kept(model, masks)
     elif masks is not None:

@@ -1,0 +1,26 @@
+"""Per-block sensitivity: perplexity on the first windows of the protocol with one block at a time pruned."""
+from pruneflow.corpora import describe
+from pruneflow.criteria import get_criterion
+from pruneflow.evaluate import eval_windows
+from pruneflow.experiments import parse_ppl_name
+from pruneflow.io import write_json
+from pruneflow.jsonl import read_texts
+from pruneflow.patterns import parse_pattern
+from pruneflow.runtime import job, resolve_device, runtime_settings
+from pruneflow.sensitivity import block_sensitivity
+from pruneflow.variants import load_variant
+
+rt = runtime_settings(snakemake.config)
+w = snakemake.wildcards
+spec = parse_ppl_name(snakemake.output[0].rsplit("/", 1)[1])
+pattern = parse_pattern(w.pattern)
+with job(snakemake.log[0], snakemake.threads):
+    model, tok = load_variant(snakemake.input.model)
+    source = f"{describe(snakemake.config['corpora'][w.corpus], w.corpus)}, held-out part {snakemake.input.docs},"
+    windows = eval_windows(read_texts(snakemake.input.docs), tok, spec["seqlen"], spec["windows"], spec["bos"], source)
+    result = block_sensitivity(model, get_criterion(w.criterion), pattern, windows, snakemake.input.get("cache") or None,
+                               rt["eval_batch_size"], resolve_device(rt["device"]))
+    for b in result["blocks"]:
+        print(f"block {b['block']:3d}: perplexity {b['perplexity']:.3f} (dense {result['dense']['perplexity']:.3f})")
+write_json(snakemake.output[0], {**result, **spec, "criterion": w.criterion, "pattern": pattern.token,
+                                 "sparsity": pattern.sparsity, "calibration": w.calib})

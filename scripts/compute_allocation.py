@@ -1,0 +1,17 @@
+"""OWL's per-block sparsities: outlier ratios of the dense model's Wanda scores (weights and the
+activation cache's input norms), mapped to block sparsities whose mean is the requested ratio."""
+from pruneflow.allocation import owl_allocation, write_allocation
+from pruneflow.artifacts import artifact_folder
+from pruneflow.experiments import parse_allocation_id
+from pruneflow.runtime import job
+from pruneflow.variants import load_variant
+
+allocation, sparsity = parse_allocation_id(snakemake.wildcards.allocation)
+with job(snakemake.log[0], snakemake.threads):
+    model, _ = load_variant(snakemake.input.model)
+    result = owl_allocation(model, snakemake.input.cache, sparsity, allocation.m, allocation.lam)
+    with artifact_folder(snakemake.output[0]) as out:
+        write_allocation(out, result)
+    print({k: result[k] for k in ("m", "lambda", "sparsity")})
+    print("outlier ratios:", [round(r, 5) for r in result["outlier_ratios"]])
+    print("block sparsities:", [round(s, 4) for s in result["block_sparsities"]])
