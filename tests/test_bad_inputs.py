@@ -199,6 +199,9 @@ CASES = [
      r"studies\.sweep\.patterns\[1\]: '2:4' is not allowed with allocation owl"),
     ("owl-lambda-too-big", lambda c, t, m: c["studies"]["recovery"].update(allocation="owl", owl_lambda=0.3),
      r"studies\.recovery\.owl_lambda: 0\.3 is not allowed at sparsity 0\.5 .*allowed: 0 <= lambda < 0\.25"),
+    ("owl-with-interleaved", lambda c, t, m: c["studies"]["recovery"].update(
+        allocation="owl", recoveries=["none", "recon:sublayer:pruned:all:interleaved"]),
+     r"studies\.recovery\.recoveries\[1\]: 'recon:sublayer:pruned:all:interleaved' is not allowed with allocation: owl"),
     ("allocation-foo", lambda c, t, m: c["studies"]["sweep"].update(allocation="foo"),
      r"studies\.sweep\.allocation: 'foo' is not allowed; allowed: uniform, owl$"),
     ("allocation-list-foo", lambda c, t, m: c["studies"]["recovery"].update(allocation=["uniform", "foo"]),

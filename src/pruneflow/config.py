@@ -145,6 +145,11 @@ def validate_config(config: dict, base_dir: str | Path = ".") -> None:
                         "its pruning statistics from the pruned and reconstructed stream; allowed: stream: sequential, "
                         "or the order after"
                     )
+                if recovery and recovery.interleaved and "owl" in _as_list(study.get("allocation", "uniform")):
+                    raise ConfigError(
+                        f"{key}.recoveries[{i}]: {spec!r} is not allowed with allocation: owl: an interleaved recovery "
+                        "prunes every block at the study's uniform ratio; allowed: allocation: uniform, or the order after"
+                    )
         _check_patterns_and_criteria(key, study)
         _check_allocation(key, study)
         if study.get("stream") == "dense" and "sparsegpt" in study["criteria"] and not cache_grams(config):
