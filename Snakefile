@@ -13,7 +13,9 @@ min_version("8.0")
 # The library of this checkout, for the DAG and for every job (not another installed copy), also without `pip install -e`.
 SRC = str(Path(workflow.basedir) / "src")
 sys.path.insert(0, SRC)
-os.environ["PYTHONPATH"] = SRC  # inherited by every job (a conda environment too): no other copy of pruneflow
+os.environ.update(
+    PYTHONPATH=SRC
+)  # inherited by every job (a conda environment too): no other copy of pruneflow
 
 from pruneflow.config import ConfigError, check_yaml_syntax
 
@@ -29,6 +31,7 @@ configfile: "config.yaml"
 
 
 include: "rules/common.smk"
+include: "rules/inputs.smk"
 include: "rules/data.smk"
 include: "rules/prune.smk"
 include: "rules/allocation.smk"
@@ -40,6 +43,6 @@ include: "rules/report.smk"
 
 
 rule all:
+    default_target: True
     input:
         all_targets(),
-    default_target: True

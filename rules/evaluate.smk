@@ -10,21 +10,23 @@ rule perplexity:
         docs="results/corpora/{corpus}/eval.jsonl",
     output:
         "results/{model}/eval/{variant}/ppl-{corpus}-l{seqlen}-w{windows}-bos{bos}.json",
-    wildcard_constraints:
-        seqlen=r"\d+",
-        windows=r"\d+",
-        bos=r"auto|true|false",
-    params:
-        spec=lambda w, output: ex.parse_ppl_name(Path(output[0]).name),
     log:
         "results/logs/{model}/eval/{variant}/ppl-{corpus}-l{seqlen}-w{windows}-bos{bos}.log",
     benchmark:
         "results/benchmarks/{model}/eval/{variant}/ppl-{corpus}-l{seqlen}-w{windows}-bos{bos}.tsv"
+    wildcard_constraints:
+        seqlen=r"\d+",
+        windows=r"\d+",
+        bos=r"auto|true|false",
+    conda:
+        "../envs/pruneflow.yaml"
+    threads: 1
     resources:
         mem_mb=mem_mb("perplexity"),
         runtime=RUNTIME_MIN["perplexity"],
         gpu=GPU,
-    threads: 1
+    params:
+        spec=lambda w, output: ex.parse_ppl_name(Path(output[0]).name),
     script:
         "../scripts/eval_perplexity.py"
 
@@ -40,9 +42,11 @@ rule export:
         "results/logs/{model}/export/{variant}.log",
     benchmark:
         "results/benchmarks/{model}/export/{variant}.tsv"
+    conda:
+        "../envs/pruneflow.yaml"
+    threads: 1
     resources:
         mem_mb=mem_mb("export"),
         runtime=RUNTIME_MIN["export"],
-    threads: 1
     script:
         "../scripts/export_variant.py"

@@ -15,24 +15,6 @@ PATTERN = r"(?:u[0-9.]+|\d+of\d+)"
 ALLOC = r"-owl-m[0-9.]+-l[0-9.]+"
 
 
-def maybe_temp(path):
-    return temp(path) if config.get("activations", {}).get("temporary", False) else path
-
-
-def calib_input(w):
-    return [] if w.calib == "none" else f"results/{w.model}/calib/{w.calib}.safetensors"
-
-
-def allocation_input(method_id):
-    """The allocation artifact an OWL method reads (none for uniform, so uniform jobs keep their inputs)."""
-
-    def inputs(w):
-        artifact = ex.allocation_artifact(ex.parse_method_id(method_id(w)), w.calib)
-        return f"results/{w.model}/{artifact}" if artifact else []
-
-    return inputs
-
-
 rule prune_sequential:
     input:
         model="results/{model}/dense",
@@ -40,17 +22,19 @@ rule prune_sequential:
         allocation=allocation_input(lambda w: w.method),
     output:
         directory("results/{model}/pruned/{calib}/{method}"),
-    wildcard_constraints:
-        method=r"[a-z_]+-" + PATTERN + f"(?:{ALLOC})?-seq",
     log:
         "results/logs/{model}/pruned/{calib}/{method}.log",
     benchmark:
         "results/benchmarks/{model}/pruned/{calib}/{method}.tsv"
+    wildcard_constraints:
+        method=rf"[a-z_]+-{PATTERN}(?:{ALLOC})?-seq",
+    conda:
+        "../envs/pruneflow.yaml"
+    threads: 1
     resources:
         mem_mb=mem_mb("prune_sequential"),
         runtime=RUNTIME_MIN["prune_sequential"],
         gpu=GPU,
-    threads: 1
     script:
         "../scripts/prune_sequential.py"
 
@@ -61,17 +45,19 @@ rule activation_cache:
         calib="results/{model}/calib/{calib}.safetensors",
     output:
         maybe_temp(directory("results/{model}/acts/{calib}")),
-    params:
-        gram=cache_grams(config),  # a changed setting reruns the cache (params trigger)
     log:
         "results/logs/{model}/acts/{calib}.log",
     benchmark:
         "results/benchmarks/{model}/acts/{calib}.tsv"
+    conda:
+        "../envs/pruneflow.yaml"
+    threads: 1
     resources:
         mem_mb=mem_mb("activation_cache"),
         runtime=RUNTIME_MIN["activation_cache"],
         gpu=GPU,
-    threads: 1
+    params:
+        gram=cache_grams(config),  # a changed setting reruns the cache (params trigger)
     script:
         "../scripts/build_activation_cache.py"
 
@@ -80,23 +66,31 @@ rule prune_by_score:
     input:
         model="results/{model}/dense",
         # magnitude reads no cache (with OWL its calibration shows in the allocation it reads)
-        cache=lambda w: f"results/{w.model}/acts/{w.calib}" if CRITERIA[w.criterion].needs_calibration else [],
-        allocation=allocation_input(lambda w: f"{w.criterion}-{w.pattern}{w.alloc}{w.stream}"),
+        cache=lambda w: (
+            f"results/{w.model}/acts/{w.calib}"
+            if CRITERIA[w.criterion].needs_calibration
+            else []
+        ),
+        allocation=allocation_input(
+            lambda w: f"{w.criterion}-{w.pattern}{w.alloc}{w.stream}"
+        ),
     output:
         directory("results/{model}/pruned/{calib}/{criterion}-{pattern}{alloc}{stream}"),
+    log:
+        "results/logs/{model}/pruned/{calib}/{criterion}-{pattern}{alloc}{stream}.log",
+    benchmark:
+        "results/benchmarks/{model}/pruned/{calib}/{criterion}-{pattern}{alloc}{stream}.tsv"
     wildcard_constraints:
         criterion=SCORE_CRITERIA,
         pattern=PATTERN,
         alloc=f"|{ALLOC}",
         stream=r"|-dense",
-    log:
-        "results/logs/{model}/pruned/{calib}/{criterion}-{pattern}{alloc}{stream}.log",
-    benchmark:
-        "results/benchmarks/{model}/pruned/{calib}/{criterion}-{pattern}{alloc}{stream}.tsv"
+    conda:
+        "../envs/pruneflow.yaml"
+    threads: 1
     resources:
         mem_mb=mem_mb("prune_by_score"),
         runtime=RUNTIME_MIN["prune_by_score"],
-    threads: 1
     script:
         "../scripts/prune_by_score.py"
 
@@ -108,17 +102,19 @@ rule prune_from_cache:
         allocation=allocation_input(lambda w: f"sparsegpt-{w.pattern}{w.alloc}-dense"),
     output:
         directory("results/{model}/pruned/{calib}/sparsegpt-{pattern}{alloc}-dense"),
-    wildcard_constraints:
-        pattern=PATTERN,
-        alloc=f"|{ALLOC}",
     log:
         "results/logs/{model}/pruned/{calib}/sparsegpt-{pattern}{alloc}-dense.log",
     benchmark:
         "results/benchmarks/{model}/pruned/{calib}/sparsegpt-{pattern}{alloc}-dense.tsv"
+    wildcard_constraints:
+        pattern=PATTERN,
+        alloc=f"|{ALLOC}",
+    conda:
+        "../envs/pruneflow.yaml"
+    threads: 1
     resources:
         mem_mb=mem_mb("prune_from_cache"),
         runtime=RUNTIME_MIN["prune_from_cache"],
         gpu=GPU,
-    threads: 1
     script:
         "../scripts/prune_from_cache.py"

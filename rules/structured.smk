@@ -8,17 +8,19 @@ rule prune_structured:
         calib=calib_input,
     output:
         directory("results/{model}/structured/{calib}/{method}"),
-    wildcard_constraints:
-        method=PATH_PART,
     log:
         "results/logs/{model}/structured/{calib}/{method}.log",
     benchmark:
         "results/benchmarks/{model}/structured/{calib}/{method}.tsv"
+    wildcard_constraints:
+        method=PATH_PART,
+    conda:
+        "../envs/pruneflow.yaml"
+    threads: 1
     resources:
         mem_mb=mem_mb("prune_structured"),
         runtime=RUNTIME_MIN["prune_structured"],
         gpu=GPU,
-    threads: 1
     script:
         "../scripts/prune_structured.py"
 
@@ -29,15 +31,17 @@ rule speed:
         parents=variant_parents,
     output:
         "results/{model}/eval/{variant}/speed-l{seqlen}.json",
-    wildcard_constraints:
-        seqlen=r"\d+",
     log:
         "results/logs/{model}/eval/{variant}/speed-l{seqlen}.log",
     benchmark:
         "results/benchmarks/{model}/eval/{variant}/speed-l{seqlen}.tsv"
+    wildcard_constraints:
+        seqlen=r"\d+",
+    conda:
+        "../envs/pruneflow.yaml"
+    threads: workflow.cores  # all cores: no other job runs beside it, so throughputs compare
     resources:
         mem_mb=mem_mb("speed"),
         runtime=RUNTIME_MIN["speed"],
-    threads: workflow.cores  # all cores: no other job runs beside it, so throughputs compare
     script:
         "../scripts/eval_speed.py"

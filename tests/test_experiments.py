@@ -1,7 +1,7 @@
 import pytest
 
 from pruneflow.experiments import (
-    calib_id, make_method, parse_calib_id, parse_method_id, parse_ppl_name, parse_recovery, ppl_name,
+    calib_id, make_method, parse_method_id, parse_ppl_name, parse_recovery, ppl_name,
     recovery_settings, recovery_variants, study_variants,
 )
 
@@ -20,7 +20,6 @@ def test_method_ids_round_trip(criterion, pattern, stream, expected):
 
 
 def test_ids_spell_their_parameters():
-    assert parse_calib_id(calib_id(CAL)) == CAL
     spec = {"corpus": "wiki", "seqlen": 512, "windows": 16, "bos": False}
     assert parse_ppl_name(ppl_name(spec)) == spec
 
@@ -140,3 +139,17 @@ def test_a_recovered_owl_variant_lives_under_its_owl_parent():
     pruned, recovered = recovery_variants(study, config)[1:]
     assert pruned == "pruned/brown-n32-l256-s0/wanda-u0.7-owl-m5-l0.08-seq"
     assert variant_lineage(recovered)[1:] == [pruned, "dense"]  # masks inherited from the OWL variant
+
+
+def test_each_recovery_hashes_only_the_settings_it_reads():
+    from pruneflow.experiments import OPTIMISER_KEYS, recovery_settings
+    from pruneflow.train import TrainConfig
+
+    assert set(OPTIMISER_KEYS) == set(TrainConfig.__dataclass_fields__)
+    config = {"reconstruction": {"lr": 1e-3, "damping": 0.01, "rank": 8, "targets": "same"},
+              "retraining": {"lr": 5e-4, "rank": 16, "alpha": 32}}
+    settings = {spec: recovery_settings(parse_recovery(spec), config) for spec in
+                ["recon:matrix", "recon:sublayer", "recon:sublayer:pruned:masklora", "retrain:norms", "retrain:norms+scalelora"]}
+    assert [s for s in settings if "damping" in settings[s]] == ["recon:matrix"]
+    assert "lr" not in settings["recon:matrix"] and settings["recon:sublayer"]["lr"] == 1e-3
+    assert [s for s in settings if "rank" in settings[s]] == ["recon:sublayer:pruned:masklora", "retrain:norms+scalelora"]

@@ -1,3 +1,5 @@
+from dataclasses import replace
+
 import copy
 
 import pytest
@@ -115,7 +117,7 @@ def test_plain_lora_merges_masked():
 
 def test_full_retraining_keeps_masks_with_weight_decay():
     model, masks = _pruned()
-    summary = retrain(model, masks, CALIB, "full", None, CFG.with_(weight_decay=0.1))
+    summary = retrain(model, masks, CALIB, "full", None, replace(CFG, weight_decay=0.1))
     _assert_zeros_are_the_mask(model, masks)
     assert summary["trainable_fraction"] == 1.0
     assert summary["losses"][-1] < summary["losses"][0]

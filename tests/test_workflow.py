@@ -62,12 +62,13 @@ def test_full_run_leaves_tables_figures_and_exact_sparsity(finished_run):
     for suffix in ("png", "pdf"):
         assert (workdir / f"results/figures/sweep.{suffix}").stat().st_size > 5000
     recovery = pd.read_csv(workdir / "results/tables/recovery.csv")
-    assert list(recovery.recovery) == ["none", "none", "recon:sublayer:pruned:all", "retrain:norms+masklora",
-                                       "recon:sublayer:pruned:all:interleaved"]
-    assert list(recovery.optimiser) == ["-", "-", "adamw (mse)", "adamw (next-token)", "adamw (mse)"]
+    assert list(recovery.recovery) == ["none", "none", "recon:sublayer:pruned:all", "recon:matrix:pruned:all", "retrain:norms",
+                                       "retrain:norms+masklora", "recon:sublayer:pruned:all:interleaved"]
+    assert list(recovery.optimiser) == ["-", "-", "adamw (mse)", "closed form", "adamw (next-token)", "adamw (next-token)",
+                                        "adamw (mse)"]
     assert recovery.perplexity[2] < recovery.perplexity[1]  # reconstruction helps
-    assert recovery.prune_s[4] == 0 and recovery.recover_s[4] > 0  # one job pruned and reconstructed it
-    assert recovery.trainable_pct[3] > 0
+    assert recovery.prune_s[6] == 0 and recovery.recover_s[6] > 0  # one job pruned and reconstructed it
+    assert 0 < recovery.trainable_pct[4] < recovery.trainable_pct[5]  # norms, then norms and an adapter
     for path in (workdir / "results/tiny/recovered").rglob("sparsity.json"):
         checked = json.loads(path.read_text())["masked_weights_checked"]
         assert checked > 0  # writing the variant verified every pruned weight is still zero
@@ -117,7 +118,9 @@ def test_variants_store_only_what_changed_with_manifests(finished_run):
     assert read_record(root / "pruned/brown-n4-l64-s0/sparsegpt-u0.5-dense")["values"] == [0, 1]
     for recovered in (root / "recovered").glob("*/*/*/*"):
         record = read_record(recovered)
-        assert record["kind"] == "compact" and record["masks"] == "inherited" and not (recovered / "masks").exists()
+        own = "interleaved" in recovered.name  # pruned as it went: its masks are its own
+        assert record["kind"] == "compact" and record["masks"] == ("own" if own else "inherited")
+        assert (recovered / "masks").exists() == own
     structured = root / "structured/brown-n4-l64-s0/fluctuation-neurons0.25-liar0.1"
     assert read_record(structured)["kind"] == "structured" and not (structured / "model").exists()
     assert stored_bytes(structured) < dense_bytes / 4  # kept indices and the repaired down projections
@@ -213,7 +216,7 @@ def test_jobs_run_this_checkouts_library(finished_run):
 def test_changed_evaluation_reruns_only_evaluation_and_report(finished_run):
     workdir, config = finished_run
     rules, reasons = _plan_after(workdir, config, lambda c: c["perplexity"].update(windows=3))
-    assert rules == {"perplexity": 12, "study_report": 4, "claims": 1}
+    assert rules == {"perplexity": 14, "study_report": 4, "claims": 1}
     assert any("Missing output files" in r and "ppl-wiki-l64-w3" in r for r in reasons)
 
 
@@ -227,6 +230,20 @@ def test_changed_learning_rate_reruns_reconstruction_not_pruning(finished_run):
     workdir, config = finished_run
     rules, _ = _plan_after(workdir, config, lambda c: c["reconstruction"].update(lr=5e-4))
     assert rules == {"recover": 2, "perplexity": 2, "study_report": 1, "claims": 1}
+
+
+def test_ridge_factor_reruns_only_the_closed_form_reconstruction(finished_run):
+    workdir, config = finished_run
+    rules, reasons = _plan_after(workdir, config, lambda c: c["reconstruction"].update(damping=0.1))
+    assert rules == {"recover": 1, "perplexity": 1, "study_report": 1, "claims": 1}
+    assert any("recon-matrix-" in r for r in reasons) and not any("recon-sublayer-" in r for r in reasons)
+
+
+def test_adapter_rank_reruns_only_adapter_retraining(finished_run):
+    workdir, config = finished_run
+    rules, reasons = _plan_after(workdir, config, lambda c: c["retraining"].update(rank=2))
+    assert rules == {"recover": 1, "perplexity": 1, "study_report": 1, "claims": 1}
+    assert any("retrain-norms+masklora-" in r for r in reasons)
 
 
 def test_runtime_settings_rerun_nothing(finished_run):
@@ -255,7 +272,7 @@ def test_changed_calibration_seed_reruns_calibration_and_below(finished_run):
     # magnitude needs no calibration: only the calibrated variants are recomputed
     assert rules == {
         "calibration": 1, "prune_sequential": 2, "activation_cache": 1, "prune_by_score": 1, "prune_from_cache": 1,
-        "prune_structured": 2, "recover": 3, "perplexity": 9, "speed": 2, "zeroshot": 2, "study_report": 4, "claims": 1,
+        "prune_structured": 2, "recover": 5, "perplexity": 11, "speed": 2, "zeroshot": 2, "study_report": 4, "claims": 1,
     }
     assert any("brown-n4-l64-s1" in r for r in reasons)
 

@@ -89,11 +89,11 @@ def test_nothing_left_to_do_and_a_changed_lambda_reruns_allocation_masks_and_bel
     assert planned(workdir)[0] == {}
     rules, _ = _plan_after(workdir, config, lambda c: c["studies"]["owl"].update(owl_lambda=0.05))
     # not calibration, not the activation cache, not the uniform variant
-    assert rules == {"allocation": 1, "prune_sequential": 1, "perplexity": 1, "study_report": 1, "block_sparsity_figure": 1}
+    assert rules == {"allocation": 1, "prune_sequential": 1, "perplexity": 1, "study_report": 1, "block_sparsity_figure": 1, "claims": 1}
     rules, _ = _plan_after(workdir, config, lambda c: c["studies"]["owl_dense"].update(owl_lambda=0.05))
     assert rules == {"allocation": 1, "prune_by_score": 1, "prune_from_cache": 1, "perplexity": 2, "study_report": 1,
-                     "block_sparsity_figure": 1}
+                     "block_sparsity_figure": 1, "claims": 1}
     # M too: the allocation and below, never the statistics the allocation is computed from
     rules, _ = _plan_after(workdir, config, lambda c: c["studies"]["owl"].update(owl_m=5))
-    assert rules == {"allocation": 1, "prune_sequential": 1, "perplexity": 1, "study_report": 1, "block_sparsity_figure": 1}
+    assert rules == {"allocation": 1, "prune_sequential": 1, "perplexity": 1, "study_report": 1, "block_sparsity_figure": 1, "claims": 1}
     assert not {"model", "corpus", "calibration", "activation_cache"} & set(rules)

@@ -26,7 +26,7 @@ def tiny_config(model_dir: Path) -> dict:
             "dense": {"criteria": ["wanda", "sparsegpt"], "patterns": [0.5], "stream": "dense", "zeroshot": True},
             "recovery": {
                 "kind": "recovery", "criteria": ["wanda"], "patterns": [0.5],
-                "recoveries": ["none", "recon:sublayer", "retrain:norms+masklora"],
+                "recoveries": ["none", "recon:sublayer", "recon:matrix", "retrain:norms", "retrain:norms+masklora"],
             },
             "liar": {
                 "kind": "structured", "criteria": ["fluctuation"], "targets": ["neurons"], "ratios": [0.25],

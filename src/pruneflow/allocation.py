@@ -28,7 +28,7 @@ from .criteria import wanda_scores
 from .experiments import owl_lambda_bound
 from .io import read_json, write_json
 
-ALLOCATIONS = ("uniform", "owl")
+from .experiments import ALLOCATIONS
 
 
 class AllocationError(ValueError):

@@ -20,7 +20,6 @@ from tqdm.auto import tqdm
 from .architectures import architecture_of
 from .corpora import CorpusError
 
-BOS_CHOICES = ("auto", True, False)
 
 
 class EvaluationError(ValueError):

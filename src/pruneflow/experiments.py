@@ -21,13 +21,6 @@ def calib_id(calibration: dict) -> str:
     return f"{c['corpus']}-n{c['nsamples']}-l{c['seqlen']}-s{c['seed']}"
 
 
-def parse_calib_id(text: str) -> dict:
-    m = re.fullmatch(r"(.+)-n(\d+)-l(\d+)-s(\d+)", text)
-    if not m:
-        raise ValueError(f"calibration id {text!r}: expected <corpus>-n<nsamples>-l<seqlen>-s<seed>")
-    return {"corpus": m.group(1), "nsamples": int(m.group(2)), "seqlen": int(m.group(3)), "seed": int(m.group(4))}
-
-
 # Layer-wise sparsity allocation: uniform (every block at the requested ratio; no token, so uniform
 # variants keep their paths) or OWL (Yin et al. 2024: per-block ratios from the outlier share of the
 # blocks' Wanda scores), spelled ``owl-m<M>-l<lambda>`` in the method id, e.g. ``wanda-u0.7-owl-m5-l0.08-seq``.
@@ -268,8 +261,9 @@ def structured_variants(study: dict, calibration: dict) -> list[str]:
 # Variant: recovered/<prune calib>/<method id>/<calib id>/<recovery id>; the recovery id ends in a short
 # hash of the effective optimiser settings, so changing one (the learning rate, say) gives a new path
 # and switching it back costs nothing; the table spells the settings out.
-RECOVERY_MODES = ("recon", "retrain")
-GRANULARITY_NAMES = ("matrix", "matrix-adam", "sublayer", "block", "full")
+GRANULARITY_NAMES = ("matrix", "matrix-adam", "sublayer", "block", "full")  # and blocks:k
+RECON_INPUTS = ("pruned", "dense")
+RECON_TARGETS = ("same", "dense")
 SUBSET_NAMES = ("biases", "norms", "lm_head", "embeddings", "full")
 ADAPTER_NAMES = ("lora", "masklora", "scalelora")
 ORDERS = ("after", "interleaved")
@@ -325,7 +319,7 @@ def parse_recovery(text: str) -> Recovery | None:
         if gran not in GRANULARITY_NAMES and not re.fullmatch(r"blocks:\d+", gran or ""):
             raise ValueError(f"recovery {text!r}: granularity {gran!r} is not allowed; allowed: {', '.join(GRANULARITY_NAMES)}, blocks:k")
         inputs = parts[1] if len(parts) > 1 else "pruned"
-        if inputs not in ("pruned", "dense"):
+        if inputs not in RECON_INPUTS:
             raise ValueError(f"recovery {text!r}: inputs {inputs!r} is not allowed; allowed: pruned, dense (then an order: {', '.join(ORDERS)})")
         trainable = _check_trainable(text, parts[2], allow_all=True) if len(parts) > 2 else "all"
         if len(parts) > 3:
@@ -352,10 +346,25 @@ def _check_trainable(text: str, value: str, allow_all: bool) -> str:
     return "+".join(items)
 
 
+# The settings each recovery reads (its hash covers these only, so a setting reruns only the jobs that use it):
+# the optimiser for trained units and retraining, the ridge factor for recon:matrix's closed form, the adapter
+# shape only where an adapter is trained. TrainConfig's fields are OPTIMISER_KEYS (tested).
+OPTIMISER_KEYS = ("optimizer", "lr", "weight_decay", "schedule", "warmup", "steps", "batch_size", "grad_accum",
+                  "max_grad_norm", "loss", "seed", "momentum")
+CLOSED_FORM_KEYS = ("damping", "batch_size", "loss")  # loss: the closed form accepts mse only
+ADAPTER_KEYS = ("rank", "alpha", "dropout")
+
+
 def recovery_settings(recovery: Recovery, config: dict) -> dict:
-    """The config section that drives a recovery (what its hash covers)."""
-    section = "reconstruction" if recovery.mode == "recon" else "retraining"
-    return {"recovery": recovery.spec, **config.get(section, {})}
+    """The settings of the config's reconstruction/retraining section that this recovery reads."""
+    section = config.get("reconstruction" if recovery.mode == "recon" else "retraining", {})
+    if recovery.mode == "recon" and recovery.granularity == "matrix":
+        keys = CLOSED_FORM_KEYS + ("targets",)
+    else:
+        keys = OPTIMISER_KEYS + (("targets",) if recovery.mode == "recon" else ())
+    if any(item in ADAPTER_NAMES for item in recovery.trainable.split("+")):
+        keys += ADAPTER_KEYS
+    return {"recovery": recovery.spec, **{k: v for k, v in section.items() if k in keys}}
 
 
 def recovery_variants(study: dict, config: dict) -> list[str]:

@@ -31,8 +31,8 @@ from torch import nn
 from .activations import BlockInputs, run_block
 from .architectures import in_features
 
-RECONSTRUCTIONS = ("none", "bias", "liar", "liar_weight")
-DAMPED = ("liar", "liar_weight")  # the ridge regressions
+from .experiments import DAMPED_RECONSTRUCTIONS as DAMPED  # the ridge regressions
+from .experiments import STRUCTURED_RECONSTRUCTIONS as RECONSTRUCTIONS
 DAMPING_GRID = (0.001, 0.01, 0.1, 0.3, 1.0)  # candidates for damping "auto" (× the mean diagonal)
 HOLDOUT_FRACTION = 0.25  # of the calibration samples, held out to choose the damping
 

@@ -34,8 +34,7 @@ from torch import nn
 from .architectures import architecture_of
 from .train import TrainConfig, peak_memory, train
 
-SUBSETS = ("biases", "norms", "lm_head", "embeddings", "full")
-ADAPTERS = ("lora", "masklora", "scalelora")
+from .experiments import ADAPTER_NAMES as ADAPTERS, SUBSET_NAMES as SUBSETS
 
 
 class PeftError(ValueError):

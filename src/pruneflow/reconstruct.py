@@ -51,8 +51,7 @@ from .peft import AdapterConfig, merge_adapters, next_token_loss, parse_subsets,
 from .train import TrainConfig, peak_memory, reconstruction_loss, train
 
 GRANULARITIES = ("matrix", "matrix-adam", "sublayer", "block", "blocks:k", "full")
-INPUTS = ("pruned", "dense")
-TARGETS = ("same", "dense")
+from .experiments import RECON_INPUTS as INPUTS, RECON_TARGETS as TARGETS
 
 
 class ReconstructionError(ValueError):

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import torch
 
-from .experiments import ADAPTER_NAMES, Method, Recovery
+from .experiments import ADAPTER_KEYS, ADAPTER_NAMES, Method, Recovery
 from .peft import AdapterConfig, retrain
 from .reconstruct import prune_and_reconstruct, reconstruct_model
 from .registry import get_criterion
 from .train import TrainConfig
 
 TRAIN_FIELDS = set(TrainConfig.__dataclass_fields__)
-ADAPTER_FIELDS = {"rank", "alpha", "dropout"}
+ADAPTER_FIELDS = set(ADAPTER_KEYS)
 
 
 def split_trainable(trainable: str) -> tuple[list[str], str | None]:

@@ -54,8 +54,7 @@ from .experts import unfuse_experts
 from .liar import (DAMPED, ChannelStats, check_reconstruction, choose_damping, collect_channel_stats,
                    collect_split_channel_stats, reconstruct)
 
-TARGETS = ("heads", "neurons", "both")
-STRUCTURED_CRITERIA = ("magnitude", "wanda", "fluctuation")
+from .experiments import STRUCTURED_CRITERIA, STRUCTURED_TARGETS as TARGETS
 KV_HEADS_KEYS = ("num_key_value_heads", "num_kv_heads")
 MLP_WIDTH_KEYS = ("intermediate_size", "ffn_dim", "n_inner", "ffn_hidden_size")
 BIAS_KEYS = ("attention_bias", "mlp_bias", "bias", "use_bias", "add_bias_linear")

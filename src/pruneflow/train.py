@@ -11,7 +11,7 @@ import math
 import resource
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass
 
 import torch
 import torch.nn.functional as F
@@ -89,9 +89,6 @@ class TrainConfig:
         The 10% warmup is ours (PERP uses the Hugging Face linear schedule; warmup is not fixed there)."""
         base = dict(optimizer="adamw", lr=5e-4, weight_decay=0.0, schedule="linear", warmup=0.1, batch_size=1, grad_accum=2)
         return cls(**{**base, **overrides})
-
-    def with_(self, **changes) -> "TrainConfig":
-        return replace(self, **changes)
 
     def to_dict(self) -> dict:
         return asdict(self)
