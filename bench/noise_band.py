@@ -9,8 +9,9 @@ A run is labelled with the build it measured (``--label``): run it once with thi
 to measure an earlier build, with PYTHONPATH pointing at that build's ``src`` (``git archive <commit> src``).
 Runs are merged into ``bench/results/noise_band.json`` by (label, criterion, pattern, threads, order);
 ``bands`` then gives, per criterion and pattern, the spread (max/min − 1, in %) of each label and the
-band the tables and the claims ledger use: the spread under **float32 sums** (``--band-label``), the
-exposure of any float32 implementation (the reference code sums its Hessian in float32 too).
+band the tables and the claims ledger use: the spread of the build that makes the tables (``--band-label``,
+default ``current``), measured over at least two runs. ``float32-sums`` is the build before the statistics
+were summed in float64 (the reference code sums its Hessian in float32 too), kept for comparison.
 
 Usage: PYTHONPATH=src .venv/bin/python bench/noise_band.py --label current [--criteria sparsegpt wanda]
        [--patterns 0.5 2:4] [--threads 1 2] [--orders forward reversed] [--out FILE]
@@ -80,7 +81,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--orders", nargs="+", default=["forward", "reversed"], choices=["forward", "reversed"])
     parser.add_argument("--windows", type=int, default=8, help="512-token evaluation windows (the default workflow's 8)")
-    parser.add_argument("--band-label", default="float32-sums", help="the label whose spread is the tables' band")
+    parser.add_argument("--band-label", default="current", help="the label whose spread is the tables' band")
     parser.add_argument("--out", default=str(ROOT / "bench/results/noise_band.json"))
     parser.add_argument("--merge", nargs="+", metavar="JSON", help="only merge the runs of these files into --out")
     args = parser.parse_args()
