@@ -17,7 +17,7 @@ os.environ.update(
     PYTHONPATH=SRC
 )  # inherited by every job (a conda environment too): no other copy of pruneflow
 
-from pruneflow.config import ConfigError, check_yaml_syntax
+from pruneflow.spec.config import ConfigError, check_yaml_syntax
 
 # Snakemake's own message for a YAML mistake names neither the file nor the line.
 if Path("config.yaml").is_file():

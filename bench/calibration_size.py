@@ -18,13 +18,13 @@ from pathlib import Path
 import torch
 from transformers import AutoTokenizer
 
-from pruneflow.calibration import sample_windows
-from pruneflow.criteria import get_criterion
-from pruneflow.evaluate import eval_windows, perplexity
-from pruneflow.jsonl import read_texts
-from pruneflow.masks import parse_pattern
-from pruneflow.models import load_model
-from pruneflow.prune import prune_model
+from pruneflow.data.calibration import sample_windows
+from pruneflow.prune.criteria import get_criterion
+from pruneflow.evaluate.perplexity import eval_windows, perplexity
+from pruneflow.data.jsonl import read_texts
+from pruneflow.prune.masks import parse_pattern
+from pruneflow.core.models import load_model
+from pruneflow.prune.sequential import prune_model
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "results"

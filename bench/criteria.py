@@ -32,16 +32,16 @@ CASES = {
 
 WORKER = r'''
 import json, sys, time, torch
-from pruneflow.artifacts import artifact_folder
-from pruneflow.calibration import load_calibration
-from pruneflow.activations import capture_block_inputs, run_block
-from pruneflow.architectures import architecture_of
-from pruneflow.criteria import get_criterion
-from pruneflow.dense_stream import build_activation_cache, masks_from_scores, model_scores, apply_masks, prune_from_cache
-from pruneflow.masks import parse_pattern
-from pruneflow.models import load_model
-from pruneflow.prune import prune_model
-from pruneflow.runtime import peak_memory_mb
+from pruneflow.core.artifacts import artifact_folder
+from pruneflow.data.calibration import load_calibration
+from pruneflow.core.activations import capture_block_inputs, run_block
+from pruneflow.core.architectures import architecture_of
+from pruneflow.prune.criteria import get_criterion
+from pruneflow.prune.dense_stream import build_activation_cache, masks_from_scores, model_scores, apply_masks, prune_from_cache
+from pruneflow.prune.masks import parse_pattern
+from pruneflow.core.models import load_model
+from pruneflow.prune.sequential import prune_model
+from pruneflow.core.runtime import peak_memory_mb
 
 case, model_dir, calib_path, cache_dir, threads = json.loads(sys.argv[1])
 torch.set_num_threads(threads)
@@ -89,7 +89,7 @@ def main() -> None:
     forward = results["dense_forward"]["seconds"]
     for r in results.values():
         r["dense_forwards"] = r["seconds"] / forward
-    from pruneflow.calibration import load_calibration
+    from pruneflow.data.calibration import load_calibration
 
     shape = list(load_calibration(args.calib).shape)
     report = {

@@ -19,13 +19,13 @@ sys.path.insert(0, str(ROOT / "tests"))
 
 from families import build, token_ids  # noqa: E402
 
-from pruneflow.criteria import get_criterion  # noqa: E402
-from pruneflow.evaluate import check_masks_kept, perplexity  # noqa: E402
-from pruneflow.masks import parse_pattern  # noqa: E402
-from pruneflow.prune import prune_model  # noqa: E402
-from pruneflow.reconstruct import reconstruct_model  # noqa: E402
-from pruneflow.structured import prune_structured  # noqa: E402
-from pruneflow.train import TrainConfig  # noqa: E402
+from pruneflow.prune.criteria import get_criterion  # noqa: E402
+from pruneflow.evaluate.perplexity import check_masks_kept, perplexity  # noqa: E402
+from pruneflow.prune.masks import parse_pattern  # noqa: E402
+from pruneflow.prune.sequential import prune_model  # noqa: E402
+from pruneflow.recover.reconstruct import reconstruct_model  # noqa: E402
+from pruneflow.structured.prune import prune_structured  # noqa: E402
+from pruneflow.recover.train import TrainConfig  # noqa: E402
 
 
 def agreement(a: dict, b: dict) -> float:

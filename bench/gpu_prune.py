@@ -21,9 +21,9 @@ from pathlib import Path
 import torch
 from transformers import LlamaConfig, LlamaForCausalLM
 
-from pruneflow.criteria import get_criterion
-from pruneflow.masks import parse_pattern
-from pruneflow.prune import prune_model
+from pruneflow.prune.criteria import get_criterion
+from pruneflow.prune.masks import parse_pattern
+from pruneflow.prune.sequential import prune_model
 
 ROOT = Path(__file__).resolve().parents[1]
 

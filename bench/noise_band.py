@@ -28,13 +28,13 @@ from pathlib import Path
 
 import torch
 
-from pruneflow.calibration import load_calibration
-from pruneflow.criteria import get_criterion
-from pruneflow.evaluate import eval_windows, perplexity
-from pruneflow.jsonl import read_texts
-from pruneflow.masks import parse_pattern
-from pruneflow.prune import prune_model
-from pruneflow.variants import load_variant
+from pruneflow.data.calibration import load_calibration
+from pruneflow.prune.criteria import get_criterion
+from pruneflow.evaluate.perplexity import eval_windows, perplexity
+from pruneflow.data.jsonl import read_texts
+from pruneflow.prune.masks import parse_pattern
+from pruneflow.prune.sequential import prune_model
+from pruneflow.core.variants import load_variant
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "results"

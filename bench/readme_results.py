@@ -35,7 +35,7 @@ COLUMNS = {
 
 def claims_block(tables: Path) -> str | None:
     """The ledger as the README shows it, from ``claims.csv`` in ``tables`` (None when there is none)."""
-    from pruneflow.claims import ledger_markdown
+    from pruneflow.report.claims import ledger_markdown
 
     path = Path(tables) / "claims.csv"
     if not path.is_file():

@@ -21,7 +21,7 @@ def layer_shapes(model_dir: str) -> dict[str, tuple[int, int]]:
     """[out, in] of each distinct linear layer in a block, from the model's config (no weights loaded)."""
     from transformers import AutoConfig
 
-    from pruneflow.architectures import attention_shape, check_supported
+    from pruneflow.core.architectures import attention_shape, check_supported
 
     config = AutoConfig.from_pretrained(model_dir)
     check_supported(config)  # a clear error for unsupported families
@@ -48,7 +48,7 @@ def measure(shapes: dict, tokens: int) -> dict:
     """Dense vs 2:4 matmul time per layer shape, with each of PyTorch's two 2:4 backends."""
     from torch.sparse import SparseSemiStructuredTensor, to_sparse_semi_structured
 
-    from pruneflow.masks import nm_mask
+    from pruneflow.prune.masks import nm_mask
 
     out = {}
     for name, (n_out, n_in) in shapes.items():

@@ -30,15 +30,15 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
-from pruneflow.artifacts import artifact_folder  # noqa: E402
-from pruneflow.criteria import get_criterion  # noqa: E402
-from pruneflow.dense_stream import masks_from_scores, model_scores  # noqa: E402
-from pruneflow.masks import parse_pattern  # noqa: E402
-from pruneflow.masks_io import save_masks  # noqa: E402
-from pruneflow.models import load_source  # noqa: E402
-from pruneflow.prune import prune_model  # noqa: E402
-from pruneflow.structured import prune_structured  # noqa: E402
-from pruneflow.variants import (  # noqa: E402
+from pruneflow.core.artifacts import artifact_folder  # noqa: E402
+from pruneflow.prune.criteria import get_criterion  # noqa: E402
+from pruneflow.prune.dense_stream import masks_from_scores, model_scores  # noqa: E402
+from pruneflow.prune.masks import parse_pattern  # noqa: E402
+from pruneflow.core.mask_files import save_masks  # noqa: E402
+from pruneflow.core.models import load_source  # noqa: E402
+from pruneflow.prune.sequential import prune_model  # noqa: E402
+from pruneflow.structured.prune import prune_structured  # noqa: E402
+from pruneflow.core.variants import (  # noqa: E402
     export_variant, load_variant, load_variant_with_masks, stored_bytes, write_full_variant, write_masked_variant,
     write_structured_variant, write_variant,
 )
@@ -49,7 +49,7 @@ LOADER = r'''
 import json, sys, time
 import torch
 from transformers import AutoModelForCausalLM
-from pruneflow.variants import load_variant
+from pruneflow.core.variants import load_variant
 kind, folder, threads = sys.argv[1], sys.argv[2], int(sys.argv[3])
 torch.set_num_threads(threads)
 def load():

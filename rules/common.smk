@@ -7,9 +7,9 @@ from pathlib import Path
 from snakemake.exceptions import WorkflowError
 from snakemake.logging import logger
 
-from pruneflow import experiments as ex
-from pruneflow.claims import ClaimsError, load_claims
-from pruneflow.config import (
+from pruneflow.spec import naming as ex
+from pruneflow.report.claims import ClaimsError, load_claims
+from pruneflow.spec.config import (
     NAME,
     ConfigError,
     cache_grams,
@@ -17,7 +17,7 @@ from pruneflow.config import (
     coerce_cli_values,
     duplicate_names,
 )
-from pruneflow.model_config import parameter_count, read_model_config
+from pruneflow.spec.model_config import parameter_count, read_model_config
 
 # Everything that can be checked before any job is checked here (README: "Validation and faults").
 coerce_cli_values(
@@ -60,7 +60,7 @@ if (
         )
 
 
-# Names are validated (pruneflow.config.NAME), and every other path part starts with a letter or digit:
+# Names are validated (pruneflow.spec.config.NAME), and every other path part starts with a letter or digit:
 # no wildcard value can be ".." or hold a "/".
 _NAME = NAME.pattern
 PATH_PART = r"[A-Za-z0-9][^/]*"
@@ -223,7 +223,7 @@ def recover_mem_mb(wildcards):
 
 
 onstart:
-    from pruneflow.io import remove_stale_temporaries
+    from pruneflow.core.atomic import remove_stale_temporaries
 
     for _tmp in remove_stale_temporaries("results"):
         logger.info(f"Removed {_tmp}: a temporary left by a job that was killed")

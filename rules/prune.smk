@@ -5,10 +5,10 @@
 #   variant is one job (scores -> masks -> the dense model + masks), so a new sparsity or pattern
 #   recomputes only that variant. Scores are not stored: they are a cheap function of the dense
 #   weights and the cache, and as large as the model in float32.
-# A variant is stored as its parent + bit-packed masks + what changed (pruneflow.variants).
+# A variant is stored as its parent + bit-packed masks + what changed (pruneflow.core.variants).
 # An OWL method (id with -owl-m<M>-l<lambda>) also reads its per-block sparsities, an allocation
 # artifact made from the activation cache (rules/allocation.smk); uniform methods read none.
-from pruneflow.registry import CRITERIA
+from pruneflow.spec.criteria import CRITERIA
 
 SCORE_CRITERIA = "|".join(n for n in CRITERIA if n != "sparsegpt")
 PATTERN = r"(?:u[0-9.]+|\d+of\d+)"

@@ -1,5 +1,5 @@
 # Tables and figures, one set per study declared in the config.
-from pruneflow.preflight import SPEED_SEQLEN
+from pruneflow.spec.preflight import SPEED_SEQLEN
 
 
 rule study_report:

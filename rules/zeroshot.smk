@@ -1,5 +1,5 @@
 # Zero-shot accuracy through lm-eval: one job per (model variant, task), so a new task adds only its jobs.
-from pruneflow.zeroshot_names import LOCAL_TASKS
+from pruneflow.spec.zeroshot import LOCAL_TASKS
 
 
 rule zeroshot_task:

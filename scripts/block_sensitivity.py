@@ -1,14 +1,14 @@
 """Per-block sensitivity: perplexity on the first windows of the protocol with one block at a time pruned."""
-from pruneflow.corpora import describe
-from pruneflow.criteria import get_criterion
-from pruneflow.evaluate import eval_windows
-from pruneflow.experiments import parse_ppl_name
-from pruneflow.io import write_json
-from pruneflow.jsonl import read_texts
-from pruneflow.patterns import parse_pattern
-from pruneflow.runtime import job, resolve_device, runtime_settings
-from pruneflow.sensitivity import block_sensitivity
-from pruneflow.variants import load_variant
+from pruneflow.data.corpora import describe
+from pruneflow.prune.criteria import get_criterion
+from pruneflow.evaluate.perplexity import eval_windows
+from pruneflow.spec.naming import parse_ppl_name
+from pruneflow.core.atomic import write_json
+from pruneflow.data.jsonl import read_texts
+from pruneflow.spec.patterns import parse_pattern
+from pruneflow.core.runtime import job, resolve_device, runtime_settings
+from pruneflow.evaluate.sensitivity import block_sensitivity
+from pruneflow.core.variants import load_variant
 
 rt = runtime_settings(snakemake.config)
 w = snakemake.wildcards

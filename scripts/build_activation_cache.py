@@ -1,10 +1,10 @@
 """One dense pass over the calibration samples: per-block input statistics for every criterion."""
-from pruneflow.artifacts import artifact_folder
-from pruneflow.calibration import load_calibration
-from pruneflow.dense_stream import build_activation_cache
-from pruneflow.io import write_json
-from pruneflow.runtime import job, resolve_device, runtime_settings
-from pruneflow.variants import load_variant
+from pruneflow.core.artifacts import artifact_folder
+from pruneflow.data.calibration import load_calibration
+from pruneflow.prune.dense_stream import build_activation_cache
+from pruneflow.core.atomic import write_json
+from pruneflow.core.runtime import job, resolve_device, runtime_settings
+from pruneflow.core.variants import load_variant
 
 rt = runtime_settings(snakemake.config)
 with job(snakemake.log[0], snakemake.threads):

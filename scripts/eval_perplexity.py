@@ -1,10 +1,10 @@
-"""Perplexity of one model variant on held-out text (protocol: pruneflow.evaluate)."""
-from pruneflow.corpora import describe
-from pruneflow.evaluate import eval_windows, perplexity
-from pruneflow.io import write_json
-from pruneflow.jsonl import read_texts
-from pruneflow.runtime import job, resolve_device, runtime_settings
-from pruneflow.variants import load_variant
+"""Perplexity of one model variant on held-out text (protocol: pruneflow.evaluate.perplexity)."""
+from pruneflow.data.corpora import describe
+from pruneflow.evaluate.perplexity import eval_windows, perplexity
+from pruneflow.core.atomic import write_json
+from pruneflow.data.jsonl import read_texts
+from pruneflow.core.runtime import job, resolve_device, runtime_settings
+from pruneflow.core.variants import load_variant
 
 rt = runtime_settings(snakemake.config)
 spec = snakemake.params.spec  # corpus, seqlen, windows, bos (from the output name, in the rule)

@@ -1,9 +1,9 @@
 """CPU forward throughput (tokens/s) and parameter count of one model variant."""
-from pruneflow.io import write_json
-from pruneflow.runtime import job
-from pruneflow.speed import tokens_per_second
-from pruneflow.structured import count_parameters
-from pruneflow.variants import load_variant
+from pruneflow.core.atomic import write_json
+from pruneflow.core.runtime import job
+from pruneflow.evaluate.speed import tokens_per_second
+from pruneflow.structured.prune import count_parameters
+from pruneflow.core.variants import load_variant
 
 with job(snakemake.log[0], snakemake.threads):
     model, _ = load_variant(snakemake.input.model)

@@ -1,8 +1,8 @@
 """Zero-shot accuracy of one model variant on one task through lm-eval, offline."""
-from pruneflow.io import write_json
-from pruneflow.runtime import job, resolve_device, runtime_settings
-from pruneflow.variants import load_variant
-from pruneflow.zeroshot import evaluate_zeroshot
+from pruneflow.core.atomic import write_json
+from pruneflow.core.runtime import job, resolve_device, runtime_settings
+from pruneflow.core.variants import load_variant
+from pruneflow.evaluate.zeroshot import evaluate_zeroshot
 
 rt = runtime_settings(snakemake.config)
 w = snakemake.wildcards

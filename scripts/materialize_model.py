@@ -1,10 +1,10 @@
 """Materialise the configured model as the dense variant (results/<model>/dense: a Hugging Face folder)."""
 import json
 
-from pruneflow.artifacts import artifact_folder
-from pruneflow.models import load_source, torch_dtype
-from pruneflow.runtime import job
-from pruneflow.variants import write_full_variant
+from pruneflow.core.artifacts import artifact_folder
+from pruneflow.core.models import load_source, torch_dtype
+from pruneflow.core.runtime import job
+from pruneflow.core.variants import write_full_variant
 
 with job(snakemake.log[0], snakemake.threads):
     spec = json.loads(snakemake.params.spec)

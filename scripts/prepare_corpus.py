@@ -1,9 +1,9 @@
 """Split a corpus into calibration and held-out evaluation documents (JSONL, one {"text": ...} a line)."""
 import json
 
-from pruneflow.corpora import corpus_splits
-from pruneflow.io import atomic_path
-from pruneflow.runtime import job
+from pruneflow.data.corpora import corpus_splits
+from pruneflow.core.atomic import atomic_path
+from pruneflow.core.runtime import job
 
 with job(snakemake.log[0], snakemake.threads):
     spec = json.loads(snakemake.params.spec)

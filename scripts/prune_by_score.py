@@ -3,15 +3,15 @@
 allocation artifact), stored as the dense model + masks."""
 from pathlib import Path
 
-from pruneflow.allocation import method_block_sparsities
-from pruneflow.artifacts import artifact_folder
-from pruneflow.criteria import get_criterion
-from pruneflow.dense_stream import masks_by_score
-from pruneflow.experiments import parse_method_id
-from pruneflow.masks_io import save_masks
-from pruneflow.runtime import job
-from pruneflow.summaries import variant_summary
-from pruneflow.variants import load_variant, write_masked_variant
+from pruneflow.prune.allocation import method_block_sparsities
+from pruneflow.core.artifacts import artifact_folder
+from pruneflow.prune.criteria import get_criterion
+from pruneflow.prune.dense_stream import masks_by_score
+from pruneflow.spec.naming import parse_method_id
+from pruneflow.core.mask_files import save_masks
+from pruneflow.core.runtime import job
+from pruneflow.core.summaries import variant_summary
+from pruneflow.core.variants import load_variant, write_masked_variant
 
 w = snakemake.wildcards
 method = parse_method_id(f"{w.criterion}-{w.pattern}{w.alloc}{w.stream}")

@@ -2,15 +2,15 @@
 per-block sparsities from an allocation artifact for OWL methods."""
 from pathlib import Path
 
-from pruneflow.allocation import method_block_sparsities
-from pruneflow.artifacts import artifact_folder
-from pruneflow.criteria import get_criterion
-from pruneflow.dense_stream import prune_from_cache
-from pruneflow.experiments import parse_method_id
-from pruneflow.masks_io import save_masks
-from pruneflow.runtime import job, resolve_device, runtime_settings
-from pruneflow.summaries import variant_summary
-from pruneflow.variants import load_variant, write_variant
+from pruneflow.prune.allocation import method_block_sparsities
+from pruneflow.core.artifacts import artifact_folder
+from pruneflow.prune.criteria import get_criterion
+from pruneflow.prune.dense_stream import prune_from_cache
+from pruneflow.spec.naming import parse_method_id
+from pruneflow.core.mask_files import save_masks
+from pruneflow.core.runtime import job, resolve_device, runtime_settings
+from pruneflow.core.summaries import variant_summary
+from pruneflow.core.variants import load_variant, write_variant
 
 rt = runtime_settings(snakemake.config)
 method = parse_method_id(f"sparsegpt-{snakemake.wildcards.pattern}{snakemake.wildcards.alloc}-dense")

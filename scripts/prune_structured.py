@@ -2,12 +2,12 @@
 dense model's blocks sliced, plus the repaired projections (variants.write_structured_variant)."""
 from pathlib import Path
 
-from pruneflow.artifacts import artifact_folder
-from pruneflow.calibration import load_calibration
-from pruneflow.experiments import parse_structured_id
-from pruneflow.runtime import job, resolve_device, runtime_settings
-from pruneflow.structured import prune_structured
-from pruneflow.variants import load_variant, write_structured_variant
+from pruneflow.core.artifacts import artifact_folder
+from pruneflow.data.calibration import load_calibration
+from pruneflow.spec.naming import parse_structured_id
+from pruneflow.core.runtime import job, resolve_device, runtime_settings
+from pruneflow.structured.prune import prune_structured
+from pruneflow.core.variants import load_variant, write_structured_variant
 
 rt = runtime_settings(snakemake.config)
 m = parse_structured_id(snakemake.wildcards.method)

@@ -5,15 +5,15 @@ import copy
 import json
 from pathlib import Path
 
-from pruneflow.artifacts import artifact_folder
-from pruneflow.calibration import load_calibration
-from pruneflow.experiments import Recovery, parse_method_id
-from pruneflow.io import read_json
-from pruneflow.masks_io import save_masks
-from pruneflow.recovery import recover
-from pruneflow.runtime import job, resolve_device, runtime_settings
-from pruneflow.summaries import variant_summary
-from pruneflow.variants import load_variant, load_variant_with_masks, write_variant
+from pruneflow.core.artifacts import artifact_folder
+from pruneflow.data.calibration import load_calibration
+from pruneflow.spec.naming import Recovery, parse_method_id
+from pruneflow.core.atomic import read_json
+from pruneflow.core.mask_files import save_masks
+from pruneflow.recover.run import recover
+from pruneflow.core.runtime import job, resolve_device, runtime_settings
+from pruneflow.core.summaries import variant_summary
+from pruneflow.core.variants import load_variant, load_variant_with_masks, write_variant
 
 rt = runtime_settings(snakemake.config)
 spec = json.loads(snakemake.params.spec)

@@ -2,10 +2,10 @@
 import json
 from pathlib import Path
 
-from pruneflow import report
-from pruneflow.claims import read_bands
-from pruneflow.io import read_json
-from pruneflow.runtime import job
+from pruneflow.report import tables as report
+from pruneflow.report.claims import read_bands
+from pruneflow.core.atomic import read_json
+from pruneflow.core.runtime import job
 
 inp, out, par = snakemake.input, snakemake.output, snakemake.params
 with job(snakemake.log[0], snakemake.threads):

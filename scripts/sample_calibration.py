@@ -1,10 +1,10 @@
 """Draw nsamples windows of seqlen tokens with a seed; store them as safetensors."""
 from transformers import AutoTokenizer
 
-from pruneflow.calibration import sample_windows, save_calibration
-from pruneflow.corpora import describe
-from pruneflow.jsonl import read_texts
-from pruneflow.runtime import job
+from pruneflow.data.calibration import sample_windows, save_calibration
+from pruneflow.data.corpora import describe
+from pruneflow.data.jsonl import read_texts
+from pruneflow.core.runtime import job
 
 w = snakemake.wildcards
 with job(snakemake.log[0], snakemake.threads):

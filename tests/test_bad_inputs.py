@@ -19,7 +19,7 @@ import pytest
 import torch
 import yaml
 
-from pruneflow.config import ConfigError, check_config, coerce_cli_values, duplicate_names
+from pruneflow.spec.config import ConfigError, check_config, coerce_cli_values, duplicate_names
 
 from conftest import REPO
 from workflow_helpers import snakemake, tiny_config, write_config
@@ -303,13 +303,13 @@ def test_snakemake_stops_before_any_job_and_writes_nothing_outside_results(tmp_p
 @pytest.mark.slow
 def test_yaml_syntax_error_names_file_and_line(tmp_path):
     """The workflow's own config.yaml (Snakemake's message for a --configfile names neither file nor
-    line, and comes before the workflow runs: `python -m pruneflow.config FILE` checks one)."""
+    line, and comes before the workflow runs: `python -m pruneflow.spec.config FILE` checks one)."""
     (tmp_path / "config.yaml").write_text("model: tiny\nmodels:\n  tiny: {source: tiny\nstudies: {}\n")
     cmd = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "--directory", str(tmp_path), "--cores", "1", "-n"]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert proc.returncode != 0
     assert re.search(r"invalid configuration: config\.yaml, line 4, column \d+: not valid YAML", proc.stdout + proc.stderr)
-    cli = subprocess.run([sys.executable, "-m", "pruneflow.config", str(tmp_path / "config.yaml")], capture_output=True, text=True)
+    cli = subprocess.run([sys.executable, "-m", "pruneflow.spec.config", str(tmp_path / "config.yaml")], capture_output=True, text=True)
     assert cli.returncode == 1 and re.search(r"config\.yaml, line 4, column \d+: not valid YAML", cli.stderr)
 
 
@@ -366,7 +366,7 @@ def test_every_output_of_a_valid_config_lies_under_results(tmp_path, tiny_model_
 def test_title_with_a_dollar_draws(tmp_path):
     import pandas as pd
 
-    from pruneflow.report import plot_ppl_vs_sparsity
+    from pruneflow.report.tables import plot_ppl_vs_sparsity
 
     df = pd.DataFrame({"method": ["dense", "wanda"], "pattern": ["-", "0.5"], "stream": ["-", "seq"], "perplexity": [10.0, 20.0],
                        "sparsity": [0.0, 0.5], "measured_sparsity": [0.0, 0.5]})
@@ -375,13 +375,13 @@ def test_title_with_a_dollar_draws(tmp_path):
 
 
 def test_schema_and_code_share_one_name_rule():
-    from pruneflow.config import NAME, SCHEMA_PATH
+    from pruneflow.spec.config import NAME, SCHEMA_PATH
 
     assert yaml.safe_load(SCHEMA_PATH.read_text())["$defs"]["name"]["pattern"] == f"^{NAME.pattern}$"
 
 
 def test_zeroshot_task_names_are_local_or_known_to_lm_eval(base, monkeypatch):
-    from pruneflow import zeroshot_names
+    from pruneflow.spec import zeroshot as zeroshot_names
 
     config, tmp = base
     config["zeroshot"]["tasks"] = ["lastword", "hellaswag"]

@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from pruneflow.claims import ClaimsError, evaluate, ledger_markdown, load_claims
+from pruneflow.report.claims import ClaimsError, evaluate, ledger_markdown, load_claims
 
 from conftest import REPO
 
@@ -135,7 +135,7 @@ def test_a_label_run_once_gives_no_band(tmp_path):
     import importlib.util
     import json
 
-    from pruneflow.claims import read_bands
+    from pruneflow.report.claims import read_bands
 
     spec = importlib.util.spec_from_file_location("noise_band", REPO / "bench" / "noise_band.py")
     noise_band = importlib.util.module_from_spec(spec)

@@ -3,7 +3,7 @@ import copy
 import pytest
 import yaml
 
-from pruneflow.config import ConfigError, validate_config
+from pruneflow.spec.config import ConfigError, validate_config
 
 from conftest import REPO
 
@@ -47,7 +47,7 @@ def test_bad_values_name_key_value_and_allowed(default_config, edit, message):
 
 def test_extended_config_merges_into_the_default(default_config):
     """config/extended.yaml only adds studies (snakemake merges --configfile into config.yaml)."""
-    from pruneflow.experiments import variants_of
+    from pruneflow.spec.naming import variants_of
 
     extra = yaml.safe_load((REPO / "config" / "extended.yaml").read_text())
     merged = copy.deepcopy(default_config)

@@ -2,7 +2,7 @@ import json
 
 import pytest
 
-from pruneflow.corpora import CorpusError, brown_document, corpus_splits, split_documents
+from pruneflow.data.corpora import CorpusError, brown_document, corpus_splits, split_documents
 
 from conftest import BROWN
 
@@ -64,7 +64,7 @@ def test_a_corpus_file_that_cannot_serve_names_itself_in_the_job(tmp_path, data,
 
 
 def test_a_large_corpus_file_is_bounded_by_its_size_and_its_head_is_checked(tmp_path, monkeypatch):
-    import pruneflow.corpora as corpora
+    import pruneflow.data.corpora as corpora
 
     monkeypatch.setattr(corpora, "SCAN_LIMIT", 64)  # files above it are not read whole before any job
     (tmp_path / "big.txt").write_bytes(b"plain words " * 100)

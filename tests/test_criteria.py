@@ -3,9 +3,9 @@
 import pytest
 import torch
 
-from pruneflow.activations import InputStats
-from pruneflow.criteria import CRITERIA, CriterionError, get_criterion, prune_layer, scores_for
-from pruneflow.masks import Pattern
+from pruneflow.core.activations import InputStats
+from pruneflow.prune.criteria import CRITERIA, CriterionError, get_criterion, prune_layer, scores_for
+from pruneflow.prune.masks import Pattern
 
 torch.set_num_threads(1)
 

@@ -2,21 +2,21 @@
 
 import torch
 
-from pruneflow.activations import capture_block_inputs, collect_stats, input_groups
-from pruneflow.architectures import architecture_of
-from pruneflow.criteria import get_criterion
-from pruneflow.dense_stream import (
+from pruneflow.core.activations import capture_block_inputs, collect_stats, input_groups
+from pruneflow.core.architectures import architecture_of
+from pruneflow.prune.criteria import get_criterion
+from pruneflow.prune.dense_stream import (
     apply_masks, load_block_stats, masks_from_scores, model_scores, prune_from_cache,
 )
-from pruneflow.masks import parse_pattern
-from pruneflow.prune import prune_model
-from pruneflow.artifacts import artifact_folder
-from pruneflow.tiny import build_tiny_model
+from pruneflow.prune.masks import parse_pattern
+from pruneflow.prune.sequential import prune_model
+from pruneflow.core.artifacts import artifact_folder
+from pruneflow.core.tiny import build_tiny_model
 
 
 def build_activation_cache(model, calib_ids, folder, **kwargs):
     """The library's cache, written as the workflow writes it: a folder with a manifest."""
-    from pruneflow.dense_stream import build_activation_cache as build
+    from pruneflow.prune.dense_stream import build_activation_cache as build
 
     with artifact_folder(folder) as out:
         return build(model, calib_ids, out, **kwargs)

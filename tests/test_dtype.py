@@ -5,15 +5,15 @@ import copy
 import pytest
 import torch
 
-from pruneflow.activations import capture_block_inputs, collect_stats, input_groups
-from pruneflow.architectures import architecture_of
-from pruneflow.criteria import get_criterion
-from pruneflow.evaluate import perplexity
-from pruneflow.experiments import parse_recovery
-from pruneflow.masks import parse_pattern
-from pruneflow.models import ModelSourceError, load_model, materialize
-from pruneflow.prune import prune_model
-from pruneflow.recovery import recover
+from pruneflow.core.activations import capture_block_inputs, collect_stats, input_groups
+from pruneflow.core.architectures import architecture_of
+from pruneflow.prune.criteria import get_criterion
+from pruneflow.evaluate.perplexity import perplexity
+from pruneflow.spec.naming import parse_recovery
+from pruneflow.prune.masks import parse_pattern
+from pruneflow.core.models import ModelSourceError, load_model, materialize
+from pruneflow.prune.sequential import prune_model
+from pruneflow.recover.run import recover
 
 torch.set_num_threads(1)
 CALIB = torch.randint(2, 258, (8, 32), generator=torch.Generator().manual_seed(0))

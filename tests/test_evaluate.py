@@ -3,9 +3,9 @@ import math
 import pytest
 import torch
 
-from pruneflow.corpora import CorpusError
-from pruneflow.evaluate import EvaluationError, check_sparsity, eval_windows, measured_sparsity, perplexity
-from pruneflow.tiny import byte_tokenizer
+from pruneflow.data.corpora import CorpusError
+from pruneflow.evaluate.perplexity import EvaluationError, check_sparsity, eval_windows, measured_sparsity, perplexity
+from pruneflow.core.tiny import byte_tokenizer
 
 
 def test_windows_follow_the_protocol():

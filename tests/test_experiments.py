@@ -1,6 +1,6 @@
 import pytest
 
-from pruneflow.experiments import (
+from pruneflow.spec.naming import (
     calib_id, make_method, parse_method_id, parse_ppl_name, parse_recovery, ppl_name,
     recovery_settings, recovery_variants, study_variants,
 )
@@ -75,7 +75,7 @@ def test_recovery_id_changes_with_its_settings_only():
 
 
 def test_lineage_and_the_jobs_whose_costs_a_variant_carries():
-    from pruneflow.experiments import making_steps, variant_lineage
+    from pruneflow.spec.naming import making_steps, variant_lineage
 
     recovered = "recovered/c/wanda-u0.5-dense/c/recon-sublayer-pruned-all-abcd1234"
     assert variant_lineage(recovered) == [recovered, "pruned/c/wanda-u0.5-dense", "dense"]
@@ -86,7 +86,7 @@ def test_lineage_and_the_jobs_whose_costs_a_variant_carries():
 
 
 def test_variant_costs_sum_seconds_and_take_the_peak_memory(tmp_path):
-    from pruneflow.report import read_benchmark, variant_costs
+    from pruneflow.report.tables import read_benchmark, variant_costs
 
     header = "s\th:m:s\tmax_rss\tmax_vms\tmax_uss\tmax_pss\tio_in\tio_out\tmean_load\tcpu_time\n"
     for name, seconds, rss in (("a", 10.5, 900.0), ("b", 2.25, 1200.0), ("r", 30.0, 1600.0)):
@@ -100,7 +100,7 @@ def test_variant_costs_sum_seconds_and_take_the_peak_memory(tmp_path):
 
 
 def test_owl_method_ids_spell_the_allocation_and_uniform_ids_do_not_change():
-    from pruneflow.experiments import Allocation, allocation_artifact, making_steps, parse_allocation_id
+    from pruneflow.spec.naming import Allocation, allocation_artifact, making_steps, parse_allocation_id
 
     owl = make_method("wanda", 0.7, "sequential", Allocation(5.0, 0.08))
     assert owl.id == "wanda-u0.7-owl-m5-l0.08-seq" and parse_method_id(owl.id) == owl
@@ -125,14 +125,14 @@ def test_owl_method_ids_spell_the_allocation_and_uniform_ids_do_not_change():
 
 
 def test_owl_parameter_lists_are_a_cross_product():
-    from pruneflow.experiments import study_allocations
+    from pruneflow.spec.naming import study_allocations
 
     study = {"allocation": ["uniform", "owl"], "owl_m": [3, 5], "owl_lambda": 0.05}
     assert [a.token if a else "uniform" for a in study_allocations(study)] == ["uniform", "owl-m3-l0.05", "owl-m5-l0.05"]
 
 
 def test_a_recovered_owl_variant_lives_under_its_owl_parent():
-    from pruneflow.experiments import variant_lineage
+    from pruneflow.spec.naming import variant_lineage
 
     study = {"criteria": ["wanda"], "patterns": [0.7], "allocation": "owl", "recoveries": ["none", "recon:sublayer"]}
     config = {"calibration": CAL, "reconstruction": {"lr": 1e-3}}
@@ -142,8 +142,8 @@ def test_a_recovered_owl_variant_lives_under_its_owl_parent():
 
 
 def test_each_recovery_hashes_only_the_settings_it_reads():
-    from pruneflow.experiments import OPTIMISER_KEYS, recovery_settings
-    from pruneflow.train import TrainConfig
+    from pruneflow.spec.naming import OPTIMISER_KEYS, recovery_settings
+    from pruneflow.recover.train import TrainConfig
 
     assert set(OPTIMISER_KEYS) == set(TrainConfig.__dataclass_fields__)
     config = {"reconstruction": {"lr": 1e-3, "damping": 0.01, "rank": 8, "targets": "same"},

@@ -1,7 +1,7 @@
 """Faults: a failed job's log holds its traceback; temporaries of killed jobs are removed by the next
 run while those of running jobs are kept; an edited local corpus or model folder reruns what depends
 on it; two runs of one target at once do not both write it; a truncated or deleted artifact file
-fails the job that reads it, naming the file and the fix (the checksums of pruneflow.artifacts)."""
+fails the job that reads it, naming the file and the fix (the checksums of pruneflow.core.artifacts)."""
 
 from __future__ import annotations
 
@@ -14,8 +14,8 @@ import time
 
 import pytest
 
-from pruneflow.io import _HOST, atomic_path, remove_stale_temporaries
-from pruneflow.runtime import job
+from pruneflow.core.atomic import _HOST, atomic_path, remove_stale_temporaries
+from pruneflow.core.runtime import job
 
 from conftest import REPO
 from workflow_helpers import planned, snakemake, tiny_config, write_config
@@ -136,7 +136,7 @@ def test_an_edited_local_model_folder_reruns_the_model_and_below(copy_of):
 def test_killed_writers_temporaries_go_at_the_next_run_running_ones_stay(copy_of):
     """A process killed by SIGKILL leaves its temporary; the next run removes it, but not the
     temporary of a process that is still writing (another run's job on this host)."""
-    code = "import sys, time; from pruneflow.io import atomic_path\nwith atomic_path(sys.argv[1]) as t:\n t.mkdir(); print(t, flush=True); time.sleep(600)"
+    code = "import sys, time; from pruneflow.core.atomic import atomic_path\nwith atomic_path(sys.argv[1]) as t:\n t.mkdir(); print(t, flush=True); time.sleep(600)"
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
     writers = [subprocess.Popen([sys.executable, "-c", code, str(copy_of / "results" / "x" / name)], stdout=subprocess.PIPE,
                                 text=True, env=env, cwd=copy_of) for name in ("killed", "running")]

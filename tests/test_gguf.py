@@ -7,10 +7,10 @@ import gguf
 import pytest
 import torch
 
-from pruneflow.architectures import UnsupportedModelError
-from pruneflow.config import ConfigError, validate_config
-from pruneflow.models import ModelSourceError, check_model_supported, load_model, materialize, read_gguf_metadata
-from pruneflow.tiny import build_tiny_model
+from pruneflow.core.architectures import UnsupportedModelError
+from pruneflow.spec.config import ConfigError, validate_config
+from pruneflow.core.models import ModelSourceError, check_model_supported, load_model, materialize, read_gguf_metadata
+from pruneflow.core.tiny import build_tiny_model
 
 from workflow_helpers import tiny_config
 

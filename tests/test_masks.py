@@ -3,9 +3,9 @@
 import pytest
 import torch
 
-from pruneflow.criteria import get_criterion, prune_layer
-from pruneflow.activations import InputStats
-from pruneflow.masks import Pattern, PatternError, make_mask, nm_mask, parse_pattern, unstructured_mask
+from pruneflow.prune.criteria import get_criterion, prune_layer
+from pruneflow.core.activations import InputStats
+from pruneflow.prune.masks import Pattern, PatternError, make_mask, nm_mask, parse_pattern, unstructured_mask
 
 torch.set_num_threads(1)
 
@@ -77,7 +77,7 @@ def test_parse_pattern_spellings_agree():
 
 @pytest.mark.parametrize("shape,dim,k", [((300,), 0, 120), ((7, 64), 1, 40), ((5, 9, 8), 2, 3), ((6, 4), 1, 4)])
 def test_lowest_equals_a_stable_sort_even_with_ties(shape, dim, k):
-    from pruneflow.masks import lowest
+    from pruneflow.prune.masks import lowest
 
     g = torch.Generator().manual_seed(k)
     for scores in (torch.rand(shape, generator=g), (torch.rand(shape, generator=g) * 6).round()):

@@ -8,19 +8,19 @@ import json
 import pytest
 import torch
 
-from pruneflow.allocation import AllocationError, method_block_sparsities, owl_allocation, write_allocation
-from pruneflow.architectures import architecture_of
-from pruneflow.artifacts import artifact_folder
-from pruneflow.criteria import get_criterion, prune_layer
-from pruneflow.dense_stream import build_activation_cache, load_block_stats, masks_by_score, prune_from_cache
-from pruneflow.evaluate import EvaluationError, check_masks_kept, check_sparsity, measured_sparsity, perplexity
-from pruneflow.experiments import Allocation, make_method, parse_recovery
-from pruneflow.masks import parse_pattern
-from pruneflow.prune import prune_model
-from pruneflow.recovery import recover
-from pruneflow.sensitivity import block_sensitivity
-from pruneflow.tiny import build_tiny_model
-from pruneflow.variants import write_masked_variant
+from pruneflow.prune.allocation import AllocationError, method_block_sparsities, owl_allocation, write_allocation
+from pruneflow.core.architectures import architecture_of
+from pruneflow.core.artifacts import artifact_folder
+from pruneflow.prune.criteria import get_criterion, prune_layer
+from pruneflow.prune.dense_stream import build_activation_cache, load_block_stats, masks_by_score, prune_from_cache
+from pruneflow.evaluate.perplexity import EvaluationError, check_masks_kept, check_sparsity, measured_sparsity, perplexity
+from pruneflow.spec.naming import Allocation, make_method, parse_recovery
+from pruneflow.prune.masks import parse_pattern
+from pruneflow.prune.sequential import prune_model
+from pruneflow.recover.run import recover
+from pruneflow.evaluate.sensitivity import block_sensitivity
+from pruneflow.core.tiny import build_tiny_model
+from pruneflow.core.variants import write_masked_variant
 
 BLOCKS = 4
 SPARSITY, LAMBDA = 0.6, 0.1
@@ -98,7 +98,7 @@ def test_uniform_masks_fail_the_owl_check_and_owl_masks_fail_the_uniform_one(cal
 
 
 def test_owl_ratios_spread_with_the_outliers_and_weighted_mean_for_unequal_blocks(allocation):
-    from pruneflow.allocation import owl_sparsities
+    from pruneflow.prune.allocation import owl_sparsities
 
     ratios, per_block = allocation["outlier_ratios"], allocation["block_sparsities"]
     assert per_block.index(min(per_block)) == ratios.index(max(ratios))  # most outliers: pruned least
@@ -112,11 +112,11 @@ def test_variant_records_per_block_sparsity_and_its_check(tmp_path, calib_ids, c
     per_block = allocation["block_sparsities"]
     model, tok = _tiny()
     dense = tmp_path / "dense"
-    from pruneflow.variants import write_full_variant
+    from pruneflow.core.variants import write_full_variant
 
     with artifact_folder(dense) as out:
         write_full_variant(out, model, tok, {})
-    from pruneflow.masks_io import save_masks
+    from pruneflow.core.mask_files import save_masks
 
     variant = tmp_path / "owl"
     with artifact_folder(variant) as out:

@@ -6,10 +6,10 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM, LlamaConfig, LlamaForCausalLM
 
-from pruneflow.architectures import architecture_of
-from pruneflow.criteria import get_criterion
-from pruneflow.masks import parse_pattern
-from pruneflow.peft import (
+from pruneflow.core.architectures import architecture_of
+from pruneflow.prune.criteria import get_criterion
+from pruneflow.prune.masks import parse_pattern
+from pruneflow.recover.adapters import (
     AdapterConfig,
     AdapterLinear,
     PeftError,
@@ -19,9 +19,9 @@ from pruneflow.peft import (
     prepare_retraining,
     retrain,
 )
-from pruneflow.prune import prune_model
-from pruneflow.tiny import build_tiny_model
-from pruneflow.train import TrainConfig, train
+from pruneflow.prune.sequential import prune_model
+from pruneflow.core.tiny import build_tiny_model
+from pruneflow.recover.train import TrainConfig, train
 
 torch.set_num_threads(1)
 

@@ -1,11 +1,11 @@
 import torch
 
-from pruneflow.activations import capture_block_inputs, collect_stats
-from pruneflow.architectures import architecture_of
-from pruneflow.criteria import get_criterion, wanda_scores
-from pruneflow.masks import parse_pattern
-from pruneflow.masks_io import load_block_masks, save_block_masks
-from pruneflow.prune import prune_model
+from pruneflow.core.activations import capture_block_inputs, collect_stats
+from pruneflow.core.architectures import architecture_of
+from pruneflow.prune.criteria import get_criterion, wanda_scores
+from pruneflow.prune.masks import parse_pattern
+from pruneflow.core.mask_files import load_block_masks, save_block_masks
+from pruneflow.prune.sequential import prune_model
 
 
 def test_wanda_sequential_prunes_every_matrix_exactly_per_row(tiny, calib_ids):
@@ -31,7 +31,7 @@ def test_first_block_mask_is_wanda_on_dense_inputs_and_streams_differ_later(tiny
     expected = scores >= scores.sort(dim=1).values[:, 32:33]  # the top half of each row
 
     seq = dict(prune_model(model, get_criterion("wanda"), parse_pattern(0.5), calib_ids, "sequential"))
-    dense_model, _ = __import__("pruneflow.tiny", fromlist=["x"]).build_tiny_model()
+    dense_model, _ = __import__("pruneflow.core.tiny", fromlist=["x"]).build_tiny_model()
     dense = dict(prune_model(dense_model, get_criterion("wanda"), parse_pattern(0.5), calib_ids, "dense"))
     assert torch.equal(seq[0]["self_attn.q_proj"], expected)
     assert torch.equal(seq[0]["mlp.down_proj"], dense[0]["mlp.down_proj"])  # same inputs in block 0

@@ -3,16 +3,16 @@ import copy
 import pytest
 import torch
 
-from pruneflow.activations import capture_block_inputs
-from pruneflow.architectures import architecture_of
-from pruneflow.criteria import get_criterion
-from pruneflow.masks import parse_pattern
-from pruneflow.peft import AdapterConfig, AdapterLinear
-from pruneflow.prune import prune_model
-from pruneflow.least_squares import linear_output_error, masked_least_squares
-from pruneflow.reconstruct import capture_sublayer_inputs, ReconstructionError, reconstruct_model, unit_forward
-from pruneflow.tiny import build_tiny_model
-from pruneflow.train import TrainConfig, train
+from pruneflow.core.activations import capture_block_inputs
+from pruneflow.core.architectures import architecture_of
+from pruneflow.prune.criteria import get_criterion
+from pruneflow.prune.masks import parse_pattern
+from pruneflow.recover.adapters import AdapterConfig, AdapterLinear
+from pruneflow.prune.sequential import prune_model
+from pruneflow.recover.least_squares import linear_output_error, masked_least_squares
+from pruneflow.recover.reconstruct import capture_sublayer_inputs, ReconstructionError, reconstruct_model, unit_forward
+from pruneflow.core.tiny import build_tiny_model
+from pruneflow.recover.train import TrainConfig, train
 
 torch.set_num_threads(1)
 
@@ -223,9 +223,9 @@ def test_gpt2_transposed_weights(granularity):
 def test_interleaved_masks_come_from_the_reconstructed_stream(setup, granularity, inputs):
     """Block 0 is pruned as sequential Wanda prunes it; block 1's masks are Wanda's on the stream through
     the pruned *and reconstructed* block 0 (blocks:2 prunes both before reconstructing them together)."""
-    from pruneflow.activations import collect_stats, input_groups, run_block
-    from pruneflow.criteria import prune_layer
-    from pruneflow.reconstruct import prune_and_reconstruct
+    from pruneflow.core.activations import collect_stats, input_groups, run_block
+    from pruneflow.prune.criteria import prune_layer
+    from pruneflow.recover.reconstruct import prune_and_reconstruct
 
     dense, calib = setup
     wanda, half = get_criterion("wanda"), parse_pattern(0.5)
@@ -258,8 +258,8 @@ def test_interleaved_masks_come_from_the_reconstructed_stream(setup, granularity
 
 
 def test_interleaved_recovery_through_recover(setup):
-    from pruneflow.experiments import make_method, parse_recovery
-    from pruneflow.recovery import recover
+    from pruneflow.spec.naming import make_method, parse_recovery
+    from pruneflow.recover.run import recover
 
     dense, calib = setup
     model = copy.deepcopy(dense)

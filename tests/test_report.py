@@ -1,6 +1,6 @@
 import pandas as pd
 
-from pruneflow import report
+from pruneflow.report import tables as report
 
 
 def _df():

@@ -12,9 +12,9 @@ import time
 import pytest
 import torch
 
-from pruneflow.io import save_model
-from pruneflow.masks_io import load_block_masks
-from pruneflow.tiny import build_tiny_model
+from pruneflow.core.atomic import save_model
+from pruneflow.core.mask_files import load_block_masks
+from pruneflow.core.tiny import build_tiny_model
 
 from conftest import REPO
 from workflow_helpers import snakemake, tiny_config, write_config

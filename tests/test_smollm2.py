@@ -3,13 +3,13 @@
 import pytest
 import torch
 
-from pruneflow.calibration import sample_windows
-from pruneflow.corpora import corpus_splits
-from pruneflow.criteria import get_criterion
-from pruneflow.evaluate import eval_windows, measured_sparsity, perplexity
-from pruneflow.masks import parse_pattern
-from pruneflow.models import load_model, materialize
-from pruneflow.prune import prune_model
+from pruneflow.data.calibration import sample_windows
+from pruneflow.data.corpora import corpus_splits
+from pruneflow.prune.criteria import get_criterion
+from pruneflow.evaluate.perplexity import eval_windows, measured_sparsity, perplexity
+from pruneflow.prune.masks import parse_pattern
+from pruneflow.core.models import load_model, materialize
+from pruneflow.prune.sequential import prune_model
 
 from conftest import BROWN
 

@@ -3,13 +3,13 @@
 import pytest
 import torch
 
-from pruneflow.activations import InputStats
-from pruneflow.criteria import get_criterion, prune_layer
-from pruneflow.evaluate import measured_sparsity
-from pruneflow.masks import Pattern, parse_pattern
-from pruneflow.prune import prune_model
-from pruneflow.sparsegpt import sparsegpt_prune
-from pruneflow.tiny import build_tiny_model
+from pruneflow.core.activations import InputStats
+from pruneflow.prune.criteria import get_criterion, prune_layer
+from pruneflow.evaluate.perplexity import measured_sparsity
+from pruneflow.prune.masks import Pattern, parse_pattern
+from pruneflow.prune.sequential import prune_model
+from pruneflow.prune.sparsegpt import sparsegpt_prune
+from pruneflow.core.tiny import build_tiny_model
 
 torch.set_num_threads(1)
 

@@ -6,12 +6,12 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM, LlamaForCausalLM
 
-from pruneflow.activations import capture_block_inputs, run_block
-from pruneflow.architectures import architecture_of, attention_shape
-from pruneflow.liar import (ChannelStats, affine_fit, choose_damping, collect_channel_stats, collect_split_channel_stats,
+from pruneflow.core.activations import capture_block_inputs, run_block
+from pruneflow.core.architectures import architecture_of, attention_shape
+from pruneflow.structured.liar import (ChannelStats, affine_fit, choose_damping, collect_channel_stats, collect_split_channel_stats,
                             holdout_samples, output_error)
-from pruneflow.speed import tokens_per_second
-from pruneflow.structured import (
+from pruneflow.evaluate.speed import tokens_per_second
+from pruneflow.structured.prune import (
     count_parameters,
     kept_units,
     prune_structured,
@@ -20,7 +20,7 @@ from pruneflow.structured import (
     unit_scores,
     units_to_remove,
 )
-from pruneflow.tiny import build_tiny_model
+from pruneflow.core.tiny import build_tiny_model
 
 torch.set_num_threads(1)
 

@@ -3,7 +3,7 @@ from dataclasses import replace
 import pytest
 import torch
 
-from pruneflow.train import TrainConfig, TrainConfigError, lr_factor, reconstruction_loss, train
+from pruneflow.recover.train import TrainConfig, TrainConfigError, lr_factor, reconstruction_loss, train
 
 torch.set_num_threads(1)
 
@@ -76,12 +76,12 @@ def test_retraining_defaults_follow_perp():
 
 
 def test_non_finite_loss_stops_with_the_unit_named():
-    from pruneflow.criteria import get_criterion
-    from pruneflow.masks import parse_pattern
-    from pruneflow.prune import prune_model
-    from pruneflow.reconstruct import reconstruct_model
-    from pruneflow.tiny import build_tiny_model
-    from pruneflow.train import NonFiniteError
+    from pruneflow.prune.criteria import get_criterion
+    from pruneflow.prune.masks import parse_pattern
+    from pruneflow.prune.sequential import prune_model
+    from pruneflow.recover.reconstruct import reconstruct_model
+    from pruneflow.core.tiny import build_tiny_model
+    from pruneflow.recover.train import NonFiniteError
 
     dense, _ = build_tiny_model()
     pruned, _ = build_tiny_model()

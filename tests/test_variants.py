@@ -7,14 +7,14 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM
 
-from pruneflow.artifacts import ArtifactError, artifact_folder, manifest_digest
-from pruneflow.criteria import get_criterion
-from pruneflow.dense_stream import apply_masks
-from pruneflow.masks import parse_pattern
-from pruneflow.masks_io import save_masks
-from pruneflow.prune import prune_model
-from pruneflow.tiny import build_tiny_model
-from pruneflow.variants import (
+from pruneflow.core.artifacts import ArtifactError, artifact_folder, manifest_digest
+from pruneflow.prune.criteria import get_criterion
+from pruneflow.prune.dense_stream import apply_masks
+from pruneflow.prune.masks import parse_pattern
+from pruneflow.core.mask_files import save_masks
+from pruneflow.prune.sequential import prune_model
+from pruneflow.core.tiny import build_tiny_model
+from pruneflow.core.variants import (
     VariantError, export_variant, load_variant, load_variant_with_masks, read_record, write_full_variant,
     write_masked_variant, write_variant,
 )
@@ -180,7 +180,7 @@ def test_transposed_weights_and_bfloat16_round_trip(tmp_path, dtype):
     """GPT-2 stores its matrices as [in, out] (Conv1D): masks and values follow the adapter's [out, in] view."""
     from transformers import GPT2Config, GPT2LMHeadModel
 
-    from pruneflow.tiny import byte_tokenizer
+    from pruneflow.core.tiny import byte_tokenizer
 
     torch.manual_seed(0)
     model = GPT2LMHeadModel(GPT2Config(n_embd=32, n_layer=2, n_head=2, vocab_size=258)).to(dtype).eval()
@@ -218,9 +218,9 @@ def test_a_variant_whose_structure_differs_from_its_parent_is_stored_whole(dense
 def test_structured_variant_stores_kept_indices_and_repaired_projections(dense_dir, reconstruction):
     """Heads and neurons removed: stored as the dense model's blocks sliced, plus the projections LIAR
     repaired (and the biases it added); rebuilt bit for bit as a physically smaller model."""
-    from pruneflow.artifacts import load_tensors
-    from pruneflow.structured import count_parameters, prune_structured
-    from pruneflow.variants import stored_bytes, write_structured_variant
+    from pruneflow.core.artifacts import load_tensors
+    from pruneflow.structured.prune import count_parameters, prune_structured
+    from pruneflow.core.variants import stored_bytes, write_structured_variant
 
     model, tok = load_variant(dense_dir)
     selections = {}
@@ -245,8 +245,8 @@ def test_structured_variant_stores_kept_indices_and_repaired_projections(dense_d
 
 
 def test_structured_variant_with_a_changed_parent_fails_naming_both(dense_dir):
-    from pruneflow.structured import prune_structured
-    from pruneflow.variants import write_structured_variant
+    from pruneflow.structured.prune import prune_structured
+    from pruneflow.core.variants import write_structured_variant
 
     model, tok = load_variant(dense_dir)
     selections = {}

@@ -12,9 +12,9 @@ import torch
 from transformers import AutoModelForCausalLM
 import yaml
 
-from pruneflow.artifacts import verify_folder
-from pruneflow.masks_io import load_block_masks
-from pruneflow.variants import load_variant, read_record, stored_bytes
+from pruneflow.core.artifacts import verify_folder
+from pruneflow.core.mask_files import load_block_masks
+from pruneflow.core.variants import load_variant, read_record, stored_bytes
 
 from conftest import REPO
 from workflow_helpers import planned, snakemake, tiny_config, write_config

@@ -7,7 +7,7 @@ import json
 import pandas as pd
 import pytest
 
-from pruneflow.variants import read_record
+from pruneflow.core.variants import read_record
 
 from workflow_helpers import planned, snakemake, tiny_config, write_config
 

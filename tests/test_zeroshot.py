@@ -8,10 +8,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from pruneflow import corpora
-from pruneflow.tiny import build_tiny_model
-from pruneflow.zeroshot import ZeroShotError, evaluate_zeroshot, offline_hub
-from pruneflow.zeroshot_tasks import (
+from pruneflow.data import corpora
+from pruneflow.core.tiny import build_tiny_model
+from pruneflow.evaluate.zeroshot import ZeroShotError, evaluate_zeroshot, offline_hub
+from pruneflow.evaluate.local_tasks import (
     NUM_CHOICES,
     TaskBuildError,
     brown_tagged_documents,
@@ -225,7 +225,7 @@ def test_offline_hub_sets_and_restores_the_flags(monkeypatch):
 
 
 def test_unknown_local_task_names_the_allowed_ones(tmp_path):
-    from pruneflow.zeroshot_tasks import build_task, heldout_documents
+    from pruneflow.evaluate.local_tasks import build_task, heldout_documents
 
     with pytest.raises(TaskBuildError, match="allowed: lastword, nextsentence, browncloze"):
         build_task("lambada", [], tmp_path)

@@ -1,0 +1,263 @@
+"""Calibration activations: capture what every block receives, run blocks one at a time,
+and accumulate the per-linear input statistics that the criteria need.
+
+Only one block's weights and one block's inputs need to sit on the compute device at once.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import inspect
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+from pruneflow.core.architectures import architecture_of, in_features
+
+
+@dataclass
+class BlockInputs:
+    """Inputs of one block for all calibration samples, in chunks of ``batch_size`` samples.
+
+    ``hidden[c]`` is [batch, seqlen, hidden_size]; ``layer_kwargs[l][c]`` holds what the model passes to
+    block ``l`` alongside (attention mask, rotary position embeddings, ...): families with sliding-window
+    and global layers (Gemma 2/3, ...) give each layer its own mask and rotary tables. ``layer`` is the
+    block these hidden states feed; :meth:`replace` with that block's outputs moves to the next one.
+    """
+
+    hidden: list[torch.Tensor]
+    layer_kwargs: list[list[dict]] = field(default_factory=list)
+    layer: int = 0
+
+    @property
+    def kwargs(self) -> list[dict]:
+        """The current block's arguments, one dict per chunk."""
+        return self.layer_kwargs[self.layer]
+
+    def kwargs_at(self, offset: int) -> list[dict]:
+        """The arguments of the block ``offset`` places after the current one."""
+        return self.layer_kwargs[self.layer + offset]
+
+    def replace(self, hidden: list[torch.Tensor]) -> "BlockInputs":
+        """The next block's inputs: ``hidden`` are the current block's outputs."""
+        return BlockInputs(hidden=hidden, layer_kwargs=self.layer_kwargs, layer=self.layer + 1)
+
+    def same_layer(self, hidden: list[torch.Tensor]) -> "BlockInputs":
+        """Other hidden states for the same block (e.g. the dense stream beside the pruned one)."""
+        return BlockInputs(hidden=hidden, layer_kwargs=self.layer_kwargs, layer=self.layer)
+
+
+class _Stop(Exception):
+    pass
+
+
+# Arguments that carry a decoding cache; calibration runs without one.
+_CACHE_ARGS = ("past_key_values", "past_key_value", "cache", "layer_past")
+
+
+def _to(value, device, moved: dict):
+    """``value`` on ``device``; a tensor shared by several layers (mask, rotary tables) is moved once."""
+    if isinstance(value, torch.Tensor):
+        if id(value) not in moved:
+            moved[id(value)] = (value, value.to(device))
+        return moved[id(value)][1]
+    if isinstance(value, tuple):
+        return tuple(_to(v, device, moved) for v in value)
+    if isinstance(value, dict):
+        return {k: _to(v, device, moved) for k, v in value.items()}
+    return value
+
+
+def call_arguments(module_or_signature, args: tuple, kwargs: dict) -> tuple[torch.Tensor, dict]:
+    """(hidden states, every other argument by name) of a module call: positional arguments (GPT-2
+    passes its mask positionally) are named from the signature, so the call replays with keywords."""
+    signature = module_or_signature if isinstance(module_or_signature, inspect.Signature) else inspect.signature(module_or_signature.forward)
+    bound = signature.bind(*args, **kwargs).arguments
+    named = {}
+    for name, value in bound.items():
+        kind = signature.parameters[name].kind
+        if kind is inspect.Parameter.VAR_KEYWORD:
+            named.update(value)
+        elif kind is not inspect.Parameter.VAR_POSITIONAL:
+            named[name] = value
+    first = next(iter(signature.parameters))
+    hidden = named.pop(first)
+    return hidden, {k: v for k, v in named.items() if k not in _CACHE_ARGS and not _is_cache(v)}
+
+
+def _is_cache(value) -> bool:
+    return type(value).__name__.endswith("Cache")
+
+
+@torch.no_grad()
+def capture_block_inputs(model: nn.Module, input_ids: torch.Tensor, batch_size: int, device="cpu") -> BlockInputs:
+    """Run the embeddings only and record what every block receives: the first block's hidden
+    states and each block's own arguments.
+
+    Every block's forward is swapped for a recorder that passes its input through, so one cheap pass
+    per chunk yields all layers' arguments; the last block stops the pass (no final norm, no head).
+    Only the modules before the first block (embeddings, rotary tables) are moved to ``device``.
+    """
+    arch = architecture_of(model)
+    blocks = arch.get_blocks(model)
+    captured = BlockInputs(hidden=[], layer_kwargs=[[] for _ in blocks])
+    moved: dict = {}
+
+    def recorder(index, signature):
+        def forward(*args, **kwargs):
+            hidden, named = call_arguments(signature, args, kwargs)
+            if index == 0:
+                captured.hidden.append(hidden.to(device))
+            captured.layer_kwargs[index].append({k: _to(v, device, moved) for k, v in named.items()})
+            if index == len(blocks) - 1:
+                raise _Stop
+            return (hidden, None) if arch.returns_tuple else hidden
+
+        return forward
+
+    for index, block in enumerate(blocks):
+        block.forward = recorder(index, inspect.signature(block.forward))
+    moved_modules = _move_non_block_modules(model, arch, device)
+    try:
+        for chunk in input_ids.split(batch_size):
+            with contextlib.suppress(_Stop):
+                model(chunk.to(device), use_cache=False)
+    finally:
+        for block in blocks:
+            del block.forward  # the class's forward again
+        for module in moved_modules:
+            with arch.blocks_detached(module):
+                module.to("cpu")
+    return captured
+
+
+def _move_non_block_modules(model, arch, device) -> list[nn.Module]:
+    """Move everything but the blocks (embeddings, rotary tables, final norm) to ``device``."""
+    if torch.device(device).type == "cpu":
+        return []
+    with arch.blocks_detached(model):
+        model.to(device)
+    return [model]
+
+
+def block_output(out) -> torch.Tensor:
+    return out[0] if isinstance(out, (tuple, list)) else out
+
+
+@torch.no_grad()
+def run_block(block: nn.Module, inputs: BlockInputs) -> list[torch.Tensor]:
+    """The block's outputs for every chunk (the next block's inputs)."""
+    return [block_output(block(hidden, **kwargs)) for hidden, kwargs in zip(inputs.hidden, inputs.kwargs)]
+
+
+class InputStats:
+    """Running statistics of a linear layer's input X (tokens × in_features).
+
+    ``sq_sum[j]`` = Σ_t X[t, j]² (Wanda's ‖X_j‖² up to the sample count);
+    ``gram`` = XᵀX (SparseGPT's Hessian up to a factor 2/n) when requested; both float32.
+
+    Float order. Each calibration sample's products are computed in float32 on its own, and the
+    samples are summed in float64, rounded to float32 once when read. So the statistics do not depend
+    on how samples are batched, on their order or on the thread count (float32 sums over a whole batch
+    did: a 1e-7 difference in a Hessian flips near-tied 2:4 choices, and 30 sequential blocks amplify
+    that into perplexities several percent apart; ``bench/noise_band.py``).
+    """
+
+    def __init__(self, in_features: int, gram: bool, device="cpu"):
+        self.count = 0
+        self._sq_sum = torch.zeros(in_features, dtype=torch.float64, device=device)
+        self._gram = torch.zeros(in_features, in_features, dtype=torch.float64, device=device) if gram else None
+
+    @classmethod
+    def from_tensors(cls, count: int, sq_sum: torch.Tensor, gram: torch.Tensor | None = None) -> "InputStats":
+        """Statistics read back from storage (the dense-stream activation cache)."""
+        stats = cls.__new__(cls)
+        stats.count, stats._sq_sum = count, sq_sum.double()
+        stats._gram = None if gram is None else gram.double()
+        return stats
+
+    def add(self, x: torch.Tensor) -> None:
+        """Add the inputs ``x`` [batch, seqlen, in] (one product per sample) or [tokens, in] (one product)."""
+        samples = x.unbind(0) if x.dim() == 3 else [x]
+        for sample in samples:
+            sample = sample.reshape(-1, sample.shape[-1]).float()
+            self.count += sample.shape[0]
+            self._sq_sum += sample.pow(2).sum(0).double()
+            if self._gram is not None:
+                self._gram += (sample.T @ sample).double()
+
+    @property
+    def sq_sum(self) -> torch.Tensor:
+        """Σ_t X[t, j]² [in], float32."""
+        return self._sq_sum.float()
+
+    @property
+    def gram(self) -> torch.Tensor | None:
+        """XᵀX [in, in], float32 (None unless requested)."""
+        return None if self._gram is None else self._gram.float()
+
+    @property
+    def col_norms(self) -> torch.Tensor:
+        """‖X_j‖₂ over all calibration tokens, float32."""
+        return self._sq_sum.sqrt().float()
+
+
+def input_groups(arch) -> list[tuple[str, ...]]:
+    """Linears that read the same input tensor (q/k/v, gate/up): their statistics are identical,
+    so each group's are computed and stored once, under the first name."""
+    return list(arch.groups)
+
+
+@torch.no_grad()
+def collect_stats(
+    block: nn.Module, linears: dict[str, nn.Module], inputs: BlockInputs, gram: bool, groups=None
+) -> tuple[dict[str, InputStats], list[torch.Tensor]]:
+    """One pass of ``block`` over ``inputs``: per-linear input statistics, and the block's outputs.
+
+    Linears in one of ``groups`` share one :class:`InputStats` object (hooked on the group's first linear).
+    """
+    groups = groups or [(name,) for name in linears]
+    stats, handles = {}, []
+    for group in groups:
+        leader = linears[group[0]]
+        shared = InputStats(in_features(leader), gram, device=leader.weight.device)
+        stats.update({name: shared for name in group})
+        handles.append(leader.register_forward_hook(lambda _m, args, _out, s=shared: s.add(args[0])))
+    try:
+        outputs = run_block(block, inputs)
+    finally:
+        for h in handles:
+            h.remove()
+    return stats, outputs
+
+
+@torch.no_grad()
+def forward_by_blocks(model: nn.Module, input_ids: torch.Tensor, batch_size: int = 8) -> torch.Tensor:
+    """Logits [n, seqlen, vocab] computed the way pruning and reconstruction see the model: captured
+    block inputs, one block at a time with each block's own arguments, then the model's own head
+    (final norm, output layer, any logit soft-capping) on the last hidden states."""
+    arch = architecture_of(model)
+    blocks = arch.get_blocks(model)
+    inputs = capture_block_inputs(model, input_ids, batch_size)
+    for block in blocks:
+        inputs = inputs.replace(run_block(block, inputs))
+    return torch.cat([head_logits(model, chunk, final) for chunk, final in zip(input_ids.split(batch_size), inputs.hidden)])
+
+
+@torch.no_grad()
+def head_logits(model: nn.Module, input_ids: torch.Tensor, final: torch.Tensor) -> torch.Tensor:
+    """Logits of the model's own head (final norm, output layer, any soft-capping) on ``final``, the last
+    block's outputs [batch, seqlen, hidden] for ``input_ids``: the model runs with every block passing its
+    input through and the last handing over ``final``, so only the embeddings and the head compute."""
+    arch = architecture_of(model)
+    blocks = arch.get_blocks(model)
+    last = len(blocks) - 1
+    for index, block in enumerate(blocks):
+        block.forward = (lambda h, *a, _f=final, **k: (_f, None) if arch.returns_tuple else _f) if index == last else (
+            lambda h, *a, **k: (h, None) if arch.returns_tuple else h)
+    try:
+        return model(input_ids, use_cache=False).logits
+    finally:
+        for block in blocks:
+            del block.forward

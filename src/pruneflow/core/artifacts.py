@@ -1,0 +1,193 @@
+"""One home for how artifacts sit on disk: atomic folders, checksums, and their verification.
+
+- A folder artifact is written under a temporary name and ends with ``manifest.json`` (every file's
+  size and xxh3-128 checksum), written last; the folder is renamed into place only then. A folder
+  without a manifest is incomplete; a listed file that is missing, shorter or changed fails on read.
+- A safetensors file written here carries a checksum of its tensors in its own metadata, so a
+  standalone file (calibration windows) is verified too, and so is every block file in a folder.
+- Block files are named by their index (``block007.safetensors``); readers ask for block i by name,
+  never by sort order, so a missing block is an error, not a shifted list.
+
+Every failure names the file and the fix: delete the artifact that holds it and rerun.
+xxh3-128 is not a cryptographic hash: it detects corruption and truncation at ~10 GB/s, which keeps
+verification cheap beside loading a model (it does not guard against deliberate tampering).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from pathlib import Path
+
+import torch
+import xxhash
+from safetensors import safe_open
+from safetensors.torch import save_file
+
+from pruneflow.core.atomic import atomic_path
+
+MANIFEST = "manifest.json"
+CHECKSUM_KEY = "pruneflow.xxh3_128"
+CHUNK = 1 << 24
+
+
+class ArtifactError(RuntimeError):
+    """A stored artifact is missing, incomplete or corrupt; the message names the file and the fix."""
+
+
+def artifact_of(path) -> Path:
+    """The artifact that holds ``path``: the nearest folder above it with a manifest, else ``path`` itself."""
+    path = Path(path)
+    for folder in path.parents:
+        if (folder / MANIFEST).is_file():
+            return folder
+    return path
+
+
+def fix(path) -> str:
+    return f"delete {artifact_of(path)} and rerun"
+
+
+def file_checksum(path) -> str:
+    h = xxhash.xxh3_128()
+    with open(path, "rb") as f:
+        while chunk := f.read(CHUNK):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+# --- folders ---------------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def artifact_folder(path):
+    """Yield an empty temporary folder; on success write its manifest and rename it onto ``path``."""
+    with atomic_path(path) as tmp:
+        tmp.mkdir(parents=True)
+        yield tmp
+        write_manifest(tmp)
+
+
+def write_manifest(folder) -> dict:
+    folder = Path(folder)
+    files = sorted(p for p in folder.rglob("*") if p.is_file() and p != folder / MANIFEST)
+    manifest = {
+        "algorithm": "xxh3_128",
+        "files": {p.relative_to(folder).as_posix(): {"bytes": p.stat().st_size, "xxh3_128": file_checksum(p)} for p in files},
+    }
+    (folder / MANIFEST).write_text(json.dumps(manifest, indent=1, sort_keys=True) + "\n")
+    return manifest
+
+
+def read_manifest(folder) -> dict:
+    path = Path(folder) / MANIFEST
+    if not path.is_file():
+        what = "is not a folder" if not Path(folder).is_dir() else f"has no {MANIFEST}"
+        raise ArtifactError(
+            f"{folder} {what}: the artifact is missing or incomplete (or was written by an older PruneFlow); "
+            f"delete {folder} and rerun"
+        )
+    try:
+        return json.loads(path.read_text())
+    except ValueError as err:
+        raise ArtifactError(f"{path}: unreadable ({err}); delete {folder} and rerun") from None
+
+
+def verify_folder(folder, only: list[str] | None = None) -> dict:
+    """Check every file the manifest lists (or those in ``only``): present, same size, same checksum.
+
+    Returns the manifest. Sizes of all files are checked first (cheap), then checksums.
+    """
+    folder = Path(folder)
+    manifest = read_manifest(folder)
+    listed = manifest["files"]
+    names = list(listed) if only is None else only
+    for name in names:
+        path = folder / name
+        record = listed.get(name)
+        if record is None:
+            raise ArtifactError(f"{path}: not listed in {folder / MANIFEST}; delete {folder} and rerun")
+        if not path.is_file():
+            raise ArtifactError(f"{path}: missing (listed in {folder / MANIFEST}); delete {folder} and rerun")
+        size = path.stat().st_size
+        if size != record["bytes"]:
+            raise ArtifactError(
+                f"{path}: {size} bytes, {record['bytes']} recorded in {folder / MANIFEST} (truncated or changed); "
+                f"delete {folder} and rerun"
+            )
+    for name in names:
+        if file_checksum(folder / name) != listed[name]["xxh3_128"]:
+            raise ArtifactError(
+                f"{folder / name}: checksum differs from {folder / MANIFEST} (corrupt, or changed after it was "
+                f"written); delete {folder} and rerun"
+            )
+    return manifest
+
+
+def manifest_digest(folder) -> str:
+    """A checksum of the whole artifact: its manifest's bytes (every file's checksum is in it)."""
+    read_manifest(folder)
+    return file_checksum(Path(folder) / MANIFEST)
+
+
+def block_file(folder, index: int) -> Path:
+    return Path(folder) / f"block{index:03d}.safetensors"
+
+
+def block_files(folder, count: int) -> list[Path]:
+    """The files of blocks 0..count-1, by index; a missing one is an error naming it."""
+    files = [block_file(folder, i) for i in range(count)]
+    for path in files:
+        if not path.is_file():
+            raise ArtifactError(f"{path}: missing (block {files.index(path)} of {count}); {fix(path)}")
+    return files
+
+
+def block_count(folder) -> int:
+    """Blocks stored in ``folder``: one more than the highest index; gaps are found by :func:`block_files`."""
+    indices = [int(p.stem.removeprefix("block")) for p in Path(folder).glob("block*.safetensors")]
+    if not indices:
+        raise ArtifactError(f"{folder}: no block files; {fix(folder)}")
+    return max(indices) + 1
+
+
+# --- tensor files ------------------------------------------------------------------------------
+
+
+def tensors_checksum(tensors: dict[str, torch.Tensor]) -> str:
+    """xxh3-128 over names, dtypes, shapes and bytes, in name order (independent of the file layout)."""
+    h = xxhash.xxh3_128()
+    for name in sorted(tensors):
+        t = tensors[name].detach().contiguous().cpu()
+        h.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy())
+    return h.hexdigest()
+
+
+def save_tensors(path, tensors: dict[str, torch.Tensor], metadata: dict[str, str] | None = None) -> None:
+    """Write a safetensors file atomically, its tensors' checksum in its metadata."""
+    tensors = {k: v.detach().contiguous().cpu() for k, v in tensors.items()}
+    meta = {**(metadata or {}), CHECKSUM_KEY: tensors_checksum(tensors)}
+    with atomic_path(path) as tmp:
+        save_file(tensors, str(tmp), metadata=meta)
+
+
+def load_tensors(path, device="cpu") -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """Read a file written by :func:`save_tensors`, verify its checksum; returns (tensors, metadata)."""
+    path = Path(path)
+    if not path.is_file():
+        raise ArtifactError(f"{path}: missing; {fix(path)}")
+    try:
+        with safe_open(str(path), "pt") as f:
+            meta = f.metadata() or {}
+            tensors = {k: f.get_tensor(k) for k in f.keys()}
+    except Exception as err:  # truncated or garbled files raise several kinds of errors
+        raise ArtifactError(f"{path}: unreadable ({err.__class__.__name__}: {err}): truncated or corrupt; {fix(path)}") from None
+    recorded = meta.get(CHECKSUM_KEY)
+    if recorded is None:
+        raise ArtifactError(f"{path}: no checksum in its metadata (written by an older PruneFlow); {fix(path)}")
+    if tensors_checksum(tensors) != recorded:
+        raise ArtifactError(f"{path}: checksum of its tensors differs from the one recorded in it (corrupt); {fix(path)}")
+    if str(device) != "cpu":
+        tensors = {k: v.to(device) for k, v in tensors.items()}
+    return tensors, meta

@@ -1,0 +1,1 @@
+"""Corpora, calibration samples and the JSON-lines files that hold them."""

@@ -1,0 +1,1 @@
+"""Perplexity and measured sparsity, zero-shot accuracy, speed, per-block sensitivity."""

@@ -1,0 +1,50 @@
+"""Pruning criteria: which weights of a linear layer to remove.
+
+Each criterion maps a weight W [out, in] (and its input statistics) to a keep-mask for a pattern.
+Score-based criteria (magnitude, Wanda) rank scores; SparseGPT chooses and updates weights together.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from pruneflow.core.activations import InputStats
+from pruneflow.prune.masks import Pattern, make_mask
+from pruneflow.spec.criteria import CRITERIA, Criterion, CriterionError, get_criterion  # noqa: F401 (re-exported)
+from pruneflow.prune.sparsegpt import sparsegpt_prune
+
+
+def magnitude_scores(weight: torch.Tensor) -> torch.Tensor:
+    return weight.abs().float()
+
+
+def wanda_scores(weight: torch.Tensor, col_norms: torch.Tensor) -> torch.Tensor:
+    """|W_ij| · ‖X_j‖₂ (Wanda, eq. 1)."""
+    return weight.abs().float() * col_norms.reshape(1, -1)
+
+
+def scores_for(criterion: Criterion, weight: torch.Tensor, stats: InputStats | None) -> torch.Tensor:
+    """Scores [out, in] of a score-based criterion (higher = more important) from stored statistics."""
+    if criterion.name.startswith("magnitude"):
+        return magnitude_scores(weight)
+    if criterion.name.startswith("wanda"):
+        return wanda_scores(weight, stats.col_norms)
+    raise CriterionError(f"criterion {criterion.name!r} has no score (it chooses and updates weights together)")
+
+
+@torch.no_grad()
+def prune_layer(criterion: Criterion, weight: torch.Tensor, stats: InputStats | None, pattern: Pattern) -> torch.Tensor:
+    """Prune ``weight`` [out, in] in place; return its keep-mask [out, in].
+
+    Score-based criteria only zero the pruned weights; SparseGPT also updates the kept ones.
+    """
+    pattern.check(weight.shape[1])
+    if criterion.needs_calibration and stats is None:
+        raise CriterionError(f"criterion {criterion.name!r} needs input statistics from calibration samples")
+    if criterion.name == "sparsegpt":
+        if stats.gram is None:
+            raise CriterionError("criterion 'sparsegpt' needs the input Gram matrix: collect InputStats with gram=True")
+        return sparsegpt_prune(weight, stats.gram, pattern)
+    keep = make_mask(scores_for(criterion, weight, stats), pattern, criterion.per_row)
+    weight.mul_(keep)
+    return keep

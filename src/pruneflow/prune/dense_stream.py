@@ -1,0 +1,119 @@
+"""The dense stream: statistics from the dense model, computed once and shared.
+
+One pass over the calibration samples writes, for every block, the input statistics of its
+linear layers (squared column norms for Wanda; Gram matrices XᵀX for SparseGPT and closed-form
+reconstruction), stored once per input group (q/k/v share one input, gate/up another).
+Scores are a function of weights and statistics; masks a function of scores and a pattern; so a
+new sparsity or pattern recomputes only masks. SparseGPT chooses and updates weights together:
+it reads the cached Gram matrices and runs as one step.
+
+Disk cost of the cache per block, float32: 4 · Σ_groups (d_in + d_in²) bytes; for a LLaMA block
+with hidden h and intermediate f: 4 · (3h + f + 3h² + f²) (q/k/v, o, gate/up inputs are h wide).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import torch
+from tqdm.auto import tqdm
+
+from pruneflow.core.activations import InputStats, capture_block_inputs, collect_stats, input_groups
+from pruneflow.core.architectures import architecture_of
+from pruneflow.prune.criteria import Criterion, prune_layer, scores_for
+from pruneflow.core.artifacts import block_file, load_tensors, save_tensors, verify_folder
+from pruneflow.prune.masks import Pattern, make_mask
+from pruneflow.spec.patterns import block_patterns
+
+
+@torch.no_grad()
+def build_activation_cache(model, calib_ids: torch.Tensor, folder, batch_size: int = 8, device="cpu", gram: bool = True) -> dict:
+    """One dense pass; write ``block<i>.safetensors`` with ``<linear>.sq_sum`` [in] (and ``<linear>.gram`` [in, in])
+    for the first linear of each input group. Returns sizes for the README's disk-cost table."""
+    arch = architecture_of(model)
+    inputs = capture_block_inputs(model, calib_ids, batch_size, device)
+    sizes = []
+    for index, block in enumerate(tqdm(arch.get_blocks(model), desc="activation cache", unit="block")):
+        block.to(device)
+        groups = input_groups(arch)
+        stats, outputs = collect_stats(block, arch.block_linears(block), inputs, gram, groups)
+        tensors = {}
+        for group in groups:
+            s = stats[group[0]]
+            tensors[f"{group[0]}.sq_sum"] = s.sq_sum
+            if gram:
+                tensors[f"{group[0]}.gram"] = s.gram
+        meta = {"count": str(stats[groups[0][0]].count), "groups": ";".join(",".join(g) for g in groups)}
+        save_tensors(block_file(folder, index), tensors, metadata=meta)
+        sizes.append(block_file(folder, index).stat().st_size)
+        inputs = inputs.replace(outputs)
+        block.to("cpu")
+    return {"blocks": len(sizes), "bytes_per_block": sizes, "tokens": int(calib_ids.numel())}
+
+
+def load_block_stats(folder, index: int, device="cpu") -> dict[str, InputStats]:
+    """{linear name: InputStats} for one block (linears of one group share the object)."""
+    tensors, meta = load_tensors(block_file(folder, index), device)
+    out = {}
+    for group in (g.split(",") for g in meta["groups"].split(";")):
+        stats = InputStats.from_tensors(int(meta["count"]), tensors[f"{group[0]}.sq_sum"], tensors.get(f"{group[0]}.gram"))
+        out.update({name: stats for name in group})
+    return out
+
+
+@torch.no_grad()
+def model_scores(model, criterion: Criterion, cache=None) -> Iterator[tuple[int, dict[str, torch.Tensor]]]:
+    """Yield (block index, {linear: scores [out, in]}) for a score-based criterion."""
+    arch = architecture_of(model)
+    if criterion.needs_calibration:
+        verify_folder(cache)
+    for index, block in enumerate(tqdm(arch.get_blocks(model), desc=f"scores {criterion.name}", unit="block")):
+        stats = load_block_stats(cache, index) if criterion.needs_calibration else {}
+        yield index, {
+            name: scores_for(criterion, arch.weight(layer), stats.get(name))
+            for name, layer in arch.block_linears(block).items()
+        }
+
+
+def masks_from_scores(scores: dict[str, torch.Tensor], pattern: Pattern, criterion: Criterion) -> dict[str, torch.Tensor]:
+    for name, s in scores.items():
+        pattern.check(s.shape[1])
+    return {name: make_mask(s, pattern, criterion.per_row) for name, s in scores.items()}
+
+
+def masks_by_score(model, criterion: Criterion, pattern: Pattern, cache=None,
+                   block_sparsities: list[float] | None = None) -> Iterator[tuple[int, dict[str, torch.Tensor]]]:
+    """Yield (block index, {linear: keep-mask}) of a score-based criterion, the model left unchanged;
+    ``block_sparsities`` (one ratio per block) replaces the pattern's ratio block by block."""
+    patterns = block_patterns(pattern, block_sparsities, len(architecture_of(model).get_blocks(model)))
+    for index, scores in model_scores(model, criterion, cache):
+        yield index, masks_from_scores(scores, patterns[index], criterion)
+
+
+@torch.no_grad()
+def apply_masks(model, masks: dict[int, dict[str, torch.Tensor]]) -> None:
+    arch = architecture_of(model)
+    for index, block in enumerate(arch.get_blocks(model)):
+        for name, layer in arch.block_linears(block).items():
+            arch.weight(layer).mul_(masks[index][name].to(layer.weight.device))
+
+
+@torch.no_grad()
+def prune_from_cache(model, criterion: Criterion, pattern: Pattern, cache, device="cpu",
+                     block_sparsities: list[float] | None = None) -> Iterator[tuple[int, dict]]:
+    """Prune every block from cached dense statistics (SparseGPT, or any criterion) without a forward pass;
+    ``block_sparsities`` (one ratio per block) replaces the pattern's ratio block by block."""
+    arch = architecture_of(model)
+    verify_folder(cache)
+    blocks = arch.get_blocks(model)
+    patterns = block_patterns(pattern, block_sparsities, len(blocks))
+    desc = f"prune {criterion.name} {pattern.token}{' per block' if block_sparsities else ''}"
+    for index, block in enumerate(tqdm(blocks, desc=desc, unit="block")):
+        block.to(device)
+        stats = load_block_stats(cache, index, device)
+        masks = {
+            name: prune_layer(criterion, arch.weight(layer), stats[name], patterns[index]).cpu()
+            for name, layer in arch.block_linears(block).items()
+        }
+        block.to("cpu")
+        yield index, masks

@@ -1,0 +1,50 @@
+"""Turn scores into keep-masks (True = weight kept) for a sparsity pattern.
+
+Patterns: unstructured at a ratio, compared per output row or over the whole matrix, and N:M.
+N:M follows the papers' notation "2:4": in every group of M consecutive weights along the
+input dimension, N are kept and M - N pruned (2:4 and 4:8 are both 50% sparse).
+"""
+
+from __future__ import annotations
+
+import torch
+
+from pruneflow.spec.patterns import Pattern, PatternError, parse_pattern  # noqa: F401 (re-exported)
+
+
+def lowest(scores: torch.Tensor, k: int, dim: int) -> torch.Tensor:
+    """Bool mask of the k lowest scores along ``dim`` (ties broken by index, as a stable sort would)."""
+    if k <= 0:
+        return torch.zeros_like(scores, dtype=torch.bool)
+    if scores.shape[dim] <= 16:  # N:M groups: a sort of a few elements is cheapest
+        idx = torch.sort(scores, dim=dim, stable=True).indices.narrow(dim, 0, k)
+        return torch.zeros_like(scores, dtype=torch.bool).scatter_(dim, idx, True)
+    # Long rows: the k-th value as a threshold is several times faster than a full sort.
+    threshold = torch.kthvalue(scores, k, dim=dim, keepdim=True).values
+    below = scores < threshold
+    ties = scores == threshold
+    missing = k - below.sum(dim, keepdim=True)
+    return below | (ties & (torch.cumsum(ties, dim) <= missing))
+
+
+def unstructured_mask(scores: torch.Tensor, ratio: float, per_row: bool) -> torch.Tensor:
+    """Prune ``ratio`` of the weights: exactly ``int(in * ratio)`` per row, or ``int(numel * ratio)`` per matrix."""
+    if per_row:
+        return ~lowest(scores, int(scores.shape[1] * ratio), dim=1)
+    flat = ~lowest(scores.reshape(-1), int(scores.numel() * ratio), dim=0)
+    return flat.view_as(scores)
+
+
+def nm_mask(scores: torch.Tensor, n: int, m: int) -> torch.Tensor:
+    """Keep the n highest scores in every group of m consecutive input weights."""
+    out_f, in_f = scores.shape
+    if in_f % m:
+        raise PatternError(f"pattern {n}:{m}: M={m} does not divide the input dimension {in_f}")
+    groups = scores.reshape(out_f, in_f // m, m)
+    return ~lowest(groups, m - n, dim=2).reshape(out_f, in_f)
+
+
+def make_mask(scores: torch.Tensor, pattern: Pattern, per_row: bool) -> torch.Tensor:
+    if pattern.is_nm:
+        return nm_mask(scores, pattern.n, pattern.m)
+    return unstructured_mask(scores, pattern.ratio, per_row)

@@ -1,0 +1,70 @@
+"""Unstructured and N:M pruning of every linear layer inside the transformer blocks.
+
+``sequential`` stream (the reference Wanda/SparseGPT behaviour): block by block, statistics come
+from inputs propagated through the already-pruned blocks before it. ``dense`` stream: statistics
+come from the dense model's activations. Embeddings and the LM head are never pruned.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import torch
+from tqdm.auto import tqdm
+
+from pruneflow.core.activations import capture_block_inputs, collect_stats, input_groups, run_block
+from pruneflow.core.architectures import architecture_of
+from pruneflow.prune.criteria import Criterion, prune_layer
+from pruneflow.prune.masks import Pattern
+from pruneflow.spec.patterns import block_patterns
+
+STREAMS = ("sequential", "dense")
+
+
+@torch.no_grad()
+def prune_model(
+    model,
+    criterion: Criterion,
+    pattern: Pattern,
+    calib_ids: torch.Tensor | None = None,
+    stream: str | None = "sequential",
+    batch_size: int = 8,
+    device="cpu",
+    block_sparsities: list[float] | None = None,
+) -> Iterator[tuple[int, dict[str, torch.Tensor]]]:
+    """Prune ``model`` in place, block by block; yield (block index, {linear name: keep-mask}).
+
+    ``block_sparsities`` (one unstructured ratio per block, e.g. OWL's allocation) replaces the
+    pattern's ratio block by block. Each block is moved to ``device`` while it is processed and back
+    to the CPU afterwards.
+    """
+    if criterion.needs_calibration and stream not in STREAMS:
+        raise ValueError(f"stream {stream!r}: allowed {', '.join(STREAMS)}")
+    arch = architecture_of(model)
+    blocks = arch.get_blocks(model)
+    patterns = block_patterns(pattern, block_sparsities, len(blocks))
+    inputs = None
+    if criterion.needs_calibration:
+        if calib_ids is None:
+            raise ValueError(f"criterion {criterion.name!r} needs calibration samples")
+        inputs = capture_block_inputs(model, calib_ids, batch_size, device)
+    desc = f"prune {criterion.name} {pattern.token}{' per block' if block_sparsities else ''}"
+    for index, block in enumerate(tqdm(blocks, desc=desc, unit="block")):
+        block.to(device)
+        linears = arch.block_linears(block)
+        stats, dense_out = (collect_stats(block, linears, inputs, criterion.needs_gram, input_groups(arch)) if inputs else ({}, None))
+        masks = {
+            name: prune_layer(criterion, arch.weight(layer), stats.get(name), patterns[index]).cpu()
+            for name, layer in linears.items()
+        }
+        if inputs is not None:
+            if stream == "sequential":
+                # The next block sees what the pruned block produces (a second pass). Dropping the
+                # dense outputs first keeps at most two copies of the block's inputs on the device.
+                dense_out = None
+                outputs = run_block(block, inputs)
+            else:
+                outputs = dense_out
+            inputs = inputs.replace(outputs)
+        block.to("cpu")
+        yield index, masks

@@ -1,0 +1,349 @@
+"""Parameter-efficient retraining after pruning (PERP: Zimmer, Andoni, Spiegel, Pokutta).
+
+Trainable parameter subsets, selectable and combinable:
+
+- ``biases``: every bias outside the normalisation layers (unavailable for bias-free families
+  such as LLaMA/SmolLM2: reported, never added);
+- ``norms``: every parameter of LayerNorm/RMSNorm modules;
+- ``lm_head``: a LoRA adapter on the output head (it is not pruned, so plain LoRA);
+- ``embeddings``: the input token embedding matrix;
+- ``full``: every weight, with the pruned weights held at zero.
+
+Adapters on every prunable linear layer of the blocks (rank r, scaling α/r, mask M = keep-mask):
+
+- ``lora``: W + (α/r)·BA while training; merged masked, W + (α/r)·(BA ⊙ M), so sparsity survives
+  but the merged model differs from the trained one;
+- ``masklora``: W + (α/r)·(BA ⊙ M) while training too, so merging changes nothing;
+- ``scalelora``: W ⊙ (BA), A and B initialised to 1/√r so BA starts as all ones.
+
+:func:`merge_adapters` folds adapters back into the original layers (plain ``nn.Linear`` /
+``Conv1D``), so the model saves and loads with ``from_pretrained`` without PruneFlow.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import asdict, dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from pruneflow.core.architectures import architecture_of
+from pruneflow.recover.train import TrainConfig, peak_memory, train
+
+from pruneflow.spec.naming import ADAPTER_NAMES as ADAPTERS, SUBSET_NAMES as SUBSETS
+
+
+class PeftError(ValueError):
+    pass
+
+
+@dataclass(frozen=True)
+class AdapterConfig:
+    """A low-rank adapter; PERP's defaults: rank 16, alpha 32, no dropout."""
+
+    kind: str = "masklora"
+    rank: int = 16
+    alpha: float = 32.0
+    dropout: float = 0.0
+
+    def __post_init__(self):
+        if self.kind not in ADAPTERS:
+            raise PeftError(f"adapter {self.kind!r}: allowed {', '.join(ADAPTERS)}")
+        if self.rank < 1 or not 0 <= self.dropout < 1:
+            raise PeftError(f"adapter: rank={self.rank!r} must be >= 1 and dropout={self.dropout!r} in [0, 1)")
+        if self.kind == "scalelora" and self.dropout:
+            raise PeftError("adapter scalelora multiplies the weights (W ⊙ BA): input dropout is not defined for it; set dropout: 0")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def parse_subsets(value) -> tuple[str, ...]:
+    """``"biases+norms"`` / ``"biases,norms"`` / ``["biases", "norms"]`` → ("biases", "norms"); ``none``/empty → ()."""
+    items = re.split(r"[+,\s]+", value) if isinstance(value, str) else list(value or ())
+    items = [s for s in (str(i).strip() for i in items) if s and s != "none"]
+    for s in items:
+        if s not in SUBSETS:
+            raise PeftError(f"trainable subset {s!r}: allowed {', '.join(SUBSETS)} (combine with '+')")
+    return tuple(dict.fromkeys(items))
+
+
+class AdapterLinear(nn.Module):
+    """A frozen linear layer ``base`` (nn.Linear, or GPT-2's Conv1D) with low-rank factors.
+
+    ``lora_A`` is [r, in], ``lora_B`` is [out, r]; ``keep`` is the bool keep-mask [out, in].
+    """
+
+    def __init__(self, base: nn.Module, cfg: AdapterConfig, keep: torch.Tensor | None, transposed: bool, generator: torch.Generator):
+        super().__init__()
+        self.base, self.kind, self.transposed = base, cfg.kind, transposed
+        out_f, in_f = self.base_weight().shape
+        self.scaling = cfg.alpha / cfg.rank
+        self.dropout = cfg.dropout
+        weight = self.base_weight()
+        self.lora_A = nn.Parameter(torch.empty(cfg.rank, in_f, dtype=weight.dtype, device=weight.device))
+        self.lora_B = nn.Parameter(torch.empty(out_f, cfg.rank, dtype=weight.dtype, device=weight.device))
+        with torch.no_grad():
+            if cfg.kind == "scalelora":
+                self.lora_A.fill_(1 / math.sqrt(cfg.rank))
+                self.lora_B.fill_(1 / math.sqrt(cfg.rank))
+            else:  # the usual LoRA start: A like nn.Linear, B = 0, so the adapter starts as a no-op
+                nn.init.kaiming_uniform_(self.lora_A, a=math.sqrt(5), generator=generator)
+                self.lora_B.zero_()
+        keep = torch.ones(out_f, in_f, dtype=torch.bool) if keep is None else keep.bool()
+        if keep.shape != (out_f, in_f):
+            raise PeftError(f"keep-mask of shape {tuple(keep.shape)} for a layer of shape {(out_f, in_f)}")
+        self.register_buffer("keep", keep.to(weight.device), persistent=False)
+
+    def base_weight(self) -> torch.Tensor:
+        """The frozen weight as [out, in]."""
+        return self.base.weight.T if self.transposed else self.base.weight
+
+    def delta(self) -> torch.Tensor:
+        """(α/r)·BA (masked for MaskLoRA) [out, in], the additive update."""
+        ba = self.lora_B @ self.lora_A
+        return self.scaling * (ba * self.keep if self.kind == "masklora" else ba)
+
+    def effective_weight(self) -> torch.Tensor:
+        """The weight the layer computes with while training, [out, in]."""
+        if self.kind == "scalelora":
+            return self.base_weight() * (self.lora_B @ self.lora_A)
+        return self.base_weight() + self.delta()
+
+    def merged_weight(self) -> torch.Tensor:
+        """The weight folded back into the base layer, [out, in]; zero wherever ``keep`` is False."""
+        if self.kind == "scalelora":
+            merged = self.base_weight() * (self.lora_B @ self.lora_A)
+        else:
+            merged = self.base_weight() + self.scaling * (self.lora_B @ self.lora_A) * self.keep
+        return merged * self.keep
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.kind == "lora":  # cheap path: never materialise BA
+            h = F.dropout(x, self.dropout, self.training)
+            return self.base(x) + self.scaling * F.linear(F.linear(h, self.lora_A), self.lora_B)
+        if self.kind == "masklora" and self.dropout and self.training:
+            return self.base(x) + F.linear(F.dropout(x, self.dropout, True), self.delta())
+        return F.linear(x, self.effective_weight(), self.base.bias)
+
+
+def _set_module(root: nn.Module, path: str, module: nn.Module) -> None:
+    parent, _, attr = path.rpartition(".")
+    setattr(root.get_submodule(parent), attr, module)
+
+
+def wrap_block_linears(
+    block: nn.Module,
+    arch,
+    masks: Mapping[str, torch.Tensor] | None,
+    cfg: AdapterConfig,
+    generator: torch.Generator,
+    names: Iterable[str] | None = None,
+) -> dict[str, AdapterLinear]:
+    """Replace the prunable linears of ``block`` (all, or ``names``) by :class:`AdapterLinear`; returns {linear name: adapter}.
+
+    ``masks``: {linear name: keep-mask [out, in]}; a missing mask is read off the weight (W != 0).
+    """
+    wrapped = {}
+    linears = arch.block_linears(block)
+    for name in names if names is not None else linears:
+        layer = linears[name]
+        if isinstance(layer, AdapterLinear):
+            raise PeftError(f"linear {name!r} already carries an adapter")
+        weight = arch.weight(layer)
+        keep = masks.get(name) if masks else None
+        adapter = AdapterLinear(layer, cfg, weight != 0 if keep is None else keep, arch.transposed, generator)
+        adapter.train()  # dropout on; the base model itself stays in eval mode
+        _set_module(block, name, adapter)
+        wrapped[name] = adapter
+    return wrapped
+
+
+def add_adapters(
+    model, keep_masks: Mapping[int, Mapping[str, torch.Tensor]] | None, cfg: AdapterConfig, seed: int = 0
+) -> dict[str, AdapterLinear]:
+    """Wrap the prunable linears of every block; returns {"<block>.<linear>": adapter}."""
+    arch = architecture_of(model)
+    generator = torch.Generator().manual_seed(seed)
+    wrapped = {}
+    for index, block in enumerate(arch.get_blocks(model)):
+        masks = (keep_masks or {}).get(index)
+        for name, adapter in wrap_block_linears(block, arch, masks, cfg, generator).items():
+            wrapped[f"{index}.{name}"] = adapter
+    return wrapped
+
+
+def add_head_adapter(model, cfg: AdapterConfig, seed: int = 0) -> AdapterLinear:
+    """Plain LoRA on the output head (``lm_head``): the head is never pruned."""
+    head = model.get_output_embeddings()
+    if isinstance(head, AdapterLinear):
+        raise PeftError("the output head already carries an adapter")
+    lora = AdapterConfig("lora", cfg.rank, cfg.alpha, cfg.dropout)
+    adapter = AdapterLinear(head, lora, None, False, torch.Generator().manual_seed(seed + 1))
+    adapter.train()
+    model.set_output_embeddings(adapter)
+    return adapter
+
+
+@torch.no_grad()
+def merge_adapters(model) -> nn.Module:
+    """Fold every adapter into its base layer and put the base layer back (in place; returns ``model``).
+
+    Block layers: every entry outside the keep-mask is exactly zero afterwards. A LoRA on a head
+    tied to the input embeddings unties it (the merged head gets its own weight and
+    ``config.tie_word_embeddings`` becomes False), so the embeddings stay untouched.
+    """
+    head = model.get_output_embeddings()
+    for path, module in list(model.named_modules()):
+        if not isinstance(module, AdapterLinear):
+            continue
+        merged = module.merged_weight().detach()
+        merged = merged.T if module.transposed else merged
+        base = module.base
+        if module is head:
+            tied = base.weight is model.get_input_embeddings().weight
+            if tied:
+                base.weight = nn.Parameter(merged.clone().contiguous())
+                model.config.tie_word_embeddings = False
+                if hasattr(model.config, "get_text_config"):
+                    model.config.get_text_config().tie_word_embeddings = False
+            else:
+                base.weight.copy_(merged)
+            model.set_output_embeddings(base)
+        else:
+            base.weight.copy_(merged)
+            _set_module(model, path, base)
+    return model
+
+
+def _is_norm(module: nn.Module) -> bool:
+    return "norm" in type(module).__name__.lower()
+
+
+def subset_parameters(model, subsets: Iterable[str], within: nn.Module | None = None) -> tuple[dict[str, nn.Parameter], list[str]]:
+    """Parameters of the named subsets, as {model-level name: parameter}, and the subsets that have none.
+
+    ``within`` restricts the search to one module (a block, a sublayer); ``lm_head`` is an adapter,
+    not a parameter subset, and is left to :func:`add_head_adapter`. Adapter factors are never included.
+    """
+    names = {id(p): n for n, p in model.named_parameters()}
+    root = within if within is not None else model
+    found: dict[str, nn.Parameter] = {}
+    unavailable = []
+    for subset in subsets:
+        if subset == "lm_head":
+            continue
+        params = []
+        for module in root.modules():
+            own = dict(module.named_parameters(recurse=False))
+            if isinstance(module, AdapterLinear):
+                continue
+            if subset == "biases" and not _is_norm(module):
+                params += [own["bias"]] if "bias" in own else []
+            elif subset == "norms" and _is_norm(module):
+                params += list(own.values())
+            elif subset == "full":
+                params += list(own.values())
+        if subset == "embeddings":
+            emb = model.get_input_embeddings().weight
+            params = [emb] if any(p is emb for p in root.parameters()) else []
+        if not params:
+            unavailable.append(subset)
+        found.update({names[id(p)]: p for p in params if id(p) in names})
+    return found, unavailable
+
+
+def adapter_parameters(model) -> dict[str, nn.Parameter]:
+    return {n: p for n, p in model.named_parameters() if n.rsplit(".", 1)[-1] in ("lora_A", "lora_B")}
+
+
+def weight_masks(model, keep_masks: Mapping[int, Mapping[str, torch.Tensor]] | None, names: Iterable[str]) -> dict[str, torch.Tensor]:
+    """{parameter name: keep-mask in that parameter's layout} for the pruned block weights among ``names``."""
+    if not keep_masks:
+        return {}
+    arch = architecture_of(model)
+    by_id = {}
+    for index, block in enumerate(arch.get_blocks(model)):
+        for name, layer in arch.block_linears(block).items():
+            mask = keep_masks.get(index, {}).get(name)
+            if mask is not None:
+                base = layer.base if isinstance(layer, AdapterLinear) else layer
+                by_id[id(base.weight)] = mask.T if arch.transposed else mask
+    params = dict(model.named_parameters())
+    return {n: by_id[id(params[n])] for n in names if n in params and id(params[n]) in by_id}
+
+
+def trainable_fraction(model) -> dict:
+    """Trainable parameters (adapters included) over the model's own parameters (adapters excluded)."""
+    adapters = {id(p) for p in adapter_parameters(model).values()}
+    params = list(model.parameters())
+    trainable = sum(p.numel() for p in params if p.requires_grad)
+    total = sum(p.numel() for p in params if id(p) not in adapters)
+    return {"trainable_params": trainable, "total_params": total, "trainable_fraction": trainable / total}
+
+
+def prepare_retraining(model, keep_masks, subsets, adapter: AdapterConfig | None, seed: int = 0) -> dict:
+    """Freeze ``model``, add the adapters, unfreeze the subsets; returns {params, masks, unavailable, fraction}."""
+    subsets = parse_subsets(subsets)
+    for p in model.parameters():
+        p.requires_grad_(False)
+    if adapter is not None:
+        add_adapters(model, keep_masks, adapter, seed)
+    if "lm_head" in subsets:
+        add_head_adapter(model, adapter or AdapterConfig("lora"), seed)
+    params, unavailable = subset_parameters(model, subsets)
+    params.update(adapter_parameters(model))
+    if not params:
+        raise PeftError(f"nothing to train: subsets {list(subsets)} ({', '.join(unavailable) or 'none'} unavailable) and no adapter")
+    for p in params.values():
+        p.requires_grad_(True)
+    return {
+        "params": params,
+        "masks": weight_masks(model, keep_masks, params),
+        "unavailable": unavailable,
+        **trainable_fraction(model),
+    }
+
+
+def next_token_loss(model, device="cpu"):
+    """The causal LM loss of a batch of token ids [batch, seqlen] (Hugging Face shifts the labels)."""
+    return lambda ids: model(input_ids=ids.to(device), labels=ids.to(device), use_cache=False).loss
+
+
+def retrain(
+    model,
+    keep_masks: Mapping[int, Mapping[str, torch.Tensor]] | None,
+    calib_ids: torch.Tensor,
+    subsets=("biases", "norms"),
+    adapter: AdapterConfig | None = None,
+    cfg: TrainConfig | None = None,
+    device="cpu",
+) -> dict:
+    """PERP: next-token loss on the calibration windows [nsamples, seqlen], training only ``subsets``
+    and ``adapter``; adapters are merged afterwards, pruned weights are exactly zero. In place.
+
+    Returns {losses, seconds, steps, trainable_params, total_params, trainable_fraction, unavailable, ...}.
+    """
+    cfg = cfg or TrainConfig.retraining()
+    model.to(device)
+    model.eval()  # base-model dropout off: retraining is deterministic; adapter dropout stays on
+    if torch.cuda.is_available():
+        torch.cuda.reset_peak_memory_stats()
+    setup = prepare_retraining(model, keep_masks, subsets, adapter, cfg.seed)
+    batches = list(calib_ids.split(cfg.batch_size))
+    history = train(setup["params"], next_token_loss(model, device), batches, cfg, setup["masks"], desc="retrain")
+    merge_adapters(model)
+    for p in model.parameters():
+        p.requires_grad_(True)
+    return {
+        **history,
+        **{k: setup[k] for k in ("unavailable", "trainable_params", "total_params", "trainable_fraction")},
+        "subsets": list(parse_subsets(subsets)),
+        "adapter": adapter.to_dict() if adapter else None,
+        "config": cfg.to_dict(),
+        **peak_memory(),
+    }

@@ -1,0 +1,1 @@
+"""Tables, figures and the claims ledger made from the evaluated variants."""

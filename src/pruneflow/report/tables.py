@@ -1,0 +1,347 @@
+"""Tables (CSV, Markdown, LaTeX) and figures (PNG, PDF) from evaluation results."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import pandas as pd  # noqa: E402
+
+from pruneflow.core.atomic import atomic_path  # noqa: E402
+from pruneflow.report.paper_numbers import REFERENCES  # noqa: E402
+
+STYLE = {"figure.figsize": (5.5, 3.6), "figure.dpi": 150, "axes.grid": True, "grid.alpha": 0.3, "font.size": 9}
+
+
+def write_table(df: pd.DataFrame, csv: str, md: str, tex: str | None = None, floatfmt: str = ".2f") -> None:
+    with atomic_path(csv) as tmp:
+        df.to_csv(tmp, index=False)
+    with atomic_path(md) as tmp:
+        tmp.write_text(df.to_markdown(index=False, floatfmt=floatfmt) + "\n")
+    if tex:
+        with atomic_path(tex) as tmp:
+            tmp.write_text(df.to_latex(index=False, float_format=lambda x: format(x, floatfmt)))
+
+
+def save_figure(fig, png: str, pdf: str) -> None:
+    for path in (png, pdf):
+        with atomic_path(path) as tmp:
+            fig.savefig(tmp, format=Path(path).suffix[1:], bbox_inches="tight")
+    plt.close(fig)
+
+
+def _finish_ppl_figure(fig, ax, df: pd.DataFrame, dense_mask, xlabel: str, title: str, png: str, pdf: str, fontsize=8) -> None:
+    """The shared end of every perplexity figure: dense line, log scale, labels, legend, files."""
+    dense = df[dense_mask]
+    if len(dense):
+        ax.axhline(dense.perplexity.iloc[0], color="black", linestyle="--", linewidth=1, label="dense")
+    ax.set_yscale("log")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel("perplexity (log scale)")
+    ax.set_title(title.replace("$", r"\$"))  # titles are plain text: a "$" would start matplotlib's math mode
+    ax.legend(fontsize=fontsize)
+    save_figure(fig, png, pdf)
+
+
+def plot_ppl_vs_sparsity(df: pd.DataFrame, png: str, pdf: str, title: str = "") -> None:
+    """Several unstructured sparsities: one line per method over them. Otherwise (one ratio, N:M
+    patterns): grouped bars, one group per pattern, one bar per method. The dense model: a dashed line.
+
+    ``df`` needs columns: method, pattern, sparsity, perplexity (dense row: method 'dense').
+    """
+    pruned = df[df.method != "dense"]
+    if "allocation" in pruned and pruned.allocation.nunique() > 1:  # one line per method and allocation
+        pruned = pruned.assign(method=pruned.method + " " + pruned.allocation)
+    is_nm = pruned.pattern.astype(str).str.contains(":")
+    with plt.rc_context(STYLE):
+        fig, ax = plt.subplots()
+        if pruned[~is_nm].sparsity.nunique() > 1:
+            for method, group in pruned[~is_nm].groupby("method", sort=False):
+                group = group.sort_values("sparsity")
+                ax.plot(group.sparsity * 100, group.perplexity, marker="o", label=method)
+            xlabel = "sparsity of the pruned linear layers (%)"
+        else:
+            patterns = list(dict.fromkeys(pruned.pattern.astype(str)))
+            methods = list(dict.fromkeys(pruned.method))
+            width = 0.8 / len(methods)
+            for j, method in enumerate(methods):
+                rows = pruned[pruned.method == method].set_index(pruned[pruned.method == method].pattern.astype(str))
+                xs = [i + j * width for i, p in enumerate(patterns) if p in rows.index]
+                ax.bar(xs, [rows.perplexity[p] for p in patterns if p in rows.index], width, label=method)
+            ax.set_xticks([i + width * (len(methods) - 1) / 2 for i in range(len(patterns))])
+            ax.set_xticklabels([f"{float(p):.0%}" if ":" not in p else p for p in patterns])
+            xlabel = "sparsity pattern"
+        _finish_ppl_figure(fig, ax, df, df.method == "dense", xlabel, title, png, pdf)
+
+
+def read_benchmark(path) -> dict:
+    """Wall seconds and peak resident memory (MB) of one job, from its Snakemake ``benchmark:`` file."""
+    row = pd.read_csv(path, sep="\t").iloc[0]
+    return {"seconds": float(row["s"]), "max_rss_mb": float(row["max_rss"])}
+
+
+def variant_costs(steps: dict[str, list[str]], benchmarks: dict[str, dict]) -> dict:
+    """Cost columns of one variant: the seconds of the jobs that made it, summed, and their peak memory.
+
+    ``steps`` is {"prune": [benchmark files], "recover": [...]} (shared steps such as the activation
+    cache included, so methods compare from scratch); a variant with no pruning job (dense) costs 0.
+    """
+    def of(files, key, combine):
+        return combine(benchmarks[f][key] for f in files) if files else None
+
+    out = {"prune_seconds": of(steps["prune"], "seconds", sum) or 0.0}
+    if steps["prune"]:
+        out["peak_memory_mb"] = of(steps["prune"], "max_rss_mb", max)
+    if steps["recover"]:
+        out["recover_seconds"] = of(steps["recover"], "seconds", sum)
+        out["recover_peak_memory_mb"] = of(steps["recover"], "max_rss_mb", max)
+    return out
+
+
+def study_rows(model: str, ppl: list[dict], sparsity: list[dict], summaries: list[dict], reference: str | None = None) -> pd.DataFrame:
+    """One row per variant, the dense model first (inputs are parallel lists in variant order).
+
+    With ``reference`` (a key of :data:`pruneflow.report.paper_numbers.REFERENCES`), a last column shows
+    the published number for the same method and pattern, labelled as the paper's.
+    """
+    rows = []
+    for p, s, summary in zip(ppl, sparsity, summaries):
+        pattern = summary.get("pattern", "")
+        rows.append(
+            {
+                "model": model,
+                "method": summary.get("criterion", "dense"),
+                "pattern": pattern.replace("of", ":") if "of" in pattern else pattern.removeprefix("u"),
+                "sparsity": summary.get("sparsity", 0.0),
+                "stream": summary.get("stream") or "-",
+                "calibration": summary.get("calibration", "-"),
+                "perplexity": p["perplexity"],
+                "measured_sparsity": s["overall"],
+                "prune_s": summary.get("prune_seconds", 0.0),
+                "peak_mem_mb": summary.get("peak_memory_mb", float("nan")),
+            }
+        )
+    df = pd.DataFrame(rows)
+    if any("recovery" in s for s in summaries):
+        df.insert(6, "recovery", [s.get("recovery", "none") for s in summaries])
+        df.insert(7, "optimiser", [recovery_optimiser(s) for s in summaries])
+        df["trainable_pct"] = [100 * (s.get("trainable_fraction") or 0.0) for s in summaries]
+        df["recover_s"] = [s.get("recover_seconds", 0.0) for s in summaries]
+        df["recover_peak_mb"] = [s.get("recover_peak_memory_mb", float("nan")) for s in summaries]
+    if any("allocation" in s for s in summaries):  # uniform, or the allocation's path token (owl-m5-l0.08)
+        df.insert(5, "allocation", [allocation_label(s) for s in summaries])
+    if reference:
+        ref = REFERENCES[reference]
+        df[ref["label"]] = [ref["values"].get((m, p), float("nan")) for m, p in zip(df.method, df.pattern)]
+    return df
+
+
+def recovery_optimiser(summary: dict) -> str:
+    """How a recovery trained: ``closed form`` (recon:matrix's ridge solve), or the optimiser and its loss."""
+    spec = summary.get("recovery")
+    if not spec:
+        return "-"
+    if spec.startswith("recon:matrix:"):
+        return "closed form"
+    optimiser = summary.get("settings", {}).get("optimizer", "adamw")
+    unit_loss = spec.startswith("recon:") and not spec.startswith("recon:full:")
+    return f"{optimiser} ({summary.get('settings', {}).get('loss', 'mse') if unit_loss else 'next-token'})"
+
+
+def add_band_column(df: pd.DataFrame, bands: list[dict]) -> pd.DataFrame:
+    """``noise_band_pct``: the spread (% of perplexity) measured for a row's method and pattern across thread
+    counts and sample orders (``bench/noise_band.py``); NaN where none was measured. Two rows closer than
+    their bands are not ordered by this table."""
+    from pruneflow.report.claims import band_column
+
+    out = df.copy()
+    out["noise_band_pct"] = band_column(out, bands)
+    return out
+
+
+def allocation_label(summary: dict) -> str:
+    if summary.get("allocation") != "owl":
+        return "uniform" if "criterion" in summary else "-"
+    return f"owl-m{summary['owl_m']:g}-l{summary['owl_lambda']:g}"
+
+
+def plot_block_sparsity(variants: list[dict], allocations: list[dict], png: str, pdf: str, title: str = "") -> None:
+    """Top: the outlier ratio of every block (OWL's input, one line per M). Bottom: the sparsity measured in
+    every block of each variant: colour per requested sparsity, solid for OWL, dashed for uniform.
+
+    ``variants``: {"criterion", "sparsity", "allocation" (a label), "per_block": [measured sparsity]};
+    ``allocations``: the allocation artifacts' JSON (``outlier_ratios``, ``m``)."""
+    sparsities = sorted({v["sparsity"] for v in variants})
+    colours = {s: plt.cm.viridis(i / max(len(sparsities) - 1, 1) * 0.85) for i, s in enumerate(sparsities)}
+    labels = list(dict.fromkeys(v["allocation"] for v in variants if v["allocation"] != "uniform"))
+    markers = dict(zip(dict.fromkeys(v["criterion"] for v in variants), "o^sDv<>"))
+    styles = {label: ls for label, ls in zip(labels, ["-", "-.", ":", (0, (5, 1)), (0, (3, 1, 1, 1))] * 4)}
+    with plt.rc_context({**STYLE, "figure.figsize": (6.5, 5.2)}):
+        fig, (top, bottom) = plt.subplots(2, 1, sharex=True, height_ratios=[1, 2])
+        for m, alloc in {a["m"]: a for a in allocations}.items():
+            ratios = alloc["outlier_ratios"]
+            top.plot(range(len(ratios)), [100 * r for r in ratios], marker=".", label=f"M = {m:g}")
+        top.set_ylabel("outlier ratio (%)")
+        if allocations:
+            top.legend(fontsize=7)
+        for v in variants:
+            blocks = range(len(v["per_block"]))
+            uniform = v["allocation"] == "uniform"
+            bottom.plot(blocks, [100 * x for x in v["per_block"]], color=colours[v["sparsity"]], marker=markers[v["criterion"]],
+                        markersize=3, linewidth=1, linestyle="--" if uniform else styles[v["allocation"]],
+                        label=f"{v['criterion']} {v['sparsity']:.0%} {v['allocation']}")
+        bottom.set_xlabel("block")
+        bottom.set_ylabel("measured sparsity (%)")
+        bottom.legend(fontsize=6, ncol=2, loc="upper center", bbox_to_anchor=(0.5, -0.16))  # below: the lines stay visible
+        top.set_title(title.replace("$", r"\$"))
+        save_figure(fig, png, pdf)
+
+
+def sensitivity_rows(model: str, results: list[dict], seconds: list[float] | None = None) -> pd.DataFrame:
+    """One row per (criterion, pattern, block) of a sensitivity study: perplexity with that block alone pruned."""
+    rows = []
+    for i, r in enumerate(results):
+        for b in r["blocks"]:
+            rows.append({
+                "model": model, "method": r["criterion"], "pattern": r["pattern"].removeprefix("u"), "block": b["block"],
+                "block_sparsity": b["sparsity"], "perplexity": b["perplexity"], "dense_perplexity": r["dense"]["perplexity"],
+                "ppl_increase_pct": 100 * (b["perplexity"] / r["dense"]["perplexity"] - 1),
+                "windows": r["windows"], "job_s": seconds[i] if seconds else float("nan"),
+            })
+    return pd.DataFrame(rows)
+
+
+def plot_sensitivity(df: pd.DataFrame, png: str, pdf: str, title: str = "") -> None:
+    """Perplexity with one block at a time pruned, against the block; the dense model on the same windows dashed."""
+    with plt.rc_context(STYLE):
+        fig, ax = plt.subplots()
+        for (method, pattern), group in df.groupby(["method", "pattern"], sort=False):
+            label = f"{method} {float(pattern):.0%}" if ":" not in str(pattern) and "of" not in str(pattern) else f"{method} {pattern}"
+            ax.plot(group.block, group.perplexity, marker="o", markersize=3, label=label)
+        dense = df.assign(method="dense", perplexity=df.dense_perplexity).head(1)
+        xlabel = f"block pruned alone (perplexity on {int(df.windows.iloc[0])} windows)"
+        _finish_ppl_figure(fig, ax, dense, dense.method == "dense", xlabel, title, png, pdf)
+
+
+def add_zeroshot_columns(df: pd.DataFrame, results: list[dict]) -> pd.DataFrame:
+    """Accuracy per task (``acc``) and their mean, as columns; ``results`` are in (variant, task) order,
+    the tasks of one variant together, variants in the table's row order."""
+    tasks = list(dict.fromkeys(r["task"] for r in results))
+    accs = [r["acc"] for r in results]
+    per_row = len(tasks)
+    out = df.copy()
+    for j, task in enumerate(tasks):
+        out[f"acc_{task}"] = accs[j::per_row]
+    out["acc_mean"] = out[[f"acc_{t}" for t in tasks]].mean(axis=1)
+    return out
+
+
+def structured_rows(model: str, ppl: list[dict], summaries: list[dict], speed: list[dict] | None = None) -> pd.DataFrame:
+    """One row per structured variant, dense first: what was removed, the size left, perplexity, speed."""
+    dense_params = summaries[0].get("params_before") or (speed[0]["parameters"] if speed else float("nan"))
+    rows = []
+    for i, (p, s) in enumerate(zip(ppl, summaries)):
+        params = s.get("params_after", speed[i]["parameters"] if speed else dense_params)
+        rows.append(
+            {
+                "model": model,
+                "criterion": s.get("criterion", "dense"),
+                "target": s.get("target", "-"),
+                "ratio": s.get("ratio", 0.0),
+                "reconstruction": s.get("reconstruction", "-"),
+                "damping": _damping_label(s),
+                "damping_chosen": _damping_chosen(s),
+                "params_m": params / 1e6,
+                "removed_params_pct": 100 * (1 - params / dense_params),
+                "perplexity": p["perplexity"],
+                "prune_s": s.get("prune_seconds", 0.0),
+                "peak_mem_mb": s.get("peak_memory_mb", float("nan")),
+            }
+        )
+    df = pd.DataFrame(rows)
+    if speed:
+        df["tokens_per_s"] = [x["tokens_per_second"] for x in speed]
+    return df
+
+
+def _damping_label(summary: dict) -> str:
+    """``auto``, a fixed λ as a number, or ``-`` for a reconstruction without one."""
+    damping = summary.get("damping")
+    if damping is None:
+        return "-"
+    return "auto" if damping == "auto" else f"{float(damping):g}"
+
+
+def _damping_chosen(summary: dict) -> str:
+    """How often each λ won the held-out choice (``0.3×18 1×12``), for damping auto."""
+    return " ".join(f"{k}×{v}" for k, v in (summary.get("damping_chosen") or {}).items()) or "-"
+
+
+def plot_ppl_vs_removed(df: pd.DataFrame, png: str, pdf: str, title: str = "") -> None:
+    """Perplexity against the share of parameters removed, one line per criterion × reconstruction."""
+    with plt.rc_context(STYLE):
+        fig, ax = plt.subplots()
+        pruned = df[df.criterion != "dense"]
+        keys = [k for k in ("criterion", "target", "reconstruction", "damping") if k in pruned]
+        for key, group in pruned.groupby(keys, sort=False):
+            group = group.sort_values("removed_params_pct")
+            named = dict(zip(keys, key))
+            label = " ".join(named[k] for k in ("criterion", "target") if k in named) + f" + {named['reconstruction']}"
+            if named.get("damping", "-") != "-":
+                label += f" λ={named['damping']}"
+            ax.plot(group.removed_params_pct, group.perplexity, marker="o", label=label)
+        xlabel = "parameters removed (% of the dense model)"
+        _finish_ppl_figure(fig, ax, df, df.criterion == "dense", xlabel, title, png, pdf, fontsize=7)
+
+
+def plot_recovery(df: pd.DataFrame, png: str, pdf: str, title: str = "") -> None:
+    """One sparsity: a Pareto view (peak memory of the recovery job vs perplexity, one point per recovery).
+    Several sparsities: perplexity vs sparsity, one line per method × recovery, trainable share in the legend."""
+    pruned = df[df.method != "dense"]
+    methods = list(dict.fromkeys(pruned.method))
+    if pruned.sparsity.nunique() > 1 and len(methods) > 1:
+        _plot_recovery_panels(df, pruned, methods, png, pdf, title)
+        return
+    with plt.rc_context(STYLE):
+        fig, ax = plt.subplots()
+        if pruned.sparsity.nunique() > 1:
+            for (method, rec), group in pruned.groupby(["method", "recovery"], sort=False):
+                group = group.sort_values("sparsity")
+                share = group.trainable_pct.iloc[0]
+                label = f"{method} + {rec}" + (f" ({share:.3g}% trainable)" if rec != "none" else "")
+                ax.plot(group.sparsity * 100, group.perplexity, marker="o", label=label)
+            xlabel = "sparsity of the pruned linear layers (%)"
+        else:
+            markers = "osD^v<>PX*"
+            for k, (_, row) in enumerate(pruned.iterrows()):
+                x = row.recover_peak_mb if row.recovery != "none" else row.peak_mem_mb
+                label = f"{row.method} {row.pattern}: " + (row.recovery.removesuffix(":all").removesuffix(":pruned") or "none")
+                ax.scatter(x, row.perplexity, s=30, marker=markers[k % len(markers)], label=label)
+            xlabel = "peak memory of the job (MB RSS; recovery jobs hold the dense and the pruned model)"
+        _finish_ppl_figure(fig, ax, df, df.method == "dense", xlabel, title, png, pdf, fontsize=6)
+
+
+def _plot_recovery_panels(df: pd.DataFrame, pruned: pd.DataFrame, methods: list[str], png: str, pdf: str, title: str) -> None:
+    """PERP's Figure 1 layout: one panel per pruning criterion, perplexity against sparsity, one line per
+    recovery (its trainable share in the legend), the dense model dashed."""
+    dense = df[df.method == "dense"]
+    with plt.rc_context({**STYLE, "figure.figsize": (4.2 * len(methods), 3.6)}):
+        fig, axes = plt.subplots(1, len(methods), sharey=True, squeeze=False)
+        for ax, method in zip(axes[0], methods):
+            for rec, group in pruned[pruned.method == method].groupby("recovery", sort=False):
+                group = group.sort_values("sparsity")
+                share = group.trainable_pct.iloc[0]
+                short = rec.removesuffix(":all").removesuffix(":pruned")
+                ax.plot(group.sparsity * 100, group.perplexity, marker="o", label=short + (f" ({share:.3g}%)" if rec != "none" else ""))
+            if len(dense):
+                ax.axhline(dense.perplexity.iloc[0], color="black", linestyle="--", linewidth=1, label="dense")
+            ax.set_yscale("log")
+            ax.set_title(method)
+            ax.set_xlabel("sparsity (%)")
+            ax.legend(fontsize=6)
+        axes[0][0].set_ylabel("perplexity (log scale)")
+        fig.suptitle(title.replace("$", r"\$"), fontsize=9)
+        save_figure(fig, png, pdf)

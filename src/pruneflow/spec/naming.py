@@ -1,0 +1,452 @@
+"""Names of artifacts: every path spells the parameters that made it.
+
+A variant is a model state under ``results/<model>/``: ``dense``, or
+``pruned/<calibration id>/<method id>``, e.g. ``pruned/brown-n32-l256-s0/wanda-u0.5-seq``.
+Methods that need no calibration use the calibration id ``none``.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from pruneflow.spec.patterns import Pattern, parse_pattern
+from pruneflow.spec.criteria import get_criterion
+
+STREAM_TOKENS = {"sequential": "seq", "dense": "dense"}
+
+
+def calib_id(calibration: dict) -> str:
+    c = calibration
+    return f"{c['corpus']}-n{c['nsamples']}-l{c['seqlen']}-s{c['seed']}"
+
+
+# Layer-wise sparsity allocation: uniform (every block at the requested ratio; no token, so uniform
+# variants keep their paths) or OWL (Yin et al. 2024: per-block ratios from the outlier share of the
+# blocks' Wanda scores), spelled ``owl-m<M>-l<lambda>`` in the method id, e.g. ``wanda-u0.7-owl-m5-l0.08-seq``.
+# Its per-block ratios are their own artifact, ``allocation/<calib>/owl-m<M>-l<lambda>-u<ratio>``, computed
+# from the dense-stream activation cache, so a changed lambda reruns the allocation, the masks and below.
+ALLOCATIONS = ("uniform", "owl")
+OWL_DEFAULTS = {"owl_m": 5.0, "owl_lambda": 0.08}  # the OWL paper's M and lambda
+
+
+def owl_lambda_bound(sparsity: float) -> float:
+    """OWL's λ must stay below this: block sparsities lie within 2λ of their mean, and inside (0, 1)."""
+    return min(sparsity, 1 - sparsity) / 2
+
+
+@dataclass(frozen=True)
+class Allocation:
+    """OWL's per-block sparsity: outlier threshold ``m`` (× the mean score) and spread ``lam`` (λ)."""
+
+    m: float = 5.0
+    lam: float = 0.08
+    kind: str = "owl"
+
+    @property
+    def token(self) -> str:
+        return f"owl-m{self.m:g}-l{self.lam:g}"
+
+    @property
+    def label(self) -> str:
+        return f"owl m{self.m:g} λ{self.lam:g}"
+
+
+@dataclass(frozen=True)
+class Method:
+    criterion: str
+    pattern: Pattern
+    stream: str | None  # None for criteria that need no calibration
+    allocation: Allocation | None = None  # None: uniform
+
+    @property
+    def id(self) -> str:
+        parts = [self.criterion, self.pattern.token]
+        if self.allocation:
+            parts.append(self.allocation.token)
+        if self.stream:
+            parts.append(STREAM_TOKENS[self.stream])
+        return "-".join(parts)
+
+    @property
+    def needs_calibration(self) -> bool:
+        """Calibration samples shape the variant: the criterion's statistics, or OWL's outlier ratios."""
+        return get_criterion(self.criterion).needs_calibration or self.allocation is not None
+
+
+def make_method(criterion: str, pattern, stream: str = "sequential", allocation: Allocation | None = None) -> Method:
+    crit = get_criterion(criterion)
+    return Method(criterion, parse_pattern(pattern), stream if crit.needs_calibration else None, allocation)
+
+
+_METHOD_ID = re.compile(r"([a-z_]+)-(u[0-9.]+|\d+of\d+)(?:-owl-m([0-9.]+)-l([0-9.]+))?(?:-(seq|dense))?")
+
+
+def parse_method_id(text: str) -> Method:
+    m = _METHOD_ID.fullmatch(text)
+    if not m:
+        raise ValueError(f"method id {text!r}: expected <criterion>-<pattern>[-owl-m<M>-l<lambda>][-seq|-dense]")
+    criterion, pattern, owl_m, owl_lam, stream = m.groups()
+    allocation = Allocation(float(owl_m), float(owl_lam)) if owl_m else None
+    streams = {v: k for k, v in STREAM_TOKENS.items()}
+    return make_method(criterion, pattern, streams[stream] if stream else "sequential", allocation)
+
+
+def pruned_variant(method: Method, calibration: dict) -> str:
+    return f"pruned/{calib_id(calibration) if method.needs_calibration else 'none'}/{method.id}"
+
+
+def allocation_artifact(method: Method, calib: str) -> str | None:
+    """The per-block ratios of an OWL method (under ``results/<model>/``); None for uniform."""
+    if method.allocation is None:
+        return None
+    return f"allocation/{calib}/{method.allocation.token}-{method.pattern.token}"
+
+
+def parse_allocation_id(text: str) -> tuple[Allocation, float]:
+    """``owl-m5-l0.08-u0.7`` → (Allocation(5, 0.08), 0.7)."""
+    m = re.fullmatch(r"owl-m([0-9.]+)-l([0-9.]+)-u([0-9.]+)", text)
+    if not m:
+        raise ValueError(f"allocation id {text!r}: expected owl-m<M>-l<lambda>-u<ratio>")
+    return Allocation(float(m.group(1)), float(m.group(2))), float(m.group(3))
+
+
+def _as_list(value) -> list:
+    return list(value) if isinstance(value, (list, tuple)) else [value]
+
+
+def study_allocations(study: dict) -> list[Allocation | None]:
+    """The allocations a study compares (None = uniform), in the order given; OWL once per (M, λ)."""
+    out: list[Allocation | None] = []
+    for kind in _as_list(study.get("allocation", "uniform")):
+        if kind == "uniform":
+            out.append(None)
+        else:
+            out += [
+                Allocation(float(m), float(lam))
+                for m in _as_list(study.get("owl_m", OWL_DEFAULTS["owl_m"]))
+                for lam in _as_list(study.get("owl_lambda", OWL_DEFAULTS["owl_lambda"]))
+            ]
+    return list(dict.fromkeys(out))
+
+
+def study_methods(study: dict) -> list[Method]:
+    stream = study.get("stream", "sequential")
+    return [
+        make_method(c, p, stream, a) for c in study["criteria"] for a in study_allocations(study) for p in study["patterns"]
+    ]
+
+
+def study_variants(study: dict, calibration: dict) -> list[str]:
+    """Variants a study compares, the dense model first; duplicates removed, order kept."""
+    variants = ["dense"] + [pruned_variant(m, calibration) for m in study_methods(study)]
+    return list(dict.fromkeys(variants))
+
+
+def ppl_name(perplexity: dict) -> str:
+    p = perplexity
+    return f"ppl-{p['corpus']}-l{p['seqlen']}-w{p['windows']}-bos{str(p.get('bos', 'auto')).lower()}.json"
+
+
+def parse_ppl_name(text: str) -> dict:
+    m = re.fullmatch(r"ppl-(.+)-l(\d+)-w(\d+)-bos(auto|true|false)(?:\.json)?", text)
+    if not m:
+        raise ValueError(f"perplexity artifact {text!r}: expected ppl-<corpus>-l<seqlen>-w<windows>-bos<auto|true|false>")
+    bos = {"auto": "auto", "true": True, "false": False}[m.group(4)]
+    return {"corpus": m.group(1), "seqlen": int(m.group(2)), "windows": int(m.group(3)), "bos": bos}
+
+
+# Structured pruning (heads / FFN neurons removed, then repaired): variant
+# ``structured/<calibration id or none>/<criterion>-<target><ratio>-<reconstruction>``,
+# e.g. ``structured/brown-n64-l256-s0/fluctuation-neurons0.2-liarauto`` (LIAR's damping spelled:
+# a number, or ``auto`` for the damping chosen per layer on a held-out slice of the calibration samples).
+STRUCTURED_TARGETS = ("heads", "neurons", "both")
+STRUCTURED_CRITERIA = ("magnitude", "wanda", "fluctuation")
+STRUCTURED_RECONSTRUCTIONS = ("none", "bias", "liar", "liar_weight")
+DAMPED_RECONSTRUCTIONS = ("liar", "liar_weight")  # the ridge regressions: their damping is spelled in the id
+DEFAULT_DAMPING = "auto"
+
+
+@dataclass(frozen=True)
+class StructuredMethod:
+    criterion: str
+    target: str
+    ratio: float
+    reconstruction: str
+    damping: float | str = DEFAULT_DAMPING  # a ridge factor, or "auto"
+
+    @property
+    def needs_calibration(self) -> bool:
+        return self.criterion != "magnitude" or self.reconstruction != "none"
+
+    @property
+    def id(self) -> str:
+        recon = self.reconstruction
+        if recon in DAMPED_RECONSTRUCTIONS:
+            recon += "auto" if self.damping == "auto" else f"{float(self.damping):g}"
+        return f"{self.criterion}-{self.target}{self.ratio:g}-{recon}"
+
+
+def parse_structured_id(text: str) -> StructuredMethod:
+    m = re.fullmatch(r"([a-z]+)-(heads|neurons|both)([0-9.]+)-(none|bias|liar_weight|liar)(auto|[0-9.e-]*)", text)
+    if not m or (m.group(4) in DAMPED_RECONSTRUCTIONS) != bool(m.group(5)):
+        raise ValueError(
+            f"structured method id {text!r}: expected <criterion>-<target><ratio>-<none|bias|liar<damping>|liar_weight<damping>>"
+            " (damping: a number or auto)"
+        )
+    damping = DEFAULT_DAMPING if m.group(5) in ("", "auto") else float(m.group(5))
+    return StructuredMethod(m.group(1), m.group(2), float(m.group(3)), m.group(4), damping)
+
+
+def parse_structured_reconstruction(text, default_damping=DEFAULT_DAMPING) -> tuple[str, float | str]:
+    """``"liar"`` → ("liar", the study's damping); ``"liar:0"`` → ("liar", 0.0); ``"liar_weight:auto"``;
+    ``"bias"`` → ("bias", the study's damping, unused). Errors name the value and what is allowed."""
+    name, _, damping = str(text).partition(":")
+    if name not in STRUCTURED_RECONSTRUCTIONS or (damping and name not in DAMPED_RECONSTRUCTIONS):
+        raise ValueError(
+            f"reconstruction {text!r}: allowed {', '.join(STRUCTURED_RECONSTRUCTIONS)}; liar and liar_weight may name "
+            "their damping after a colon (liar:0, liar:0.3, liar:auto)"
+        )
+    if not damping:
+        return name, default_damping
+    if damping == "auto":
+        return name, "auto"
+    try:
+        value = float(damping)
+    except ValueError:
+        value = -1.0
+    if value < 0:
+        raise ValueError(f"reconstruction {text!r}: damping {damping!r} is not allowed; allowed: a number >= 0 or auto")
+    return name, value
+
+
+def study_dampings(study: dict) -> list:
+    """The study's ``damping``: one value (a number or "auto") or a list of them; default auto."""
+    value = study.get("damping", DEFAULT_DAMPING)
+    return list(value) if isinstance(value, list) else [value]
+
+
+def structured_methods(study: dict) -> list[StructuredMethod]:
+    out = []
+    for crit in study["criteria"]:
+        for target in study.get("targets", ["neurons"]):
+            for ratio in study["ratios"]:
+                for spec in study["reconstructions"]:
+                    explicit = ":" in str(spec)
+                    for damping in study_dampings(study):
+                        recon, value = parse_structured_reconstruction(spec, damping)
+                        if recon not in DAMPED_RECONSTRUCTIONS:
+                            value = DEFAULT_DAMPING
+                        out.append(StructuredMethod(crit, target, float(ratio), recon, value if value == "auto" else float(value)))
+                        if explicit or recon not in DAMPED_RECONSTRUCTIONS:
+                            break  # one variant, whatever the study's dampings
+    return list(dict.fromkeys(out))
+
+
+def structured_variants(study: dict, calibration: dict) -> list[str]:
+    out = ["dense"]
+    for method in structured_methods(study):
+        calib = calib_id(calibration) if method.needs_calibration else "none"
+        out.append(f"structured/{calib}/{method.id}")
+    return list(dict.fromkeys(out))
+
+
+# Recovery after pruning: layer-wise reconstruction (Free Lunch) or parameter-efficient retraining
+# (PERP), applied to a pruned variant. Spelled in the config as
+#   none | retrain:<subsets and/or adapter joined by +> | recon:<granularity>[:<inputs>[:<trainable>]][:<order>]
+# e.g. retrain:norms, retrain:norms+masklora, recon:sublayer, recon:matrix:dense, recon:block:pruned:norms,
+# recon:sublayer:dense:interleaved. Order ``after`` (default): the pruned variant's masks are kept and the whole
+# model is reconstructed afterwards; ``interleaved`` (the Free Lunch reference code): block by block, prune
+# with statistics from the pruned and reconstructed stream, then reconstruct, so the masks are the job's own.
+# Variant: recovered/<prune calib>/<method id>/<calib id>/<recovery id>; the recovery id ends in a short
+# hash of the effective optimiser settings, so changing one (the learning rate, say) gives a new path
+# and switching it back costs nothing; the table spells the settings out.
+GRANULARITY_NAMES = ("matrix", "matrix-adam", "sublayer", "block", "full")  # and blocks:k
+RECON_INPUTS = ("pruned", "dense")
+RECON_TARGETS = ("same", "dense")
+SUBSET_NAMES = ("biases", "norms", "lm_head", "embeddings", "full")
+ADAPTER_NAMES = ("lora", "masklora", "scalelora")
+ORDERS = ("after", "interleaved")
+
+
+@dataclass(frozen=True)
+class Recovery:
+    mode: str  # recon | retrain
+    granularity: str = ""  # recon only
+    inputs: str = "pruned"  # recon only
+    trainable: str = "all"  # subsets and adapter joined by +, or "all" (recon: every weight of the unit)
+    order: str = "after"  # recon only: after (masks of the pruned variant) | interleaved (prune, reconstruct per block)
+
+    @property
+    def interleaved(self) -> bool:
+        return self.order == "interleaved"
+
+    @property
+    def spec(self) -> str:
+        if self.mode == "retrain":
+            return f"retrain:{self.trainable}"
+        base = f"recon:{self.granularity}:{self.inputs}:{self.trainable}"
+        return base + (":interleaved" if self.interleaved else "")
+
+    def token(self, settings: dict) -> str:
+        import hashlib
+        import json
+
+        digest = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:8]
+        what = self.trainable if self.mode == "retrain" else f"{self.granularity.replace(':', '')}-{self.inputs}-{self.trainable}"
+        if self.interleaved:
+            what += "-interleaved"
+        return f"{self.mode}-{what}-{digest}"
+
+
+def parse_recovery(text: str) -> Recovery | None:
+    """``none`` → None; otherwise a :class:`Recovery`; errors name the value and what is allowed."""
+    text = str(text).strip()
+    if text == "none":
+        return None
+    mode, _, rest = text.partition(":")
+    if mode == "retrain":
+        return Recovery("retrain", trainable=_check_trainable(text, rest, allow_all=False))
+    if mode == "recon":
+        parts = rest.split(":")
+        orders = [p for p in parts[1:] if p in ORDERS]
+        if len(orders) > 1 or (orders and parts[-1] not in ORDERS):
+            raise ValueError(f"recovery {text!r}: the order ({' or '.join(ORDERS)}) comes once, last")
+        parts = [p for p in parts if p not in ORDERS] if orders else parts
+        gran = parts[0]
+        if gran == "blocks" and len(parts) > 1 and parts[1].isdigit():  # blocks:k
+            gran, parts = f"blocks:{parts[1]}", [None, *parts[2:]]
+        if gran not in GRANULARITY_NAMES and not re.fullmatch(r"blocks:\d+", gran or ""):
+            raise ValueError(f"recovery {text!r}: granularity {gran!r} is not allowed; allowed: {', '.join(GRANULARITY_NAMES)}, blocks:k")
+        inputs = parts[1] if len(parts) > 1 else "pruned"
+        if inputs not in RECON_INPUTS:
+            raise ValueError(f"recovery {text!r}: inputs {inputs!r} is not allowed; allowed: pruned, dense (then an order: {', '.join(ORDERS)})")
+        trainable = _check_trainable(text, parts[2], allow_all=True) if len(parts) > 2 else "all"
+        if len(parts) > 3:
+            raise ValueError(f"recovery {text!r}: too many parts; allowed: recon:<granularity>[:<inputs>[:<trainable>]][:{'|'.join(ORDERS)}]")
+        order = orders[0] if orders else "after"
+        if order == "interleaved" and gran == "full":
+            raise ValueError(f"recovery {text!r}: granularity full trains the whole model at once, so it cannot be interleaved with "
+                             "pruning block by block; allowed: matrix, matrix-adam, sublayer, block, blocks:k")
+        return Recovery("recon", gran, inputs, trainable, order)
+    raise ValueError(f"recovery {text!r}: allowed: none, retrain:<subsets/adapter>, recon:<granularity>[:<inputs>[:<trainable>]][:<order>]")
+
+
+def _check_trainable(text: str, value: str, allow_all: bool) -> str:
+    if allow_all and value == "all":
+        return "all"
+    items = [i for i in value.split("+") if i]
+    allowed = SUBSET_NAMES + ADAPTER_NAMES
+    bad = [i for i in items if i not in allowed]
+    if not items or bad or sum(i in ADAPTER_NAMES for i in items) > 1:
+        raise ValueError(
+            f"recovery {text!r}: trainable {value!r} is not allowed; allowed: subsets {', '.join(SUBSET_NAMES)} "
+            f"and at most one adapter ({', '.join(ADAPTER_NAMES)}), joined by +" + (", or all" if allow_all else "")
+        )
+    return "+".join(items)
+
+
+# The settings each recovery reads (its hash covers these only, so a setting reruns only the jobs that use it):
+# the optimiser for trained units and retraining, the ridge factor for recon:matrix's closed form, the adapter
+# shape only where an adapter is trained. TrainConfig's fields are OPTIMISER_KEYS (tested).
+OPTIMISER_KEYS = ("optimizer", "lr", "weight_decay", "schedule", "warmup", "steps", "batch_size", "grad_accum",
+                  "max_grad_norm", "loss", "seed", "momentum")
+CLOSED_FORM_KEYS = ("damping", "batch_size", "loss")  # loss: the closed form accepts mse only
+ADAPTER_KEYS = ("rank", "alpha", "dropout")
+
+
+def recovery_settings(recovery: Recovery, config: dict) -> dict:
+    """The settings of the config's reconstruction/retraining section that this recovery reads."""
+    section = config.get("reconstruction" if recovery.mode == "recon" else "retraining", {})
+    if recovery.mode == "recon" and recovery.granularity == "matrix":
+        keys = CLOSED_FORM_KEYS + ("targets",)
+    else:
+        keys = OPTIMISER_KEYS + (("targets",) if recovery.mode == "recon" else ())
+    if any(item in ADAPTER_NAMES for item in recovery.trainable.split("+")):
+        keys += ADAPTER_KEYS
+    return {"recovery": recovery.spec, **{k: v for k, v in section.items() if k in keys}}
+
+
+def recovery_variants(study: dict, config: dict) -> list[str]:
+    """Dense, then for every pruned variant of the study: itself ('none') or its recovered versions."""
+    calibration = config["calibration"]
+    out = ["dense"]
+    for method in study_methods(study):
+        pruned = pruned_variant(method, calibration)
+        for spec in study["recoveries"]:
+            rec = parse_recovery(spec)
+            out.append(pruned if rec is None else f"recovered/{pruned.split('/', 1)[1]}/{calib_id(calibration)}/{rec.token(recovery_settings(rec, config))}")
+    return list(dict.fromkeys(out))
+
+
+def variant_parent(variant: str) -> str | None:
+    """The variant a compact variant is stored as changes to: ``pruned/...`` and ``structured/...`` →
+    ``dense``, ``recovered/<calib>/<method>/...`` → ``pruned/<calib>/<method>``; the dense model has none."""
+    kind, *rest = variant.split("/")
+    if kind in ("pruned", "structured"):
+        return "dense"
+    if kind == "recovered":
+        # An interleaved recovery prunes as it goes: its masks are its own, its parent the dense model.
+        return "dense" if is_interleaved(variant) else f"pruned/{rest[0]}/{rest[1]}"
+    return None  # dense
+
+
+def is_interleaved(variant: str) -> bool:
+    """A recovered variant pruned and reconstructed block by block in one job (order interleaved)."""
+    return variant.startswith("recovered/") and "-interleaved-" in variant.rsplit("/", 1)[-1]
+
+
+def variant_lineage(variant: str) -> list[str]:
+    """The variant, its parent, the parent's parent, ... down to a variant stored whole."""
+    chain = [variant]
+    while (parent := variant_parent(chain[-1])) is not None:
+        chain.append(parent)
+    return chain
+
+
+def making_steps(variant: str) -> dict[str, list[str]]:
+    """Artifacts (under ``results/<model>/``) whose jobs made ``variant`` from the dense model, by cost
+    column: ``prune`` (shared steps included: a dense-stream variant also pays its activation cache, an
+    OWL variant the cache and its allocation) and ``recover``. Their Snakemake benchmark files give the
+    costs in the tables."""
+    kind, *rest = variant.split("/")
+    if kind == "recovered" and is_interleaved(variant):  # one job pruned and reconstructed it
+        return {"prune": [], "recover": [variant]}
+    if kind == "recovered":
+        return {"prune": making_steps(variant_parent(variant))["prune"], "recover": [variant]}
+    if kind == "pruned":
+        method = parse_method_id(rest[1])
+        shared = [f"acts/{rest[0]}"] if method.stream == "dense" or method.allocation else []
+        shared += [a] if (a := allocation_artifact(method, rest[0])) else []
+        return {"prune": [*shared, variant], "recover": []}
+    if kind == "structured":
+        return {"prune": [variant], "recover": []}
+    return {"prune": [], "recover": []}
+
+
+# Per-block sensitivity (optional study kind ``sensitivity``): for every block alone, prune it at the
+# pattern from the dense model and score perplexity on the first ``windows`` windows of the perplexity
+# protocol; one job per criterion and pattern, one JSON:
+# ``sensitivity/<calib|none>/<criterion>-<pattern>/ppl-<corpus>-l<seqlen>-w<windows>-bos<bos>.json``.
+SENSITIVITY_WINDOWS = 4
+
+
+def sensitivity_artifacts(study: dict, config: dict) -> list[str]:
+    """What a sensitivity study reads (under ``results/<model>/``), one per criterion × pattern."""
+    ppl = ppl_name({**config["perplexity"], "windows": study.get("windows", SENSITIVITY_WINDOWS)})
+    out = []
+    for method in (make_method(c, p, "dense") for c in study["criteria"] for p in study["patterns"]):
+        calib = calib_id(config["calibration"]) if method.needs_calibration else "none"
+        out.append(f"sensitivity/{calib}/{method.criterion}-{method.pattern.token}/{ppl}")
+    return list(dict.fromkeys(out))
+
+
+def variants_of(study: dict, config: dict) -> list[str]:
+    """The variants any study compares (dense first); a sensitivity study compares none but the dense model."""
+    if study.get("kind") == "sensitivity":
+        return ["dense"]
+    if study.get("kind") == "structured":
+        return structured_variants(study, config["calibration"])
+    if study.get("kind") == "recovery":
+        return recovery_variants(study, config)
+    return study_variants(study, config["calibration"])

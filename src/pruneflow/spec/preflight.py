@@ -1,0 +1,151 @@
+"""Sizes checked against the model and the data when the workflow builds its DAG, before any job.
+
+What is checked here (cheaply: a model's config, never its weights; corpus files by size, or read
+and split when small) and what the jobs check exactly:
+
+- ``calibration.seqlen`` and ``perplexity.seqlen`` (and the speed test's 256 tokens) against the
+  model's positions (``max_position_embeddings`` or its family's name for it), when its config can
+  be read (:func:`pruneflow.spec.model_config.read_model_config`);
+- every N:M pattern's M against the inputs of the model's layers (hidden and intermediate sizes),
+  and ``recon:blocks:k`` against its number of blocks;
+- zero-shot task names: a local task, or one lm-eval knows (its task files, read as text);
+- ``nsamples × seqlen`` calibration tokens, and the perplexity windows, against an upper bound on
+  the tokens of the corpus part that serves them (:func:`pruneflow.data.corpora.corpus_bounds`), and a
+  calibration ``seqlen`` against the longest document where it is known. A bound can only show
+  that a corpus is too small; the calibration and perplexity jobs then count the real tokens and
+  fail with a :class:`~pruneflow.data.corpora.CorpusError` naming the corpus file.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pruneflow.spec.config import ConfigError
+from pruneflow.data.corpora import CorpusError, corpus_bounds
+from pruneflow.spec.naming import sensitivity_artifacts, variants_of
+from pruneflow.spec.model_config import ModelConfigError, max_positions, read_model_config
+from pruneflow.spec.patterns import parse_pattern
+
+SPEED_SEQLEN = 256  # structured studies with speed: true measure throughput on inputs this long (rules/report.smk)
+
+
+def check_against_model_and_data(config: dict, base_dir: str | Path = ".", workflow_dir: str | Path = ".") -> None:
+    """Raise :class:`~pruneflow.spec.config.ConfigError` for a size the model or the data cannot serve."""
+    name = config["model"]
+    try:
+        model_config = read_model_config(config["models"][name], base_dir)
+    except ModelConfigError as err:
+        raise ConfigError(f"models.{name}: {err}") from None
+    if model_config:
+        _check_positions(config, name, model_config)
+        _check_layer_sizes(config, name, model_config)
+    _check_zeroshot_tasks(config)
+    cal, ppl = config["calibration"], config["perplexity"]
+    if needs_calibration(config):
+        bounds = _bounds(config, cal["corpus"], base_dir, workflow_dir)
+        if bounds:
+            _check_calibration(cal, bounds["calib"])
+    bounds = _bounds(config, ppl["corpus"], base_dir, workflow_dir)
+    if bounds:
+        _check_perplexity(ppl, bounds["eval"])
+
+
+def needs_calibration(config: dict) -> bool:
+    """Whether any study compares a variant made with calibration samples (or, for a sensitivity
+    study, prunes its blocks with them)."""
+    return any(
+        v != "dense" and v.split("/")[1] != "none"
+        for study in config["studies"].values()
+        for v in variants_of(study, config) + (sensitivity_artifacts(study, config) if study.get("kind") == "sensitivity" else [])
+    )
+
+
+def _check_positions(config, name, model_config):
+    positions = max_positions(model_config)
+    if not positions:
+        return
+    sizes = [("calibration.seqlen", config["calibration"]["seqlen"]), ("perplexity.seqlen", config["perplexity"]["seqlen"])]
+    sizes += [
+        (f"studies.{s}.speed", SPEED_SEQLEN) for s, study in config["studies"].items() if study.get("speed")
+    ]
+    for key, seqlen in sizes:
+        if seqlen > positions:
+            raise ConfigError(
+                f"{key}: {seqlen} tokens is more than model {name!r} takes ({positions} positions in its config); "
+                f"allowed: 2 to {positions}"
+            )
+
+
+def _check_layer_sizes(config, name, model_config):
+    widths = {model_config.get(k) for k in ("hidden_size", "intermediate_size")} - {None}
+    layers = model_config.get("num_hidden_layers")
+    for s, study in config["studies"].items():
+        for i, value in enumerate(study.get("patterns", [])):
+            pattern = parse_pattern(value)
+            bad = sorted(w for w in widths if pattern.is_nm and w % pattern.m)
+            if bad:
+                raise ConfigError(
+                    f"studies.{s}.patterns[{i}]: {value!r} is not allowed for model {name!r}: M={pattern.m} does not "
+                    f"divide its layers' input width {bad[0]} (hidden and intermediate sizes: "
+                    f"{', '.join(map(str, sorted(widths)))}); allowed: an M that divides them, such as 4 or 8"
+                )
+        for i, spec in enumerate(study.get("recoveries", [])):
+            parts = str(spec).split(":")
+            if layers and len(parts) > 2 and parts[1] == "blocks" and parts[2].isdigit() and int(parts[2]) > layers:
+                raise ConfigError(
+                    f"studies.{s}.recoveries[{i}]: {spec!r} is not allowed for model {name!r}: it has {layers} blocks; "
+                    f"allowed: blocks:1 to blocks:{layers}"
+                )
+
+
+def _check_zeroshot_tasks(config):
+    from pruneflow.spec.zeroshot import LOCAL_TASKS, close_lm_eval_names, is_lm_eval_task
+
+    if not any(study.get("zeroshot") for study in config["studies"].values()):
+        return
+    for i, task in enumerate(config["zeroshot"]["tasks"]):
+        if task in LOCAL_TASKS or is_lm_eval_task(task) is not False:  # None: lm-eval absent, its job says so
+            continue
+        close = close_lm_eval_names(task)
+        raise ConfigError(
+            f"zeroshot.tasks[{i}]: {task!r} is neither a local task nor an lm-eval task; allowed: "
+            f"{', '.join(LOCAL_TASKS)}, or an lm-eval task name" + (f" (close: {', '.join(close)})" if close else "")
+        )
+
+
+def _bounds(config, corpus, base_dir, workflow_dir):
+    spec = config["corpora"][corpus]
+    try:
+        return corpus_bounds(spec, base_dir, workflow_dir)
+    except (CorpusError, OSError) as err:
+        raise ConfigError(f"corpora.{corpus}: {err}") from None
+
+
+def _check_calibration(cal, bound):
+    need = cal["nsamples"] * cal["seqlen"]
+    if need > bound.tokens:
+        raise ConfigError(
+            f"calibration: nsamples × seqlen = {cal['nsamples']} × {cal['seqlen']} = {need:,} tokens, but the calibration "
+            f"part of corpus {cal['corpus']!r} holds at most {bound.tokens:,} ({bound.where}; a bound: one token per byte "
+            f"of text); allowed: nsamples × seqlen ≤ {bound.tokens:,}: lower calibration.nsamples or calibration.seqlen, "
+            "or use a larger corpus"
+        )
+    if bound.longest is not None and bound.longest <= cal["seqlen"]:
+        raise ConfigError(
+            f"calibration.seqlen: {cal['seqlen']} is not allowed for corpus {cal['corpus']!r}: a window needs a document "
+            f"longer than seqlen, and its longest calibration document has at most {bound.longest} tokens "
+            f"({bound.where}); allowed: seqlen below {bound.longest}, or a corpus with longer documents"
+        )
+
+
+def _check_perplexity(ppl, bound):
+    step = ppl["seqlen"] - 1  # text tokens per window with a BOS (without one: seqlen; the smaller need is checked)
+    windows = ppl["windows"] or 1
+    need = windows * step
+    if need > bound.tokens:
+        raise ConfigError(
+            f"perplexity: {ppl['windows'] or 'every'} window{'s' if windows != 1 else ''} of seqlen {ppl['seqlen']} need "
+            f"at least {need:,} tokens, but the held-out part of corpus {ppl['corpus']!r} holds at most {bound.tokens:,} "
+            f"({bound.where}; a bound: one token per byte of text); allowed: perplexity.windows × seqlen ≤ "
+            f"{bound.tokens:,}: lower perplexity.windows or perplexity.seqlen, or use a larger corpus"
+        )

@@ -1,0 +1,1 @@
+"""Structured pruning of heads and FFN neurons, repaired by bias compensation or LIAR."""

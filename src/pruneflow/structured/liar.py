@@ -1,0 +1,273 @@
+"""Repair an output projection after some of its input channels were removed (structured pruning).
+
+An output projection (``o_proj`` for heads, ``down_proj`` for FFN neurons) computes
+y = W x + b with W [out, n]. Removing the input channels R and keeping K leaves y ≈ W_K x_K + b.
+
+- ``none``: just drop W_R.
+- ``bias`` (bias compensation): replace x_R by its calibration mean, b' = b + W_R E[x_R].
+- ``liar`` (LIAR): regress x_R on x_K by ridge least squares with an intercept,
+  x_R ≈ Bᵀ x_K + c, B = (Σ_KK + λ·mean(diag Σ_KK)·I)⁻¹ Σ_KR, c = E[x_R] − Bᵀ E[x_K],
+  where Σ is the covariance of the channels over the calibration tokens; then
+  W_K' = W_K + W_R Bᵀ and b' = b + W_R c. With B = 0 this is bias compensation.
+- ``liar_weight`` (weight update only, LIAR's ablation): the best fit without an intercept,
+  x_R ≈ Bᵀ x_K with B = (S_KK + λ·mean(diag S_KK)·I)⁻¹ S_KR from the uncentred second moments
+  S = E[x xᵀ]; W_K' = W_K + W_R Bᵀ and the bias is left alone, so it also works for families whose
+  output projections cannot store a bias. (``bias`` is the ablation's bias update only.)
+
+When x_R is exactly an affine function of x_K and λ = 0 the repaired layer reproduces y exactly.
+
+Damping ``auto``: λ is chosen per layer on calibration data only. The statistics are gathered
+separately over the first 75% of the calibration samples (fit) and the last 25% (held out); for each
+λ of :data:`DAMPING_GRID` the regression fitted on the first part is scored by the repaired layer's
+mean squared output error on the held-out part (from its moments); the best λ is then refitted on all
+samples. Nothing of the evaluation corpus is read.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from pruneflow.core.activations import BlockInputs, run_block
+from pruneflow.core.architectures import in_features
+
+from pruneflow.spec.naming import DAMPED_RECONSTRUCTIONS as DAMPED  # the ridge regressions
+from pruneflow.spec.naming import STRUCTURED_RECONSTRUCTIONS as RECONSTRUCTIONS
+DAMPING_GRID = (0.001, 0.01, 0.1, 0.3, 1.0)  # candidates for damping "auto" (× the mean diagonal)
+HOLDOUT_FRACTION = 0.25  # of the calibration samples, held out to choose the damping
+
+
+class ChannelStats:
+    """Mean and covariance of a layer's input channels X [tokens, n] over the calibration tokens.
+
+    Sums are taken of X − s, with s the first chunk's mean: the covariance then does not lose
+    precision when a channel's mean is large against its spread. Chunk products are float32,
+    the running sums float64. ``gram`` (n × n) is only kept when the covariance is needed.
+    """
+
+    def __init__(self, n: int, gram: bool, device="cpu"):
+        self.count = 0
+        self.shift = None
+        self.sum = torch.zeros(n, dtype=torch.float64, device=device)
+        self.sq_sum = torch.zeros(n, dtype=torch.float64, device=device)
+        self.gram = torch.zeros(n, n, dtype=torch.float64, device=device) if gram else None
+
+    def add(self, x: torch.Tensor) -> None:
+        x = x.reshape(-1, x.shape[-1]).float()
+        if self.shift is None:
+            self.shift = x.mean(0)
+        xs = x - self.shift
+        self.count += x.shape[0]
+        self.sum += xs.sum(0).double()
+        self.sq_sum += xs.pow(2).sum(0).double()
+        if self.gram is not None:
+            self.gram += (xs.T @ xs).double()
+
+    @property
+    def mean(self) -> torch.Tensor:
+        """E[x_j], [n] float64."""
+        return self.shift.double() + self.sum / self.count
+
+    @property
+    def variance(self) -> torch.Tensor:
+        """Var(x_j) over tokens (population), [n] float64."""
+        m = self.sum / self.count
+        return (self.sq_sum / self.count - m.pow(2)).clamp_min(0)
+
+    @property
+    def col_norms(self) -> torch.Tensor:
+        """‖X_j‖₂ over all calibration tokens, [n] float64 (Wanda's input norm)."""
+        s = self.shift.double()
+        sq = self.sq_sum + 2 * s * self.sum + self.count * s.pow(2)
+        return sq.clamp_min(0).sqrt()
+
+    @property
+    def covariance(self) -> torch.Tensor:
+        """Cov(x) [n, n] float64 (needs ``gram=True``)."""
+        if self.gram is None:
+            raise ValueError("covariance needs ChannelStats(..., gram=True)")
+        m = self.sum / self.count
+        return self.gram / self.count - torch.outer(m, m)
+
+    @property
+    def second_moment(self) -> torch.Tensor:
+        """E[x xᵀ] [n, n] float64 (needs ``gram=True``)."""
+        mean = self.mean
+        return self.covariance + torch.outer(mean, mean)
+
+    def combined(self, other: "ChannelStats") -> "ChannelStats":
+        """The statistics of both token sets together (exact: ``other``'s sums are moved to this shift)."""
+        out = ChannelStats.__new__(ChannelStats)
+        delta = (other.shift - self.shift).double()
+        n = other.count
+        out.count, out.shift = self.count + n, self.shift
+        out.sum = self.sum + other.sum + n * delta
+        out.sq_sum = self.sq_sum + other.sq_sum + 2 * delta * other.sum + n * delta.pow(2)
+        out.gram = None
+        if self.gram is not None and other.gram is not None:
+            cross = torch.outer(other.sum, delta)
+            out.gram = self.gram + other.gram + cross + cross.T + n * torch.outer(delta, delta)
+        return out
+
+
+@torch.no_grad()
+def collect_channel_stats(block: nn.Module, layer: nn.Module, inputs: BlockInputs, gram: bool) -> ChannelStats:
+    """Run ``block`` over ``inputs`` and accumulate the statistics of ``layer``'s input channels."""
+    stats = ChannelStats(in_features(layer), gram, device=layer.weight.device)
+    handle = layer.register_forward_hook(lambda _m, args, _out: stats.add(args[0]))
+    try:
+        run_block(block, inputs)
+    finally:
+        handle.remove()
+    return stats
+
+
+def holdout_samples(nsamples: int) -> int:
+    """Calibration samples held out to choose the damping: the last 25%, at least one, never all."""
+    if nsamples < 2:
+        raise ValueError(f"damping 'auto' needs at least 2 calibration samples to hold some out; got {nsamples}")
+    return min(nsamples - 1, max(1, round(HOLDOUT_FRACTION * nsamples)))
+
+
+@torch.no_grad()
+def collect_split_channel_stats(block: nn.Module, layer: nn.Module, inputs: BlockInputs, nsamples: int) -> tuple[ChannelStats, ChannelStats]:
+    """Statistics of ``layer``'s input over the first samples (fit) and the last :func:`holdout_samples`
+    (held out), split by sample index, so the split does not depend on how samples are batched."""
+    n = in_features(layer)
+    fit, held = (ChannelStats(n, True, device=layer.weight.device) for _ in range(2))
+    first_held = nsamples - holdout_samples(nsamples)
+    seen = 0
+
+    def add(_m, args, _out):
+        nonlocal seen
+        x = args[0]
+        if x.dim() < 3:
+            raise ValueError("damping 'auto' needs the layer's input as [batch, seqlen, channels]")
+        cut = min(max(first_held - seen, 0), x.shape[0])
+        if cut:
+            fit.add(x[:cut])
+        if cut < x.shape[0]:
+            held.add(x[cut:])
+        seen += x.shape[0]
+
+    handle = layer.register_forward_hook(add)
+    try:
+        run_block(block, inputs)
+    finally:
+        handle.remove()
+    return fit, held
+
+
+def check_reconstruction(reconstruction: str) -> None:
+    if reconstruction not in RECONSTRUCTIONS:
+        raise ValueError(f"unknown reconstruction {reconstruction!r}; allowed: {', '.join(RECONSTRUCTIONS)}")
+
+
+@torch.no_grad()
+def reconstruct(
+    reconstruction: str,
+    weight: torch.Tensor,
+    bias: torch.Tensor | None,
+    keep: torch.Tensor,
+    stats: ChannelStats | None,
+    damping: float = 0.0,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """The repaired output projection restricted to the kept input channels.
+
+    ``weight`` [out, n], ``bias`` [out] or None, ``keep`` sorted kept channel indices [k] (long).
+    Returns (weight [out, k], bias [out]); the bias is None only if it was None and nothing
+    changes it (``none``, ``liar_weight``, or no channel removed). Computed in float64 on the CPU.
+    """
+    check_reconstruction(reconstruction)
+    keep, removed = keep.cpu(), _removed(weight.shape[1], keep)
+    if reconstruction == "none" or removed.numel() == 0:
+        return weight[:, keep.to(weight.device)].clone(), bias
+    if stats is None:
+        raise ValueError(f"reconstruction {reconstruction!r} needs calibration statistics")
+    w = weight.detach().double().cpu()
+    w_keep, w_rem = w[:, keep], w[:, removed]
+    coef, intercept = affine_fit(reconstruction, stats, keep, removed, damping)
+    if coef is not None:
+        w_keep = w_keep + w_rem @ coef.T
+    if intercept is None:
+        return w_keep.to(weight), bias
+    b = torch.zeros(w.shape[0], dtype=torch.float64) if bias is None else bias.detach().double().cpu()
+    return w_keep.to(weight), (b + w_rem @ intercept).to(weight)
+
+
+def _removed(n: int, keep: torch.Tensor) -> torch.Tensor:
+    removed = torch.ones(n, dtype=torch.bool)
+    removed[keep.cpu()] = False
+    return removed.nonzero().squeeze(1)
+
+
+def affine_fit(reconstruction: str, stats: ChannelStats, keep: torch.Tensor, removed: torch.Tensor, damping: float):
+    """(B [k, r] or None, c [r] or None) with x_R ≈ Bᵀ x_K + c, as each reconstruction fits it (float64)."""
+    mean = stats.mean.cpu()
+    if reconstruction == "bias":
+        return None, mean[removed]
+    if reconstruction == "liar":
+        return ridge_affine_fit(stats.covariance.cpu(), mean, keep, removed, damping)
+    return ridge_fit(stats.second_moment.cpu(), keep, removed, damping), None  # liar_weight: no intercept
+
+
+def ridge_affine_fit(
+    cov: torch.Tensor, mean: torch.Tensor, keep: torch.Tensor, removed: torch.Tensor, damping: float
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Least squares x_R ≈ Bᵀ x_K + c from moments: returns B [k, r] and c [r] (float64).
+
+    Ridge term ``damping``·mean(diag Σ_KK) on the diagonal; with zero damping a singular Σ_KK
+    (e.g. a dead kept channel) gets the minimum-norm solution.
+    """
+    coef = ridge_fit(cov, keep, removed, damping)
+    intercept = mean[removed] - coef.T @ mean[keep]
+    return coef, intercept
+
+
+def ridge_fit(moment: torch.Tensor, keep: torch.Tensor, removed: torch.Tensor, damping: float) -> torch.Tensor:
+    """B [k, r] = (M_KK + damping·mean(diag M_KK)·I)⁻¹ M_KR for a moment matrix M (covariance, or the
+    second moment for a fit without intercept); minimum-norm least squares when ``damping`` is 0."""
+    if damping < 0:
+        raise ValueError(f"damping {damping!r} must be >= 0")
+    m_kk = moment[keep][:, keep]
+    m_kr = moment[keep][:, removed]
+    if damping > 0:
+        m_kk = m_kk + damping * m_kk.diagonal().mean() * torch.eye(len(keep), dtype=moment.dtype)
+        return torch.linalg.solve(m_kk, m_kr)
+    return torch.linalg.lstsq(m_kk, m_kr, driver="gelsd").solution
+
+
+def output_error(w_rem: torch.Tensor, coef, intercept, stats: ChannelStats, keep: torch.Tensor, removed: torch.Tensor) -> float:
+    """Mean squared output error E‖W_R (x_R − Bᵀx_K − c)‖² of the repaired layer over the tokens
+    ``stats`` describes (from their moments), for a fit (B, c) (either may be None: zero)."""
+    s2, mean = stats.second_moment.cpu(), stats.mean.cpu()
+    s_rr, s_rk = s2[removed][:, removed], s2[removed][:, keep]
+    resid = s_rr.clone()  # E[r rᵀ], r = x_R − Bᵀ x_K − c
+    r_mean = mean[removed].clone()
+    if coef is not None:
+        cross = s_rk @ coef
+        resid += coef.T @ (s2[keep][:, keep] @ coef) - cross - cross.T
+        r_mean -= coef.T @ mean[keep]
+    if intercept is not None:
+        outer = torch.outer(r_mean, intercept)
+        resid += torch.outer(intercept, intercept) - outer - outer.T
+    m = w_rem.T @ w_rem
+    return float((m * resid).sum())
+
+
+def choose_damping(
+    reconstruction: str, weight: torch.Tensor, keep: torch.Tensor, fit: ChannelStats, heldout: ChannelStats,
+    grid=DAMPING_GRID,
+) -> tuple[float, dict[float, float]]:
+    """The damping of ``grid`` whose fit on ``fit`` gives the smallest output error on ``heldout``;
+    returns (damping, {damping: held-out error})."""
+    if reconstruction not in DAMPED:
+        raise ValueError(f"reconstruction {reconstruction!r} has no damping to choose; allowed: {', '.join(DAMPED)}")
+    keep = keep.cpu()
+    removed = _removed(weight.shape[1], keep)
+    w_rem = weight.detach().double().cpu()[:, removed]
+    errors = {}
+    for damping in grid:
+        coef, intercept = affine_fit(reconstruction, fit, keep, removed, damping)
+        errors[damping] = output_error(w_rem, coef, intercept, heldout, keep, removed)
+    return min(errors, key=errors.get), errors
