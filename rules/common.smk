@@ -2,6 +2,7 @@
 import json
 import math
 import os
+import re
 from pathlib import Path
 
 from snakemake.exceptions import WorkflowError
@@ -93,6 +94,9 @@ def variant_parents(wildcards):
 
 def study_variants(study):
     return ex.variants_of(config["studies"][study], config)
+
+
+STUDY_NAMES = "|".join(re.escape(name) for name in config["studies"])
 
 
 def all_targets():

@@ -23,6 +23,8 @@ rule study_report:
         "results/logs/report/{study}.log",
     benchmark:
         "results/benchmarks/report/{study}.tsv"
+    wildcard_constraints:
+        study=STUDY_NAMES,  # not claims.csv, not figures/blocks/...
     conda:
         "../envs/pruneflow.yaml"
     threads: 1

@@ -39,6 +39,10 @@ def test_default_config_is_valid(default_config):
     ],
 )
 def test_bad_values_name_key_value_and_allowed(default_config, edit, message):
+    _assert_rejected(default_config, edit, message)
+
+
+def _assert_rejected(default_config, edit, message):
     config = copy.deepcopy(default_config)
     edit(config)
     with pytest.raises(ConfigError, match=message):
@@ -99,10 +103,7 @@ def _owl(**keys):
     ],
 )
 def test_bad_allocation_and_sensitivity_values_name_key_value_and_allowed(default_config, edit, message):
-    config = copy.deepcopy(default_config)
-    edit(config)
-    with pytest.raises(ConfigError, match=message):
-        validate_config(config)
+    _assert_rejected(default_config, edit, message)
 
 
 def test_good_allocation_spellings_validate(default_config):

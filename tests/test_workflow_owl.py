@@ -1,7 +1,6 @@
 """OWL and per-block sensitivity through the workflow on a tiny model: tables, figures, the per-block
 sparsity each variant records, and what a changed lambda reruns (from dry-run plans)."""
 
-import copy
 import json
 
 import pandas as pd
@@ -9,7 +8,7 @@ import pytest
 
 from pruneflow.core.variants import read_record
 
-from workflow_helpers import planned, snakemake, tiny_config, write_config
+from workflow_helpers import plan_after, planned, snakemake, tiny_config, write_config
 
 pytestmark = pytest.mark.slow
 CALIB = "brown-n4-l64-s0"
@@ -74,26 +73,16 @@ def test_tables_and_figures_spell_the_allocation(owl_run):
     assert (workdir / "results/figures/sensitivity.png").stat().st_size > 5000
 
 
-def _plan_after(workdir, config, edit):
-    edited = copy.deepcopy(config)
-    edit(edited)
-    write_config(workdir, edited)
-    try:
-        return planned(workdir)
-    finally:
-        write_config(workdir, config)
-
-
 def test_nothing_left_to_do_and_a_changed_lambda_reruns_allocation_masks_and_below_only(owl_run):
     workdir, config = owl_run
     assert planned(workdir)[0] == {}
-    rules, _ = _plan_after(workdir, config, lambda c: c["studies"]["owl"].update(owl_lambda=0.05))
+    rules, _ = plan_after(workdir, config, lambda c: c["studies"]["owl"].update(owl_lambda=0.05))
     # not calibration, not the activation cache, not the uniform variant
     assert rules == {"allocation": 1, "prune_sequential": 1, "perplexity": 1, "study_report": 1, "block_sparsity_figure": 1, "claims": 1}
-    rules, _ = _plan_after(workdir, config, lambda c: c["studies"]["owl_dense"].update(owl_lambda=0.05))
+    rules, _ = plan_after(workdir, config, lambda c: c["studies"]["owl_dense"].update(owl_lambda=0.05))
     assert rules == {"allocation": 1, "prune_by_score": 1, "prune_from_cache": 1, "perplexity": 2, "study_report": 1,
                      "block_sparsity_figure": 1, "claims": 1}
     # M too: the allocation and below, never the statistics the allocation is computed from
-    rules, _ = _plan_after(workdir, config, lambda c: c["studies"]["owl"].update(owl_m=5))
+    rules, _ = plan_after(workdir, config, lambda c: c["studies"]["owl"].update(owl_m=5))
     assert rules == {"allocation": 1, "prune_sequential": 1, "perplexity": 1, "study_report": 1, "block_sparsity_figure": 1, "claims": 1}
     assert not {"model", "corpus", "calibration", "activation_cache"} & set(rules)

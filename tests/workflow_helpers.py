@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import re
 import subprocess
 import sys
@@ -63,3 +64,14 @@ def planned(workdir: Path, *targets: str) -> tuple[Counter, list[str]]:
     rules.pop("all", None)
     reasons = re.findall(r"^\s+reason: (.*)$", out, re.M)
     return rules, reasons
+
+
+def plan_after(workdir: Path, config: dict, edit) -> tuple[Counter, list[str]]:
+    """The dry-run plan after ``edit`` (a function changing a copy of ``config``); the config is restored."""
+    edited = copy.deepcopy(config)
+    edit(edited)
+    write_config(workdir, edited)
+    try:
+        return planned(workdir)
+    finally:
+        write_config(workdir, config)

@@ -43,7 +43,7 @@ def job(log_path: str | None = None, threads: int = 1, seed: int = 0):
     if log:
         sys.stdout = sys.stderr = log
     start = time.perf_counter()
-    print(f"pruneflow library: {Path(__file__).parent}")  # which checkout's code made this result
+    print(f"pruneflow library: {Path(__file__).parents[1]}")  # which checkout's code made this result
     try:
         yield info
     except BaseException:
