@@ -94,16 +94,20 @@ def capture_linear_inputs(block: nn.Module, arch, names: Sequence[str], inputs: 
 
         return grab
 
+    handles += [linears[name].register_forward_hook(hook(name)) for name in names]
+    _run_hooked(block, inputs, handles)
+    return captured
+
+
+def _run_hooked(block, stream, handles) -> None:
+    """Run ``block`` on every sample of ``stream`` for its hooks (which may stop it early), then remove them."""
     try:
-        for name in names:
-            handles.append(linears[name].register_forward_hook(hook(name)))
-        for hidden, kwargs in zip(inputs.hidden, inputs.kwargs):
+        for hidden, kwargs in zip(stream.hidden, stream.kwargs):
             with contextlib.suppress(_Stop):
                 block(hidden, **kwargs)
     finally:
         for h in handles:
             h.remove()
-    return captured
 
 
 def _gram(xs: list[torch.Tensor], zs: list[torch.Tensor] | None = None) -> torch.Tensor:
@@ -220,13 +224,7 @@ def capture_sublayer_inputs(block: nn.Module, sub: Sublayer, stream: BlockInputs
 
     handles = [entry.register_forward_pre_hook(grab_entry, with_kwargs=True),
                target.register_forward_pre_hook(grab_call, with_kwargs=True)]
-    try:
-        for hidden, kwargs in zip(stream.hidden, stream.kwargs):
-            with contextlib.suppress(_Stop):
-                block(hidden, **kwargs)
-    finally:
-        for h in handles:
-            h.remove()
+    _run_hooked(block, stream, handles)
     return _UnitInputs(xs, kws or [{} for _ in xs])
 
 
@@ -437,70 +435,84 @@ def reconstruct_model(
     """
     granularity_name, k = parse_granularity(granularity)
     cfg = cfg or TrainConfig()
-    for name, value, allowed in (("inputs", inputs, INPUTS), ("targets", targets, TARGETS)):
-        if value not in allowed:
-            raise ReconstructionError(f"{name} {value!r}: allowed {', '.join(allowed)}")
-    if trainable == "all" or trainable == ("all",):
-        if adapter is not None:
-            raise ReconstructionError(
-                "trainable='all' already trains every weight; with an adapter name subsets such as 'norms' or 'none'"
-            )
-        subsets = ("full",)
-    else:
-        subsets = parse_subsets(trainable)
-    arch = architecture_of(pruned)
-    if solver not in SOLVERS:
-        raise ReconstructionError(f"solver {solver!r}: allowed {', '.join(SOLVERS)}")
-    if granularity_name == "matrix" and cfg.loss != "mse":
-        raise ReconstructionError(f"granularity matrix (closed form) minimises the squared error; loss {cfg.loss!r} needs matrix-adam")
+    subsets = _check_options(granularity_name, inputs, targets, trainable, adapter, solver, cfg)
     if torch.cuda.is_available():
         torch.cuda.reset_peak_memory_stats()
     start = time.perf_counter()
     summary = {"granularity": granularity, "inputs": inputs, "targets": targets, "trainable": list(subsets), "solver": solver,
                "adapter": adapter.to_dict() if adapter else None, "config": cfg.to_dict(), "notes": []}
-
     if granularity_name == "full":
-        loss = next_token_loss(pruned, device)
-        batches = calib_ids.split(cfg.batch_size)
-        with torch.no_grad():
-            pruned.to(device).eval()
-            before = sum(float(loss(b)) * len(b) for b in batches) / len(calib_ids)
-        history = retrain(pruned, keep_masks, calib_ids, subsets, adapter, cfg, device)
-        with torch.no_grad():
-            after = sum(float(loss(b)) * len(b) for b in batches) / len(calib_ids)
-        pruned.to("cpu")
-        summary["notes"] += [f"subset {s} unavailable" for s in history["unavailable"]]
-        units = [{"unit": "model", "before": before, "after": after, "steps": history["steps"],
-                  "trainable_params": history["trainable_params"], "seconds": history["seconds"]}]
+        units = _reconstruct_full(pruned, keep_masks, calib_ids, subsets, adapter, cfg, device, summary["notes"])
         return _finish(summary, units, start)
-
     skipped = [s for s in subsets if s in ("lm_head", "embeddings")]
     if skipped:
         summary["notes"].append(f"subsets {skipped} are outside the blocks: only granularity full trains them")
     block_subsets = tuple(s for s in subsets if s not in skipped)
     summary["notes"] += [f"subset {s} unavailable: the model has none" for s in subset_parameters(pruned, block_subsets)[1]]
+    arch = architecture_of(pruned)
     ctx = _Context(arch, pruned, arch.get_blocks(pruned), arch.get_blocks(dense), keep_masks, granularity_name,
                    inputs, targets, cfg, block_subsets, adapter, damp, solver, device, _pruner)
+    units = _reconstruct_blocks(ctx, dense, calib_ids, granularity, k)
+    return _finish(summary, units, start)
+
+
+def _check_options(granularity_name, inputs, targets, trainable, adapter, solver, cfg) -> tuple[str, ...]:
+    """The PERP subsets to train; a bad option raises naming it and what is allowed."""
+    for name, value, allowed in (("inputs", inputs, INPUTS), ("targets", targets, TARGETS)):
+        if value not in allowed:
+            raise ReconstructionError(f"{name} {value!r}: allowed {', '.join(allowed)}")
+    if solver not in SOLVERS:
+        raise ReconstructionError(f"solver {solver!r}: allowed {', '.join(SOLVERS)}")
+    if granularity_name == "matrix" and cfg.loss != "mse":
+        raise ReconstructionError(f"granularity matrix (closed form) minimises the squared error; loss {cfg.loss!r} needs matrix-adam")
+    if trainable == "all" or trainable == ("all",):
+        if adapter is not None:
+            raise ReconstructionError(
+                "trainable='all' already trains every weight; with an adapter name subsets such as 'norms' or 'none'"
+            )
+        return ("full",)
+    return parse_subsets(trainable)
+
+
+def _reconstruct_full(pruned, keep_masks, calib_ids, subsets, adapter, cfg, device, notes: list) -> list[dict]:
+    """Granularity full: retrain the whole model on next-token loss; one unit, the calibration cross-entropy."""
+    loss = next_token_loss(pruned, device)
+    batches = calib_ids.split(cfg.batch_size)
+    with torch.no_grad():
+        pruned.to(device).eval()
+        before = sum(float(loss(b)) * len(b) for b in batches) / len(calib_ids)
+    history = retrain(pruned, keep_masks, calib_ids, subsets, adapter, cfg, device)
+    with torch.no_grad():
+        after = sum(float(loss(b)) * len(b) for b in batches) / len(calib_ids)
+    pruned.to("cpu")
+    notes += [f"subset {s} unavailable" for s in history["unavailable"]]
+    return [{"unit": "model", "before": before, "after": after, "steps": history["steps"],
+             "trainable_params": history["trainable_params"], "seconds": history["seconds"]}]
+
+
+def _reconstruct_blocks(ctx: "_Context", dense: nn.Module, calib_ids, granularity: str, k: int) -> list[dict]:
+    """Matrices, sublayers or blocks, in forward order, with the block inputs propagated as units finish."""
+    pruned, device = ctx.pruned, ctx.device
     for p in pruned.parameters():
         p.requires_grad_(False)
     pruned.eval()
     dense.eval()
-    need_dense_stream = inputs == "dense" or targets == "dense"
     # Chunks are the micro-batches of training; the closed form only sums Grams, so bigger chunks are faster.
-    chunk = max(cfg.batch_size, 8) if granularity_name == "matrix" else cfg.batch_size
+    chunk = max(ctx.cfg.batch_size, 8) if ctx.granularity == "matrix" else ctx.cfg.batch_size
     # The pruned stream also feeds the interleaved order's pruning statistics.
-    stream_p = capture_block_inputs(pruned, calib_ids, chunk, device) if inputs == "pruned" or _pruner else None
+    stream_p = capture_block_inputs(pruned, calib_ids, chunk, device) if ctx.inputs == "pruned" or ctx.pruner else None
+    need_dense_stream = ctx.inputs == "dense" or ctx.targets == "dense"
     stream_d = capture_block_inputs(dense, calib_ids, chunk, device) if need_dense_stream else None
     units = []
     try:
-        if granularity_name.startswith("matrix"):
+        if ctx.granularity.startswith("matrix"):
             for index in tqdm(range(len(ctx.p_blocks)), desc=f"reconstruct {granularity}", unit="block"):
                 ctx.prune_before([index], stream_p)
                 p_block, d_block = ctx.p_blocks[index].to(device), ctx.d_blocks[index].to(device)
                 units += _reconstruct_matrices(ctx, index, p_block, d_block, stream_p, stream_d)
                 stream_p, stream_d = _advance(ctx, [index], stream_p, stream_d)
         else:
-            for unit in tqdm(_units(granularity_name, k, len(ctx.p_blocks)), desc=f"reconstruct {granularity}", unit="unit"):
+            for unit in tqdm(_units(ctx.granularity, k, len(ctx.p_blocks)), desc=f"reconstruct {granularity}", unit="unit"):
                 ctx.prune_before(unit.blocks, stream_p)
                 units.append(_reconstruct_unit(ctx, unit, stream_p, stream_d))
                 if unit.part != "attn":  # the unit finished its blocks: the streams move past them
@@ -508,7 +520,7 @@ def reconstruct_model(
     finally:
         for p in pruned.parameters():
             p.requires_grad_(True)
-    return _finish(summary, units, start)
+    return units
 
 
 @torch.no_grad()
