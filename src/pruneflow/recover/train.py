@@ -142,18 +142,7 @@ def train(
 
     Returns {losses: mean loss per optimiser step, seconds, steps, trainable_params}.
     """
-    if not batches:
-        raise TrainConfigError("train: no batches to train on")
-    keep_masks = dict(keep_masks or {})
-    unknown = set(keep_masks) - set(params)
-    if unknown:
-        raise TrainConfigError(f"train: keep masks for unknown parameters {sorted(unknown)[:3]}")
-    for name, p in params.items():
-        if not p.requires_grad:
-            raise TrainConfigError(f"train: parameter {name!r} does not require gradients")
-        if name in keep_masks and keep_masks[name].shape != p.shape:
-            raise TrainConfigError(f"train: mask of {name!r} has shape {tuple(keep_masks[name].shape)}, parameter {tuple(p.shape)}")
-    masks = {name: keep_masks[name].to(device=p.device, dtype=p.dtype) for name, p in params.items() if name in keep_masks}
+    masks = _checked_masks(params, keep_masks, batches)
 
     steps = cfg.steps or max(1, len(batches) // cfg.grad_accum)
     warmup_steps = int(cfg.warmup * steps)
@@ -168,29 +157,16 @@ def train(
             params[name].mul_(mask)
     losses = []
     start = time.perf_counter()
+    optimizer.zero_grad(set_to_none=True)
     for step in tqdm(range(steps), desc=desc, unit="step", leave=False):
-        optimizer.zero_grad(set_to_none=True)
-        total = 0.0
-        for _ in range(cfg.grad_accum):
-            loss = loss_fn(batches[next(order)])
-            (loss / cfg.grad_accum).backward()
-            total += loss.item() / cfg.grad_accum
+        total = _accumulate(loss_fn, batches, order, cfg.grad_accum)
         if not math.isfinite(total):
             raise NonFiniteError(
                 f"{desc}: the loss became {total} at step {step} of {steps}; lower the learning rate "
                 f"(lr={cfg.lr:g}) or set max_grad_norm. Nothing was saved for this job; earlier artifacts are kept."
             )
-        with torch.no_grad():
-            for name, mask in masks.items():
-                if params[name].grad is not None:
-                    params[name].grad.mul_(mask)
-        if cfg.max_grad_norm is not None:
-            torch.nn.utils.clip_grad_norm_(tensors, cfg.max_grad_norm)
-        optimizer.step()
+        _masked_step(params, masks, optimizer, cfg.max_grad_norm)
         scheduler.step()
-        with torch.no_grad():
-            for name, mask in masks.items():
-                params[name].mul_(mask)
         losses.append(total)
     optimizer.zero_grad(set_to_none=True)
     for name, p in params.items():
@@ -202,6 +178,47 @@ def train(
         "steps": steps,
         "trainable_params": sum(p.numel() for p in tensors),
     }
+
+
+def _checked_masks(params, keep_masks, batches) -> dict[str, torch.Tensor]:
+    """The keep-masks in each parameter's device and dtype; bad inputs raise naming the parameter."""
+    if not batches:
+        raise TrainConfigError("train: no batches to train on")
+    keep_masks = dict(keep_masks or {})
+    unknown = set(keep_masks) - set(params)
+    if unknown:
+        raise TrainConfigError(f"train: keep masks for unknown parameters {sorted(unknown)[:3]}")
+    for name, p in params.items():
+        if not p.requires_grad:
+            raise TrainConfigError(f"train: parameter {name!r} does not require gradients")
+        if name in keep_masks and keep_masks[name].shape != p.shape:
+            raise TrainConfigError(f"train: mask of {name!r} has shape {tuple(keep_masks[name].shape)}, parameter {tuple(p.shape)}")
+    return {name: keep_masks[name].to(device=p.device, dtype=p.dtype) for name, p in params.items() if name in keep_masks}
+
+
+def _accumulate(loss_fn, batches, order, grad_accum: int) -> float:
+    """Gradients of ``grad_accum`` micro-batches (fresh, then summed); returns their mean loss."""
+    total = 0.0
+    for _ in range(grad_accum):
+        loss = loss_fn(batches[next(order)])
+        (loss / grad_accum).backward()
+        total += loss.item() / grad_accum
+    return total
+
+
+def _masked_step(params, masks, optimizer, max_grad_norm) -> None:
+    """One optimiser step with pruned entries' gradients masked before it and their values after it."""
+    with torch.no_grad():
+        for name, mask in masks.items():
+            if params[name].grad is not None:
+                params[name].grad.mul_(mask)
+    if max_grad_norm is not None:
+        torch.nn.utils.clip_grad_norm_(list(params.values()), max_grad_norm)
+    optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+    with torch.no_grad():
+        for name, mask in masks.items():
+            params[name].mul_(mask)
 
 
 def _batch_order(n: int, seed: int):
