@@ -239,6 +239,38 @@ def check_ratio(ratio) -> float:
     return value
 
 
+@dataclass(frozen=True)
+class _Plan:
+    """What every block of one structured pruning does (see :func:`prune_structured`)."""
+
+    criterion: str
+    ratio: float
+    reconstruction: str
+    damping: float | str
+    choose: bool  # damping "auto": chosen per layer on held-out calibration samples
+    needs_stats: bool
+    nsamples: int
+
+
+def _remove_and_repair(plan: _Plan, units: Units, inputs, record: dict, kind: str, selections: dict | None):
+    """Score the units of one kind in one block, keep the best, repair the output projection; returns
+    (kept unit indices, whether a bias was added). The damping chosen, if any, goes into ``record``."""
+    block, reconstruction = units.block, plan.reconstruction
+    damping = plan.damping if reconstruction in DAMPED else 0.0
+    if plan.choose:  # fit and held-out samples apart, for the choice; together for the scores and the fit
+        fit, held = collect_split_channel_stats(block, units.out_layer, inputs, plan.nsamples)
+        stats = fit.combined(held)
+    else:
+        stats = collect_channel_stats(block, units.out_layer, inputs, gram=reconstruction in DAMPED) if plan.needs_stats else None
+    kept = kept_units(unit_scores(plan.criterion, units, stats), plan.ratio)
+    if plan.choose:
+        cols = unit_channels(kept, units.out_width)
+        damping, errors = choose_damping(reconstruction, _weight(units.out_layer), cols, fit, held)
+        record[f"{kind}_damping"] = damping
+        record[f"{kind}_heldout_error"] = {f"{k:g}": v for k, v in errors.items()}
+    return kept, remove_units(units, kept, reconstruction, stats, damping, selections)
+
+
 @torch.no_grad()
 def prune_structured(
     model,
@@ -280,6 +312,7 @@ def prune_structured(
     if needs_stats and calib_ids is None:
         raise StructuredError(f"criterion {criterion!r} with reconstruction {reconstruction!r} needs calibration samples")
 
+    plan = _Plan(criterion, ratio, reconstruction, damping, choose, needs_stats, 0 if calib_ids is None else len(calib_ids))
     params_before = count_parameters(model)
     resized = _Resized(model.config, arch, shape, blocks[0])
     inputs = capture_block_inputs(model, calib_ids, batch_size, device) if needs_stats else None
@@ -289,20 +322,8 @@ def prune_structured(
         record = {"layer": index}
         for step, kind in enumerate(kinds):
             units = units_of(arch, blocks[index], kind, shape)
-            layer_damping = damping if reconstruction in DAMPED else 0.0
-            if choose:  # fit and held-out samples apart, for the choice; together for the scores and the fit
-                fit, held = collect_split_channel_stats(blocks[index], units.out_layer, inputs, len(calib_ids))
-                stats = fit.combined(held)
-            else:
-                stats = collect_channel_stats(blocks[index], units.out_layer, inputs, gram=reconstruction in DAMPED) if needs_stats else None
-            kept = kept_units(unit_scores(criterion, units, stats), ratio)
-            if choose:
-                cols = unit_channels(kept, units.out_width)
-                layer_damping, errors = choose_damping(reconstruction, _weight(units.out_layer), cols, fit, held)
-                record[f"{kind}_damping"] = layer_damping
-                record[f"{kind}_heldout_error"] = {f"{k:g}": v for k, v in errors.items()}
             block_selections = None if selections is None else selections.setdefault(index, {})
-            added_bias = remove_units(units, kept, reconstruction, stats, layer_damping, block_selections)
+            kept, added_bias = _remove_and_repair(plan, units, inputs, record, kind, block_selections)
             resized.set(kind, len(kept), added_bias)
             blocks[index] = resized.rebuild(blocks[index], index, kinds[: step + 1])
             record["kv_groups_kept" if kind == "heads" else "neurons_kept"] = kept.tolist() if kind == "heads" else len(kept)
