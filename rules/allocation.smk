@@ -77,5 +77,7 @@ rule sensitivity:
         mem_mb=mem_mb("sensitivity"),
         runtime=RUNTIME_MIN["sensitivity"],
         gpu=GPU,
+    params:
+        spec=lambda w, output: ex.parse_ppl_name(Path(output[0]).name),
     script:
         "../scripts/block_sensitivity.py"

@@ -2,7 +2,6 @@
 from pruneflow.data.corpora import describe
 from pruneflow.prune.criteria import get_criterion
 from pruneflow.evaluate.perplexity import eval_windows
-from pruneflow.spec.naming import parse_ppl_name
 from pruneflow.core.atomic import write_json
 from pruneflow.data.jsonl import read_texts
 from pruneflow.spec.patterns import parse_pattern
@@ -12,7 +11,7 @@ from pruneflow.core.variants import load_variant
 
 rt = runtime_settings(snakemake.config)
 w = snakemake.wildcards
-spec = parse_ppl_name(snakemake.output[0].rsplit("/", 1)[1])
+spec = snakemake.params.spec  # corpus, seqlen, windows, bos (from the output name, in the rule)
 pattern = parse_pattern(w.pattern)
 with job(snakemake.log[0], snakemake.threads):
     model, tok = load_variant(snakemake.input.model)
