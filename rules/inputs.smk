@@ -2,8 +2,9 @@
 
 
 # ---------------------------------------------------------------- prune rules (prune.smk)
-def maybe_temp(path):
-    return temp(path) if config.get("activations", {}).get("temporary", False) else path
+def maybe_temp(path, section="activations"):
+    """``temp(path)`` when the config's ``section.temporary`` is true: deleted once every consumer ran."""
+    return temp(path) if config.get(section, {}).get("temporary", False) else path
 
 
 def calib_input(w):
@@ -103,9 +104,6 @@ def study_inputs(w):
     costs = study_costs(w.study)
     inputs = {
         "ppl": [f"results/{MODEL}/eval/{v}/{ppl}" for v in variants],
-        "variants": [
-            f"results/{MODEL}/{v}" for v in variants
-        ],  # summary.json, sparsity.json
         "benchmarks": sorted(
             {f for c in costs.values() for files in c.values() for f in files}
         ),

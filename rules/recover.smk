@@ -6,7 +6,12 @@ rule recover:
     input:
         unpack(recover_inputs),
     output:
-        directory("results/{model}/recovered/{pcalib}/{method}/{calib}/{recovery}"),
+        maybe_temp(
+            directory(
+                "results/{model}/recovered/{pcalib}/{method}/{calib}/{recovery}"
+            ),
+            "variants",
+        ),
     log:
         "results/logs/{model}/recovered/{pcalib}/{method}/{calib}/{recovery}.log",
     benchmark:

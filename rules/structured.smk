@@ -7,7 +7,10 @@ rule prune_structured:
         model="results/{model}/dense",
         calib=calib_input,
     output:
-        directory("results/{model}/structured/{calib}/{method}"),
+        maybe_temp(
+            directory("results/{model}/structured/{calib}/{method}"),
+            "variants",
+        ),
     log:
         "results/logs/{model}/structured/{calib}/{method}.log",
     benchmark:

@@ -1,7 +1,12 @@
-"""Perplexity of one model variant on held-out text (protocol: pruneflow.evaluate.perplexity)."""
+"""Perplexity of one model variant on held-out text (protocol: pruneflow.evaluate.perplexity).
+
+The result carries the variant's summary and measured sparsity, so tables need only this file (a
+temporary variant is gone by the time its table is made)."""
+from pathlib import Path
+
 from pruneflow.data.corpora import describe
 from pruneflow.evaluate.perplexity import eval_windows, perplexity
-from pruneflow.core.atomic import write_json
+from pruneflow.core.atomic import read_json, write_json
 from pruneflow.data.jsonl import read_texts
 from pruneflow.core.runtime import job, resolve_device, runtime_settings
 from pruneflow.core.variants import load_variant
@@ -15,4 +20,6 @@ with job(snakemake.log[0], snakemake.threads) as info:
     windows = eval_windows(read_texts(snakemake.input.docs), tok, spec["seqlen"], spec["windows"], spec["bos"], source)
     result = perplexity(model, windows, rt["eval_batch_size"], resolve_device(rt["device"]))
     print(result)
-write_json(snakemake.output[0], {**result, **spec, "variant": snakemake.wildcards.variant, "seconds": info["seconds"]})
+folder = Path(snakemake.input.model)
+about = {name: read_json(folder / f"{name}.json") for name in ("summary", "sparsity")}
+write_json(snakemake.output[0], {**result, **spec, "variant": snakemake.wildcards.variant, "seconds": info["seconds"], **about})

@@ -1,6 +1,5 @@
 """Tables (CSV, Markdown, LaTeX) and the figure of one study; costs from the jobs' benchmark files."""
 import json
-from pathlib import Path
 
 from pruneflow.report import tables as report
 from pruneflow.report.claims import read_bands
@@ -12,10 +11,7 @@ with job(snakemake.log[0], snakemake.threads):
     ppl = [read_json(p) for p in inp.ppl]
     benchmarks = {path: report.read_benchmark(path) for path in inp.benchmarks}
     costs = json.loads(par.costs)
-    summaries = [
-        {**read_json(Path(v) / "summary.json"), **report.variant_costs(costs[v.split("/", 2)[2]], benchmarks)}
-        for v in inp.variants
-    ]
+    summaries = [{**p["summary"], **report.variant_costs(costs[p["variant"]], benchmarks)} for p in ppl]
     title = f"{par.title} ({par.model})"
     if par.kind == "sensitivity":  # one row per block pruned alone, with its job's time
         seconds = [report.read_benchmark(b)["seconds"] for b in inp.sensitivity_benchmarks]
@@ -24,7 +20,7 @@ with job(snakemake.log[0], snakemake.threads):
         speed = [read_json(p) for p in inp.speed] if "speed" in inp.keys() else None
         df = report.structured_rows(par.model, ppl, summaries, speed)
     else:
-        sparsity = [read_json(Path(v) / "sparsity.json") for v in inp.variants]
+        sparsity = [p["sparsity"] for p in ppl]
         df = report.study_rows(par.model, ppl, sparsity, summaries, par.reference)
         if "bands" in inp.keys():  # the noise band measured for a row's method and pattern, if any
             df = report.add_band_column(df, read_bands(inp.bands[0]))

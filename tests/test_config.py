@@ -20,8 +20,8 @@ def test_default_config_is_valid(default_config):
 @pytest.mark.parametrize(
     "edit, message",
     [
-        (lambda c: c["studies"]["sparsity_sweep"]["patterns"].append(1.5),
-         r"studies\.sparsity_sweep\.patterns\[4\]: 1\.5 is not allowed: .*\[0, 1\)"),
+        (lambda c: c["studies"]["sparsity_sweep"]["patterns"].insert(0, 1.5),
+         r"studies\.sparsity_sweep\.patterns\[0\]: 1\.5 is not allowed: .*\[0, 1\)"),
         (lambda c: c["studies"]["sparsity_sweep"]["criteria"].append("optimal_brain"),
          r"studies\.sparsity_sweep\.criteria\[2\]: 'optimal_brain' is not allowed; allowed: magnitude, .*wanda"),
         (lambda c: c["models"].update({"mine": {"source": "local", "path": "/no/such/folder"}}),
@@ -50,16 +50,22 @@ def _assert_rejected(default_config, edit, message):
 
 
 def test_extended_config_merges_into_the_default(default_config):
-    """config/extended.yaml only adds studies (snakemake merges --configfile into config.yaml)."""
+    """config/extended.yaml adds studies and extends three default ones (snakemake merges --configfile into
+    config.yaml key by key): every row of the default stays, nothing else changes."""
+    from snakemake.utils import update_config
+
     from pruneflow.spec.naming import variants_of
 
     extra = yaml.safe_load((REPO / "config" / "extended.yaml").read_text())
     merged = copy.deepcopy(default_config)
-    merged["studies"].update(extra["studies"])
+    update_config(merged, extra)
     validate_config(merged)
     variants = variants_of(merged["studies"]["recon_sweep"], merged)
     assert len(variants) == 1 + 2 * 3 * 2  # dense + (wanda, sparsegpt) x 3 sparsities x (none, sublayer)
-    assert set(extra) == {"studies"} and not set(extra["studies"]) & set(default_config["studies"])
+    assert set(extra) == {"studies"}
+    for name in set(extra["studies"]) & set(default_config["studies"]):
+        before, after = variants_of(default_config["studies"][name], default_config), variants_of(merged["studies"][name], merged)
+        assert set(before) < set(after), name
 
 
 def test_bfloat16_config_merges_and_selects_a_bfloat16_model(default_config):
