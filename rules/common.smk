@@ -17,6 +17,7 @@ from pruneflow.spec.config import (
     check_config,
     coerce_cli_values,
     duplicate_names,
+    with_defaults,
 )
 from pruneflow.spec.model_config import parameter_count, read_model_config
 
@@ -28,6 +29,9 @@ try:
     check_config(config, ".", workflow.basedir)
 except ConfigError as err:
     raise WorkflowError(f"invalid configuration: {err}") from None
+config.update(
+    with_defaults(config)
+)  # keys left out take the schema's defaults, for rules and jobs alike
 _configfiles = (
     workflow.config_settings.configfiles
     if workflow.config_settings.replace_workflow_config
@@ -38,7 +42,7 @@ for _warning in duplicate_names(_configfiles):
 
 MODEL = config["model"]
 # Jobs that run the model on the device claim it (`gpu=1`; on SLURM: sbatch --gpus=1).
-GPU = 0 if config.get("runtime", {}).get("device", "cpu") == "cpu" else 1
+GPU = 0 if config["runtime"]["device"] == "cpu" else 1
 # A local run (no --jobs, which cluster profiles set) runs one GPU job at a time unless
 # --resources gpu=N says how many devices there are; a cluster schedules its own GPUs.
 if (
@@ -48,10 +52,7 @@ if (
 ):
     workflow.global_resources["gpu"] = 1
 # A local run asked to use CUDA on a machine without it fails here, not in its first pruning job.
-if (
-    config.get("runtime", {}).get("device") == "cuda"
-    and workflow.resource_settings.nodes is None
-):
+if config["runtime"]["device"] == "cuda" and workflow.resource_settings.nodes is None:
     import torch
 
     if not torch.cuda.is_available():

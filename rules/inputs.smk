@@ -4,7 +4,7 @@
 # ---------------------------------------------------------------- prune rules (prune.smk)
 def maybe_temp(path, section="activations"):
     """``temp(path)`` when the config's ``section.temporary`` is true: deleted once every consumer ran."""
-    return temp(path) if config.get(section, {}).get("temporary", False) else path
+    return temp(path) if config[section]["temporary"] else path
 
 
 def calib_input(w):
@@ -70,7 +70,7 @@ def recover_inputs(w):
 # ---------------------------------------------------------------- zeroshot rules (zeroshot.smk)
 def zeroshot_name(task):
     zs = config["zeroshot"]
-    return f"zeroshot-{task}-n{zs['items']}-s{zs.get('seed', 0)}.json"
+    return f"zeroshot-{task}-n{zs['items']}-s{zs['seed']}.json"
 
 
 def zeroshot_inputs(w):

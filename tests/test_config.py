@@ -3,7 +3,7 @@ import copy
 import pytest
 import yaml
 
-from pruneflow.spec.config import ConfigError, validate_config
+from pruneflow.spec.config import ConfigError, validate_config, with_defaults
 
 from conftest import REPO
 
@@ -120,3 +120,21 @@ def test_good_allocation_spellings_validate(default_config):
                               "recoveries": ["none", "recon:sublayer"]}
     config["studies"]["c"] = {"kind": "sensitivity", "criteria": ["wanda", "magnitude"], "patterns": [0.7, "2:4"], "windows": 2}
     validate_config(config)
+
+
+def test_left_out_keys_take_the_schema_defaults(default_config):
+    """Sections and keys a config leaves out are filled from the schema's defaults (not from scattered code);
+    the config itself is not changed, and reconstruction/retraining get none (their names hash what is spelt)."""
+    config = copy.deepcopy(default_config)
+    for section in ("runtime", "activations", "variants"):
+        del config[section]
+    del config["perplexity"]["bos"], config["zeroshot"]["seed"]
+    config["reconstruction"] = {}
+    filled = with_defaults(config)
+    assert filled["runtime"] == {"device": "cpu", "batch_size": 8, "eval_batch_size": 4}
+    assert filled["activations"] == {"temporary": False, "gram": True}
+    assert filled["variants"] == {"temporary": False}
+    assert filled["perplexity"]["bos"] == "auto" and filled["zeroshot"]["seed"] == 0
+    assert filled["reconstruction"] == {} and "runtime" not in config
+    validate_config(filled)
+    assert with_defaults(default_config) == default_config  # config.yaml spells every default out

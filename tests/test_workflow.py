@@ -179,6 +179,24 @@ def test_export_target_writes_a_folder_that_transformers_loads_alone(finished_ru
     assert planned(workdir)[0] == {}  # on demand: not part of the default targets
 
 
+def test_temporary_variants_go_once_evaluated_and_return_on_demand(finished_run, tmp_path):
+    """variants.temporary: recovered and structured variants are deleted once every consumer ran; the tables
+    stay up to date without them, pruned variants (masks) stay, and a target needing one rebuilds only it."""
+    source, config = finished_run
+    workdir = tmp_path / "run"
+    shutil.copytree(source, workdir, symlinks=True)  # keeps modification times: the copy is up to date
+    write_config(workdir, {**config, "variants": {"temporary": True}})
+    assert planned(workdir)[0] == {}  # marking outputs temporary reruns nothing
+    root = workdir / "results/tiny"
+    variant = "recovered/brown-n4-l64-s0/wanda-u0.5-seq/brown-n4-l64-s0"
+    recovered = next((root / variant).glob("recon-sublayer-*"))
+    snakemake(workdir, "--delete-temp-output")
+    assert not list(root.glob("recovered/*/*/*/*")) and not list(root.glob("structured/*/*"))
+    assert len(list(root.glob("pruned/*/*"))) == len(list((source / "results/tiny").glob("pruned/*/*")))
+    assert planned(workdir)[0] == {}
+    assert planned(workdir, f"results/tiny/export/{variant}/{recovered.name}")[0] == {"recover": 1, "export": 1}
+
+
 def test_second_run_has_nothing_to_do_quickly(finished_run):
     workdir, _ = finished_run
     start = time.perf_counter()

@@ -11,6 +11,8 @@ from pathlib import Path
 
 import torch
 
+from pruneflow.spec.config import with_defaults
+
 
 def resolve_device(name: str = "cpu") -> torch.device:
     if name == "auto":
@@ -58,10 +60,7 @@ def job(log_path: str | None = None, threads: int = 1, seed: int = 0):
             log.close()
 
 
-RUNTIME_DEFAULTS = {"device": "cpu", "batch_size": 8, "eval_batch_size": 4}
-
-
 def runtime_settings(config: dict) -> dict:
-    """The config's ``runtime`` section with defaults; read by jobs directly, never a tracked param,
-    because it changes how a job runs, not what it computes."""
-    return {**RUNTIME_DEFAULTS, **config.get("runtime", {})}
+    """The config's ``runtime`` section, defaults from the schema; read by jobs directly, never a tracked
+    param, because it changes how a job runs, not what it computes."""
+    return with_defaults(config)["runtime"]

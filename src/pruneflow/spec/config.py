@@ -11,6 +11,8 @@ exist); :func:`check_config` adds the checks against the model and the data
 
 from __future__ import annotations
 
+import copy
+import functools
 import json
 import re
 from pathlib import Path
@@ -102,10 +104,30 @@ def _schema_error(err: jsonschema.ValidationError) -> ConfigError:
     return ConfigError(f"{key}: {_short(err.instance)} is not allowed: {err.message}")
 
 
+@functools.cache
+def _schema() -> dict:
+    return yaml.safe_load(SCHEMA_PATH.read_text())
+
+
+def with_defaults(config: dict) -> dict:
+    """A copy of ``config`` with the schema's ``default`` of every key it leaves out (sections included)."""
+
+    def fill(node, schema):
+        if isinstance(node, dict):
+            for key, sub in schema.get("properties", {}).items():
+                if key not in node and "default" in sub:
+                    node[key] = copy.deepcopy(sub["default"])
+                if key in node:
+                    fill(node[key], sub)
+        return node
+
+    return fill(copy.deepcopy(config), _schema())
+
+
 def validate_config(config: dict, base_dir: str | Path = ".") -> None:
     """Raise :class:`ConfigError` on the first problem; ``base_dir`` resolves relative paths."""
     _check_names(config)
-    schema = yaml.safe_load(SCHEMA_PATH.read_text())
+    schema = _schema()
     errors = sorted(_Validator(schema).iter_errors(config), key=lambda e: list(e.absolute_path))
     if errors:
         raise _schema_error(errors[0])
@@ -298,8 +320,8 @@ def _check_sensitivity(key: str, study: dict, config: dict) -> None:
 
 
 def cache_grams(config: dict) -> bool:
-    """Whether the dense-stream activation cache stores Gram matrices (default true)."""
-    return config.get("activations", {}).get("gram", True)
+    """Whether the dense-stream activation cache stores Gram matrices."""
+    return with_defaults(config)["activations"]["gram"]
 
 
 def _check_structured(key, study):
