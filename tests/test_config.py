@@ -101,7 +101,7 @@ def _owl(**keys):
         (lambda c: c["studies"].update(s={"kind": "structured", "criteria": ["wanda"], "ratios": [0.2], "reconstructions": ["none"],
                                          "allocation": "owl"}), r"studies\.s: 'allocation' does not belong to a structured study"),
         (lambda c: c["studies"].update(s={"kind": "sensitivity", "criteria": ["wanda"], "patterns": [0.7], "windows": 9}),
-         r"studies\.s\.windows: 9 is not allowed: .*perplexity\.windows = 8; allowed: 1 to 8"),
+         r"studies\.s\.windows: 9 is not allowed: .*perplexity\.windows = 4; allowed: 1 to 4"),
         (lambda c: c["studies"].update(s={"kind": "sensitivity", "criteria": ["sparsegpt"], "patterns": [0.7]}),
          r"studies\.s: sparsegpt prunes each block from the dense-stream cache's Gram matrices, but activations\.gram is false"),
         (lambda c: c["studies"].update(s={"kind": "sensitivity", "criteria": ["wanda"], "patterns": [0.7], "stream": "dense"}),

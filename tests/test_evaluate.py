@@ -44,6 +44,26 @@ def test_perplexity_matches_the_models_own_loss(tiny):
     assert result["perplexity"] == pytest.approx(math.exp(sum(losses) / 4), rel=1e-5)
 
 
+def test_zeros_of_the_dense_weights_do_not_fail_an_nm_check(tiny):
+    """A quantised checkpoint has exact zeros of its own (Gemma 3's Q4_K_M GGUF); a 2:4 group may keep one,
+    so the matrix has more zeros than requested. The check reads what the masks prune; the zeros stay reported."""
+    from pruneflow.core.architectures import architecture_of
+
+    model, _ = tiny
+    arch = architecture_of(model)
+    masks = {i: {name: torch.ones_like(arch.weight(layer), dtype=torch.bool) for name, layer in arch.block_linears(block).items()}
+             for i, block in enumerate(arch.get_blocks(model))}
+    q = model.model.layers[0].self_attn.q_proj.weight
+    with torch.no_grad():
+        q[:, 0::4] = 0  # one dense zero in every group of four, at the group's first weight
+    masks[0]["self_attn.q_proj"] = (torch.arange(q.shape[1]) % 2 == 0).expand_as(q).clone()  # 2:4 keeping 1st and 3rd
+    m = measured_sparsity(model, masks)["per_matrix"]["0.self_attn.q_proj"]
+    assert m["pruned_fraction"] == 0.5 and m["sparsity"] == 0.75
+    check_sparsity({"per_matrix": {"0.self_attn.q_proj": m}}, 0.5)
+    with pytest.raises(EvaluationError, match="0.self_attn.q_proj"):
+        check_sparsity({"per_matrix": {"0.self_attn.q_proj": {k: v for k, v in m.items() if k != "pruned_fraction"}}}, 0.5)
+
+
 def test_measured_sparsity_counts_zeros_and_check_tolerates_one_weight_per_row(tiny):
     model, _ = tiny
     q = model.model.layers[0].self_attn.q_proj.weight

@@ -306,7 +306,7 @@ def _sparsity(model, masks, requested: float | None, apply: bool = False, block_
     """Measured sparsity (of the model, or of model × masks when ``apply``), checked against the request
     (per block when ``block_requested`` holds a non-uniform allocation, whose mean is ``requested``);
     every weight a mask prunes must be exactly zero."""
-    result = measured_sparsity(model, masks if apply else None)
+    result = measured_sparsity(model, masks)  # the same zeros either way once check_masks_kept passes
     if requested is not None:
         result["requested"] = requested
         if block_requested is not None:
