@@ -50,8 +50,8 @@ def _assert_rejected(default_config, edit, message):
 
 
 def test_extended_config_merges_into_the_default(default_config):
-    """config/extended.yaml adds studies and extends three default ones (snakemake merges --configfile into
-    config.yaml key by key): every row of the default stays, nothing else changes."""
+    """config/extended.yaml adds studies and extends four default ones (snakemake merges --configfile into
+    config.yaml key by key): every row of the default stays, and each extended study adds rows or a setting."""
     from snakemake.utils import update_config
 
     from pruneflow.spec.naming import variants_of
@@ -65,7 +65,9 @@ def test_extended_config_merges_into_the_default(default_config):
     assert set(extra) == {"studies"}
     for name in set(extra["studies"]) & set(default_config["studies"]):
         before, after = variants_of(default_config["studies"][name], default_config), variants_of(merged["studies"][name], merged)
-        assert set(before) < set(after), name
+        assert set(before) <= set(after), name
+        assert set(before) < set(after) or merged["studies"][name] != default_config["studies"][name], name
+    assert merged["studies"]["liar_table"]["speed"] and not default_config["studies"]["liar_table"].get("speed")
 
 
 def test_bfloat16_config_merges_and_selects_a_bfloat16_model(default_config):
