@@ -2,8 +2,9 @@
 
 SparseGPT and Wanda (sequential, as the workflow's wanda_table) on SmolLM2-135M at 50% and 2:4, each run
 with 1 and 2 torch threads and with the calibration samples in their order and reversed: the same model,
-the same 32 calibration windows and the same evaluation windows as the default workflow, so only the
-order of floating-point operations differs. Reads the workflow's artifacts (run the default first).
+the same calibration windows and the same evaluation windows as the default workflow (read from
+config.yaml), so only the order of floating-point operations differs. Reads the workflow's artifacts (run
+the default first). Runs and bands are kept per calibration, so a band follows the tables it was measured for.
 
 A run is labelled with the build it measured (``--label``): run it once with this checkout's library and,
 to measure an earlier build, with PYTHONPATH pointing at that build's ``src`` (``git archive <commit> src``).
@@ -27,6 +28,7 @@ import time
 from pathlib import Path
 
 import torch
+import yaml
 
 from pruneflow.data.calibration import load_calibration
 from pruneflow.prune.criteria import get_criterion
@@ -35,12 +37,14 @@ from pruneflow.data.jsonl import read_texts
 from pruneflow.prune.masks import parse_pattern
 from pruneflow.prune.sequential import prune_model
 from pruneflow.core.variants import load_variant
+from pruneflow.spec.naming import calib_id
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "results"
 MODEL = "smollm2-135m"
-CALIBRATION = "brown-n32-l256-s0"
-KEY = ("label", "criterion", "pattern", "threads", "order")
+DEFAULT = yaml.safe_load((ROOT / "config.yaml").read_text())
+OLD_CALIBRATION = "brown-n32-l256-s0"  # runs recorded before runs named their calibration
+KEY = ("label", "calibration", "criterion", "pattern", "threads", "order")
 
 
 def run(criterion: str, pattern: str, threads: int, order: str, calib: torch.Tensor, evals: torch.Tensor) -> dict:
@@ -57,13 +61,16 @@ def run(criterion: str, pattern: str, threads: int, order: str, calib: torch.Ten
 
 
 def bands(runs: list[dict], band_label: str) -> list[dict]:
-    """Per (criterion, pattern): each label's spread, and the band (the ``band_label`` spread, measured over
-    at least two runs) in %; an entry without ``band_pct`` has no band (the ledger then flags nothing)."""
+    """Per (calibration, criterion, pattern): each label's spread, and the band (the ``band_label`` spread,
+    measured over at least two runs) in %; an entry without ``band_pct`` has no band (the ledger then flags nothing)."""
     out = []
-    for criterion, pattern in dict.fromkeys((r["criterion"], r["pattern"]) for r in runs):
-        entry = {"model": MODEL, "calibration": CALIBRATION, "method": criterion, "pattern": pattern, "stream": "sequential", "spread_pct": {}}
+    for r in runs:
+        r.setdefault("calibration", OLD_CALIBRATION)
+    for calibration, criterion, pattern in dict.fromkeys((r["calibration"], r["criterion"], r["pattern"]) for r in runs):
+        entry = {"model": MODEL, "calibration": calibration, "method": criterion, "pattern": pattern, "stream": "sequential", "spread_pct": {}}
         for label in dict.fromkeys(r["label"] for r in runs):
-            values = [r["perplexity"] for r in runs if (r["criterion"], r["pattern"], r["label"]) == (criterion, pattern, label)]
+            values = [r["perplexity"] for r in runs
+                      if (r["calibration"], r["criterion"], r["pattern"], r["label"]) == (calibration, criterion, pattern, label)]
             if values:
                 entry["spread_pct"][label] = {"min": min(values), "max": max(values), "runs": len(values),
                                               "pct": 100 * (max(values) / min(values) - 1)}
@@ -80,15 +87,18 @@ def main() -> None:
     parser.add_argument("--patterns", nargs="+", default=["0.5", "2:4"])
     parser.add_argument("--threads", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--orders", nargs="+", default=["forward", "reversed"], choices=["forward", "reversed"])
-    parser.add_argument("--windows", type=int, default=8, help="512-token evaluation windows (the default workflow's 8)")
+    parser.add_argument("--windows", type=int, default=DEFAULT["perplexity"]["windows"], help="512-token evaluation windows (config.yaml's)")
+    parser.add_argument("--calibration", default=calib_id(DEFAULT["calibration"]), help="calibration id under results/<model>/calib (config.yaml's)")
     parser.add_argument("--band-label", default="current", help="the label whose spread is the tables' band")
     parser.add_argument("--out", default=str(ROOT / "bench/results/noise_band.json"))
     parser.add_argument("--merge", nargs="+", metavar="JSON", help="only merge the runs of these files into --out")
     args = parser.parse_args()
     if args.merge:  # runs measured in parallel processes, each into its own file
         report = json.loads(Path(args.merge[0]).read_text())
+        bands(report["runs"], args.band_label)  # names the calibration of old runs
         for path in args.merge[1:]:
             extra = json.loads(Path(path).read_text())["runs"]
+            bands(extra, args.band_label)
             keys = {tuple(r[k] for k in KEY) for r in extra}
             report["runs"] = [r for r in report["runs"] if tuple(r[k] for k in KEY) not in keys] + extra
         report.update(band_label=args.band_label, bands=bands(report["runs"], args.band_label))
@@ -96,19 +106,20 @@ def main() -> None:
         return
 
     tok = load_variant(RESULTS / MODEL / "dense")[1]
-    calib = load_calibration(RESULTS / MODEL / "calib" / f"{CALIBRATION}.safetensors")
+    calib = load_calibration(RESULTS / MODEL / "calib" / f"{args.calibration}.safetensors")
     evals = eval_windows(read_texts(RESULTS / "corpora/wiki/eval.jsonl"), tok, 512, args.windows, "auto")
     out = Path(args.out)
     report = json.loads(out.read_text()) if out.is_file() else {"runs": []}
+    bands(report["runs"], args.band_label)  # names the calibration of old runs
     for criterion in args.criteria:
         for pattern in args.patterns:
             for threads in args.threads:
                 for order in args.orders:
-                    row = {"label": args.label, **run(criterion, pattern, threads, order, calib, evals)}
+                    row = {"label": args.label, "calibration": args.calibration, **run(criterion, pattern, threads, order, calib, evals)}
                     print(json.dumps(row), flush=True)
                     report["runs"] = [r for r in report["runs"] if tuple(r[k] for k in KEY) != tuple(row[k] for k in KEY)] + [row]
                     report.update(
-                        model=f"{MODEL} (float32)", calibration=f"{CALIBRATION} (32 x 256 Brown tokens)",
+                        model=f"{MODEL} (float32)", calibration="per run and band (<corpus>-n<samples>-l<tokens>-s<seed>)",
                         eval=f"{args.windows} x 512 held-out Wikipedia windows", stream="sequential", batch_size=8,
                         machine=f"{platform.machine()}, torch {torch.__version__}, timings on a shared machine (not results)",
                         band_label=args.band_label, bands=bands(report["runs"], args.band_label),

@@ -157,6 +157,22 @@ def test_a_label_run_once_gives_no_band(tmp_path):
     assert [b["method"] for b in read_bands(tmp_path / "bands.json")] == ["sparsegpt"]
 
 
+def test_noise_bands_are_kept_per_calibration():
+    """Runs with another calibration make their own band: a spread measured for 32 calibration samples is
+    not the band of a table made from 16 (runs recorded before runs named theirs are the 32-sample ones)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("noise_band", REPO / "bench" / "noise_band.py")
+    noise_band = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(noise_band)
+    runs = [{"label": "new", "criterion": "sparsegpt", "pattern": "2:4", "perplexity": 80.0},
+            {"label": "new", "criterion": "sparsegpt", "pattern": "2:4", "perplexity": 88.0},
+            {"label": "new", "calibration": "brown-n16-l256-s0", "criterion": "sparsegpt", "pattern": "2:4", "perplexity": 90.0},
+            {"label": "new", "calibration": "brown-n16-l256-s0", "criterion": "sparsegpt", "pattern": "2:4", "perplexity": 90.9}]
+    entries = {e["calibration"]: e.get("band_pct") for e in noise_band.bands(runs, "new")}
+    assert entries == {"brown-n32-l256-s0": pytest.approx(10.0), "brown-n16-l256-s0": pytest.approx(1.0)}
+
+
 def test_readme_ledger_states_every_claim_with_an_outcome():
     """The README's ledger block lists every claim of claims.yaml, word for word, with an outcome."""
     readme = (REPO / "README.md").read_text()
