@@ -1,4 +1,5 @@
 import pandas as pd
+import pytest
 
 from pruneflow.report import tables as report
 
@@ -58,6 +59,16 @@ def test_recovery_rows_name_the_optimiser_and_structured_rows_the_damping():
         {"params_before": 10}, {"params_after": 8, "reconstruction": "liar", "damping": "auto", "damping_chosen": {"0.1": 3, "1": 1}},
         {"params_after": 8, "reconstruction": "bias", "damping": None}])
     assert list(structured.damping) == ["-", "auto", "-"] and structured.damping_chosen[1] == "0.1×3 1×1"
+
+
+def test_structured_rows_size_the_dense_model_without_speed_results():
+    """Without speed jobs, the dense row's size and each variant's removed share come from the variants'
+    summaries (the dense model's own summary records no parameter count)."""
+    rows = report.structured_rows("m", [{"perplexity": 2.0}] * 3, [
+        {"variant": "dense"}, {"params_before": 10, "params_after": 8}, {"params_before": 10, "params_after": 6}])
+    assert list(rows.params_m * 1e6) == pytest.approx([10, 8, 6])
+    assert list(rows.removed_params_pct) == pytest.approx([0, 20, 40])
+    assert "tokens_per_s" not in rows
 
 
 def test_tables_in_three_formats_and_reference_labelled(tmp_path):

@@ -241,7 +241,9 @@ def add_zeroshot_columns(df: pd.DataFrame, results: list[dict]) -> pd.DataFrame:
 
 def structured_rows(model: str, ppl: list[dict], summaries: list[dict], speed: list[dict] | None = None) -> pd.DataFrame:
     """One row per structured variant, dense first: what was removed, the size left, perplexity, speed."""
-    dense_params = summaries[0].get("params_before") or (speed[0]["parameters"] if speed else float("nan"))
+    # the dense model's size: every structured variant records it (the dense summary does not), speed or not
+    before = [s["params_before"] for s in summaries if "params_before" in s]
+    dense_params = before[0] if before else (speed[0]["parameters"] if speed else float("nan"))
     rows = []
     for i, (p, s) in enumerate(zip(ppl, summaries)):
         params = s.get("params_after", speed[i]["parameters"] if speed else dense_params)
