@@ -60,12 +60,18 @@ def run(criterion: str, pattern: str, threads: int, order: str, calib: torch.Ten
     return {"criterion": criterion, "pattern": pattern, "threads": threads, "order": order, "perplexity": ppl, "prune_seconds": seconds}
 
 
+def name_calibration(runs: list[dict]) -> list[dict]:
+    """``runs`` with every run naming its calibration (runs recorded before runs named theirs get the old one)."""
+    for r in runs:
+        r.setdefault("calibration", OLD_CALIBRATION)
+    return runs
+
+
 def bands(runs: list[dict], band_label: str) -> list[dict]:
     """Per (calibration, criterion, pattern): each label's spread, and the band (the ``band_label`` spread,
     measured over at least two runs) in %; an entry without ``band_pct`` has no band (the ledger then flags nothing)."""
     out = []
-    for r in runs:
-        r.setdefault("calibration", OLD_CALIBRATION)
+    name_calibration(runs)
     for calibration, criterion, pattern in dict.fromkeys((r["calibration"], r["criterion"], r["pattern"]) for r in runs):
         entry = {"model": MODEL, "calibration": calibration, "method": criterion, "pattern": pattern, "stream": "sequential", "spread_pct": {}}
         for label in dict.fromkeys(r["label"] for r in runs):
@@ -95,10 +101,9 @@ def main() -> None:
     args = parser.parse_args()
     if args.merge:  # runs measured in parallel processes, each into its own file
         report = json.loads(Path(args.merge[0]).read_text())
-        bands(report["runs"], args.band_label)  # names the calibration of old runs
+        name_calibration(report["runs"])
         for path in args.merge[1:]:
-            extra = json.loads(Path(path).read_text())["runs"]
-            bands(extra, args.band_label)
+            extra = name_calibration(json.loads(Path(path).read_text())["runs"])
             keys = {tuple(r[k] for k in KEY) for r in extra}
             report["runs"] = [r for r in report["runs"] if tuple(r[k] for k in KEY) not in keys] + extra
         report.update(band_label=args.band_label, bands=bands(report["runs"], args.band_label))
@@ -110,7 +115,7 @@ def main() -> None:
     evals = eval_windows(read_texts(RESULTS / "corpora/wiki/eval.jsonl"), tok, 512, args.windows, "auto")
     out = Path(args.out)
     report = json.loads(out.read_text()) if out.is_file() else {"runs": []}
-    bands(report["runs"], args.band_label)  # names the calibration of old runs
+    name_calibration(report["runs"])
     for criterion in args.criteria:
         for pattern in args.patterns:
             for threads in args.threads:

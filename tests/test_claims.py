@@ -135,17 +135,24 @@ def test_repository_claims_name_only_configured_tables_and_columns():
     assert {"wanda_groups", "liar_ablation", "recon_sweep"} <= {t for c in claims for t in c.tables} - default_tables
 
 
+def _bench_module(name: str):
+    """bench/<name>.py, imported from its file (bench/ is no package)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(name, REPO / "bench" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 def test_a_label_run_once_gives_no_band(tmp_path):
     """bench/noise_band.py gives a band only from two or more runs of the band's label; the ledger reads
     only entries with a band (one run is no spread, not a band of 0%)."""
-    import importlib.util
     import json
 
     from pruneflow.report.claims import read_bands
 
-    spec = importlib.util.spec_from_file_location("noise_band", REPO / "bench" / "noise_band.py")
-    noise_band = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(noise_band)
+    noise_band = _bench_module("noise_band")
     runs = [{"label": "old", "criterion": "sparsegpt", "pattern": "2:4", "perplexity": 80.0},
             {"label": "new", "criterion": "sparsegpt", "pattern": "2:4", "perplexity": 80.0},
             {"label": "new", "criterion": "sparsegpt", "pattern": "2:4", "perplexity": 80.4},
@@ -160,11 +167,8 @@ def test_a_label_run_once_gives_no_band(tmp_path):
 def test_noise_bands_are_kept_per_calibration():
     """Runs with another calibration make their own band: a spread measured for 32 calibration samples is
     not the band of a table made from 16 (runs recorded before runs named theirs are the 32-sample ones)."""
-    import importlib.util
 
-    spec = importlib.util.spec_from_file_location("noise_band", REPO / "bench" / "noise_band.py")
-    noise_band = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(noise_band)
+    noise_band = _bench_module("noise_band")
     runs = [{"label": "new", "criterion": "sparsegpt", "pattern": "2:4", "perplexity": 80.0},
             {"label": "new", "criterion": "sparsegpt", "pattern": "2:4", "perplexity": 88.0},
             {"label": "new", "calibration": "brown-n16-l256-s0", "criterion": "sparsegpt", "pattern": "2:4", "perplexity": 90.0},
@@ -187,11 +191,7 @@ def test_readme_ledger_states_every_claim_with_an_outcome():
 def test_readme_results_renders_and_fills_the_ledger_block(tmp_path):
     """bench/readme_results.py renders the README's ledger block from a claims.csv (here a small one made
     from test tables; none when there is no claims.csv) and refreshes only the text between the markers."""
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("readme_results", REPO / "bench" / "readme_results.py")
-    readme_results = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(readme_results)
+    readme_results = _bench_module("readme_results")
     assert readme_results.claims_block(tmp_path) is None
     claims, _ = load_claims(_claims(tmp_path, [
         _claim("a", [{**W, "method": "wanda", "pattern": 0.5}, {**W, "method": "magnitude", "pattern": 0.5}]),
