@@ -51,3 +51,24 @@ def test_masks_round_trip_bit_packed(tmp_path):
     back = load_block_masks(tmp_path / "m.safetensors")
     assert all(torch.equal(back[k], masks[k]) for k in masks)
     assert (tmp_path / "m.safetensors").stat().st_size < 400
+
+
+def test_a_statistics_only_pass_stops_before_the_last_linear_and_gathers_the_same(tiny, calib_ids):
+    """The sequential stream's first pass needs no block outputs: it stops once every linear has its
+    input, so the block's last linear (the MLP's down projection) never multiplies, with equal statistics."""
+    model, _ = tiny
+    arch = architecture_of(model)
+    block = arch.get_blocks(model)[0]
+    linears = arch.block_linears(block)
+    inputs = capture_block_inputs(model, calib_ids, batch_size=4)
+    last = list(linears.values())[-1]
+    ran = []
+    handle = last.register_forward_hook(lambda *_: ran.append(1))
+    full, outputs = collect_stats(block, linears, inputs, gram=True, outputs=True)
+    runs_with_outputs = len(ran)
+    stats, none = collect_stats(block, linears, inputs, gram=True, outputs=False)
+    handle.remove()
+    assert runs_with_outputs == len(inputs.hidden) and len(ran) == runs_with_outputs and none is None
+    assert len(outputs) == len(inputs.hidden)
+    for name in linears:
+        assert torch.equal(stats[name].sq_sum, full[name].sq_sum) and torch.equal(stats[name].gram, full[name].gram)

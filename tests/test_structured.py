@@ -205,7 +205,7 @@ def test_wanda_and_fluctuation_scores_against_reference():
     block = arch.get_blocks(model)[0]
     sub = units_of(arch, block, "heads", attention_shape(model))
     seen = []
-    handle = sub.out_layer.register_forward_hook(lambda _m, a, _o: seen.append(a[0].reshape(-1, a[0].shape[-1])))
+    handle = sub.out_layer.register_forward_pre_hook(lambda _m, a: seen.append(a[0].reshape(-1, a[0].shape[-1])))
     calib = capture_block_inputs(model, _ids(), batch_size=4)
     stats = collect_channel_stats(block, sub.out_layer, calib, gram=False)
     handle.remove()

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from pruneflow.core.architectures import architecture_of, in_features
+from pruneflow.core.architectures import StopForward, architecture_of, in_features
 
 
 @dataclass
@@ -46,10 +46,6 @@ class BlockInputs:
     def same_layer(self, hidden: list[torch.Tensor]) -> "BlockInputs":
         """Other hidden states for the same block (e.g. the dense stream beside the pruned one)."""
         return BlockInputs(hidden=hidden, layer_kwargs=self.layer_kwargs, layer=self.layer)
-
-
-class _Stop(Exception):
-    pass
 
 
 # Arguments that carry a decoding cache; calibration runs without one.
@@ -111,7 +107,7 @@ def capture_block_inputs(model: nn.Module, input_ids: torch.Tensor, batch_size: 
                 captured.hidden.append(hidden.to(device))
             captured.layer_kwargs[index].append({k: _to(v, device, moved) for k, v in named.items()})
             if index == len(blocks) - 1:
-                raise _Stop
+                raise StopForward
             return (hidden, None) if arch.returns_tuple else hidden
 
         return forward
@@ -121,7 +117,7 @@ def capture_block_inputs(model: nn.Module, input_ids: torch.Tensor, batch_size: 
     moved_modules = _move_non_block_modules(model, arch, device)
     try:
         for chunk in input_ids.split(batch_size):
-            with contextlib.suppress(_Stop):
+            with contextlib.suppress(StopForward):
                 model(chunk.to(device), use_cache=False)
     finally:
         for block in blocks:
@@ -149,6 +145,47 @@ def block_output(out) -> torch.Tensor:
 def run_block(block: nn.Module, inputs: BlockInputs) -> list[torch.Tensor]:
     """The block's outputs for every chunk (the next block's inputs)."""
     return [block_output(block(hidden, **kwargs)) for hidden, kwargs in zip(inputs.hidden, inputs.kwargs)]
+
+
+def run_hooked(block: nn.Module, inputs: BlockInputs, handles) -> None:
+    """Run ``block`` on every chunk of ``inputs`` for its hooks (which may raise :class:`StopForward` to end a
+    chunk early), then remove the hooks."""
+    try:
+        for hidden, kwargs in zip(inputs.hidden, inputs.kwargs):
+            with contextlib.suppress(StopForward):
+                block(hidden, **kwargs)
+    finally:
+        for h in handles:
+            h.remove()
+
+
+@torch.no_grad()
+def feed_inputs(block: nn.Module, inputs: BlockInputs, layers, on_input) -> None:
+    """Run ``block`` on every chunk of ``inputs`` only until each of ``layers`` has been handed its input:
+    ``on_input(i, x)`` gets layer ``i``'s input, and once all have had theirs the chunk stops, so the rest
+    of the block, those layers' own products included, is never computed (a block's last linear, the
+    MLP's down projection, is a quarter of its work). A layer the chunk never calls (an expert no token
+    was routed to) lets the block run to its end."""
+    seen: set[int] = set()
+
+    def hook(i):
+        def grab(_module, args):
+            on_input(i, args[0])
+            seen.add(i)
+            if len(seen) == len(layers):
+                raise StopForward
+
+        return grab
+
+    handles = [layer.register_forward_pre_hook(hook(i)) for i, layer in enumerate(layers)]
+    try:
+        for hidden, kwargs in zip(inputs.hidden, inputs.kwargs):
+            seen.clear()
+            with contextlib.suppress(StopForward):
+                block(hidden, **kwargs)
+    finally:
+        for h in handles:
+            h.remove()
 
 
 class InputStats:
@@ -211,25 +248,28 @@ def input_groups(arch) -> list[tuple[str, ...]]:
 
 @torch.no_grad()
 def collect_stats(
-    block: nn.Module, linears: dict[str, nn.Module], inputs: BlockInputs, gram: bool, groups=None
-) -> tuple[dict[str, InputStats], list[torch.Tensor]]:
-    """One pass of ``block`` over ``inputs``: per-linear input statistics, and the block's outputs.
+    block: nn.Module, linears: dict[str, nn.Module], inputs: BlockInputs, gram: bool, groups=None, outputs: bool = True
+) -> tuple[dict[str, InputStats], list[torch.Tensor] | None]:
+    """One pass of ``block`` over ``inputs``: per-linear input statistics, and the block's outputs
+    (``outputs=False``: None, and the pass stops once every linear has its input).
 
     Linears in one of ``groups`` share one :class:`InputStats` object (hooked on the group's first linear).
     """
     groups = groups or [(name,) for name in linears]
-    stats, handles = {}, []
-    for group in groups:
-        leader = linears[group[0]]
-        shared = InputStats(in_features(leader), gram, device=leader.weight.device)
-        stats.update({name: shared for name in group})
-        handles.append(leader.register_forward_hook(lambda _m, args, _out, s=shared: s.add(args[0])))
+    stats = {}
+    shared = [InputStats(in_features(linears[g[0]]), gram, device=linears[g[0]].weight.device) for g in groups]
+    for group, s in zip(groups, shared):
+        stats.update({name: s for name in group})
+    leaders = [linears[g[0]] for g in groups]
+    if not outputs:
+        feed_inputs(block, inputs, leaders, lambda i, x: shared[i].add(x))
+        return stats, None
+    handles = [leader.register_forward_hook(lambda _m, args, _out, s=s: s.add(args[0])) for leader, s in zip(leaders, shared)]
     try:
-        outputs = run_block(block, inputs)
+        return stats, run_block(block, inputs)
     finally:
         for h in handles:
             h.remove()
-    return stats, outputs
 
 
 @torch.no_grad()

@@ -232,8 +232,8 @@ def _children_roles(block: nn.Module, config, family: str):
     return attn[0], (others[0] if others else ""), linears, direct
 
 
-class _Stop(Exception):
-    pass
+class StopForward(Exception):
+    """Raised by a hook to end a forward pass early (caught by the pass that installed the hook)."""
 
 
 def first_tensor(value):
@@ -251,11 +251,11 @@ def first_block_call(model: nn.Module, block: nn.Module, input_ids: torch.Tensor
 
     def grab(_module, args, kwargs):
         seen["call"] = (args, kwargs)
-        raise _Stop
+        raise StopForward
 
     handle = block.register_forward_pre_hook(grab, with_kwargs=True)
     try:
-        with contextlib.suppress(_Stop):
+        with contextlib.suppress(StopForward):
             model(input_ids, use_cache=False)
     finally:
         handle.remove()

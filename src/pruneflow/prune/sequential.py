@@ -52,19 +52,15 @@ def prune_model(
     for index, block in enumerate(tqdm(blocks, desc=desc, unit="block")):
         block.to(device)
         linears = arch.block_linears(block)
-        stats, dense_out = (collect_stats(block, linears, inputs, criterion.needs_gram, input_groups(arch)) if inputs else ({}, None))
+        # The dense stream's next inputs are this pass's outputs; the sequential one needs only statistics
+        # here and runs the pruned block afterwards (a second pass), so its first pass stops early.
+        stats, dense_out = (collect_stats(block, linears, inputs, criterion.needs_gram, input_groups(arch), outputs=stream == "dense")
+                            if inputs else ({}, None))
         masks = {
             name: prune_layer(criterion, arch.weight(layer), stats.get(name), patterns[index]).cpu()
             for name, layer in linears.items()
         }
         if inputs is not None:
-            if stream == "sequential":
-                # The next block sees what the pruned block produces (a second pass). Dropping the
-                # dense outputs first keeps at most two copies of the block's inputs on the device.
-                dense_out = None
-                outputs = run_block(block, inputs)
-            else:
-                outputs = dense_out
-            inputs = inputs.replace(outputs)
+            inputs = inputs.replace(run_block(block, inputs) if stream == "sequential" else dense_out)
         block.to("cpu")
         yield index, masks

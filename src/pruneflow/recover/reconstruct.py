@@ -32,7 +32,6 @@ granularity. See :class:`pruneflow.recover.train.TrainConfig`.
 
 from __future__ import annotations
 
-import contextlib
 import re
 import time
 from collections.abc import Mapping, Sequence
@@ -42,8 +41,9 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from pruneflow.core.activations import BlockInputs, block_output, call_arguments, capture_block_inputs, collect_stats, input_groups, run_block
-from pruneflow.core.architectures import Sublayer, architecture_of
+from pruneflow.core.activations import (BlockInputs, block_output, call_arguments, capture_block_inputs, collect_stats, feed_inputs,
+                                        input_groups, run_block, run_hooked)
+from pruneflow.core.architectures import StopForward, Sublayer, architecture_of
 from pruneflow.prune.criteria import Criterion, prune_layer
 from pruneflow.prune.masks import Pattern
 from pruneflow.recover.least_squares import SOLVERS, linear_output_error, masked_least_squares
@@ -72,42 +72,16 @@ def parse_granularity(value: str) -> tuple[str, int]:
     return text, 1
 
 
-class _Stop(Exception):
-    pass
-
-
 @torch.no_grad()
 def capture_linear_inputs(block: nn.Module, arch, names: Sequence[str], inputs: BlockInputs) -> dict[str, list[torch.Tensor]]:
     """Inputs [batch, seqlen, in] of the named linears of ``block`` for every chunk of ``inputs``.
 
-    The block runs only until the last of them has fired, so later layers cost nothing.
+    The block runs only until the last of them has its input, so later layers cost nothing.
     """
     linears = arch.block_linears(block)
     captured: dict[str, list[torch.Tensor]] = {name: [] for name in names}
-    handles = []
-
-    def hook(name):
-        def grab(_module, args, _out):
-            captured[name].append(args[0].detach())
-            if all(len(v) == len(captured[name]) for v in captured.values()):
-                raise _Stop
-
-        return grab
-
-    handles += [linears[name].register_forward_hook(hook(name)) for name in names]
-    _run_hooked(block, inputs, handles)
+    feed_inputs(block, inputs, [linears[name] for name in names], lambda i, x: captured[names[i]].append(x.detach()))
     return captured
-
-
-def _run_hooked(block, stream, handles) -> None:
-    """Run ``block`` on every sample of ``stream`` for its hooks (which may stop it early), then remove them."""
-    try:
-        for hidden, kwargs in zip(stream.hidden, stream.kwargs):
-            with contextlib.suppress(_Stop):
-                block(hidden, **kwargs)
-    finally:
-        for h in handles:
-            h.remove()
 
 
 def _gram(xs: list[torch.Tensor], zs: list[torch.Tensor] | None = None) -> torch.Tensor:
@@ -220,11 +194,11 @@ def capture_sublayer_inputs(block: nn.Module, sub: Sublayer, stream: BlockInputs
     def grab_call(module, args, kwargs):
         if sub.module:
             kws.append(call_arguments(module, args, kwargs)[1])
-        raise _Stop
+        raise StopForward
 
     handles = [entry.register_forward_pre_hook(grab_entry, with_kwargs=True),
                target.register_forward_pre_hook(grab_call, with_kwargs=True)]
-    _run_hooked(block, stream, handles)
+    run_hooked(block, stream, handles)
     return _UnitInputs(xs, kws or [{} for _ in xs])
 
 
@@ -251,6 +225,11 @@ def _apply(arch, blocks, part, inputs: _UnitInputs) -> list[torch.Tensor]:
     return [unit_forward(arch, blocks, part, x, kw) for x, kw in zip(inputs.x, inputs.kwargs)]
 
 
+# A unit's loss before and after training is a diagnostic: measured on all chunks it cost two of the
+# unit's ~five passes over them (a fifth of a sublayer reconstruction); the first few chunks show the same.
+PROBE_CHUNKS = 4
+
+
 @torch.no_grad()
 def _mean_loss(outputs, targets, kind) -> float:
     return sum(float(reconstruction_loss(o, t, kind)) for o, t in zip(outputs, targets)) / len(outputs)
@@ -268,7 +247,8 @@ def _reconstruct_unit(ctx: "_Context", unit: _Unit, stream_p: BlockInputs | None
         targets = _apply(arch, d_blocks, unit.part, dense_inputs)
     else:  # the dense unit on the unit's own inputs
         targets = _apply(arch, d_blocks, unit.part, source)
-    before = _mean_loss(_apply(arch, p_blocks, unit.part, source), targets, ctx.cfg.loss)
+    probe = _UnitInputs(source.x[:PROBE_CHUNKS], source.kwargs[:PROBE_CHUNKS])
+    before = _mean_loss(_apply(arch, p_blocks, unit.part, probe), targets, ctx.cfg.loss)
 
     params, masks, wrapped = _unit_trainables(ctx, unit, p_blocks)
     for p in params.values():
@@ -284,7 +264,7 @@ def _reconstruct_unit(ctx: "_Context", unit: _Unit, stream_p: BlockInputs | None
             p.requires_grad_(False)
         if wrapped:
             merge_adapters(ctx.pruned)
-    after = _mean_loss(_apply(arch, p_blocks, unit.part, source), targets, ctx.cfg.loss)
+    after = _mean_loss(_apply(arch, p_blocks, unit.part, probe), targets, ctx.cfg.loss)
     return {"unit": unit.name, "before": before, "after": after, "steps": history["steps"],
             "trainable_params": history["trainable_params"], "seconds": time.perf_counter() - start}
 
@@ -392,7 +372,7 @@ def prune_and_reconstruct(
             linears = ctx.arch.block_linears(block)
             stats = {}
             if criterion.needs_calibration:
-                stats, _ = collect_stats(block, linears, stream, criterion.needs_gram, input_groups(ctx.arch))
+                stats, _ = collect_stats(block, linears, stream, criterion.needs_gram, input_groups(ctx.arch), outputs=False)
             ctx.keep_masks[i] = {name: prune_layer(criterion, ctx.arch.weight(layer), stats.get(name), pattern).cpu()
                                  for name, layer in linears.items()}
             if j + 1 < len(indices):  # blocks:k: the next block of the unit sees this pruned one
@@ -430,8 +410,8 @@ def reconstruct_model(
     ``cg`` reaches the exact ``cholesky`` solution to a relative tolerance, several times faster).
 
     Returns a summary: seconds, peak memory, the most trainable parameters held at once, and per
-    unit the loss before and after (``matrix``: mean squared output error; ``full``: calibration
-    cross-entropy).
+    unit the loss before and after (``matrix``: mean squared output error over all calibration tokens;
+    other units: their loss over the first :data:`PROBE_CHUNKS` chunks; ``full``: calibration cross-entropy).
     """
     granularity_name, k = parse_granularity(granularity)
     cfg = cfg or TrainConfig()
@@ -477,13 +457,13 @@ def _check_options(granularity_name, inputs, targets, trainable, adapter, solver
 def _reconstruct_full(pruned, keep_masks, calib_ids, subsets, adapter, cfg, device, notes: list) -> list[dict]:
     """Granularity full: retrain the whole model on next-token loss; one unit, the calibration cross-entropy."""
     loss = next_token_loss(pruned, device)
-    batches = calib_ids.split(cfg.batch_size)
+    probe = calib_ids.split(cfg.batch_size)[:PROBE_CHUNKS]
     with torch.no_grad():
         pruned.to(device).eval()
-        before = sum(float(loss(b)) * len(b) for b in batches) / len(calib_ids)
+        before = sum(float(loss(b)) * len(b) for b in probe) / sum(len(b) for b in probe)
     history = retrain(pruned, keep_masks, calib_ids, subsets, adapter, cfg, device)
     with torch.no_grad():
-        after = sum(float(loss(b)) * len(b) for b in batches) / len(calib_ids)
+        after = sum(float(loss(b)) * len(b) for b in probe) / sum(len(b) for b in probe)
     pruned.to("cpu")
     notes += [f"subset {s} unavailable" for s in history["unavailable"]]
     return [{"unit": "model", "before": before, "after": after, "steps": history["steps"],

@@ -28,7 +28,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from pruneflow.core.activations import BlockInputs, run_block
+from pruneflow.core.activations import BlockInputs, feed_inputs
 from pruneflow.core.architectures import in_features
 
 from pruneflow.spec.naming import DAMPED_RECONSTRUCTIONS as DAMPED  # the ridge regressions
@@ -112,13 +112,9 @@ class ChannelStats:
 
 @torch.no_grad()
 def collect_channel_stats(block: nn.Module, layer: nn.Module, inputs: BlockInputs, gram: bool) -> ChannelStats:
-    """Run ``block`` over ``inputs`` and accumulate the statistics of ``layer``'s input channels."""
+    """Run ``block`` over ``inputs`` as far as ``layer`` and accumulate the statistics of its input channels."""
     stats = ChannelStats(in_features(layer), gram, device=layer.weight.device)
-    handle = layer.register_forward_hook(lambda _m, args, _out: stats.add(args[0]))
-    try:
-        run_block(block, inputs)
-    finally:
-        handle.remove()
+    feed_inputs(block, inputs, [layer], lambda _i, x: stats.add(x))
     return stats
 
 
@@ -138,9 +134,8 @@ def collect_split_channel_stats(block: nn.Module, layer: nn.Module, inputs: Bloc
     first_held = nsamples - holdout_samples(nsamples)
     seen = 0
 
-    def add(_m, args, _out):
+    def add(_i, x):
         nonlocal seen
-        x = args[0]
         if x.dim() < 3:
             raise ValueError("damping 'auto' needs the layer's input as [batch, seqlen, channels]")
         cut = min(max(first_held - seen, 0), x.shape[0])
@@ -150,11 +145,7 @@ def collect_split_channel_stats(block: nn.Module, layer: nn.Module, inputs: Bloc
             held.add(x[cut:])
         seen += x.shape[0]
 
-    handle = layer.register_forward_hook(add)
-    try:
-        run_block(block, inputs)
-    finally:
-        handle.remove()
+    feed_inputs(block, inputs, [layer], add)
     return fit, held
 
 
