@@ -94,6 +94,9 @@ class TrainConfig:
         return asdict(self)
 
 
+FUSED_DEVICES = ("cpu", "cuda")  # where torch has fused optimiser kernels for Adam, AdamW and SGD
+
+
 def reconstruction_loss(pred: torch.Tensor, target: torch.Tensor, kind: str = "mse") -> torch.Tensor:
     """Loss between a unit's output and its target, both [..., features]."""
     pred, target = pred.float(), target.float()
@@ -117,11 +120,14 @@ def lr_factor(step: int, total: int, warmup_steps: int, schedule: str) -> float:
 
 
 def make_optimizer(params: list[torch.Tensor], cfg: TrainConfig) -> torch.optim.Optimizer:
+    # torch's fused kernels do a step in one pass over each tensor instead of a dozen: 4.5x faster AdamW
+    # steps on CPU (bench/job_overhead.py), the same update up to float rounding.
+    fused = all(p.is_floating_point() and p.device.type in FUSED_DEVICES for p in params)
     if cfg.optimizer == "adam":
-        return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+        return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay, fused=fused)
     if cfg.optimizer == "adamw":
-        return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
-    return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+        return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay, fused=fused)
+    return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay, fused=fused)
 
 
 def train(
