@@ -5,6 +5,7 @@ fails the job that reads it, naming the file and the fix (the checksums of prune
 
 from __future__ import annotations
 
+import gc
 import os
 import shutil
 import signal
@@ -37,6 +38,20 @@ def test_an_exception_in_a_job_writes_its_traceback_to_the_log(tmp_path):
             1 / 0
     text = log.read_text()
     assert "working" in text and "Traceback (most recent call last)" in text and "ZeroDivisionError" in text
+
+
+def test_a_finished_job_freezes_its_objects_out_of_the_exit_collection(tmp_path):
+    """What the job made is frozen (the interpreter's last collection skips it), and nothing is lost:
+    the job's result is still there and a collection after the job still works."""
+    gc.unfreeze()
+    try:
+        with job(str(tmp_path / "job.log")) as info:
+            made = [[i] for i in range(1000)]
+        assert gc.get_freeze_count() >= len(made) and info["seconds"] >= 0
+        gc.collect()
+        assert made[999] == [999]
+    finally:
+        gc.unfreeze()
 
 
 # ---------------------------------------------------------------- temporaries
