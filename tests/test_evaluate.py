@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from pruneflow.data.corpora import CorpusError
-from pruneflow.evaluate.perplexity import EvaluationError, check_sparsity, eval_windows, measured_sparsity, perplexity
+from pruneflow.evaluate.perplexity import EvaluationError, check_sparsity, eval_windows, leading_ids, measured_sparsity, perplexity
 from pruneflow.core.tiny import byte_tokenizer
 
 
@@ -18,6 +18,27 @@ def test_windows_follow_the_protocol():
     assert with_bos[:, 0].tolist() == [tok.bos_token_id] * 2
     assert with_bos[:, 1:].tolist() == [stream[0:4], stream[4:8]]
     assert eval_windows(docs, tok, seqlen=5, windows=0, bos=False).shape == (len(stream) // 5, 5)
+
+
+def test_leading_ids_stop_early_only_where_the_prefix_agrees():
+    """A prefix is used when a longer one agrees with it; a tokenizer whose first token depends on the
+    end of the text (no prefix ever agrees with the whole) is tokenised whole."""
+    tok = byte_tokenizer()
+    text = "".join(chr(97 + i % 26) for i in range(5000))
+    calls = []
+
+    def counting(part, **kw):
+        calls.append(len(part))
+        return tok(part, **kw)
+
+    assert leading_ids(counting, text, 10) == tok(text, add_special_tokens=False)["input_ids"][:10]
+    assert max(calls) < len(text)
+
+    def last_char_first(part, **kw):
+        ids = tok(part, **kw)["input_ids"]
+        return {"input_ids": ids[-1:] + ids}
+
+    assert leading_ids(last_char_first, text, 10) == last_char_first(text)["input_ids"]
 
 
 def test_too_few_tokens_is_an_error_naming_the_corpus():

