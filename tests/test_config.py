@@ -50,8 +50,9 @@ def _assert_rejected(default_config, edit, message):
 
 
 def test_extended_config_merges_into_the_default(default_config):
-    """config/extended.yaml adds studies and extends four default ones (snakemake merges --configfile into
-    config.yaml key by key): every row of the default stays, and each extended study adds rows or a setting."""
+    """config/extended.yaml adds studies, extends four default ones and adds a zero-shot task (snakemake merges
+    --configfile into config.yaml key by key): every row and task of the default stays, and each extended study
+    adds rows or a setting."""
     from snakemake.utils import update_config
 
     from pruneflow.spec.naming import variants_of
@@ -62,7 +63,8 @@ def test_extended_config_merges_into_the_default(default_config):
     validate_config(merged)
     variants = variants_of(merged["studies"]["recon_sweep"], merged)
     assert len(variants) == 1 + 2 * 3 * 2  # dense + (wanda, sparsegpt) x 3 sparsities x (none, sublayer)
-    assert set(extra) == {"studies"}
+    assert set(extra) == {"studies", "zeroshot"}  # zeroshot: the default's tasks and one more
+    assert set(default_config["zeroshot"]["tasks"]) < set(merged["zeroshot"]["tasks"])
     for name in set(extra["studies"]) & set(default_config["studies"]):
         before, after = variants_of(default_config["studies"][name], default_config), variants_of(merged["studies"][name], merged)
         assert set(before) <= set(after), name
