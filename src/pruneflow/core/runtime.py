@@ -34,10 +34,10 @@ def peak_memory_mb(device: torch.device | None = None) -> float:
 def job(log_path: str | None = None, threads: int = 1, seed: int = 0):
     """Run a job body with its output sent to ``log_path``, a fixed thread count and seed.
 
-    Yields a dict; ``seconds`` is filled in on exit. Meant once per process, around a job's work: on
-    exit, the objects alive are frozen out of garbage collection (a job's process ends soon after). An exception in the body writes its full
-    traceback to the log (on a cluster the terminal that started the job is gone) and is re-raised,
-    so the job still fails.
+    Yields a dict; ``seconds`` is filled in on exit. An exception in the body writes its full traceback
+    to the log (on a cluster the terminal that started the job is gone) and is re-raised, so the job
+    still fails. Meant once per process, around a job's work: on exit, the objects alive are frozen out
+    of garbage collection, as the process ends soon after.
     """
     torch.set_num_threads(max(1, threads))
     torch.manual_seed(seed)

@@ -225,8 +225,8 @@ def _apply(arch, blocks, part, inputs: _UnitInputs) -> list[torch.Tensor]:
     return [unit_forward(arch, blocks, part, x, kw) for x, kw in zip(inputs.x, inputs.kwargs)]
 
 
-# A unit's loss before and after training is a diagnostic: measured on all chunks it cost two of the
-# unit's ~five passes over them (a fifth of a sublayer reconstruction); the first few chunks show the same.
+# A unit's loss before and after training is a diagnostic (how much the unit gained): measured on every
+# chunk it cost two of the unit's ~five passes over them, a fifth of a sublayer reconstruction.
 PROBE_CHUNKS = 4
 
 
@@ -455,7 +455,8 @@ def _check_options(granularity_name, inputs, targets, trainable, adapter, solver
 
 
 def _reconstruct_full(pruned, keep_masks, calib_ids, subsets, adapter, cfg, device, notes: list) -> list[dict]:
-    """Granularity full: retrain the whole model on next-token loss; one unit, the calibration cross-entropy."""
+    """Granularity full: retrain the whole model on next-token loss; one unit, its loss the calibration
+    cross-entropy (before and after: on the first :data:`PROBE_CHUNKS` chunks)."""
     loss = next_token_loss(pruned, device)
     probe = calib_ids.split(cfg.batch_size)[:PROBE_CHUNKS]
     with torch.no_grad():

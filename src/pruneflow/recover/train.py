@@ -120,7 +120,7 @@ def lr_factor(step: int, total: int, warmup_steps: int, schedule: str) -> float:
 
 
 def make_optimizer(params: list[torch.Tensor], cfg: TrainConfig) -> torch.optim.Optimizer:
-    # torch's fused kernels do a step in one pass over each tensor instead of a dozen: 4.5x faster AdamW
+    # torch's fused kernels do a step in one pass over each tensor instead of a dozen: 3.5x faster AdamW
     # steps on CPU (bench/job_overhead.py), the same update up to float rounding.
     fused = all(p.is_floating_point() and p.device.type in FUSED_DEVICES for p in params)
     if cfg.optimizer == "adam":
