@@ -177,15 +177,9 @@ def feed_inputs(block: nn.Module, inputs: BlockInputs, layers, on_input) -> None
 
         return grab
 
-    handles = [layer.register_forward_pre_hook(hook(i)) for i, layer in enumerate(layers)]
-    try:
-        for hidden, kwargs in zip(inputs.hidden, inputs.kwargs):
-            seen.clear()
-            with contextlib.suppress(StopForward):
-                block(hidden, **kwargs)
-    finally:
-        for h in handles:
-            h.remove()
+    handles = [block.register_forward_pre_hook(lambda *_: seen.clear())]  # each chunk starts with none seen
+    handles += [layer.register_forward_pre_hook(hook(i)) for i, layer in enumerate(layers)]
+    run_hooked(block, inputs, handles)
 
 
 class InputStats:
