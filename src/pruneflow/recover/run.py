@@ -12,6 +12,8 @@ from pruneflow.recover.train import TrainConfig
 
 TRAIN_FIELDS = set(TrainConfig.__dataclass_fields__)
 ADAPTER_FIELDS = set(ADAPTER_KEYS)
+# Reconstruction settings outside TrainConfig, when the config leaves them out (the schema's x-default).
+RECON_DEFAULTS = {"targets": "same", "damping": 0.01}
 
 
 def split_trainable(trainable: str) -> tuple[list[str], str | None]:
@@ -48,8 +50,8 @@ def _recover(dense, pruned, keep_masks, calib_ids, recovery, settings, device, m
     if recovery.mode == "retrain":
         return retrain(pruned, keep_masks, calib_ids, subsets, adapter, TrainConfig.retraining(**train), device)
     trainable = "all" if recovery.trainable == "all" else (subsets or "none")
-    options = dict(trainable=trainable, adapter=adapter, targets=settings.get("targets", "same"),
-                   damp=settings.get("damping", 0.01), device=device)
+    options = dict(trainable=trainable, adapter=adapter, targets=settings.get("targets", RECON_DEFAULTS["targets"]),
+                   damp=settings.get("damping", RECON_DEFAULTS["damping"]), device=device)
     if recovery.interleaved:
         if method is None:
             raise ValueError(f"recovery {recovery.spec!r} prunes as it goes: it needs the pruning method")
