@@ -3,7 +3,7 @@ transformers config classes (no download), and what structured pruning does for 
 
 Adding a family: one line in FAMILIES (config keys beyond COMMON) and, for structured pruning, the
 outcome in STRUCTURED. tests/test_families.py runs every feature on every family and checks that the
-README's families table says what the tests saw.
+families table of docs/models.md says what the tests saw.
 """
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ FAMILIES: dict[str, dict] = {
 
 MOE = ("mixtral", "qwen3_moe")
 
-# Structured pruning per family and target, as the tests see it (and the README's table says).
+# Structured pruning per family and target, as the tests see it (and docs/models.md's table says).
 WORKS = "works"
 NONE_ONLY = "`none` only (no bias flag)"
 HEAD_WIDTH = "clear error (head width)"

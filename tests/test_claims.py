@@ -1,8 +1,11 @@
 """The claims ledger: claims.yaml read and checked, each claim evaluated over table rows."""
 
 import copy
+import json
 import math
+import os
 import re
+import subprocess
 
 import pandas as pd
 import pytest
@@ -177,35 +180,78 @@ def test_noise_bands_are_kept_per_calibration():
     assert entries == {"brown-n32-l256-s0": pytest.approx(10.0), "brown-n16-l256-s0": pytest.approx(1.0)}
 
 
-def test_readme_ledger_states_every_claim_with_an_outcome():
-    """The README's ledger block lists every claim of claims.yaml, word for word, with an outcome."""
-    readme = (REPO / "README.md").read_text()
-    block = readme.split("<!-- claims ledger -->")[1].split("<!-- end claims ledger -->")[0]
+def test_results_page_ledger_states_every_claim_with_an_outcome():
+    """The ledger block of docs/results.md lists every claim of claims.yaml, word for word, with an outcome,
+    and the README repeats its summary line."""
+    page = (REPO / "docs" / "results.md").read_text()
+    block = page.split("<!-- claims ledger -->")[1].split("<!-- end claims ledger -->")[0]
     claims, _ = load_claims(REPO / "claims.yaml")
     rows = {r.split("|")[2].strip(): r for r in block.splitlines() if r.startswith("| ") and "---" not in r}
     for claim in claims:
         assert claim.claim in rows, claim.id
         assert re.search(r"\*\*(holds|does not hold|not run)\*\*", rows[claim.claim]), claim.id
+    summary = block.strip().splitlines()[-1]
+    assert re.fullmatch(rf"{len(claims)} claims: \d+ holds, \d+ does not hold, \d+ not run\.", summary)
+    assert summary in (REPO / "README.md").read_text()
 
 
-def test_readme_results_renders_and_fills_the_ledger_block(tmp_path):
-    """bench/readme_results.py renders the README's ledger block from a claims.csv (here a small one made
-    from test tables; none when there is no claims.csv) and refreshes only the text between the markers."""
-    readme_results = _bench_module("readme_results")
-    assert readme_results.claims_block(tmp_path) is None
+def _results_run(tmp_path):
+    """A finished run's tables in ``tmp_path``: two studies of a config (one not made), a figure, claims.csv."""
+    tables, figures, docs = tmp_path / "tables", tmp_path / "figures", tmp_path / "docs"
+    for d in (tables, figures, docs):
+        d.mkdir()
+    _tables()["wanda_table"].assign(prune_s=1.5).to_csv(tables / "wanda_table.csv", index=False)
+    (figures / "wanda_table.png").write_bytes(b"\x89PNG figure")
     claims, _ = load_claims(_claims(tmp_path, [
         _claim("a", [{**W, "method": "wanda", "pattern": 0.5}, {**W, "method": "magnitude", "pattern": 0.5}]),
         _claim("e", [{"table": "recon_sweep", "method": "wanda"}, {**W, "method": "wanda", "pattern": 0.5}]),
     ]))
-    evaluate(claims, _tables()).to_csv(tmp_path / "claims.csv", index=False)
-    block = readme_results.claims_block(tmp_path)
-    assert "| P | claim a | wanda 0.5 36.06 < magnitude 0.5 302.8 | **holds** |" in block
-    assert "| P | claim e | - | **not run** (table recon_sweep was not made" in block
-    assert "2 claims: 1 holds, 0 does not hold, 1 not run." in block
-    readme = "intro\n<!-- claims ledger -->\nold rows\n<!-- end claims ledger -->\nafter\n"
-    filled = readme_results.fill(readme, "claims ledger", block)
-    assert filled.startswith("intro\n<!-- claims ledger -->\n| paper |") and filled.endswith("<!-- end claims ledger -->\nafter\n")
-    assert "old rows" not in filled and readme_results.fill(filled, "claims ledger", block) == filled
-    (tmp_path / "README.md").write_text(readme)
-    readme_results.main(["--tables", str(tmp_path), "--readme", str(tmp_path / "README.md"), "--write"])
-    assert (tmp_path / "README.md").read_text() == filled
+    evaluate(claims, _tables()).to_csv(tables / "claims.csv", index=False)
+    config = tmp_path / "config.yaml"
+    config.write_text(yaml.safe_dump({"studies": {"wanda_table": {"title": "The Wanda table"}, "perp_table": {}}}))
+    readme = tmp_path / "README.md"
+    readme.write_text("intro\n<!-- results -->\nold rows\n<!-- end results -->\nafter\n")
+    args = ["--tables", str(tables), "--figures", str(figures), "--config", str(config), "--docs", str(docs),
+            "--readme", str(readme), "--write"]
+    return args, docs, readme
+
+
+def test_results_generator_writes_the_page_the_figures_and_the_readme_block(tmp_path):
+    """bench/readme_results.py renders the ledger from claims.csv (none without one), writes docs/results.md with
+    each table of the config's studies, its figure and provenance line, copies the figure, and refreshes only the
+    README's results block."""
+    readme_results = _bench_module("readme_results")
+    assert readme_results.claims_block(tmp_path) is None
+    args, docs, readme = _results_run(tmp_path)
+    (tmp_path / "prov.json").write_text(json.dumps({"commit": "abc1234", "date": "2026-12-01", "machine": "Linux-x86_64",
+                                                   "cpu": "Some CPU", "cpu_flags": ["avx2", "avx512f"], "cores": 2, "torch": "2.13.0+cpu"}))
+    readme_results.main([*args, "--provenance", str(tmp_path / "prov.json")])
+    page = (docs / "results.md").read_text()
+    assert "## The Wanda table\n\n`results/tables/wanda_table.csv`" in page and "perp_table" not in page  # not made: left out
+    assert "| wanda     | 0.5       | sequential |        36.06 |" in page and "![The Wanda table](figures/wanda_table.png)" in page
+    assert ("*Provenance*: commit `abc1234`, 2026-12-01, Linux-x86_64, Some CPU (avx2, avx512f), 2 cores, torch 2.13.0+cpu."
+            in page)
+    assert "| P | claim a | wanda 0.5 36.06 < magnitude 0.5 302.8 | **holds** |" in page
+    assert "| P | claim e | - | **not run** (table recon_sweep was not made" in page
+    assert (docs / "figures" / "wanda_table.png").read_bytes() == b"\x89PNG figure"
+    text = readme.read_text()
+    assert text.startswith("intro\n<!-- results -->\n| method ") and text.endswith("<!-- end results -->\nafter\n")
+    assert "old rows" not in text and "![Wanda table](docs/figures/wanda_table.png)" in text
+    assert "Claims ledger: 2 claims: 1 holds, 0 does not hold, 1 not run." in text
+    filled = readme_results.fill(text, "results", readme_results.readme_block(tmp_path / "tables", readme_results.claims_block(tmp_path / "tables")))
+    assert filled == text  # refreshing twice changes nothing
+
+
+def test_results_provenance_is_this_checkout_and_machine(tmp_path):
+    """Without a recorded provenance, the line names this checkout's commit, this machine, its CPU flags and torch."""
+    import platform
+
+    import torch
+
+    readme_results = _bench_module("readme_results")
+    args, docs, _ = _results_run(tmp_path)
+    readme_results.main(args)
+    line = next(l for l in (docs / "results.md").read_text().splitlines() if l.startswith("*Provenance*"))
+    commit = subprocess.run(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
+    assert f"commit `{commit}" in line and platform.platform() in line and f"torch {torch.__version__} (" in line
+    assert f"{os.cpu_count()} cores" in line and re.search(r", \d{4}-\d\d-\d\d \d\d:\d\d UTC, ", line)

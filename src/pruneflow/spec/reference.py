@@ -90,6 +90,11 @@ def keys(schema: dict, prefix: str = ""):
         yield from keys(schema["additionalProperties"], f"{prefix}<name>.")
 
 
+def missing_descriptions(schema: dict) -> list[str]:
+    """Keys of the schema without a description (the reference would have an empty cell)."""
+    return [key for key, node, _ in keys(schema) if not str(node.get("description", "")).strip()]
+
+
 def _cell(text: str) -> str:
     """Table-cell text: a "|" would end the cell, a "<study>" would read as an HTML tag."""
     return text.replace("|", "\\|").replace("<", "&lt;").replace("\n", " ")
