@@ -3,7 +3,7 @@ LLaMA-7B's block shape (random weights: time and memory do not depend on the val
 
 The model lives on the CPU and one block at a time moves to the GPU (as in every pruning job), so the
 per-block time and the GPU's peak memory are what a full 32-block LLaMA-7B run sees; ``--layers``
-blocks are run and the total is extrapolated to 32. The peak is compared with the README's formula
+blocks are run and the total is extrapolated to 32. The peak is compared with docs/scale.md's formula
 peak ≈ W + 2X + G + S (W one block's weights, X one block's inputs, G the float32 Gram matrices,
 S SparseGPT's working copy). Usage (a CUDA machine):
   python bench/gpu_prune.py --layers 4 --nsamples 128 --seqlen 2048 --dtype bfloat16
@@ -29,7 +29,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def formula_bytes(h: int, f: int, tokens: int, b: int) -> dict:
-    """The README's peak-memory terms for one LLaMA block on the device."""
+    """docs/scale.md's peak-memory terms for one LLaMA block on the device."""
     terms = {"W": b * (4 * h * h + 3 * h * f), "X": 2 * b * tokens * h, "G": 4 * (3 * h * h + f * f), "S": 4 * (h * f + f * f)}
     return {**terms, "total": sum(terms.values())}
 

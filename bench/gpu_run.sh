@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The GPU measurements in the README, as run on a lent H200 (one call of the device tool):
+# The GPU measurements of docs/benchmarks.md, as run on a lent H200 (one call of the device tool):
 #   bash bench/gpu_run.sh OUTDIR
 # Uses the machine's own torch/transformers with this checkout's src/ on PYTHONPATH.
 set -euo pipefail

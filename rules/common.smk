@@ -21,7 +21,7 @@ from pruneflow.spec.config import (
 )
 from pruneflow.spec.model_config import parameter_count, read_model_config
 
-# Everything that can be checked before any job is checked here (README: "Validation and faults").
+# Everything that can be checked before any job is checked here (docs/validation.md).
 coerce_cli_values(
     config, workflow.config_settings.config
 )  # nested --config values arrive as strings

@@ -34,7 +34,7 @@ def test_cache_stores_one_gram_per_input_group_and_round_trips(tmp_path, calib_i
         torch.testing.assert_close(cached[name].gram, direct[name].gram, rtol=1e-5, atol=1e-4)
         torch.testing.assert_close(cached[name].sq_sum, direct[name].sq_sum, rtol=1e-5, atol=1e-4)
     hidden, inter = 64, 128
-    expected_floats = 3 * hidden + inter + 3 * hidden**2 + inter**2  # the README's formula
+    expected_floats = 3 * hidden + inter + 3 * hidden**2 + inter**2  # docs/artifacts.md's formula
     assert abs(sizes["bytes_per_block"][0] - 4 * expected_floats) < 2048  # plus the safetensors header
     assert len(input_groups(arch)) == 4
 

@@ -10,8 +10,8 @@ No list of families: for any decoder-only model transformers can build,
   tensor, and whether the block returns a tuple are read off one traced forward of block 0, by tensor
   identity, not by names.
 
-What structure cannot tell lives in :data:`EXCEPTIONS`, a few lines per family (see the README's
-families table). Mixture-of-experts weights stored fused (transformers 5 keeps every expert of a layer
+What structure cannot tell lives in :data:`EXCEPTIONS`, a few lines per family (see the
+families table of docs/models.md). Mixture-of-experts weights stored fused (transformers 5 keeps every expert of a layer
 in one 3-D tensor) are unfused into one small MLP of ``nn.Linear`` per expert while PruneFlow works on
 the model (:mod:`pruneflow.core.experts`), and fused back to save. Everything else asks an
 :class:`Architecture` and never branches on ``config.model_type``.

@@ -29,7 +29,7 @@ from pruneflow.spec.patterns import block_patterns
 @torch.no_grad()
 def build_activation_cache(model, calib_ids: torch.Tensor, folder, batch_size: int = 8, device="cpu", gram: bool = True) -> dict:
     """One dense pass; write ``block<i>.safetensors`` with ``<linear>.sq_sum`` [in] (and ``<linear>.gram`` [in, in])
-    for the first linear of each input group. Returns sizes for the README's disk-cost table."""
+    for the first linear of each input group. Returns sizes for the disk-cost formulas of docs/artifacts.md."""
     arch = architecture_of(model)
     inputs = capture_block_inputs(model, calib_ids, batch_size, device)
     sizes = []
