@@ -44,8 +44,9 @@ def _type(node: dict) -> str:
         return " or ".join(_type(n) if "const" not in n else "`" + n["const"] + "`" for n in node["oneOf"])
     types = node.get("type", "any")
     types = types if isinstance(types, list) else [types]
-    if "array" in types and "items" in node:
-        types = [f"list of {_type(node['items'])}" if t == "array" else t for t in types]
+    if "array" in types and "items" in node:  # a list of enum values is a list of the allowed values
+        item = "" if "enum" in node["items"] else f" of {_type(node['items'])}"
+        types = [f"list{item}" if t == "array" else t for t in types]
     return " or ".join(types)
 
 
