@@ -36,7 +36,7 @@ from pruneflow.evaluate.perplexity import eval_windows, perplexity
 from pruneflow.data.jsonl import read_texts
 from pruneflow.prune.masks import parse_pattern
 from pruneflow.prune.sequential import prune_model
-from pruneflow.core.variants import load_variant
+from pruneflow.core.stream import load_variant
 from pruneflow.spec.naming import calib_id
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -38,9 +38,9 @@ from pruneflow.core.mask_files import save_masks  # noqa: E402
 from pruneflow.core.models import load_source  # noqa: E402
 from pruneflow.prune.sequential import prune_model  # noqa: E402
 from pruneflow.structured.prune import prune_structured  # noqa: E402
-from pruneflow.core.variants import (  # noqa: E402
-    export_variant, load_variant, load_variant_with_masks, stored_bytes, write_full_variant, write_masked_variant,
-    write_structured_variant, write_variant,
+from pruneflow.core.stream import load_variant, load_variant_with_masks  # noqa: E402
+from pruneflow.core.writer import (  # noqa: E402
+    export_variant, stored_bytes, write_full_variant, write_masked_variant, write_structured_variant, write_variant,
 )
 
 SOURCES = {"smollm2": {"source": "smollm2-gguf"}, "tiny": {"source": "tiny"}}
@@ -49,7 +49,7 @@ LOADER = r'''
 import json, sys, time
 import torch
 from transformers import AutoModelForCausalLM
-from pruneflow.core.variants import load_variant
+from pruneflow.core.stream import load_variant
 kind, folder, threads = sys.argv[1], sys.argv[2], int(sys.argv[3])
 torch.set_num_threads(threads)
 def load():

@@ -7,17 +7,17 @@ from pruneflow.data.jsonl import read_texts
 from pruneflow.spec.patterns import parse_pattern
 from pruneflow.core.runtime import job, resolve_device, runtime_settings
 from pruneflow.evaluate.sensitivity import block_sensitivity
-from pruneflow.core.variants import load_variant
+from pruneflow.core.stream import open_stream
 
 rt = runtime_settings(snakemake.config)
 w = snakemake.wildcards
 spec = snakemake.params.spec  # corpus, seqlen, windows, bos (from the output name, in the rule)
 pattern = parse_pattern(w.pattern)
-with job(snakemake.log[0], snakemake.threads):
-    model, tok = load_variant(snakemake.input.model)
+with job(snakemake.log[0], snakemake.threads, gpus=snakemake.resources.get("gpu", 0)):
+    stream = open_stream(snakemake.input.model)
     source = f"{describe(snakemake.config['corpora'][w.corpus], w.corpus)}, held-out part {snakemake.input.docs},"
-    windows = eval_windows(read_texts(snakemake.input.docs), tok, spec["seqlen"], spec["windows"], spec["bos"], source)
-    result = block_sensitivity(model, get_criterion(w.criterion), pattern, windows, snakemake.input.get("cache") or None,
+    windows = eval_windows(read_texts(snakemake.input.docs), stream.tokenizer, spec["seqlen"], spec["windows"], spec["bos"], source)
+    result = block_sensitivity(stream, get_criterion(w.criterion), pattern, windows, snakemake.input.get("cache") or None,
                                rt["eval_batch_size"], resolve_device(rt["device"]))
     for b in result["blocks"]:
         print(f"block {b['block']:3d}: perplexity {b['perplexity']:.3f} (dense {result['dense']['perplexity']:.3f})")

@@ -4,13 +4,13 @@ from pruneflow.data.calibration import load_calibration
 from pruneflow.prune.dense_stream import build_activation_cache
 from pruneflow.core.atomic import write_json
 from pruneflow.core.runtime import job, resolve_device, runtime_settings
-from pruneflow.core.variants import load_variant
+from pruneflow.core.stream import open_stream
 
 rt = runtime_settings(snakemake.config)
-with job(snakemake.log[0], snakemake.threads):
+with job(snakemake.log[0], snakemake.threads, gpus=snakemake.resources.get("gpu", 0)):
     device = resolve_device(rt["device"])
-    model, _ = load_variant(snakemake.input.model)
+    stream = open_stream(snakemake.input.model, tokenizer=False)
     calib = load_calibration(snakemake.input.calib)
     with artifact_folder(snakemake.output[0]) as out:
-        sizes = build_activation_cache(model, calib, out, rt["batch_size"], device, gram=snakemake.params.gram)
+        sizes = build_activation_cache(stream, calib, out, rt["batch_size"], device, gram=snakemake.params.gram)
         write_json(out / "summary.json", sizes)

@@ -4,12 +4,12 @@ from pruneflow.prune.allocation import owl_allocation, write_allocation
 from pruneflow.core.artifacts import artifact_folder
 from pruneflow.spec.naming import parse_allocation_id
 from pruneflow.core.runtime import job
-from pruneflow.core.variants import load_variant
+from pruneflow.core.stream import open_stream
 
 allocation, sparsity = parse_allocation_id(snakemake.wildcards.allocation)
 with job(snakemake.log[0], snakemake.threads):
-    model, _ = load_variant(snakemake.input.model)
-    result = owl_allocation(model, snakemake.input.cache, sparsity, allocation.m, allocation.lam)
+    stream = open_stream(snakemake.input.model, tokenizer=False)
+    result = owl_allocation(stream, snakemake.input.cache, sparsity, allocation.m, allocation.lam)
     with artifact_folder(snakemake.output[0]) as out:
         write_allocation(out, result)
     print({k: result[k] for k in ("m", "lambda", "sparsity")})

@@ -4,7 +4,7 @@ import json
 from pruneflow.core.artifacts import artifact_folder
 from pruneflow.core.models import load_source, torch_dtype
 from pruneflow.core.runtime import job
-from pruneflow.core.variants import write_full_variant
+from pruneflow.core.writer import write_full_variant
 
 with job(snakemake.log[0], snakemake.threads):
     spec = json.loads(snakemake.params.spec)

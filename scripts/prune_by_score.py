@@ -1,6 +1,6 @@
 """A score-based variant (magnitude, or Wanda on the dense stream): scores from the dense weights
 (and the activation cache), keep-masks for the pattern (per block for OWL methods, from their
-allocation artifact), stored as the dense model + masks."""
+allocation artifact), stored as the dense model + masks. One block is read at a time."""
 from pathlib import Path
 
 from pruneflow.prune.allocation import method_block_sparsities
@@ -10,17 +10,19 @@ from pruneflow.prune.dense_stream import masks_by_score
 from pruneflow.spec.naming import parse_method_id
 from pruneflow.core.mask_files import save_masks
 from pruneflow.core.runtime import job
+from pruneflow.core.stream import open_stream
 from pruneflow.core.summaries import variant_summary
-from pruneflow.core.variants import load_variant, write_masked_variant
+from pruneflow.core.writer import VariantWriter
 
 w = snakemake.wildcards
 method = parse_method_id(f"{w.criterion}-{w.pattern}{w.alloc}{w.stream}")
 criterion = get_criterion(method.criterion)
 with job(snakemake.log[0], snakemake.threads):
-    model, _ = load_variant(snakemake.input.model)
-    per_block = method_block_sparsities(method, snakemake.input.get("allocation"), model)
+    stream = open_stream(snakemake.input.model, tokenizer=False)
+    per_block = method_block_sparsities(method, snakemake.input.get("allocation"), stream)
     with artifact_folder(snakemake.output[0]) as out:
-        for index, masks in masks_by_score(model, criterion, method.pattern, snakemake.input.get("cache") or None, per_block):
+        stream.sink = writer = VariantWriter(out, stream, Path(snakemake.output[0]), kind="masks")
+        for index, masks in masks_by_score(stream, criterion, method.pattern, snakemake.input.get("cache") or None, per_block):
             save_masks(out / "masks", index, masks)
-        write_masked_variant(out, model, Path(snakemake.input.model), Path(snakemake.output[0]),
-                             variant_summary(method, w.calib), requested=method.pattern.sparsity, block_requested=per_block)
+        writer.finish(stream.model, variant_summary(method, w.calib), requested=method.pattern.sparsity,
+                      block_requested=per_block)

@@ -1,5 +1,5 @@
 """SparseGPT on the dense stream: cached Gram matrices in, pruned and updated weights out (no forward pass);
-per-block sparsities from an allocation artifact for OWL methods."""
+per-block sparsities from an allocation artifact for OWL methods. Each block is written as it is done."""
 from pathlib import Path
 
 from pruneflow.prune.allocation import method_block_sparsities
@@ -9,18 +9,19 @@ from pruneflow.prune.dense_stream import prune_from_cache
 from pruneflow.spec.naming import parse_method_id
 from pruneflow.core.mask_files import save_masks
 from pruneflow.core.runtime import job, resolve_device, runtime_settings
+from pruneflow.core.stream import open_stream
 from pruneflow.core.summaries import variant_summary
-from pruneflow.core.variants import load_variant, write_variant
+from pruneflow.core.writer import VariantWriter
 
 rt = runtime_settings(snakemake.config)
 method = parse_method_id(f"sparsegpt-{snakemake.wildcards.pattern}{snakemake.wildcards.alloc}-dense")
-with job(snakemake.log[0], snakemake.threads):
+with job(snakemake.log[0], snakemake.threads, gpus=snakemake.resources.get("gpu", 0)):
     device = resolve_device(rt["device"])
-    model, tok = load_variant(snakemake.input.model)
-    per_block = method_block_sparsities(method, snakemake.input.get("allocation"), model)
+    stream = open_stream(snakemake.input.model, tokenizer=False)
+    per_block = method_block_sparsities(method, snakemake.input.get("allocation"), stream)
     with artifact_folder(snakemake.output[0]) as out:
-        for index, masks in prune_from_cache(model, get_criterion("sparsegpt"), method.pattern, snakemake.input.cache, device, per_block):
+        stream.sink = writer = VariantWriter(out, stream, Path(snakemake.output[0]))
+        for index, masks in prune_from_cache(stream, get_criterion("sparsegpt"), method.pattern, snakemake.input.cache, device, per_block):
             save_masks(out / "masks", index, masks)
-        write_variant(out, model, tok, Path(snakemake.input.model), Path(snakemake.output[0]),
-                      variant_summary(method, snakemake.wildcards.calib), requested=method.pattern.sparsity,
+        writer.finish(stream.model, variant_summary(method, snakemake.wildcards.calib), requested=method.pattern.sparsity,
                       block_requested=per_block)

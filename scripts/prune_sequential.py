@@ -1,5 +1,5 @@
 """Sequential pruning: block by block on inputs propagated through the already-pruned blocks
-(per-block sparsities from an allocation artifact for OWL methods)."""
+(per-block sparsities from an allocation artifact for OWL methods); each block is written as it is done."""
 from pathlib import Path
 
 from pruneflow.prune.allocation import method_block_sparsities
@@ -10,21 +10,22 @@ from pruneflow.spec.naming import parse_method_id
 from pruneflow.core.mask_files import save_masks
 from pruneflow.prune.sequential import prune_model
 from pruneflow.core.runtime import job, resolve_device, runtime_settings
+from pruneflow.core.stream import open_stream
 from pruneflow.core.summaries import variant_summary
-from pruneflow.core.variants import load_variant, write_variant
+from pruneflow.core.writer import VariantWriter
 
 rt = runtime_settings(snakemake.config)
 method = parse_method_id(snakemake.wildcards.method)
-with job(snakemake.log[0], snakemake.threads):
+with job(snakemake.log[0], snakemake.threads, gpus=snakemake.resources.get("gpu", 0)):
     device = resolve_device(rt["device"])
-    model, tok = load_variant(snakemake.input.model)
+    stream = open_stream(snakemake.input.model, tokenizer=False)
     calib = load_calibration(snakemake.input.calib)
-    per_block = method_block_sparsities(method, snakemake.input.get("allocation"), model)
+    per_block = method_block_sparsities(method, snakemake.input.get("allocation"), stream)
     with artifact_folder(snakemake.output[0]) as out:
-        blocks = prune_model(model, get_criterion(method.criterion), method.pattern, calib, method.stream, rt["batch_size"],
+        stream.sink = writer = VariantWriter(out, stream, Path(snakemake.output[0]))
+        blocks = prune_model(stream, get_criterion(method.criterion), method.pattern, calib, method.stream, rt["batch_size"],
                              device, block_sparsities=per_block)
-        for index, masks in blocks:  # each block's masks land as soon as it is pruned
+        for index, masks in blocks:  # the block's masks land before the writer stores the block
             save_masks(out / "masks", index, masks)
-        write_variant(out, model, tok, Path(snakemake.input.model), Path(snakemake.output[0]),
-                      variant_summary(method, snakemake.wildcards.calib), requested=method.pattern.sparsity,
+        writer.finish(stream.model, variant_summary(method, snakemake.wildcards.calib), requested=method.pattern.sparsity,
                       block_requested=per_block)

@@ -4,7 +4,8 @@ import pytest
 import torch
 
 from pruneflow.data.corpora import CorpusError
-from pruneflow.evaluate.perplexity import EvaluationError, check_sparsity, eval_windows, leading_ids, measured_sparsity, perplexity
+from pruneflow.core.sparsity import SparsityError, check_sparsity, measured_sparsity
+from pruneflow.evaluate.perplexity import EvaluationError, eval_windows, leading_ids, perplexity
 from pruneflow.core.tiny import byte_tokenizer
 
 
@@ -81,7 +82,7 @@ def test_zeros_of_the_dense_weights_do_not_fail_an_nm_check(tiny):
     m = measured_sparsity(model, masks)["per_matrix"]["0.self_attn.q_proj"]
     assert m["pruned_fraction"] == 0.5 and m["sparsity"] == 0.75
     check_sparsity({"per_matrix": {"0.self_attn.q_proj": m}}, 0.5)
-    with pytest.raises(EvaluationError, match="0.self_attn.q_proj"):
+    with pytest.raises(SparsityError, match="0.self_attn.q_proj"):
         check_sparsity({"per_matrix": {"0.self_attn.q_proj": {k: v for k, v in m.items() if k != "pruned_fraction"}}}, 0.5)
 
 
@@ -95,5 +96,5 @@ def test_measured_sparsity_counts_zeros_and_check_tolerates_one_weight_per_row(t
     assert m["per_matrix"]["1.self_attn.q_proj"]["sparsity"] == 0.0
     only_q = {"per_matrix": {"0.self_attn.q_proj": m["per_matrix"]["0.self_attn.q_proj"]}}
     check_sparsity(only_q, 0.5 + 0.9 / 64)  # within one weight per row
-    with pytest.raises(EvaluationError, match="0.self_attn.q_proj"):
+    with pytest.raises(SparsityError, match="0.self_attn.q_proj"):
         check_sparsity(only_q, 0.6)

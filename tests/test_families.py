@@ -18,7 +18,8 @@ from pruneflow.core.artifacts import artifact_folder
 from pruneflow.core.architectures import UnsupportedModelError, architecture_of, check_supported, saveable
 from pruneflow.prune.criteria import get_criterion
 from pruneflow.prune.dense_stream import apply_masks, build_activation_cache, masks_from_scores, model_scores, prune_from_cache
-from pruneflow.evaluate.perplexity import check_masks_kept, check_sparsity, measured_sparsity, perplexity
+from pruneflow.core.sparsity import check_masks_kept, check_sparsity, measured_sparsity
+from pruneflow.evaluate.perplexity import perplexity
 from pruneflow.spec.naming import parse_recovery
 from pruneflow.prune.masks import parse_pattern
 from pruneflow.prune.sequential import prune_model

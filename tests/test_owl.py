@@ -13,14 +13,15 @@ from pruneflow.core.architectures import architecture_of
 from pruneflow.core.artifacts import artifact_folder
 from pruneflow.prune.criteria import get_criterion, prune_layer
 from pruneflow.prune.dense_stream import build_activation_cache, load_block_stats, masks_by_score, prune_from_cache
-from pruneflow.evaluate.perplexity import EvaluationError, check_masks_kept, check_sparsity, measured_sparsity, perplexity
+from pruneflow.core.sparsity import SparsityError, check_masks_kept, check_sparsity, measured_sparsity
+from pruneflow.evaluate.perplexity import perplexity
 from pruneflow.spec.naming import Allocation, make_method, parse_recovery
 from pruneflow.prune.masks import parse_pattern
 from pruneflow.prune.sequential import prune_model
 from pruneflow.recover.run import recover
 from pruneflow.evaluate.sensitivity import block_sensitivity
 from pruneflow.core.tiny import build_tiny_model
-from pruneflow.core.variants import write_masked_variant
+from pruneflow.core.writer import write_masked_variant
 
 BLOCKS = 4
 SPARSITY, LAMBDA = 0.6, 0.1
@@ -90,10 +91,10 @@ def test_uniform_masks_fail_the_owl_check_and_owl_masks_fail_the_uniform_one(cal
     per_block = allocation["block_sparsities"]
     model, _ = _tiny()
     uniform = measured_sparsity(model, _masks(("wanda", "cache"), model, calib_ids, cache, None))
-    with pytest.raises(EvaluationError, match=r"matrix 0\.\S+: .* the requested \S+ \(its block's allocation\)"):
+    with pytest.raises(SparsityError, match=r"matrix 0\.\S+: .* the requested \S+ \(its block's allocation\)"):
         check_sparsity(uniform, SPARSITY, per_block)
     owl = measured_sparsity(model, _masks(("wanda", "cache"), model, calib_ids, cache, per_block))
-    with pytest.raises(EvaluationError, match="differs from the requested 0.6 by more than one weight per row"):
+    with pytest.raises(SparsityError, match="differs from the requested 0.6 by more than one weight per row"):
         check_sparsity(owl, SPARSITY)
 
 
@@ -112,7 +113,7 @@ def test_variant_records_per_block_sparsity_and_its_check(tmp_path, calib_ids, c
     per_block = allocation["block_sparsities"]
     model, tok = _tiny()
     dense = tmp_path / "dense"
-    from pruneflow.core.variants import write_full_variant
+    from pruneflow.core.writer import write_full_variant
 
     with artifact_folder(dense) as out:
         write_full_variant(out, model, tok, {})

@@ -5,7 +5,7 @@ import torch
 
 from pruneflow.core.activations import InputStats
 from pruneflow.prune.criteria import get_criterion, prune_layer
-from pruneflow.evaluate.perplexity import measured_sparsity
+from pruneflow.core.sparsity import measured_sparsity
 from pruneflow.prune.masks import Pattern, parse_pattern
 from pruneflow.prune.sequential import prune_model
 from pruneflow.prune.sparsegpt import sparsegpt_prune

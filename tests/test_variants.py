@@ -14,10 +14,9 @@ from pruneflow.prune.masks import parse_pattern
 from pruneflow.core.mask_files import save_masks
 from pruneflow.prune.sequential import prune_model
 from pruneflow.core.tiny import build_tiny_model
-from pruneflow.core.variants import (
-    VariantError, export_variant, load_variant, load_variant_with_masks, read_record, write_full_variant,
-    write_masked_variant, write_variant,
-)
+from pruneflow.core.stream import load_variant, load_variant_with_masks
+from pruneflow.core.variants import VariantError, read_record
+from pruneflow.core.writer import export_variant, write_full_variant, write_masked_variant, write_variant
 
 IDS = torch.randint(2, 258, (2, 24), generator=torch.Generator().manual_seed(3))
 
@@ -199,7 +198,7 @@ def test_transposed_weights_and_bfloat16_round_trip(tmp_path, dtype):
     assert _same(rebuilt, model)
 
 
-def test_a_variant_whose_structure_differs_from_its_parent_is_stored_whole(dense_dir):
+def test_a_variant_whose_config_differs_from_its_parent_records_its_config_and_new_parameters(dense_dir):
     parent, _ = _pruned(dense_dir, "wanda")
     model, tok, masks = load_variant_with_masks(parent)
     with torch.no_grad():  # a LoRA merged into a tied head unties it: a new parameter, another config
@@ -208,8 +207,11 @@ def test_a_variant_whose_structure_differs_from_its_parent_is_stored_whole(dense
     final = dense_dir.parent / "recovered/untied"
     with artifact_folder(final) as out:
         write_variant(out, model, tok, parent, final, {})
-    assert read_record(final)["kind"] == "full" and (final / "model").is_dir()
+    record = read_record(final)
+    assert record["kind"] == "compact" and record["config"]["tie_word_embeddings"] is False
+    assert record["params"] == ["lm_head.weight"] and not (final / "model").exists()  # the head alone, no second model
     rebuilt, _, rebuilt_masks = load_variant_with_masks(final)
+    assert rebuilt.lm_head.weight is not rebuilt.get_input_embeddings().weight
     assert _same(rebuilt, model)
     assert all(torch.equal(rebuilt_masks[i][n], masks[i][n]) for i in masks for n in masks[i])  # kept for the checks
 
@@ -220,7 +222,7 @@ def test_structured_variant_stores_kept_indices_and_repaired_projections(dense_d
     repaired (and the biases it added); rebuilt bit for bit as a physically smaller model."""
     from pruneflow.core.artifacts import load_tensors
     from pruneflow.structured.prune import count_parameters, prune_structured
-    from pruneflow.core.variants import stored_bytes, write_structured_variant
+    from pruneflow.core.writer import stored_bytes, write_structured_variant
 
     model, tok = load_variant(dense_dir)
     selections = {}
@@ -246,7 +248,7 @@ def test_structured_variant_stores_kept_indices_and_repaired_projections(dense_d
 
 def test_structured_variant_with_a_changed_parent_fails_naming_both(dense_dir):
     from pruneflow.structured.prune import prune_structured
-    from pruneflow.core.variants import write_structured_variant
+    from pruneflow.core.writer import write_structured_variant
 
     model, tok = load_variant(dense_dir)
     selections = {}
@@ -259,3 +261,52 @@ def test_structured_variant_with_a_changed_parent_fails_naming_both(dense_dir):
         write_full_variant(out, other, tok, {"variant": "dense"})
     with pytest.raises(VariantError, match=f"{final}.*another {dense_dir}"):
         load_variant(final)
+
+
+def test_interleaved_recovery_streamed_writes_its_own_masks(dense_dir):
+    """The writer gets each block's masks as the interleaved recovery chooses them (not after the job)."""
+    from pathlib import Path
+
+    from pruneflow.core.stream import open_stream
+    from pruneflow.core.writer import VariantWriter
+    from pruneflow.recover.run import recover
+    from pruneflow.spec.naming import make_method, parse_recovery
+
+    calib = torch.randint(2, 258, (4, 32), generator=torch.Generator().manual_seed(0))
+    dense = open_stream(dense_dir, tokenizer=False)
+    work = open_stream(dense_dir, tokenizer=False, skeleton_of=dense)
+    final, masks = dense_dir.parent / "recovered/interleaved", {}
+    with artifact_folder(final) as out:
+        work.sink = writer = VariantWriter(out, work, Path(final), masks=masks)
+        recover(dense, work, masks, calib, parse_recovery("recon:sublayer:dense:interleaved"), {"lr": 1e-3, "steps": 2},
+                method=make_method("wanda", 0.5))
+        writer.finish(work.model, {"variant": "interleaved"}, requested=0.5)
+    assert read_record(final)["masks"] == "own" and sorted(masks) == [0, 1]
+    sparsity = json.loads((final / "sparsity.json").read_text())
+    assert sparsity["overall"] == pytest.approx(0.5, abs=1e-3) and sparsity["masked_weights_checked"] > 0
+    _, _, saved = load_variant_with_masks(final)
+    for i, block_masks in masks.items():
+        assert all(torch.equal(saved[i][n], m) for n, m in block_masks.items())
+
+
+def test_structured_prune_streamed_stores_slices_not_the_kept_weights(dense_dir):
+    """Streamed, the writer sees each block's kept indices as the job chooses them: only repaired tensors are values."""
+    from pathlib import Path
+
+    from safetensors import safe_open
+
+    from pruneflow.core.stream import open_stream
+    from pruneflow.core.writer import VariantWriter
+    from pruneflow.structured.prune import prune_structured
+
+    calib = torch.randint(2, 258, (4, 32), generator=torch.Generator().manual_seed(0))
+    stream, selections, final = open_stream(dense_dir, tokenizer=False), {}, dense_dir.parent / "structured/liar"
+    with artifact_folder(final) as out:
+        stream.sink = writer = VariantWriter(out, stream, Path(final), kind="structured", selections=selections)
+        prune_structured(stream, calib, "neurons", 0.25, "fluctuation", "liar", 0.1, 2, selections=selections)
+        writer.finish(stream.model, {})
+    assert read_record(final)["slices"] == [0, 1]
+    with safe_open(final / "values/block000.safetensors", "pt") as values:
+        assert not any("gate_proj.weight" in n or "up_proj.weight" in n for n in values.keys())
+    whole, _ = load_variant(final)
+    assert whole.config.intermediate_size == 96

@@ -13,7 +13,9 @@ import yaml
 
 from pruneflow.core.artifacts import verify_folder
 from pruneflow.core.mask_files import load_block_masks
-from pruneflow.core.variants import load_variant, read_record, stored_bytes
+from pruneflow.core.stream import load_variant
+from pruneflow.core.variants import read_record
+from pruneflow.core.writer import stored_bytes
 
 from conftest import REPO
 from workflow_helpers import plan_after, planned, snakemake, tiny_config, write_config

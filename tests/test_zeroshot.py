@@ -231,3 +231,20 @@ def test_unknown_local_task_names_the_allowed_ones(tmp_path):
         build_task("lambada", [], tmp_path)
     with pytest.raises(TaskBuildError, match="'lambada'"):
         heldout_documents("lambada")
+
+
+def test_zeroshot_of_a_stored_variant_dispatched_to_disk_equals_the_whole_model(built, tiny_results, tmp_path):
+    """A model larger than the memory given (runtime.max_memory) scores the same with its blocks on disk."""
+    from pruneflow.core.artifacts import artifact_folder
+    from pruneflow.core.dispatch import dispatch_stream
+    from pruneflow.core.stream import open_stream
+    from pruneflow.core.writer import write_full_variant
+
+    model, tok = build_tiny_model()
+    with artifact_folder(tmp_path / "dense") as out:
+        write_full_variant(out, model, tok, {})
+    stream, offload = open_stream(tmp_path / "dense"), tmp_path / "offload"
+    offload.mkdir()
+    dispatched = dispatch_stream(stream, "cpu", {"cpu": "100KB"}, offload)
+    assert set(dispatched.hf_device_map.values()) == {"cpu", "disk"} and (offload / "index.json").is_file()
+    assert evaluate_zeroshot(dispatched, stream.tokenizer, list(BUILDS), built, limit=6, batch_size=4) == tiny_results

@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 from pruneflow.core.architectures import StopForward, architecture_of, in_features
+from pruneflow.core.stream import ModelStream
 
 
 @dataclass
@@ -29,6 +30,11 @@ class BlockInputs:
     hidden: list[torch.Tensor]
     layer_kwargs: list[list[dict]] = field(default_factory=list)
     layer: int = 0
+    store: str = "device"  # "cpu": chunks wait on the CPU and visit the device one at a time
+
+    def keep(self, hidden: torch.Tensor) -> torch.Tensor:
+        """A chunk as it is stored between blocks."""
+        return hidden.to("cpu") if self.store == "cpu" else hidden
 
     @property
     def kwargs(self) -> list[dict]:
@@ -41,11 +47,17 @@ class BlockInputs:
 
     def replace(self, hidden: list[torch.Tensor]) -> "BlockInputs":
         """The next block's inputs: ``hidden`` are the current block's outputs."""
-        return BlockInputs(hidden=hidden, layer_kwargs=self.layer_kwargs, layer=self.layer + 1)
+        return BlockInputs(hidden=[self.keep(h) for h in hidden], layer_kwargs=self.layer_kwargs, layer=self.layer + 1,
+                           store=self.store)
 
     def same_layer(self, hidden: list[torch.Tensor]) -> "BlockInputs":
         """Other hidden states for the same block (e.g. the dense stream beside the pruned one)."""
-        return BlockInputs(hidden=hidden, layer_kwargs=self.layer_kwargs, layer=self.layer)
+        return BlockInputs(hidden=hidden, layer_kwargs=self.layer_kwargs, layer=self.layer, store=self.store)
+
+    def chunks(self, device=None):
+        """(hidden, kwargs) of every chunk, the hidden states on ``device`` (where the kwargs are)."""
+        for hidden, kwargs in zip(self.hidden, self.kwargs):
+            yield (hidden if device is None else hidden.to(device)), kwargs
 
 
 # Arguments that carry a decoding cache; calibration runs without one.
@@ -87,24 +99,31 @@ def _is_cache(value) -> bool:
 
 
 @torch.no_grad()
-def capture_block_inputs(model: nn.Module, input_ids: torch.Tensor, batch_size: int, device="cpu") -> BlockInputs:
+def capture_block_inputs(model: nn.Module, input_ids: torch.Tensor, batch_size: int, device="cpu",
+                         dtype: torch.dtype | None = None, store="device") -> BlockInputs:
     """Run the embeddings only and record what every block receives: the first block's hidden
     states and each block's own arguments.
 
     Every block's forward is swapped for a recorder that passes its input through, so one cheap pass
-    per chunk yields all layers' arguments; the last block stops the pass (no final norm, no head).
-    Only the modules before the first block (embeddings, rotary tables) are moved to ``device``.
+    per chunk yields all layers' arguments; the last block stops the pass (no final norm, no head), and
+    the blocks themselves may be empty shells (a :class:`~pruneflow.core.stream.ModelStream`'s skeleton).
+    Only the modules outside the blocks are moved to ``device``, and back where they were after.
+    ``dtype``: the hidden states (and the masks and rotary tables made from them) in that dtype, as a
+    model cast to it would give them (blocks computing in float32 over a bfloat16 model). ``store``:
+    ``"cpu"`` keeps the hidden states on the CPU between blocks (activations that do not fit the device).
     """
     arch = architecture_of(model)
     blocks = arch.get_blocks(model)
-    captured = BlockInputs(hidden=[], layer_kwargs=[[] for _ in blocks])
+    captured = BlockInputs(hidden=[], layer_kwargs=[[] for _ in blocks], store=store)
     moved: dict = {}
+    embed = model.get_input_embeddings()
+    cast = dtype is not None and dtype != embed.weight.dtype
 
     def recorder(index, signature):
         def forward(*args, **kwargs):
             hidden, named = call_arguments(signature, args, kwargs)
             if index == 0:
-                captured.hidden.append(hidden.to(device))
+                captured.hidden.append(captured.keep(hidden))
             captured.layer_kwargs[index].append({k: _to(v, device, moved) for k, v in named.items()})
             if index == len(blocks) - 1:
                 raise StopForward
@@ -114,44 +133,58 @@ def capture_block_inputs(model: nn.Module, input_ids: torch.Tensor, batch_size: 
 
     for index, block in enumerate(blocks):
         block.forward = recorder(index, inspect.signature(block.forward))
-    moved_modules = _move_non_block_modules(model, arch, device)
+    home = embed.weight.device
+    _move_non_block_modules(model, arch, device)
     try:
         for chunk in input_ids.split(batch_size):
             with contextlib.suppress(StopForward):
-                model(chunk.to(device), use_cache=False)
+                if cast:  # the embeddings' output in ``dtype``: what follows computes in it
+                    model(inputs_embeds=embed(chunk.to(device)).to(dtype), use_cache=False)
+                else:
+                    model(chunk.to(device), use_cache=False)
     finally:
         for block in blocks:
             del block.forward  # the class's forward again
-        for module in moved_modules:
-            with arch.blocks_detached(module):
-                module.to("cpu")
+        _move_non_block_modules(model, arch, home)
     return captured
 
 
-def _move_non_block_modules(model, arch, device) -> list[nn.Module]:
-    """Move everything but the blocks (embeddings, rotary tables, final norm) to ``device``."""
-    if torch.device(device).type == "cpu":
-        return []
+def _move_non_block_modules(model, arch, device) -> None:
+    """Move everything but the blocks (embeddings, rotary tables, final norm, head) to ``device``."""
     with arch.blocks_detached(model):
         model.to(device)
-    return [model]
 
 
 def block_output(out) -> torch.Tensor:
     return out[0] if isinstance(out, (tuple, list)) else out
 
 
+def activation_store(nbytes: int, device) -> str:
+    """Where hidden states of ``nbytes`` (inputs and outputs of a block) wait between blocks: on the device,
+    unless they would take more than a quarter of its free memory (then on the CPU, visiting it a chunk at a time)."""
+    device = torch.device(device)
+    if device.type != "cuda":
+        return "device"
+    free, _ = torch.cuda.mem_get_info(device)
+    return "cpu" if 2 * nbytes > free / 4 else "device"
+
+
+def _device_of(block: nn.Module):
+    return next(block.parameters()).device
+
+
 @torch.no_grad()
 def run_block(block: nn.Module, inputs: BlockInputs) -> list[torch.Tensor]:
-    """The block's outputs for every chunk (the next block's inputs)."""
-    return [block_output(block(hidden, **kwargs)) for hidden, kwargs in zip(inputs.hidden, inputs.kwargs)]
+    """The block's outputs for every chunk (the next block's inputs, stored as ``inputs`` stores them)."""
+    device = _device_of(block)
+    return [inputs.keep(block_output(block(hidden, **kwargs))) for hidden, kwargs in inputs.chunks(device)]
 
 
 def run_hooked(block: nn.Module, inputs: BlockInputs, handles) -> None:
     """Run ``block`` on every chunk of ``inputs`` for its hooks (which may raise :class:`StopForward` to end a
     chunk early), then remove the hooks."""
     try:
-        for hidden, kwargs in zip(inputs.hidden, inputs.kwargs):
+        for hidden, kwargs in inputs.chunks(_device_of(block)):
             with contextlib.suppress(StopForward):
                 block(hidden, **kwargs)
     finally:
@@ -202,10 +235,9 @@ class InputStats:
 
     @classmethod
     def from_tensors(cls, count: int, sq_sum: torch.Tensor, gram: torch.Tensor | None = None) -> "InputStats":
-        """Statistics read back from storage (the dense-stream activation cache)."""
+        """Statistics read back from storage (the dense-stream activation cache): float32, as they are read."""
         stats = cls.__new__(cls)
-        stats.count, stats._sq_sum = count, sq_sum.double()
-        stats._gram = None if gram is None else gram.double()
+        stats.count, stats._sq_sum, stats._gram = count, sq_sum, gram
         return stats
 
     def add(self, x: torch.Tensor) -> None:
@@ -214,19 +246,33 @@ class InputStats:
         for sample in samples:
             sample = sample.reshape(-1, sample.shape[-1]).float()
             self.count += sample.shape[0]
-            self._sq_sum += sample.pow(2).sum(0).double()
+            self._sq_sum += sample.pow(2).sum(0)  # in-place: float32 added into float64, no float64 copy
             if self._gram is not None:
-                self._gram += (sample.T @ sample).double()
+                self._gram += sample.T @ sample
 
     @property
     def sq_sum(self) -> torch.Tensor:
         """Σ_t X[t, j]² [in], float32."""
-        return self._sq_sum.float()
+        return self._sq_sum.to(torch.float32, copy=True)  # a copy: callers may change it in place
 
     @property
     def gram(self) -> torch.Tensor | None:
         """XᵀX [in, in], float32 (None unless requested)."""
-        return None if self._gram is None else self._gram.float()
+        return None if self._gram is None else self._gram.to(torch.float32, copy=True)
+
+    def round_gram(self) -> None:
+        """The Gram matrix rounded to float32 once, as :attr:`gram` returns it (the same values), so a block's
+        statistics hold half as much while its layers are pruned; the squared sums stay float64."""
+        if self._gram is not None and self._gram.dtype != torch.float32:
+            self._gram = self._gram.float()
+
+    def export(self, name: str) -> dict[str, torch.Tensor]:
+        """``{name.sq_sum, name.gram}`` in float32 for storage; frees the float64 sums (the statistics are final)."""
+        out = {f"{name}.sq_sum": self.sq_sum}
+        self._sq_sum = None
+        if self._gram is not None:
+            out[f"{name}.gram"], self._gram = self._gram.float(), None
+        return out
 
     @property
     def col_norms(self) -> torch.Tensor:
@@ -267,16 +313,24 @@ def collect_stats(
 
 
 @torch.no_grad()
-def forward_by_blocks(model: nn.Module, input_ids: torch.Tensor, batch_size: int = 8) -> torch.Tensor:
-    """Logits [n, seqlen, vocab] computed the way pruning and reconstruction see the model: captured
-    block inputs, one block at a time with each block's own arguments, then the model's own head
-    (final norm, output layer, any logit soft-capping) on the last hidden states."""
-    arch = architecture_of(model)
-    blocks = arch.get_blocks(model)
-    inputs = capture_block_inputs(model, input_ids, batch_size)
-    for block in blocks:
+def final_hidden_states(model, input_ids: torch.Tensor, batch_size: int = 8, device="cpu", store="device") -> BlockInputs:
+    """The last block's outputs for ``input_ids``, computed the way pruning and reconstruction see the model:
+    captured block inputs, then one block at a time (loaded, run over every chunk, released) with each
+    block's own arguments. ``model``: a model in memory or a :class:`~pruneflow.core.stream.ModelStream`."""
+    stream = ModelStream.wrap(model)
+    inputs = capture_block_inputs(stream.model, input_ids, batch_size, device, store=store)
+    for _, block in stream.blocks(device):
         inputs = inputs.replace(run_block(block, inputs))
-    return torch.cat([head_logits(model, chunk, final) for chunk, final in zip(input_ids.split(batch_size), inputs.hidden)])
+    return inputs
+
+
+@torch.no_grad()
+def forward_by_blocks(model, input_ids: torch.Tensor, batch_size: int = 8) -> torch.Tensor:
+    """Logits [n, seqlen, vocab] from :func:`final_hidden_states` and the model's own head (final norm,
+    output layer, any logit soft-capping)."""
+    stream = ModelStream.wrap(model)
+    final = final_hidden_states(stream, input_ids, batch_size)
+    return torch.cat([head_logits(stream.model, chunk, h) for chunk, h in zip(input_ids.split(batch_size), final.hidden)])
 
 
 @torch.no_grad()

@@ -169,6 +169,11 @@ def architecture_of(model: nn.Module) -> Architecture:
     return _KNOWN[model]
 
 
+def remember_architecture(model: nn.Module, arch: Architecture) -> None:
+    """Record ``arch`` as ``model``'s (a skeleton whose blocks are loaded later, a stream sharing another's)."""
+    _KNOWN[model] = arch
+
+
 prepare = architecture_of  # call after loading: unfuses experts so parameter names are the working ones
 
 
@@ -406,3 +411,66 @@ def attention_shape(model_or_config) -> AttentionShape:
     kv_heads = kv_rule(config) if kv_rule else (getattr(config, "num_key_value_heads", None) or heads)
     head_dim = getattr(config, "head_dim", None) or config.hidden_size // heads
     return AttentionShape(heads, kv_heads, head_dim)
+
+
+# ---------------------------------------------------------------- building one block from a config
+
+
+@contextlib.contextmanager
+def default_dtype(dtype: torch.dtype | None):
+    """Modules built inside get floating tensors of ``dtype`` (None: unchanged)."""
+    old = torch.get_default_dtype()
+    if dtype is not None:
+        torch.set_default_dtype(dtype)
+    try:
+        yield
+    finally:
+        torch.set_default_dtype(old)
+
+
+def share_implementation(config, source) -> None:
+    """Give ``config`` how ``source`` runs (attention and experts implementations are not saved in a config,
+    and a block built from a config without them would fall back to eager attention)."""
+    for key, value in vars(source).items():
+        if key.startswith("_") and "implementation" in key:
+            setattr(config, key, value)
+
+
+def new_block(block_class, config, index: int, buffers: bool = False, dtype: torch.dtype | None = None) -> nn.Module:
+    """An empty block of ``block_class`` for ``config`` (parameters on the meta device; buffers too unless
+    ``buffers``, when tables a block computes at construction, as rotary frequencies, are real, built in
+    ``dtype`` as ``from_pretrained`` builds them), experts unfused as PruneFlow works."""
+    from accelerate import init_empty_weights
+
+    context = init_empty_weights(include_buffers=False) if buffers else torch.device("meta")
+    with context, default_dtype(dtype):
+        try:
+            block = block_class(config, index)
+        except TypeError:
+            block = block_class(config)
+    unfuse_experts(block, config)
+    return block
+
+
+def rebuild_block(block: nn.Module, config, index: int, state: dict) -> nn.Module:
+    """``block``'s class built from ``config`` and loaded strictly with ``state`` (a RuntimeError if the
+    config does not describe those shapes); buffers that are not saved (rotary tables) come from ``block``."""
+    new = new_block(type(block), config, index)
+    new.load_state_dict(state, strict=True, assign=True)
+    old_buffers = dict(block.named_buffers())
+    for name, buf in list(new.named_buffers()):
+        if buf.is_meta:
+            owner, _, attr = name.rpartition(".")
+            new.get_submodule(owner).register_buffer(attr, old_buffers[name], persistent=False)
+    new.train(block.training)
+    return new
+
+
+def set_config(model: nn.Module, config) -> None:
+    """Give ``model`` and every submodule that shared its config the new ``config``, keeping how it
+    runs (attention and experts implementations are not part of a saved config)."""
+    old = model.config
+    share_implementation(config, old)
+    for module in model.modules():
+        if getattr(module, "config", None) is old:
+            module.config = config

@@ -158,10 +158,14 @@ def tensors_checksum(tensors: dict[str, torch.Tensor]) -> str:
     """xxh3-128 over names, dtypes, shapes and bytes, in name order (independent of the file layout)."""
     h = xxhash.xxh3_128()
     for name in sorted(tensors):
-        t = tensors[name].detach().contiguous().cpu()
-        h.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
-        h.update(t.reshape(-1).view(torch.uint8).numpy())
+        _hash_tensor(h, name, tensors[name])
     return h.hexdigest()
+
+
+def _hash_tensor(h, name: str, tensor: torch.Tensor) -> None:
+    t = tensor.detach().contiguous().cpu()
+    h.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
+    h.update(t.reshape(-1).view(torch.uint8).numpy())
 
 
 def save_tensors(path, tensors: dict[str, torch.Tensor], metadata: dict[str, str] | None = None) -> None:
@@ -172,21 +176,28 @@ def save_tensors(path, tensors: dict[str, torch.Tensor], metadata: dict[str, str
         save_file(tensors, str(tmp), metadata=meta)
 
 
-def load_tensors(path, device="cpu") -> tuple[dict[str, torch.Tensor], dict[str, str]]:
-    """Read a file written by :func:`save_tensors`, verify its checksum; returns (tensors, metadata)."""
+def load_tensors(path, device="cpu", keep=None) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """Read a file written by :func:`save_tensors`, verify its checksum; returns (tensors, metadata).
+    ``keep``: a test on tensor names; the others are read one at a time for the checksum only, never held."""
     path = Path(path)
     if not path.is_file():
         raise ArtifactError(f"{path}: missing; {fix(path)}")
+    h = xxhash.xxh3_128()
     try:
         with safe_open(str(path), "pt") as f:
             meta = f.metadata() or {}
-            tensors = {k: f.get_tensor(k) for k in f.keys()}
+            tensors = {}
+            for name in sorted(f.keys()):
+                tensor = f.get_tensor(name)
+                _hash_tensor(h, name, tensor)
+                if keep is None or keep(name):
+                    tensors[name] = tensor
     except Exception as err:  # truncated or garbled files raise several kinds of errors
         raise ArtifactError(f"{path}: unreadable ({err.__class__.__name__}: {err}): truncated or corrupt; {fix(path)}") from None
     recorded = meta.get(CHECKSUM_KEY)
     if recorded is None:
         raise ArtifactError(f"{path}: no checksum in its metadata (written by an older PruneFlow); {fix(path)}")
-    if tensors_checksum(tensors) != recorded:
+    if h.hexdigest() != recorded:
         raise ArtifactError(f"{path}: checksum of its tensors differs from the one recorded in it (corrupt); {fix(path)}")
     if str(device) != "cpu":
         tensors = {k: v.to(device) for k, v in tensors.items()}

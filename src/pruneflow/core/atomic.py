@@ -46,6 +46,19 @@ def atomic_path(path: str | os.PathLike):
         shutil.rmtree(tmp, ignore_errors=True)
 
 
+@contextlib.contextmanager
+def scratch_folder(near: str | os.PathLike, name: str = "scratch"):
+    """A temporary folder beside ``near`` (same disk as the results), removed afterwards; one a killed job
+    left behind is removed by :func:`remove_stale_temporaries` like any temporary."""
+    near = Path(near)
+    near.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{near.name}-{name}.{os.getpid()}@{_HOST}.", suffix=".tmp", dir=near.parent))
+    try:
+        yield tmp
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
 def _owner_alive(tmp: Path) -> bool:
     """Whether the process that made a temporary may still be writing it: only a live process on this
     host counts (a temporary from another host or of the old unnamed form has no checkable owner)."""

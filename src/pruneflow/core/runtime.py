@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import gc
 import resource
 import sys
@@ -12,6 +13,7 @@ from pathlib import Path
 
 import torch
 
+from pruneflow.core.gpus import claim_gpus
 from pruneflow.spec.config import with_defaults
 
 
@@ -31,8 +33,9 @@ def peak_memory_mb(device: torch.device | None = None) -> float:
 
 
 @contextlib.contextmanager
-def job(log_path: str | None = None, threads: int = 1, seed: int = 0):
-    """Run a job body with its output sent to ``log_path``, a fixed thread count and seed.
+def job(log_path: str | None = None, threads: int = 1, seed: int = 0, gpus: int = 0):
+    """Run a job body with its output sent to ``log_path``, a fixed thread count and seed, on ``gpus`` GPUs
+    of its own (claimed before CUDA starts: pruneflow.core.gpus; none under SLURM, which has chosen them).
 
     Yields a dict; ``seconds`` is filled in on exit. An exception in the body writes its full traceback
     to the log (on a cluster the terminal that started the job is gone) and is re-raised, so the job
@@ -41,6 +44,7 @@ def job(log_path: str | None = None, threads: int = 1, seed: int = 0):
     """
     torch.set_num_threads(max(1, threads))
     torch.manual_seed(seed)
+    _return_freed_memory()
     info: dict = {}
     log = open(log_path, "w") if log_path else None
     old = sys.stdout, sys.stderr
@@ -49,6 +53,8 @@ def job(log_path: str | None = None, threads: int = 1, seed: int = 0):
     start = time.perf_counter()
     print(f"pruneflow library: {Path(__file__).parents[1]}")  # which checkout's code made this result
     try:
+        if claimed := claim_gpus(gpus):
+            print(f"GPUs claimed: {','.join(claimed)}")
         yield info
     except BaseException:
         if log:
@@ -63,6 +69,19 @@ def job(log_path: str | None = None, threads: int = 1, seed: int = 0):
         # The interpreter's last garbage collection at exit walks every object torch, transformers and
         # lm-eval made (~1 s a job; bench/job_overhead.py); frozen, they are left for the OS to free.
         gc.freeze()
+
+
+def _return_freed_memory() -> None:
+    """Freed tensors of 1 MiB and more go back to the OS. glibc otherwise raises its mmap threshold to the
+    largest block freed so far, and later tensors come from a heap that never shrinks: a streamed job's peak
+    RSS then grows with every block it has seen (bench/scale.py: 10% on a pruned variant's perplexity)."""
+    try:
+        ctypes.CDLL("libc.so.6").mallopt(M_MMAP_THRESHOLD, 2**20)
+    except (OSError, AttributeError):  # not glibc: its allocator has its own policy
+        pass
+
+
+M_MMAP_THRESHOLD = -3  # glibc's mallopt parameter (malloc.h)
 
 
 def runtime_settings(config: dict) -> dict:

@@ -1,4 +1,4 @@
-"""Perplexity and measured sparsity.
+"""Perplexity.
 
 Perplexity protocol (the papers' WikiText protocol, on whichever held-out corpus is configured):
 the evaluation documents are joined with blank lines (``"\\n\\n"``) and tokenised once without
@@ -17,7 +17,8 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from pruneflow.core.architectures import architecture_of
+from pruneflow.core.activations import activation_store, final_hidden_states, head_logits
+from pruneflow.core.stream import ModelStream
 from pruneflow.data.corpora import CorpusError
 
 
@@ -75,15 +76,34 @@ def eval_windows(documents: list[str], tokenizer, seqlen: int, windows: int, bos
 
 
 @torch.no_grad()
-def perplexity(model, windows: torch.Tensor, batch_size: int = 4, device="cpu") -> dict:
-    """Perplexity of ``model`` over ``windows`` [n, seqlen]; returns ppl, nll, tokens."""
-    model.to(device)
-    nll_sum, tokens = 0.0, 0
-    for chunk in tqdm(windows.split(batch_size), desc="perplexity", unit="batch"):
-        chunk = chunk.to(device)
-        loss, n = window_nll(model(chunk, use_cache=False).logits, chunk)
-        nll_sum += loss
-        tokens += n
+def perplexity(model, windows: torch.Tensor, batch_size: int = 4, device="cpu", store: str = "auto") -> dict:
+    """Perplexity of ``model`` over ``windows`` [n, seqlen]; returns ppl, nll, tokens.
+
+    Block by block over all windows (``model``: in memory, or a :class:`~pruneflow.core.stream.ModelStream`,
+    whose blocks are loaded one at a time): the windows' hidden states pass from block to block, then the
+    model's own head scores them a window at a time, so the logits of one window are held at once. The
+    same numbers as the whole-model forward. ``store``: where the hidden states wait between blocks,
+    ``device``, ``cpu`` (in chunks, when they do not fit the device) or ``auto``
+    (:func:`pruneflow.core.activations.activation_store`)."""
+    stream = ModelStream.wrap(model)
+    skeleton = stream.model
+    if store == "auto":
+        store = activation_store(windows.numel() * skeleton.config.hidden_size * 4, device)
+    home = skeleton.get_input_embeddings().weight.device
+    with stream.arch.blocks_detached(skeleton):
+        skeleton.to(device)  # embeddings and head: the head scores every window on the device
+    try:
+        final = final_hidden_states(stream, windows, batch_size, device, store)
+        nll_sum, tokens = 0.0, 0
+        for chunk, hidden in tqdm(list(zip(windows.split(batch_size), final.hidden)), desc="perplexity (head)", unit="batch"):
+            for ids, h in zip(chunk.split(1), hidden.split(1)):
+                ids = ids.to(device)
+                loss, n = window_nll(head_logits(skeleton, ids, h.to(device)), ids)
+                nll_sum += loss
+                tokens += n
+    finally:
+        with stream.arch.blocks_detached(skeleton):
+            skeleton.to(home)
     return perplexity_result(nll_sum, tokens, windows)
 
 
@@ -100,71 +120,3 @@ def perplexity_result(nll_sum: float, tokens: int, windows: torch.Tensor) -> dic
         raise EvaluationError("perplexity is not finite: the model produces NaN or infinite logits")
     nll = nll_sum / tokens
     return {"perplexity": math.exp(nll), "nll": nll, "tokens": tokens, "windows": int(windows.shape[0]), "seqlen": int(windows.shape[1])}
-
-
-@torch.no_grad()
-def measured_sparsity(model, masks: dict[int, dict[str, torch.Tensor]] | None = None) -> dict:
-    """Fraction of exact zeros in every prunable matrix, per matrix, per block and overall; with ``masks``,
-    of the matrices as the keep-masks would leave them (without changing the model)."""
-    arch = architecture_of(model)
-    per_matrix, per_block, zeros, total = {}, [], 0, 0
-    for index, block in enumerate(arch.get_blocks(model)):
-        block_zeros, block_total = 0, 0
-        for name, layer in arch.block_linears(block).items():
-            w = arch.weight(layer)
-            keep = masks[index][name] if masks else None
-            z = int((w == 0).sum()) if keep is None else int(((w == 0) | ~keep).sum())
-            per_matrix[f"{index}.{name}"] = {"zeros": z, "numel": w.numel(), "sparsity": z / w.numel(), "shape": list(w.shape)}
-            if keep is not None:  # what the pruning chose, apart from zeros the dense weights already had
-                per_matrix[f"{index}.{name}"]["pruned_fraction"] = int((~keep).sum()) / w.numel()
-            block_zeros += z
-            block_total += w.numel()
-        per_block.append({"zeros": block_zeros, "numel": block_total, "sparsity": block_zeros / max(block_total, 1)})
-        zeros += block_zeros
-        total += block_total
-    return {"overall": zeros / total, "zeros": zeros, "numel": total, "per_block": per_block, "per_matrix": per_matrix}
-
-
-def check_sparsity(measured: dict, requested: float, block_requested: list[float] | None = None) -> None:
-    """Every matrix must be within one weight per row (1 / in_features) of the requested ratio, or of its
-    block's ratio in ``block_requested`` (a non-uniform allocation); then the whole model's sparsity, the
-    blocks' mean weighted by their sizes, must also be within one weight per row of ``requested``.
-
-    Where the masks are known, the fraction they prune is checked: a quantised checkpoint has exact zeros of
-    its own (Gemma 3's Q4_K_M GGUF), which a 2:4 group may keep, so its zeros can exceed the request."""
-    widest, pruned, total = 0.0, 0.0, 0
-    for name, m in measured["per_matrix"].items():
-        tolerance = 1 / m["shape"][1] + 1e-9
-        widest = max(widest, tolerance)
-        target = requested if block_requested is None else block_requested[int(name.split(".", 1)[0])]
-        fraction = m.get("pruned_fraction", m["sparsity"])
-        pruned, total = pruned + fraction * m["numel"], total + m["numel"]
-        if abs(fraction - target) > tolerance:
-            whose = "" if block_requested is None else " (its block's allocation)"
-            raise EvaluationError(
-                f"matrix {name}: measured sparsity {fraction:.6f} differs from the requested {target:.6g}{whose} "
-                f"by more than one weight per row ({tolerance:.6f})"
-            )
-    if block_requested is not None and abs(pruned / max(total, 1) - requested) > widest:
-        raise EvaluationError(
-            f"measured sparsity {pruned / max(total, 1):.6f} of the whole model differs from the requested mean "
-            f"{requested} by more than one weight per row ({widest:.6f})"
-        )
-
-
-@torch.no_grad()
-def check_masks_kept(model, masks: dict[int, dict[str, torch.Tensor]]) -> int:
-    """Every weight a keep-mask prunes must be exactly zero (after reconstruction or retraining).
-
-    Returns the number of pruned weights checked; raises naming the first matrix that lost sparsity.
-    """
-    arch = architecture_of(model)
-    checked = 0
-    for index, block in enumerate(arch.get_blocks(model)):
-        for name, layer in arch.block_linears(block).items():
-            pruned = ~masks[index][name]
-            nonzero = int((arch.weight(layer)[pruned] != 0).sum())
-            if nonzero:
-                raise EvaluationError(f"matrix {index}.{name}: {nonzero} pruned weights are no longer zero")
-            checked += int(pruned.sum())
-    return checked

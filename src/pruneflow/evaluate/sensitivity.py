@@ -13,7 +13,7 @@ import torch
 from tqdm.auto import tqdm
 
 from pruneflow.core.activations import capture_block_inputs, head_logits, run_block
-from pruneflow.core.architectures import architecture_of
+from pruneflow.core.stream import ModelStream
 from pruneflow.core.artifacts import verify_folder
 from pruneflow.prune.criteria import Criterion, prune_layer
 from pruneflow.evaluate.perplexity import perplexity_result, window_nll
@@ -27,38 +27,47 @@ def block_sensitivity(model, criterion: Criterion, pattern: Pattern, windows: to
     activation cache (needed by criteria with calibration; SparseGPT needs its Gram matrices).
 
     Returns ``{"dense": {...}, "blocks": [{"block", "perplexity", "nll", "sparsity"}, ...]}`` (the model
-    is left as it was)."""
+    is left as it was). ``model``: in memory, or a :class:`~pruneflow.core.stream.ModelStream` (blocks
+    loaded one at a time: block i's score runs blocks i..L-1 again)."""
     from pruneflow.prune.dense_stream import load_block_stats
 
     if criterion.needs_calibration:
         if cache is None:
             raise ValueError(f"criterion {criterion.name!r} needs the dense-stream activation cache")
         verify_folder(cache)
-    arch = architecture_of(model)
-    blocks = arch.get_blocks(model)
-    inputs = capture_block_inputs(model, windows, batch_size, device)
-    model.to(device)  # a whole-model evaluation, as the perplexity job does (after the capture, which moves the head back)
+    stream = ModelStream.wrap(model)
+    skeleton, arch = stream.model, stream.arch
+    inputs = capture_block_inputs(skeleton, windows, batch_size, device)
+    home = skeleton.get_input_embeddings().weight.device
+    with arch.blocks_detached(skeleton):
+        skeleton.to(device)  # embeddings and head, for the scoring
     chunks = windows.split(batch_size)
     results = []
-    for index, block in enumerate(tqdm(blocks, desc=f"sensitivity {criterion.name} {pattern.token}", unit="block")):
-        dense_out = run_block(block, inputs)
-        linears = arch.block_linears(block)
-        saved = {name: arch.weight(layer).detach().clone() for name, layer in linears.items()}
-        stats = load_block_stats(cache, index, device) if criterion.needs_calibration else {}
-        pruned = total = 0
-        for name, layer in linears.items():
-            keep = prune_layer(criterion, arch.weight(layer), stats.get(name), pattern)
-            pruned += int((~keep).sum())
-            total += keep.numel()
-        hidden = inputs.replace(run_block(block, inputs))
-        for name, layer in linears.items():  # the block is dense again before anything else runs
-            arch.weight(layer).copy_(saved[name])
-        for later in blocks[index + 1:]:
-            hidden = hidden.replace(run_block(later, hidden))
-        scored = _score(model, chunks, hidden.hidden, windows)
-        results.append({"block": index, "sparsity": pruned / total, "perplexity": scored["perplexity"], "nll": scored["nll"]})
-        inputs = inputs.replace(dense_out)
-    return {"dense": _score(model, chunks, inputs.hidden, windows), "blocks": results}
+    try:
+        for index in tqdm(range(stream.num_blocks), desc=f"sensitivity {criterion.name} {pattern.token}", unit="block"):
+            with stream.loaded(index, device) as block:
+                dense_out = run_block(block, inputs)
+                linears = arch.block_linears(block)
+                saved = {name: arch.weight(layer).detach().clone() for name, layer in linears.items()}
+                stats = load_block_stats(cache, index, device) if criterion.needs_calibration else {}
+                pruned = total = 0
+                for name, layer in linears.items():
+                    keep = prune_layer(criterion, arch.weight(layer), stats.get(name), pattern)
+                    pruned += int((~keep).sum())
+                    total += keep.numel()
+                hidden = inputs.replace(run_block(block, inputs))
+                for name, layer in linears.items():  # the block is dense again before anything else runs
+                    arch.weight(layer).copy_(saved[name])
+            for later in range(index + 1, stream.num_blocks):
+                with stream.loaded(later, device) as block:
+                    hidden = hidden.replace(run_block(block, hidden))
+            scored = _score(skeleton, chunks, hidden.hidden, windows)
+            results.append({"block": index, "sparsity": pruned / total, "perplexity": scored["perplexity"], "nll": scored["nll"]})
+            inputs = inputs.replace(dense_out)
+        return {"dense": _score(skeleton, chunks, inputs.hidden, windows), "blocks": results}
+    finally:
+        with arch.blocks_detached(skeleton):
+            skeleton.to(home)
 
 
 def _score(model, chunks, finals, windows) -> dict:

@@ -23,6 +23,7 @@ from pathlib import Path
 import torch
 import yaml
 
+from pruneflow.core.dispatch import input_device
 from pruneflow.evaluate.local_tasks import BUILDERS
 
 METRICS = ("acc", "acc_norm", "perplexity")
@@ -83,8 +84,11 @@ def _chance(task, limit: int | None) -> float | None:
     return sum(1 / len(task.doc_to_choice(doc)) for doc in docs) / len(docs) if docs else None
 
 
-def evaluate_zeroshot(model, tokenizer, tasks: list[str], task_dir=None, limit: int | None = None, batch_size: int = 8, device="cpu") -> dict:
+def evaluate_zeroshot(model, tokenizer, tasks: list[str], task_dir=None, limit: int | None = None, batch_size: int = 8, device=None) -> dict:
     """Zero-shot accuracy per task: {task: {acc, acc_norm?, perplexity?, n, chance}}.
+
+    ``model`` is moved to ``device`` when one is given; None leaves it where it is (a model dispatched over
+    devices by :func:`pruneflow.core.dispatch.dispatch_stream`).
 
     ``limit`` scores the first ``limit`` items of each task (all when None); local tasks are
     shuffled when built, so their first items are a seeded random sample.
@@ -118,9 +122,13 @@ def _run_lm_eval(model, tokenizer, tasks, task_dir, local, limit, batch_size, de
         ) from err
     leaves = loaded["tasks"]
 
-    model.to(device)
+    if device is not None:
+        model.to(device)
     model.eval()
     lm = HFLM(pretrained=model, tokenizer=tokenizer, batch_size=batch_size)
+    # HFLM puts inputs on model.device: for a dispatched model the first parameter may be an offloaded (meta)
+    # one; the inputs go where the embeddings are (accelerate's hooks move them on from there).
+    lm._device = input_device(model)
     with torch.no_grad():
         out = lm_eval.simple_evaluate(
             model=lm, tasks=list(leaves.values()), task_manager=manager, limit=limit,

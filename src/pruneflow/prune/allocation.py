@@ -77,23 +77,34 @@ def block_sparsities(allocation: str, sparsity: float, n_blocks: int, ratios: li
 
 
 def model_outlier_ratios(model, block_stats: Iterable[Mapping[str, InputStats]], m: float = 5.0) -> list[float]:
-    """Outlier ratio of every block, from its dense-stream statistics ({linear name: InputStats} per block)."""
-    from pruneflow.core.architectures import architecture_of
+    """Outlier ratio of every block, from its dense-stream statistics ({linear name: InputStats} per block);
+    ``model`` in memory or a :class:`~pruneflow.core.stream.ModelStream` (each block loaded in turn)."""
+    from pruneflow.core.stream import ModelStream
 
-    arch = architecture_of(model)
+    stream = ModelStream.wrap(model)
+    arch = stream.arch
     ratios = []
-    blocks = arch.get_blocks(model)
-    for block, stats in zip(tqdm(blocks, desc=f"outlier ratios (m={m:g})", unit="block"), block_stats):
+    blocks = tqdm(stream.blocks(), total=stream.num_blocks, desc=f"outlier ratios (m={m:g})", unit="block")
+    for (_, block), stats in zip(blocks, block_stats):
         linears = arch.block_linears(block)
         names = [n for n in linears if n in stats and stats[n].count]
         ratios.append(outlier_ratio([arch.weight(linears[n]) for n in names], [stats[n] for n in names], m))
     return ratios
 
 
+def skeleton_of(model):
+    """A model in memory, or a :class:`~pruneflow.core.stream.ModelStream`'s skeleton (its shapes are the model's)."""
+    from pruneflow.core.stream import ModelStream
+
+    return model.model if isinstance(model, ModelStream) else model
+
+
 def block_sizes(model) -> list[int]:
-    """Prunable weights of every block (what the allocation's mean is weighted by)."""
+    """Prunable weights of every block (what the allocation's mean is weighted by; shapes only, so a stream's
+    skeleton, whose blocks are empty shells, serves as well)."""
     from pruneflow.core.architectures import architecture_of
 
+    model = skeleton_of(model)
     arch = architecture_of(model)
     return [sum(arch.weight(layer).numel() for layer in arch.block_linears(b).values()) for b in arch.get_blocks(model)]
 
@@ -105,7 +116,7 @@ def owl_allocation(model, cache, sparsity: float, m: float = 5.0, lam: float = 0
 
     verify_folder(cache)
     sizes = block_sizes(model)
-    ratios = model_outlier_ratios(model, (load_block_stats(cache, i) for i in range(len(sizes))), m)
+    ratios = model_outlier_ratios(model, (load_block_stats(cache, i, gram=False) for i in range(len(sizes))), m)
     return {
         "allocation": "owl", "m": m, "lambda": lam, "sparsity": sparsity,
         "outlier_ratios": ratios, "block_sparsities": block_sparsities("owl", sparsity, len(sizes), ratios, lam, sizes),
@@ -139,6 +150,7 @@ def method_block_sparsities(method, folder, model) -> list[float] | None:
 
     if method.allocation is None:
         return None
+    model = skeleton_of(model)
     n_blocks = len(architecture_of(model).get_blocks(model))
     if not folder:
         raise AllocationError(f"method {method.id!r} needs its allocation artifact (allocation/<calib>/{method.allocation.token}-...)")

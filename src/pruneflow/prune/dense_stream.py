@@ -20,6 +20,7 @@ from tqdm.auto import tqdm
 
 from pruneflow.core.activations import InputStats, capture_block_inputs, collect_stats, input_groups
 from pruneflow.core.architectures import architecture_of
+from pruneflow.core.stream import ModelStream
 from pruneflow.prune.criteria import Criterion, prune_layer, scores_for
 from pruneflow.core.artifacts import block_file, load_tensors, save_tensors, verify_folder
 from pruneflow.prune.masks import Pattern, make_mask
@@ -29,31 +30,30 @@ from pruneflow.spec.patterns import block_patterns
 @torch.no_grad()
 def build_activation_cache(model, calib_ids: torch.Tensor, folder, batch_size: int = 8, device="cpu", gram: bool = True) -> dict:
     """One dense pass; write ``block<i>.safetensors`` with ``<linear>.sq_sum`` [in] (and ``<linear>.gram`` [in, in])
-    for the first linear of each input group. Returns sizes for the disk-cost formulas of docs/artifacts.md."""
-    arch = architecture_of(model)
-    inputs = capture_block_inputs(model, calib_ids, batch_size, device)
+    for the first linear of each input group. ``model``: in memory, or a :class:`~pruneflow.core.stream.ModelStream`.
+    Returns sizes for the disk-cost formulas of docs/artifacts.md."""
+    model = ModelStream.wrap(model)
+    arch = model.arch
+    inputs = capture_block_inputs(model.model, calib_ids, batch_size, device)
     sizes = []
-    for index, block in enumerate(tqdm(arch.get_blocks(model), desc="activation cache", unit="block")):
-        block.to(device)
+    for index, block in tqdm(model.blocks(device), total=model.num_blocks, desc="activation cache", unit="block"):
         groups = input_groups(arch)
         stats, outputs = collect_stats(block, arch.block_linears(block), inputs, gram, groups)
-        tensors = {}
-        for group in groups:
-            s = stats[group[0]]
-            tensors[f"{group[0]}.sq_sum"] = s.sq_sum
-            if gram:
-                tensors[f"{group[0]}.gram"] = s.gram
         meta = {"count": str(stats[groups[0][0]].count), "groups": ";".join(",".join(g) for g in groups)}
+        tensors = {}
+        for group in groups:  # group by group, so a block's float64 sums and float32 copies are never all held
+            tensors.update(stats[group[0]].export(group[0]))
+        del stats
         save_tensors(block_file(folder, index), tensors, metadata=meta)
         sizes.append(block_file(folder, index).stat().st_size)
         inputs = inputs.replace(outputs)
-        block.to("cpu")
     return {"blocks": len(sizes), "bytes_per_block": sizes, "tokens": int(calib_ids.numel())}
 
 
-def load_block_stats(folder, index: int, device="cpu") -> dict[str, InputStats]:
-    """{linear name: InputStats} for one block (linears of one group share the object)."""
-    tensors, meta = load_tensors(block_file(folder, index), device)
+def load_block_stats(folder, index: int, device="cpu", gram: bool = True) -> dict[str, InputStats]:
+    """{linear name: InputStats} for one block (linears of one group share the object); ``gram=False``: the
+    squared sums only (Wanda, OWL), the Gram matrices never held."""
+    tensors, meta = load_tensors(block_file(folder, index), device, keep=None if gram else (lambda n: not n.endswith(".gram")))
     out = {}
     for group in (g.split(",") for g in meta["groups"].split(";")):
         stats = InputStats.from_tensors(int(meta["count"]), tensors[f"{group[0]}.sq_sum"], tensors.get(f"{group[0]}.gram"))
@@ -63,12 +63,13 @@ def load_block_stats(folder, index: int, device="cpu") -> dict[str, InputStats]:
 
 @torch.no_grad()
 def model_scores(model, criterion: Criterion, cache=None) -> Iterator[tuple[int, dict[str, torch.Tensor]]]:
-    """Yield (block index, {linear: scores [out, in]}) for a score-based criterion."""
-    arch = architecture_of(model)
+    """Yield (block index, {linear: scores [out, in]}) for a score-based criterion (each block loaded meanwhile)."""
+    model = ModelStream.wrap(model)
+    arch = model.arch
     if criterion.needs_calibration:
         verify_folder(cache)
-    for index, block in enumerate(tqdm(arch.get_blocks(model), desc=f"scores {criterion.name}", unit="block")):
-        stats = load_block_stats(cache, index) if criterion.needs_calibration else {}
+    for index, block in tqdm(model.blocks(), total=model.num_blocks, desc=f"scores {criterion.name}", unit="block"):
+        stats = load_block_stats(cache, index, gram=criterion.needs_gram) if criterion.needs_calibration else {}
         yield index, {
             name: scores_for(criterion, arch.weight(layer), stats.get(name))
             for name, layer in arch.block_linears(block).items()
@@ -85,7 +86,8 @@ def masks_by_score(model, criterion: Criterion, pattern: Pattern, cache=None,
                    block_sparsities: list[float] | None = None) -> Iterator[tuple[int, dict[str, torch.Tensor]]]:
     """Yield (block index, {linear: keep-mask}) of a score-based criterion, the model left unchanged;
     ``block_sparsities`` (one ratio per block) replaces the pattern's ratio block by block."""
-    patterns = block_patterns(pattern, block_sparsities, len(architecture_of(model).get_blocks(model)))
+    model = ModelStream.wrap(model)
+    patterns = block_patterns(pattern, block_sparsities, model.num_blocks)
     for index, scores in model_scores(model, criterion, cache):
         yield index, masks_from_scores(scores, patterns[index], criterion)
 
@@ -101,19 +103,18 @@ def apply_masks(model, masks: dict[int, dict[str, torch.Tensor]]) -> None:
 @torch.no_grad()
 def prune_from_cache(model, criterion: Criterion, pattern: Pattern, cache, device="cpu",
                      block_sparsities: list[float] | None = None) -> Iterator[tuple[int, dict]]:
-    """Prune every block from cached dense statistics (SparseGPT, or any criterion) without a forward pass;
-    ``block_sparsities`` (one ratio per block) replaces the pattern's ratio block by block."""
-    arch = architecture_of(model)
+    """Prune every block in place from cached dense statistics (SparseGPT, or any criterion) without a forward
+    pass, yielding (block index, keep-masks) while the block is loaded; ``block_sparsities`` (one ratio per
+    block) replaces the pattern's ratio block by block."""
+    model = ModelStream.wrap(model)
+    arch = model.arch
     verify_folder(cache)
-    blocks = arch.get_blocks(model)
-    patterns = block_patterns(pattern, block_sparsities, len(blocks))
+    patterns = block_patterns(pattern, block_sparsities, model.num_blocks)
     desc = f"prune {criterion.name} {pattern.token}{' per block' if block_sparsities else ''}"
-    for index, block in enumerate(tqdm(blocks, desc=desc, unit="block")):
-        block.to(device)
+    for index, block in tqdm(model.blocks(device), total=model.num_blocks, desc=desc, unit="block"):
         stats = load_block_stats(cache, index, device)
         masks = {
             name: prune_layer(criterion, arch.weight(layer), stats[name], patterns[index]).cpu()
             for name, layer in arch.block_linears(block).items()
         }
-        block.to("cpu")
         yield index, masks

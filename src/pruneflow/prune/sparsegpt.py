@@ -65,6 +65,7 @@ def _inverse_hessian_factor(gram: torch.Tensor, percdamp: float) -> tuple[torch.
         raise ValueError(f"SparseGPT: the Hessian is not positive definite even with dampening {damp:.3g}")
     eye = torch.eye(h.shape[0], dtype=h.dtype, device=h.device)
     lower_inv = torch.linalg.solve_triangular(lower, eye, upper=False)
+    del h, diag, lower, eye  # freed before the flip's copy: three [in, in] matrices at once, not five
     return lower_inv.flip(0, 1), dead.flip(0)
 
 

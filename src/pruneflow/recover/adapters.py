@@ -22,6 +22,8 @@ Adapters on every prunable linear layer of the blocks (rank r, scaling α/r, mas
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import math
 import re
 from collections.abc import Iterable, Mapping
@@ -29,9 +31,10 @@ from dataclasses import asdict, dataclass
 
 import torch
 import torch.nn.functional as F
+import torch.utils.checkpoint
 from torch import nn
 
-from pruneflow.core.architectures import architecture_of
+from pruneflow.core.architectures import architecture_of, find_blocks
 from pruneflow.recover.train import TrainConfig, peak_memory, train
 
 from pruneflow.spec.naming import ADAPTER_NAMES as ADAPTERS, SUBSET_NAMES as SUBSETS
@@ -197,7 +200,7 @@ def merge_adapters(model) -> nn.Module:
     tied to the input embeddings unties it (the merged head gets its own weight and
     ``config.tie_word_embeddings`` becomes False), so the embeddings stay untouched.
     """
-    head = model.get_output_embeddings()
+    head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None  # a block has none
     for path, module in list(model.named_modules()):
         if not isinstance(module, AdapterLinear):
             continue
@@ -207,7 +210,7 @@ def merge_adapters(model) -> nn.Module:
         if module is head:
             tied = base.weight is model.get_input_embeddings().weight
             if tied:
-                base.weight = nn.Parameter(merged.clone().contiguous())
+                base.weight = nn.Parameter(merged.to(base.weight.dtype).contiguous())
                 model.config.tie_word_embeddings = False
                 if hasattr(model.config, "get_text_config"):
                     model.config.get_text_config().tie_word_embeddings = False
@@ -309,9 +312,33 @@ def prepare_retraining(model, keep_masks, subsets, adapter: AdapterConfig | None
     }
 
 
-def next_token_loss(model, device="cpu"):
-    """The causal LM loss of a batch of token ids [batch, seqlen] (Hugging Face shifts the labels)."""
-    return lambda ids: model(input_ids=ids.to(device), labels=ids.to(device), use_cache=False).loss
+def next_token_loss(model, device="cpu", dtype: torch.dtype = torch.float32):
+    """The causal LM loss of a batch of token ids [batch, seqlen] (Hugging Face shifts the labels). A model
+    stored in a half dtype runs under autocast to it: its frozen weights stay as stored, the float32
+    trainables are cast per use (their gradients reach the float32 masters)."""
+    half = dtype != torch.float32
+
+    def loss(ids):
+        with torch.autocast(torch.device(device).type, dtype=dtype if half else None, enabled=half):
+            return model(input_ids=ids.to(device), labels=ids.to(device), use_cache=False).loss
+    return loss
+
+
+@contextlib.contextmanager
+def checkpointed(blocks: Iterable[nn.Module], enabled: bool = True):
+    """Gradient checkpointing of each block: its activations are recomputed in the backward pass instead of
+    kept (device memory of one block's activations instead of all; about a third more compute). Works in
+    eval mode, which Hugging Face's own switch does not (retraining keeps dropout off)."""
+    saved = []
+    if enabled:
+        for block in blocks:
+            saved.append((block, block.forward))
+            block.forward = functools.partial(torch.utils.checkpoint.checkpoint, block.forward, use_reentrant=False)
+    try:
+        yield
+    finally:
+        for block, forward in saved:
+            block.forward = forward
 
 
 def retrain(
@@ -322,10 +349,13 @@ def retrain(
     adapter: AdapterConfig | None = None,
     cfg: TrainConfig | None = None,
     device="cpu",
+    gradient_checkpointing: bool = False,
 ) -> dict:
     """PERP: next-token loss on the calibration windows [nsamples, seqlen], training only ``subsets``
     and ``adapter``; adapters are merged afterwards, pruned weights are exactly zero. In place.
 
+    The frozen model stays in its own dtype (one copy on ``device``); what trains gets float32 master
+    weights (bfloat16 steps of size lr·grad mostly round away), cast back when stored.
     Returns {losses, seconds, steps, trainable_params, total_params, trainable_fraction, unavailable, ...}.
     """
     cfg = cfg or TrainConfig.retraining()
@@ -333,9 +363,14 @@ def retrain(
     model.eval()  # base-model dropout off: retraining is deterministic; adapter dropout stays on
     if torch.cuda.is_available():
         torch.cuda.reset_peak_memory_stats()
+    stored = model.get_input_embeddings().weight.dtype
     setup = prepare_retraining(model, keep_masks, subsets, adapter, cfg.seed)
+    for p in setup["params"].values():
+        p.data = p.data.float()
     batches = list(calib_ids.split(cfg.batch_size))
-    history = train(setup["params"], next_token_loss(model, device), batches, cfg, setup["masks"], desc="retrain")
+    blocks = model.get_submodule(find_blocks(model))
+    with checkpointed(blocks, gradient_checkpointing):
+        history = train(setup["params"], next_token_loss(model, device, stored), batches, cfg, setup["masks"], desc="retrain")
     merge_adapters(model)
     for p in model.parameters():
         p.requires_grad_(True)

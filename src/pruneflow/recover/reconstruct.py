@@ -43,7 +43,8 @@ from tqdm.auto import tqdm
 
 from pruneflow.core.activations import (BlockInputs, block_output, call_arguments, capture_block_inputs, collect_stats, feed_inputs,
                                         input_groups, run_block, run_hooked)
-from pruneflow.core.architectures import StopForward, Sublayer, architecture_of
+from pruneflow.core.architectures import StopForward, Sublayer
+from pruneflow.core.stream import ModelStream
 from pruneflow.prune.criteria import Criterion, prune_layer
 from pruneflow.prune.masks import Pattern
 from pruneflow.recover.least_squares import SOLVERS, linear_output_error, masked_least_squares
@@ -239,14 +240,18 @@ def _reconstruct_unit(ctx: "_Context", unit: _Unit, stream_p: BlockInputs | None
     """Train one unit of the pruned model (in place) to match the dense one; returns its record."""
     arch = ctx.arch
     start = time.perf_counter()
-    p_blocks = [ctx.p_blocks[i].to(ctx.device) for i in unit.blocks]
-    d_blocks = [ctx.d_blocks[i].to(ctx.device) for i in unit.blocks]
+    p_blocks = [ctx.p.load(i, ctx.device) for i in unit.blocks]
+    d_blocks = [ctx.d.load(i, ctx.device) for i in unit.blocks]
     source = _unit_inputs(ctx, unit, p_blocks, stream_p) if ctx.inputs == "pruned" else _unit_inputs(ctx, unit, d_blocks, stream_d)
     if ctx.inputs == "dense" or ctx.targets == "dense":  # the dense unit on the dense stream
         dense_inputs = source if ctx.inputs == "dense" else _unit_inputs(ctx, unit, d_blocks, stream_d)
         targets = _apply(arch, d_blocks, unit.part, dense_inputs)
     else:  # the dense unit on the unit's own inputs
         targets = _apply(arch, d_blocks, unit.part, source)
+    if stream_d is None:  # the targets are all the dense unit gives: its blocks need not wait beside the training
+        del d_blocks
+        for i in unit.blocks:
+            ctx.d.release(i)
     probe = _UnitInputs(source.x[:PROBE_CHUNKS], source.kwargs[:PROBE_CHUNKS])
     before = _mean_loss(_apply(arch, p_blocks, unit.part, probe), targets, ctx.cfg.loss)
 
@@ -263,19 +268,20 @@ def _reconstruct_unit(ctx: "_Context", unit: _Unit, stream_p: BlockInputs | None
         for p in params.values():
             p.requires_grad_(False)
         if wrapped:
-            merge_adapters(ctx.pruned)
+            for block in p_blocks:
+                merge_adapters(block)
     after = _mean_loss(_apply(arch, p_blocks, unit.part, probe), targets, ctx.cfg.loss)
     return {"unit": unit.name, "before": before, "after": after, "steps": history["steps"],
             "trainable_params": history["trainable_params"], "seconds": time.perf_counter() - start}
 
 
-def _unit_modules(arch, blocks: Sequence[nn.Module], part: str) -> list[nn.Module]:
-    """The modules whose parameters a unit trains: its blocks, or a sublayer with its norms."""
+def _unit_modules(arch, block: nn.Module, part: str) -> list[tuple[str, nn.Module]]:
+    """(path in the block, module) whose parameters a unit trains in ``block``: all of it, or a sublayer with its norms."""
     if part == "blocks":
-        return list(blocks)
+        return [("", block)]
     sub = arch.sublayer(part)
     paths = [p for p in (sub.pre_norm, sub.module, sub.post_norm) if p] + ([] if sub.module else list(sub.linears))
-    return [blocks[0].get_submodule(p) for p in paths]
+    return [(p, block.get_submodule(p)) for p in paths]
 
 
 def _unit_linears(arch, part: str) -> tuple[str, ...]:
@@ -285,11 +291,11 @@ def _unit_linears(arch, part: str) -> tuple[str, ...]:
 def _unit_trainables(ctx, unit: _Unit, p_blocks) -> tuple[dict, dict, bool]:
     """{name: parameter}, {name: keep-mask in the parameter's layout}, whether adapters were added."""
     arch = ctx.arch
-    modules = _unit_modules(arch, p_blocks, unit.part)
     params: dict[str, nn.Parameter] = {}
-    for module in modules:
-        found, _ = subset_parameters(ctx.pruned, ctx.subsets, within=module)
-        params.update(found)
+    for i, block in zip(unit.blocks, p_blocks):
+        for path, module in _unit_modules(arch, block, unit.part):
+            found, _ = subset_parameters(module, ctx.subsets)
+            params.update({".".join(x for x in (str(i), path, n) if x): p for n, p in found.items()})
     wrapped = False
     if ctx.adapter is not None:
         generator = torch.Generator().manual_seed(ctx.cfg.seed + unit.blocks[0])
@@ -320,9 +326,8 @@ def _unit_trainables(ctx, unit: _Unit, p_blocks) -> tuple[dict, dict, bool]:
 @dataclass
 class _Context:
     arch: object
-    pruned: nn.Module
-    p_blocks: nn.ModuleList
-    d_blocks: nn.ModuleList
+    p: ModelStream  # the pruned model, reconstructed in place (its blocks loaded a unit at a time)
+    d: ModelStream  # the dense model
     keep_masks: Mapping
     granularity: str
     inputs: str
@@ -356,19 +361,21 @@ def prune_and_reconstruct(
     granularity: str = "sublayer",
     inputs: str = "pruned",
     cfg: TrainConfig | None = None,
+    masks: dict | None = None,
     **kwargs,
 ) -> tuple[dict[int, dict[str, torch.Tensor]], dict]:
     """The Free Lunch reference's order: ``model`` (a dense copy) is pruned and reconstructed in place,
     block by block. Block i is pruned with ``criterion`` and ``pattern`` from the statistics of the
     pruned and reconstructed stream (blocks 0..i-1 already repaired), then its units are reconstructed
     towards ``dense`` as in :func:`reconstruct_model` (``kwargs``: trainable, adapter, targets, damp,
-    solver, device). Returns (keep-masks {block: {linear: bool [out, in]}}, summary)."""
+    solver, device). ``masks``: the dict to fill (a variant writer saving each block's masks as it is released).
+    Returns (keep-masks {block: {linear: bool [out, in]}}, summary)."""
     if parse_granularity(granularity)[0] == "full":
         raise ReconstructionError("granularity full trains the whole model at once: it cannot be interleaved with pruning block by block")
 
     def prune_blocks(ctx: "_Context", indices: list[int], stream: BlockInputs) -> None:
         for j, i in enumerate(indices):
-            block = ctx.p_blocks[i].to(ctx.device)
+            block = ctx.p.load(i, ctx.device)
             linears = ctx.arch.block_linears(block)
             stats = {}
             if criterion.needs_calibration:
@@ -378,7 +385,7 @@ def prune_and_reconstruct(
             if j + 1 < len(indices):  # blocks:k: the next block of the unit sees this pruned one
                 stream = stream.replace(run_block(block, stream))
 
-    masks: dict[int, dict[str, torch.Tensor]] = {}
+    masks = {} if masks is None else masks
     summary = reconstruct_model(dense, model, masks, calib_ids, granularity, inputs, cfg, _pruner=prune_blocks, **kwargs)
     summary["order"] = "interleaved"
     return masks, summary
@@ -428,11 +435,12 @@ def reconstruct_model(
     if skipped:
         summary["notes"].append(f"subsets {skipped} are outside the blocks: only granularity full trains them")
     block_subsets = tuple(s for s in subsets if s not in skipped)
-    summary["notes"] += [f"subset {s} unavailable: the model has none" for s in subset_parameters(pruned, block_subsets)[1]]
-    arch = architecture_of(pruned)
-    ctx = _Context(arch, pruned, arch.get_blocks(pruned), arch.get_blocks(dense), keep_masks, granularity_name,
-                   inputs, targets, cfg, block_subsets, adapter, damp, solver, device, _pruner)
-    units = _reconstruct_blocks(ctx, dense, calib_ids, granularity, k)
+    p, d = ModelStream.wrap(pruned), ModelStream.wrap(dense)
+    # shapes suffice to tell which subsets the model has: a stream's skeleton answers too
+    summary["notes"] += [f"subset {s} unavailable: the model has none" for s in subset_parameters(p.model, block_subsets)[1]]
+    ctx = _Context(p.arch, p, d, keep_masks, granularity_name, inputs, targets, cfg, block_subsets, adapter, damp, solver,
+                   device, _pruner)
+    units = _reconstruct_blocks(ctx, calib_ids, granularity, k)
     return _finish(summary, units, start)
 
 
@@ -456,7 +464,8 @@ def _check_options(granularity_name, inputs, targets, trainable, adapter, solver
 
 def _reconstruct_full(pruned, keep_masks, calib_ids, subsets, adapter, cfg, device, notes: list) -> list[dict]:
     """Granularity full: retrain the whole model on next-token loss; one unit, its loss the calibration
-    cross-entropy (before and after: on the first :data:`PROBE_CHUNKS` chunks)."""
+    cross-entropy (before and after: on the first :data:`PROBE_CHUNKS` chunks). ``pruned``: a whole model (in
+    memory, or a stream's, every block loaded)."""
     loss = next_token_loss(pruned, device)
     probe = calib_ids.split(cfg.batch_size)[:PROBE_CHUNKS]
     with torch.no_grad():
@@ -465,55 +474,55 @@ def _reconstruct_full(pruned, keep_masks, calib_ids, subsets, adapter, cfg, devi
     history = retrain(pruned, keep_masks, calib_ids, subsets, adapter, cfg, device)
     with torch.no_grad():
         after = sum(float(loss(b)) * len(b) for b in probe) / sum(len(b) for b in probe)
-    pruned.to("cpu")
     notes += [f"subset {s} unavailable" for s in history["unavailable"]]
     return [{"unit": "model", "before": before, "after": after, "steps": history["steps"],
              "trainable_params": history["trainable_params"], "seconds": history["seconds"]}]
 
 
-def _reconstruct_blocks(ctx: "_Context", dense: nn.Module, calib_ids, granularity: str, k: int) -> list[dict]:
-    """Matrices, sublayers or blocks, in forward order, with the block inputs propagated as units finish."""
-    pruned, device = ctx.pruned, ctx.device
-    for p in pruned.parameters():
-        p.requires_grad_(False)
-    pruned.eval()
-    dense.eval()
+def _reconstruct_blocks(ctx: "_Context", calib_ids, granularity: str, k: int) -> list[dict]:
+    """Matrices, sublayers or blocks, in forward order, with the block inputs propagated as units finish;
+    each block of either model is loaded (in float32 when the streams compute in it) for its units and
+    released once both streams have moved past it."""
+    device, dtype = ctx.device, ctx.p.compute_dtype
     # Chunks are the micro-batches of training; the closed form only sums Grams, so bigger chunks are faster.
     chunk = max(ctx.cfg.batch_size, 8) if ctx.granularity == "matrix" else ctx.cfg.batch_size
     # The pruned stream also feeds the interleaved order's pruning statistics.
-    stream_p = capture_block_inputs(pruned, calib_ids, chunk, device) if ctx.inputs == "pruned" or ctx.pruner else None
-    need_dense_stream = ctx.inputs == "dense" or ctx.targets == "dense"
-    stream_d = capture_block_inputs(dense, calib_ids, chunk, device) if need_dense_stream else None
+    need_p = ctx.inputs == "pruned" or ctx.pruner is not None
+    need_d = ctx.inputs == "dense" or ctx.targets == "dense"
+    stream_p = capture_block_inputs(ctx.p.model, calib_ids, chunk, device, dtype) if need_p else None
+    if need_d:  # one skeleton (the same embeddings) gives the same inputs to both
+        same = stream_p is not None and ctx.d.model is ctx.p.model
+        stream_d = stream_p if same else capture_block_inputs(ctx.d.model, calib_ids, chunk, device, ctx.d.compute_dtype)
+    else:
+        stream_d = None
     units = []
-    try:
-        if ctx.granularity.startswith("matrix"):
-            for index in tqdm(range(len(ctx.p_blocks)), desc=f"reconstruct {granularity}", unit="block"):
-                ctx.prune_before([index], stream_p)
-                p_block, d_block = ctx.p_blocks[index].to(device), ctx.d_blocks[index].to(device)
-                units += _reconstruct_matrices(ctx, index, p_block, d_block, stream_p, stream_d)
-                stream_p, stream_d = _advance(ctx, [index], stream_p, stream_d)
-        else:
-            for unit in tqdm(_units(ctx.granularity, k, len(ctx.p_blocks)), desc=f"reconstruct {granularity}", unit="unit"):
-                ctx.prune_before(unit.blocks, stream_p)
-                units.append(_reconstruct_unit(ctx, unit, stream_p, stream_d))
-                if unit.part != "attn":  # the unit finished its blocks: the streams move past them
-                    stream_p, stream_d = _advance(ctx, unit.blocks, stream_p, stream_d)
-    finally:
-        for p in pruned.parameters():
-            p.requires_grad_(True)
+    if ctx.granularity.startswith("matrix"):
+        for index in tqdm(range(ctx.p.num_blocks), desc=f"reconstruct {granularity}", unit="block"):
+            ctx.prune_before([index], stream_p)
+            p_block, d_block = ctx.p.load(index, device), ctx.d.load(index, device)
+            units += _reconstruct_matrices(ctx, index, p_block, d_block, stream_p, stream_d)
+            stream_p, stream_d = _advance(ctx, [index], stream_p, stream_d)
+    else:
+        for unit in tqdm(_units(ctx.granularity, k, ctx.p.num_blocks), desc=f"reconstruct {granularity}", unit="unit"):
+            ctx.prune_before(unit.blocks, stream_p)
+            units.append(_reconstruct_unit(ctx, unit, stream_p, stream_d))
+            if unit.part != "attn":  # the unit finished its blocks: the streams move past them
+                stream_p, stream_d = _advance(ctx, unit.blocks, stream_p, stream_d)
     return units
 
 
 @torch.no_grad()
 def _advance(ctx: "_Context", indices: list[int], stream_p, stream_d):
-    """Both streams past the blocks ``indices`` (the pruned one through the reconstructed blocks)."""
+    """Both streams past the blocks ``indices`` (the pruned one through the reconstructed blocks), which are
+    released then (the pruned stream's writer stores them)."""
     for i in indices:
         if stream_p is not None:
-            stream_p = stream_p.replace(run_block(ctx.p_blocks[i].to(ctx.device), stream_p))
+            stream_p = stream_p.replace(run_block(ctx.p.load(i, ctx.device), stream_p))
         if stream_d is not None:
-            stream_d = stream_d.replace(run_block(ctx.d_blocks[i].to(ctx.device), stream_d))
-        ctx.p_blocks[i].to("cpu")
-        ctx.d_blocks[i].to("cpu")
+            stream_d = stream_d.replace(run_block(ctx.d.load(i, ctx.device), stream_d))
+        ctx.p.release(i)
+        if ctx.d.is_loaded(i):
+            ctx.d.release(i)
     return stream_p, stream_d
 
 

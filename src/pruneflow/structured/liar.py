@@ -58,10 +58,10 @@ class ChannelStats:
             self.shift = x.mean(0)
         xs = x - self.shift
         self.count += x.shape[0]
-        self.sum += xs.sum(0).double()
-        self.sq_sum += xs.pow(2).sum(0).double()
+        self.sum += xs.sum(0)  # in-place: float32 added into float64 (no float64 copy of an n x n product)
+        self.sq_sum += xs.pow(2).sum(0)
         if self.gram is not None:
-            self.gram += (xs.T @ xs).double()
+            self.gram += xs.T @ xs
 
     @property
     def mean(self) -> torch.Tensor:
@@ -220,10 +220,10 @@ def ridge_fit(moment: torch.Tensor, keep: torch.Tensor, removed: torch.Tensor, d
     second moment for a fit without intercept); minimum-norm least squares when ``damping`` is 0."""
     if damping < 0:
         raise ValueError(f"damping {damping!r} must be >= 0")
-    m_kk = moment[keep][:, keep]
-    m_kr = moment[keep][:, removed]
+    m_kk = moment[keep[:, None], keep]  # one gather each, no [k, n] intermediate (an FFN-wide matrix is large)
+    m_kr = moment[keep[:, None], removed]
     if damping > 0:
-        m_kk = m_kk + damping * m_kk.diagonal().mean() * torch.eye(len(keep), dtype=moment.dtype)
+        m_kk.diagonal().add_(damping * m_kk.diagonal().mean())  # in place: no identity matrix
         return torch.linalg.solve(m_kk, m_kr)
     return torch.linalg.lstsq(m_kk, m_kr, driver="gelsd").solution
 

@@ -48,9 +48,9 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from pruneflow.core.activations import capture_block_inputs, run_block
+from pruneflow.core.stream import ModelStream
 from pruneflow.core.architectures import (CONCATENATED, Architecture, AttentionShape, architecture_of, attention_shape,
-                            is_transposed, out_features)
-from pruneflow.core.experts import unfuse_experts
+                                          is_transposed, new_block, out_features, rebuild_block, set_config)
 from pruneflow.structured.liar import (DAMPED, ChannelStats, check_reconstruction, choose_damping, collect_channel_stats,
                    collect_split_channel_stats, reconstruct)
 
@@ -299,12 +299,13 @@ def prune_structured(
     check_criterion(criterion)
     check_reconstruction(reconstruction)
     ratio = check_ratio(ratio)
-    arch = architecture_of(model)
+    stream = ModelStream.wrap(model)
+    model, arch = stream.model, stream.arch
     shape = attention_shape(model)
     kinds = [k for k in ("heads", "neurons") if target in (k, "both")]
-    blocks = arch.get_blocks(model)
+    first = stream.blocks_list()[0]  # its shapes are every block's (an empty shell of a stream will do)
     for kind in kinds:
-        units_of(arch, blocks[0], kind, shape)  # unsupported layouts fail before any work
+        units_of(arch, first, kind, shape)  # unsupported layouts fail before any work
     needs_stats = criterion != "magnitude" or reconstruction != "none"
     choose = reconstruction in DAMPED and damping == "auto"
     if reconstruction in DAMPED and not choose and (isinstance(damping, str) or damping < 0):
@@ -313,23 +314,25 @@ def prune_structured(
         raise StructuredError(f"criterion {criterion!r} with reconstruction {reconstruction!r} needs calibration samples")
 
     plan = _Plan(criterion, ratio, reconstruction, damping, choose, needs_stats, 0 if calib_ids is None else len(calib_ids))
-    params_before = count_parameters(model)
-    resized = _Resized(model.config, arch, shape, blocks[0])
+    params_before = params_after = count_parameters(model)  # shapes only: a skeleton counts too
+    resized = _Resized(model.config, arch, shape, first)
     inputs = capture_block_inputs(model, calib_ids, batch_size, device) if needs_stats else None
     layers = []
-    for index in tqdm(range(len(blocks)), desc=f"structured {target} {criterion} {reconstruction}", unit="block"):
-        blocks[index].to(device)
+    for index in tqdm(range(stream.num_blocks), desc=f"structured {target} {criterion} {reconstruction}", unit="block"):
+        block = stream.load(index, device)
+        params_after -= count_parameters(block)
         record = {"layer": index}
         for step, kind in enumerate(kinds):
-            units = units_of(arch, blocks[index], kind, shape)
+            units = units_of(arch, block, kind, shape)
             block_selections = None if selections is None else selections.setdefault(index, {})
             kept, added_bias = _remove_and_repair(plan, units, inputs, record, kind, block_selections)
             resized.set(kind, len(kept), added_bias)
-            blocks[index] = resized.rebuild(blocks[index], index, kinds[: step + 1])
+            block = stream.replace(index, resized.rebuild(block, index, kinds[: step + 1]))
             record["kv_groups_kept" if kind == "heads" else "neurons_kept"] = kept.tolist() if kind == "heads" else len(kept)
-        if inputs is not None and index + 1 < len(blocks):
-            inputs = inputs.replace(run_block(blocks[index], inputs))  # the next block sees the pruned one
-        blocks[index].to("cpu")
+        if inputs is not None and index + 1 < stream.num_blocks:
+            inputs = inputs.replace(run_block(block, inputs))  # the next block sees the pruned one
+        params_after += count_parameters(block)
+        stream.release(index)  # a stream's writer stores the block now
         layers.append(record)
     set_config(model, resized.config(kinds))
     chosen = [r[f"{k}_damping"] for r in layers for k in kinds if f"{k}_damping" in r]
@@ -341,7 +344,7 @@ def prune_structured(
         "damping": damping if reconstruction in DAMPED else None,
         "damping_chosen": {f"{d:g}": chosen.count(d) for d in sorted(set(chosen))},  # auto: how often each λ won
         "params_before": params_before,
-        "params_after": count_parameters(model),
+        "params_after": params_after,
         "config": resized.changes(kinds),
         "layers": layers,
     }
@@ -426,40 +429,3 @@ class _Resized:
                 f"structured pruning of {', '.join(kinds)}: model family {self.arch.family!r} cannot describe the pruned "
                 f"shapes in its config ({str(err).splitlines()[-1].strip()}); its config derives them from other sizes"
             ) from None
-
-
-def set_config(model: nn.Module, config) -> None:
-    """Give ``model`` and every submodule that shared its config the new ``config``, keeping how it
-    runs (attention and experts implementations are not part of a saved config)."""
-    old = model.config
-    for key, value in vars(old).items():
-        if key.startswith("_") and "implementation" in key:
-            setattr(config, key, value)
-    for module in model.modules():
-        if getattr(module, "config", None) is old:
-            module.config = config
-
-
-def new_block(block_class, config, index: int) -> nn.Module:
-    """An empty block (meta tensors) of ``block_class`` for ``config``, experts unfused as PruneFlow works."""
-    with torch.device("meta"):
-        try:
-            block = block_class(config, index)
-        except TypeError:
-            block = block_class(config)
-    unfuse_experts(block, config)
-    return block
-
-
-def rebuild_block(block: nn.Module, config, index: int, state: dict) -> nn.Module:
-    """``block``'s class built from ``config`` and loaded strictly with ``state`` (a RuntimeError if the
-    config does not describe those shapes); buffers that are not saved (rotary tables) come from ``block``."""
-    new = new_block(type(block), config, index)
-    new.load_state_dict(state, strict=True, assign=True)
-    old_buffers = dict(block.named_buffers())
-    for name, buf in list(new.named_buffers()):
-        if buf.is_meta:
-            owner, _, attr = name.rpartition(".")
-            new.get_submodule(owner).register_buffer(attr, old_buffers[name], persistent=False)
-    new.train(block.training)
-    return new

@@ -1,0 +1,235 @@
+"""Memory a job of each rule kind needs, from the model's shape (its config, never its weights).
+
+A job streams the model (pruneflow.core.stream): it holds the embeddings and head, one decoder block (or
+two: a dense and a pruned one) and the activations of its tokens, never the whole model; the exceptions are
+PERP retraining (the frozen model once, in its stored dtype) and ``recon:full`` / ``retrain:...+full``
+(everything trains at once). The terms below say what is held; their constants were measured on
+``bench/scale.py`` (a 0.46B LLaMA of 2048 hidden in bfloat16, every rule kind of the default) and the
+benchmark checks every formula against the measured peak RSS (docs/scale.md). The workflow sizes SLURM's
+``--mem`` (and local ``--resources mem_mb``) from :func:`job_peaks`; ``device`` is the accelerator's
+share of the same job when ``runtime.device`` is a GPU (the host then keeps what is read from disk).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from pruneflow.spec.config import ConfigError
+from pruneflow.spec.naming import parse_recovery
+
+BYTES = {"float32": 4, "bfloat16": 2, "float16": 2, "float64": 8}
+# Python, torch and transformers imported (and lm-eval for zero-shot), before any weight: measured RSS.
+BASE = 0.42e9
+BASE_LM_EVAL = 0.45e9
+BASE_LIGHT = 0.3e9  # jobs that load no model (corpora, tables, figures)
+FP32 = 4
+_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(B|KB|MB|GB|TB|KIB|MIB|GIB|TIB)?\s*$", re.IGNORECASE)
+_UNITS = {"b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12, "kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40}
+ADAM = 16  # float32 master weight, gradient and two Adam moments per trained parameter
+
+
+@dataclass(frozen=True)
+class Shape:
+    """What the memory of a job depends on: parameter counts by part and the stored bytes per value."""
+
+    hidden: int
+    ffn: int
+    blocks: int
+    vocab: int
+    kv_width: int
+    tied: bool
+    dtype_bytes: int
+
+    @property
+    def attention_params(self) -> int:
+        return 2 * self.hidden * self.hidden + 2 * self.hidden * self.kv_width
+
+    @property
+    def mlp_params(self) -> int:
+        return 3 * self.hidden * self.ffn
+
+    @property
+    def block_params(self) -> int:
+        return self.attention_params + self.mlp_params
+
+    @property
+    def outer_params(self) -> int:
+        """Embeddings and (untied) head: held by every job that runs the model."""
+        return self.vocab * self.hidden * (1 if self.tied else 2)
+
+    @property
+    def params(self) -> int:
+        return self.blocks * self.block_params + self.outer_params
+
+    @property
+    def model_bytes(self) -> int:
+        return self.params * self.dtype_bytes
+
+
+def shape_of(model_config: dict, dtype: str = "float32") -> Shape:
+    """The :class:`Shape` of a Hugging Face config (a multimodal one's ``text_config`` counts)."""
+    cfg = {**(model_config.get("text_config") or {}), **model_config}
+    hidden = cfg.get("hidden_size") or cfg.get("n_embd") or cfg.get("d_model")
+    heads = cfg.get("num_attention_heads") or 1
+    return Shape(
+        hidden=hidden,
+        ffn=cfg.get("intermediate_size") or cfg.get("ffn_dim") or cfg.get("n_inner") or 4 * hidden,
+        blocks=cfg.get("num_hidden_layers") or cfg.get("n_layer") or cfg.get("num_layers"),
+        vocab=cfg.get("vocab_size") or 32000,
+        kv_width=(cfg.get("num_key_value_heads") or heads) * hidden // heads,
+        tied=bool(cfg.get("tie_word_embeddings", True)),
+        dtype_bytes=BYTES[dtype],
+    )
+
+
+def job_peaks(model_config: dict, dtype: str, config: dict) -> dict[str, dict[str, float]]:
+    """Peak bytes per rule kind: ``{kind: {"host": bytes, "device": bytes}}`` for a CPU run (host) and the
+    accelerator's part of a GPU run (device). ``config`` is the workflow's (calibration, perplexity, runtime).
+    Kinds are the rules' (:func:`kind_of_benchmark`), with SparseGPT's sequential pruning, structured pruning
+    with a least-squares repair and retraining with MaskLoRA/ScaleLoRA apart: they hold more."""
+    s = shape_of(model_config, dtype)
+    b = s.dtype_bytes
+    outer, block = s.outer_params * b, s.block_params * b
+    calib = config["calibration"]["nsamples"] * config["calibration"]["seqlen"]
+    rt = config.get("runtime", {})
+    hidden_states = calib * s.hidden * FP32  # one float32 copy of the calibration set's hidden states
+    # a block's input statistics, one per distinct layer input (q/k/v and gate/up share): summed in float64,
+    # stored and used in float32
+    grams64 = (3 * s.hidden**2 + s.ffn**2) * 8
+    grams32 = grams64 / 2
+    ffn_square = s.ffn**2 * FP32  # SparseGPT's Hessian of the widest input, and each working copy of it
+    scores = s.block_params * FP32  # a block's float32 scores
+    eval_tokens = rt.get("eval_batch_size", 4) * config["perplexity"]["seqlen"]
+    logits = eval_tokens * s.vocab * FP32
+    train_tokens = config.get("retraining", {}).get("batch_size", 1) * config["calibration"]["seqlen"]
+    # kept for the backward pass: per block, its activations (attention and MLP inputs/outputs, float32);
+    # MaskLoRA/ScaleLoRA also keep the float32 product BA and the weight it makes (2 x 4 bytes a weight) and a
+    # bool keep-mask per weight. Gradient checkpointing keeps the blocks' inputs and recomputes one block.
+    per_block = train_tokens * (6 * s.hidden + 3 * s.ffn) * FP32
+    merged = 2 * FP32 * s.block_params
+    if rt.get("gradient_checkpointing"):
+        saved, saved_merged = s.blocks * train_tokens * s.hidden * FP32 + per_block, merged
+    else:
+        saved, saved_merged = s.blocks * per_block, s.blocks * merged
+    cap = memory_caps(rt).get("cpu")
+    dispatched = min(cap, s.blocks * block) if cap is not None else s.blocks * block
+    streamed = outer + block  # what any streaming job holds of the model
+    retrain = s.model_bytes + s.blocks * s.hidden * 2 * ADAM + saved + 2 * logits
+    device = {
+        "activation_cache": streamed + 2 * hidden_states + grams64 + 2 * grams32,  # sums, float32 copy, file bytes
+        "prune_by_score": streamed + 2.5 * scores,  # scores and the sort that thresholds them
+        "prune_from_cache": streamed + grams32 + 3 * ffn_square,
+        "prune_sequential": streamed + 2 * hidden_states + 2 * scores,
+        "prune_sparsegpt": streamed + 2 * hidden_states + grams64 + grams32 + 3 * ffn_square,
+        "prune_structured": streamed + 2 * hidden_states + calib * s.ffn * FP32,
+        "prune_structured_liar": streamed + 2 * hidden_states + 4 * s.ffn**2 * 8,  # float64 moments and solves
+        "allocation": streamed + scores + ffn_square,
+        "perplexity": streamed + 2 * eval_tokens * s.hidden * FP32 + 2 * logits,
+        "zeroshot": outer + dispatched,
+        "speed": outer + dispatched,
+        "sensitivity": streamed + block + 2 * logits,
+        "recon": outer + 2 * block + s.mlp_params * ADAM + 3 * hidden_states,
+        "retrain": retrain,
+        "retrain_adapter": retrain + s.blocks * s.block_params + saved_merged,
+        "recon_full": 2 * s.model_bytes + s.params * ADAM + saved,
+        "retrain_full": s.model_bytes + s.params * ADAM + saved + 2 * logits,
+    }
+    host = {kind: BASE + need for kind, need in device.items()}
+    host["zeroshot"] = BASE_LM_EVAL + device["zeroshot"]
+    host.update(
+        model=BASE + s.model_bytes,  # transformers loads the source whole, once (not streamed yet)
+        export=BASE + s.model_bytes,  # a Hugging Face folder is written from a whole model
+        calibration=BASE, corpus=BASE_LIGHT, zeroshot_task=BASE_LIGHT, report=BASE_LIGHT, claims=BASE_LIGHT,
+    )
+    return {kind: {"host": host[kind], "device": device.get(kind, 0.0)} for kind in host}
+
+
+def check_whole_model_recoveries(config: dict, peaks: dict) -> None:
+    """Raise ConfigError for a ``recon:full`` / ``retrain:...+full`` whose need exceeds the memory that
+    ``runtime.max_memory`` declares for the device it trains on (CPU: ``cpu``; GPU: ``runtime.gpus`` times
+    ``cuda`` or ``cuda:<i>``). Nothing declared: nothing to check."""
+    rt = config["runtime"]
+    caps = memory_caps(rt)
+    on_cpu = rt["device"] == "cpu"
+    gpu_caps = [v for k, v in caps.items() if k.startswith("cuda")]
+    limit = caps.get("cpu") if on_cpu else (rt["gpus"] * min(gpu_caps) if gpu_caps else None)
+    if limit is None:
+        return
+    for name, study in config["studies"].items():
+        for spec in study.get("recoveries", []) if study.get("kind") == "recovery" else []:
+            rec = parse_recovery(spec)
+            if rec is None or not (rec.granularity == "full" or (rec.mode == "retrain" and "full" in rec.trainable.split("+"))):
+                continue
+            need = peaks[f"{rec.mode}_full"]["host" if on_cpu else "device"]
+            if need > limit:
+                where = "the CPU" if on_cpu else f"{rt['gpus']} GPU(s)"
+                raise ConfigError(
+                    f"studies.{name}.recoveries: {spec!r} trains the whole model at once and needs about {need / 1e9:.1f} GB "
+                    f"on {where} (pruneflow.spec.resources), but runtime.max_memory allows {limit / 1e9:.1f} GB; allowed: a "
+                    "layer-wise recovery (recon:sublayer, recon:block, retrain of norms/biases/adapters), more memory or runtime.gpus")
+
+
+def memory_caps(runtime: dict) -> dict[str, int]:
+    """``runtime.max_memory`` in bytes per key (the schema checks the keys); a bad size raises ConfigError."""
+    caps = {}
+    for key, size in (runtime.get("max_memory") or {}).items():
+        try:
+            caps[str(key)] = parse_size(size)
+        except ValueError as err:
+            raise ConfigError(f"runtime.max_memory.{key}: {err}") from None
+    return caps
+
+
+def parse_size(value) -> int:
+    """Bytes from an int or a string such as ``"20GiB"`` / ``"512MB"``."""
+    if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+        return value
+    match = _SIZE.match(str(value))
+    if match is None:
+        raise ValueError(f"memory size {value!r}: allowed a byte count or a number with a unit ({', '.join(_UNITS).upper()})")
+    return int(float(match.group(1)) * _UNITS[(match.group(2) or "b").lower()])
+
+
+def recovery_kind(recovery: str) -> str:
+    """The memory kind of a recovery id (``recon-sublayer-...``, ``retrain-norms+full-...``)."""
+    family, units = recovery.split("-")[:2]
+    units = units.split("+")
+    if "full" in units:
+        return f"{family}_full"
+    return "retrain_adapter" if family == "retrain" and ({"masklora", "scalelora"} & set(units)) else family
+
+
+def pruning_kind(method: str) -> str:
+    """The memory kind of an unstructured or structured method id (``sparsegpt-u0.5-seq``, ``...-liar0.1``)."""
+    if method.endswith("-seq"):
+        return "prune_sparsegpt" if method.startswith("sparsegpt-") else "prune_sequential"
+    if re.search(r"-(liar|liar_weight)[0-9.e-]*$|-(liar|liar_weight)auto$", method):
+        return "prune_structured_liar"
+    return "prune_from_cache" if method.startswith("sparsegpt-") else "prune_by_score"
+
+
+def kind_of_benchmark(path: str) -> str:
+    """The rule kind of a job from its benchmark file (relative to ``results/benchmarks``)."""
+    parts = path.removesuffix(".tsv").split("/")
+    if parts[0] in ("corpora", "report"):
+        return {"corpora": "corpus", "report": "report"}[parts[0]]
+    if parts[0] == "zeroshot":
+        return "zeroshot_task"
+    rest = parts[1:]
+    if rest == ["dense"]:
+        return "model"
+    head = rest[0]
+    if head in ("calib", "acts", "allocation", "sensitivity", "export"):
+        return {"calib": "calibration", "acts": "activation_cache"}.get(head, head)
+    if head == "pruned":
+        return pruning_kind(rest[-1])
+    if head == "structured":
+        kind = pruning_kind(rest[-1])
+        return kind if kind == "prune_structured_liar" else "prune_structured"
+    if head == "recovered":
+        return recovery_kind(rest[-1])
+    if head == "eval":
+        last = rest[-1]
+        return "zeroshot" if last.startswith("zeroshot-") else "speed" if last.startswith("speed-") else "perplexity"
+    raise ValueError(f"benchmark {path}: not a known rule's benchmark file")
