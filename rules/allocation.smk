@@ -17,7 +17,7 @@ rule allocation:
         allocation=r"owl-m[0-9.]+-l[0-9.]+-u[0-9.]+",
     conda:
         "../envs/pruneflow.yaml"
-    threads: 1
+    threads: THREADS
     resources:
         mem_mb=mem_mb("allocation"),
         runtime=RUNTIME_MIN["allocation"],
@@ -72,7 +72,7 @@ rule sensitivity:
         bos=r"auto|true|false",
     conda:
         "../envs/pruneflow.yaml"
-    threads: 1
+    threads: THREADS
     resources:
         mem_mb=mem_mb("sensitivity"),
         runtime=RUNTIME_MIN["sensitivity"],

@@ -19,7 +19,9 @@ from pruneflow.spec.config import (
     duplicate_names,
     with_defaults,
 )
-from pruneflow.spec.model_config import parameter_count, read_model_config
+from pruneflow.core.gpus import check_gpu_resource, gpu_ids
+from pruneflow.spec.model_config import read_model_config
+from pruneflow.spec.resources import job_peaks, pruning_kind, recovery_kind
 
 # Everything that can be checked before any job is checked here (docs/validation.md).
 coerce_cli_values(
@@ -44,13 +46,16 @@ MODEL = config["model"]
 # Jobs that run the model on the device claim it (`gpu=1`; on SLURM: sbatch --gpus=1).
 GPU = 0 if config["runtime"]["device"] == "cpu" else 1
 # A local run (no --jobs, which cluster profiles set) runs one GPU job at a time unless
-# --resources gpu=N says how many devices there are; a cluster schedules its own GPUs.
-if (
-    GPU
-    and workflow.resource_settings.nodes is None
-    and "gpu" not in workflow.global_resources
-):
-    workflow.global_resources["gpu"] = 1
+# --resources gpu=N says how many devices there are (each job then claims its own: pruneflow.core.gpus);
+# a cluster schedules its own GPUs.
+if GPU and workflow.resource_settings.nodes is None:
+    if "gpu" not in workflow.global_resources:
+        workflow.global_resources["gpu"] = 1
+    elif config["runtime"]["device"] == "cuda":
+        try:
+            check_gpu_resource(workflow.global_resources["gpu"], gpu_ids())
+        except ValueError as err:
+            raise WorkflowError(f"invalid resources: {err}") from None
 # A local run asked to use CUDA on a machine without it fails here, not in its first pruning job.
 if config["runtime"]["device"] == "cuda" and workflow.resource_settings.nodes is None:
     import torch
@@ -168,32 +173,27 @@ def corpus_files(wildcards):
 
 
 # ---------------------------------------------------------------- cluster resources
-# Memory (MB) is sized from the model: a multiple of its stored size plus 2 GB for Python and torch;
-# runtime (minutes) is a limit sized for a 7B model on one GPU. Local runs ignore both unless
-# --resources mem_mb=N is given; SLURM gets them as sbatch --mem and -t. A model whose config is
-# not readable before any job (a hub model that is not cached) is sized as 7B.
+# Memory (MB) of each kind of job from the model's shape (pruneflow.spec.resources; a block, the embeddings and the
+# activations a job holds, checked against measured peaks by bench/scale.py), plus 30% headroom: the formula's
+# band. Runtime (minutes) is a limit sized for a 7B model on one GPU. Local runs ignore both unless
+# --resources mem_mb=N is given; SLURM gets them as sbatch --mem and -t. A model whose config is not readable
+# before any job (a hub model that is not cached) is sized as LLaMA-2-7B.
+LLAMA_7B = {
+    "hidden_size": 4096,
+    "intermediate_size": 11008,
+    "num_hidden_layers": 32,
+    "num_attention_heads": 32,
+    "vocab_size": 32000,
+    "tie_word_embeddings": False,
+}
 _SPEC = config["models"][MODEL]
 _MODEL_CONFIG = (
-    read_model_config(_SPEC, ".") or {}
+    read_model_config(_SPEC, ".") or LLAMA_7B
 )  # readable: check_config read it already
-_PARAMS = parameter_count(_MODEL_CONFIG) or 7_000_000_000
-_BYTES = {"float32": 4, "bfloat16": 2, "float16": 2}[_SPEC.get("dtype", "float32")]
-MODEL_MB = _PARAMS * _BYTES / 2**20
-MEMORY_FACTORS = {  # multiples of the stored model held at once
-    "model": 2 * 4 / _BYTES,  # built in float32, then cast and saved
-    "activation_cache": 1.5,
-    "prune_by_score": 2.5,
-    "prune_sequential": 2.5,
-    "prune_from_cache": 2.5,
-    "prune_structured": 2,
-    "perplexity": 1.5,
-    "speed": 1.5,
-    "zeroshot": 1.5,
-    "export": 2,
-    "claims": 0,  # reads the tables only
-    "allocation": 1.5,
-    "sensitivity": 2,  # sensitivity: the model, a copy of one block, the logits of a batch
-}
+PEAKS = job_peaks(_MODEL_CONFIG, _SPEC.get("dtype", "float32"), config)
+THREADS = config["runtime"][
+    "threads"
+]  # CPU-heavy rules; a cluster job uses the cores it was given
 RUNTIME_MIN = {
     "model": 60,
     "activation_cache": 120,
@@ -212,19 +212,21 @@ RUNTIME_MIN = {
 }
 
 
-def mem_mb(rule):
-    return math.ceil(MEMORY_FACTORS[rule] * MODEL_MB) + 2048
+def mem_mb(kind):
+    return math.ceil(1.3 * PEAKS[kind]["host"] / 2**20)
 
 
 def recover_mem_mb(wildcards):
-    """The dense and the pruned model, plus float32 weights, gradients and Adam states of whatever
-    trains at once (the whole model for recon:full and retrain:...full, a block or less otherwise).
-    """
-    full = "full" in wildcards.recovery.split("-")[1].split(
-        "+"
-    )  # recon-full-..., retrain-norms+full-...
-    trained = _PARAMS if full else _PARAMS / _MODEL_CONFIG.get("num_hidden_layers", 1)
-    return math.ceil(2 * MODEL_MB + 16 * trained / 2**20) + 2048
+    return mem_mb(recovery_kind(wildcards.recovery))
+
+
+def recover_gpus(wildcards):
+    """A whole-model recovery (recon:full, retrain:...+full) may take runtime.gpus GPUs; the others one."""
+    return GPU * (
+        config["runtime"]["gpus"]
+        if recovery_kind(wildcards.recovery).endswith("_full")
+        else 1
+    )
 
 
 onstart:

@@ -12,7 +12,7 @@ rule model:
         "results/benchmarks/{model}/dense.tsv"
     conda:
         "../envs/pruneflow.yaml"
-    threads: 1
+    threads: THREADS
     resources:
         mem_mb=mem_mb("model"),
         runtime=RUNTIME_MIN["model"],

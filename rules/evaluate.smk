@@ -20,7 +20,7 @@ rule perplexity:
         bos=r"auto|true|false",
     conda:
         "../envs/pruneflow.yaml"
-    threads: 1
+    threads: THREADS
     resources:
         mem_mb=mem_mb("perplexity"),
         runtime=RUNTIME_MIN["perplexity"],
@@ -44,7 +44,7 @@ rule export:
         "results/benchmarks/{model}/export/{variant}.tsv"
     conda:
         "../envs/pruneflow.yaml"
-    threads: 1
+    threads: THREADS
     resources:
         mem_mb=mem_mb("export"),
         runtime=RUNTIME_MIN["export"],

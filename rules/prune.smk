@@ -30,9 +30,9 @@ rule prune_sequential:
         method=rf"[a-z_]+-{PATTERN}(?:{ALLOC})?-seq",
     conda:
         "../envs/pruneflow.yaml"
-    threads: 1
+    threads: THREADS
     resources:
-        mem_mb=mem_mb("prune_sequential"),
+        mem_mb=lambda w: mem_mb(pruning_kind(w.method)),
         runtime=RUNTIME_MIN["prune_sequential"],
         gpu=GPU,
     script:
@@ -51,7 +51,7 @@ rule activation_cache:
         "results/benchmarks/{model}/acts/{calib}.tsv"
     conda:
         "../envs/pruneflow.yaml"
-    threads: 1
+    threads: THREADS
     resources:
         mem_mb=mem_mb("activation_cache"),
         runtime=RUNTIME_MIN["activation_cache"],
@@ -87,7 +87,7 @@ rule prune_by_score:
         stream=r"|-dense",
     conda:
         "../envs/pruneflow.yaml"
-    threads: 1
+    threads: THREADS
     resources:
         mem_mb=mem_mb("prune_by_score"),
         runtime=RUNTIME_MIN["prune_by_score"],
@@ -111,7 +111,7 @@ rule prune_from_cache:
         alloc=f"|{ALLOC}",
     conda:
         "../envs/pruneflow.yaml"
-    threads: 1
+    threads: THREADS
     resources:
         mem_mb=mem_mb("prune_from_cache"),
         runtime=RUNTIME_MIN["prune_from_cache"],

@@ -22,11 +22,11 @@ rule recover:
         recovery=r"(?:recon|retrain)-[^/]+",
     conda:
         "../envs/pruneflow.yaml"
-    threads: 1
+    threads: THREADS
     resources:
         mem_mb=recover_mem_mb,
         runtime=RUNTIME_MIN["recover"],
-        gpu=GPU,
+        gpu=recover_gpus,
     params:
         spec=recovery_params,
     script:

@@ -19,9 +19,13 @@ rule prune_structured:
         method=PATH_PART,
     conda:
         "../envs/pruneflow.yaml"
-    threads: 1
+    threads: THREADS
     resources:
-        mem_mb=mem_mb("prune_structured"),
+        mem_mb=lambda w: mem_mb(
+            "prune_structured_liar"
+            if pruning_kind(w.method) == "prune_structured_liar"
+            else "prune_structured"
+        ),
         runtime=RUNTIME_MIN["prune_structured"],
         gpu=GPU,
     script:

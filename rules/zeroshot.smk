@@ -35,7 +35,7 @@ rule zeroshot:
         seed=r"\d+",
     conda:
         "../envs/pruneflow.yaml"
-    threads: 1
+    threads: THREADS
     resources:
         mem_mb=mem_mb("zeroshot"),
         runtime=RUNTIME_MIN["zeroshot"],

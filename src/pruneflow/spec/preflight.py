@@ -8,6 +8,8 @@ and split when small) and what the jobs check exactly:
   be read (:func:`pruneflow.spec.model_config.read_model_config`);
 - every N:M pattern's M against the inputs of the model's layers (hidden and intermediate sizes),
   and ``recon:blocks:k`` against its number of blocks;
+- a ``recon:full`` / ``retrain:...+full`` against the memory ``runtime.max_memory`` declares
+  (:func:`pruneflow.spec.resources.check_whole_model_recoveries`; the one job that holds the whole model);
 - zero-shot task names: a local task, or one lm-eval knows (its task files, read as text);
 - ``nsamples × seqlen`` calibration tokens, and the perplexity windows, against an upper bound on
   the tokens of the corpus part that serves them (:func:`pruneflow.data.corpora.corpus_bounds`), and a
@@ -20,11 +22,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pruneflow.spec.config import ConfigError
+from pruneflow.spec.config import ConfigError, with_defaults
 from pruneflow.data.corpora import CorpusError, corpus_bounds
 from pruneflow.spec.naming import sensitivity_artifacts, variants_of
 from pruneflow.spec.model_config import ModelConfigError, max_positions, read_model_config
 from pruneflow.spec.patterns import parse_pattern
+from pruneflow.spec.resources import check_whole_model_recoveries, job_peaks
 
 SPEED_SEQLEN = 256  # structured studies with speed: true measure throughput on inputs this long (rules/report.smk)
 
@@ -39,6 +42,8 @@ def check_against_model_and_data(config: dict, base_dir: str | Path = ".", workf
     if model_config:
         _check_positions(config, name, model_config)
         _check_layer_sizes(config, name, model_config)
+        filled = with_defaults(config)
+        check_whole_model_recoveries(filled, job_peaks(model_config, config["models"][name].get("dtype", "float32"), filled))
     _check_zeroshot_tasks(config)
     cal, ppl = config["calibration"], config["perplexity"]
     if needs_calibration(config):
