@@ -216,6 +216,13 @@ def mem_mb(rule):
     return math.ceil(MEMORY_FACTORS[rule] * MODEL_MB) + 2048
 
 
+def every_core():
+    """Threads of a job that must run alone: all of a local run's --cores. Without --cores (--report,
+    a cluster run, which runs no job itself): this machine's cores (profiles/slurm: set-threads).
+    """
+    return workflow.resource_settings.cores or os.cpu_count()
+
+
 def recover_mem_mb(wildcards):
     """The dense and the pruned model, plus float32 weights, gradients and Adam states of whatever
     trains at once (the whole model for recon:full and retrain:...full, a block or less otherwise).
