@@ -27,6 +27,7 @@ import pytest
 import yaml
 
 from conftest import REPO
+import slurm_cluster
 from slurm_cluster import Cluster, install
 from workflow_helpers import plan_jobs, sbatch_call, tiny_config, write_config
 
@@ -93,6 +94,13 @@ def declared(jobs, mem_of=None) -> Counter:
     account = PROFILE["default-resources"]["slurm_account"]
     return Counter((rule, res["slurm_partition"], res["runtime"], (mem_of or {}).get(rule, res["mem_mb"]), str(threads),
                     None, None, account) for rule, threads, res in jobs)
+
+
+def test_a_machine_that_cannot_install_slurm_gets_the_reason_not_a_pass(monkeypatch):
+    monkeypatch.setattr(slurm_cluster.shutil, "which", lambda name: None)
+    monkeypatch.setattr(slurm_cluster.os, "geteuid", lambda: 1000)
+    reason = install()
+    assert reason and "needs root and apt-get: slurm-wlm munge" in reason
 
 
 @pytest.fixture(scope="module")
