@@ -216,6 +216,13 @@ def mem_mb(kind):
     return math.ceil(1.3 * PEAKS[kind]["host"] / 2**20)
 
 
+def every_core():
+    """Threads of a job that must run alone: all of a local run's --cores. Without --cores (--report,
+    a cluster run, which runs no job itself): this machine's cores (profiles/slurm: set-threads).
+    """
+    return workflow.resource_settings.cores or os.cpu_count()
+
+
 def recover_mem_mb(wildcards):
     return mem_mb(recovery_kind(wildcards.recovery))
 

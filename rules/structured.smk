@@ -46,7 +46,7 @@ rule speed:
         seqlen=r"\d+",
     conda:
         "../envs/pruneflow.yaml"
-    threads: workflow.cores  # all cores: no other job runs beside it, so throughputs compare
+    threads: every_core()  # no other job runs beside it, so throughputs compare
     resources:
         mem_mb=mem_mb("speed"),
         runtime=RUNTIME_MIN["speed"],

@@ -18,7 +18,7 @@ from pruneflow.core.variants import read_record
 from pruneflow.core.writer import stored_bytes
 
 from conftest import REPO
-from workflow_helpers import plan_after, planned, snakemake, tiny_config, write_config
+from workflow_helpers import plan_after, planned, planned_jobs, sbatch_call, snakemake, tiny_config, write_config
 
 pytestmark = pytest.mark.slow
 
@@ -340,55 +340,26 @@ def test_paper_config_validates_and_plans_the_papers_jobs(tmp_path):
     assert rules["study_report"] == 3 and rules["claims"] == 1
 
 
-def _job_resources(workdir, *args):
-    """(rule, threads, resources) of every job a dry run plans."""
-    out = snakemake(workdir, "--dry-run", *args).stdout
-    jobs = []
-    for block in re.split(r"\n(?=\[[^\]]+\]\n(?:local)?rule )", out):
-        rule = re.search(r"^(?:local)?rule (\w+):", block, re.M)
-        res = re.search(r"^\s+resources: (.*)$", block, re.M)
-        if rule and res and rule.group(1) != "all":
-            threads = re.search(r"^\s+threads: (\d+)$", block, re.M)
-            pairs = dict(kv.split("=", 1) for kv in res.group(1).split(", "))
-            jobs.append((rule.group(1), int(threads.group(1)) if threads else 1, pairs))
-    return sorted(jobs, key=repr)  # the printed order of jobs varies from run to run
-
-
-def _sbatch(rule, threads, resources):
-    """The sbatch call snakemake-executor-plugin-slurm builds for a job with these resources."""
-    from snakemake_executor_plugin_slurm.submit_string import get_submit_command
-    from snakemake_executor_plugin_slurm.utils import set_gres_string
-
-    class Resources(dict):
-        __getattr__ = dict.__getitem__
-
-    typed = Resources({k: int(v) if v.isdigit() else v for k, v in resources.items()})
-    job = type("Job", (), {"resources": typed, "threads": threads, "name": rule})()
-    params = {"run_uuid": "u", "slurm_logfile": "log", "comment_str": rule, "account": "-A acct",
-              "partition": f"-p {typed['slurm_partition']}", "workdir": ""}
-    return get_submit_command(job, params) + set_gres_string(job)
-
-
 def test_slurm_profile_plans_the_same_jobs_as_local_and_asks_for_what_rules_declare(tmp_path):
     shutil.copy(REPO / "config" / "paper.yaml", tmp_path / "config.yaml")
     local, _ = planned(tmp_path)
     slurm_profile = ("--profile", str(REPO / "profiles" / "slurm"))
     slurm, _ = planned(tmp_path, *slurm_profile)
     assert slurm == local and sum(local.values()) > 50
-    jobs = _job_resources(tmp_path, *slurm_profile)
+    jobs = planned_jobs(tmp_path, *slurm_profile)
     # The workflow profile (profiles/default, applied on top of any --profile) changes nothing: it
     # holds no limits (cores, resources) that would cap a cluster run, and no job's resources move.
     default = yaml.safe_load((REPO / "profiles" / "default" / "config.yaml").read_text())
     assert set(default) <= {"rerun-incomplete", "show-failed-logs", "printshellcmds", "keep-going"}
-    assert jobs == _job_resources(tmp_path, *slurm_profile, "--workflow-profile", "none")
+    assert jobs == planned_jobs(tmp_path, *slurm_profile, "--workflow-profile", "none")
     # The rules declare memory and runtime themselves (a local dry run shows them too).
-    local_jobs = {rule: res for rule, _, res in _job_resources(tmp_path)}
+    local_jobs = {rule: res for rule, _, res in planned_jobs(tmp_path)}
     assert local_jobs["prune_sequential"]["runtime"] == "240" and int(local_jobs["prune_sequential"]["mem_mb"]) > 50000
     by_rule = {rule: (threads, res) for rule, threads, res in jobs}
     gpu_rules = {"prune_sequential", "activation_cache", "perplexity"}
     assert gpu_rules <= set(by_rule)
     for rule, (threads, res) in by_rule.items():
-        calls = _sbatch(rule, threads, res)
+        calls = sbatch_call(rule, threads, res)
         assert "--gres" not in calls and " --mem " in calls and " -t " in calls, calls
         if rule in gpu_rules:  # runtime.device: auto
             assert res["gpu"] == "1" and res["slurm_partition"] == "gpu" and calls.count("--gpus=1") == 1, calls

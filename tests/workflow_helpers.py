@@ -75,3 +75,35 @@ def plan_after(workdir: Path, config: dict, edit) -> tuple[Counter, list[str]]:
         return planned(workdir)
     finally:
         write_config(workdir, config)
+
+
+def plan_jobs(out: str) -> list[tuple[str, int, dict]]:
+    """(rule, threads, resources) of every job in a dry run's output."""
+    jobs = []
+    for block in re.split(r"\n(?=\[[^\]]+\]\n(?:local)?rule )", out):
+        rule = re.search(r"^(?:local)?rule (\w+):", block, re.M)
+        res = re.search(r"^\s+resources: (.*)$", block, re.M)
+        if rule and res and rule.group(1) != "all":
+            threads = re.search(r"^\s+threads: (\d+)$", block, re.M)
+            pairs = dict(kv.split("=", 1) for kv in res.group(1).split(", "))
+            jobs.append((rule.group(1), int(threads.group(1)) if threads else 1, pairs))
+    return sorted(jobs, key=repr)  # the printed order of jobs varies from run to run
+
+
+def planned_jobs(workdir: Path, *args: str) -> list[tuple[str, int, dict]]:
+    return plan_jobs(snakemake(workdir, "--dry-run", *args).stdout)
+
+
+def sbatch_call(rule: str, threads: int, resources: dict) -> str:
+    """The sbatch call snakemake-executor-plugin-slurm builds for a job with these resources."""
+    from snakemake_executor_plugin_slurm.submit_string import get_submit_command
+    from snakemake_executor_plugin_slurm.utils import set_gres_string
+
+    class Resources(dict):
+        __getattr__ = dict.__getitem__
+
+    typed = Resources({k: int(v) if v.isdigit() else v for k, v in resources.items()})
+    job = type("Job", (), {"resources": typed, "threads": threads, "name": rule})()
+    params = {"run_uuid": "u", "slurm_logfile": "log", "comment_str": rule, "account": "-A acct",
+              "partition": f"-p {typed['slurm_partition']}", "workdir": ""}
+    return get_submit_command(job, params) + set_gres_string(job)
