@@ -186,7 +186,8 @@ class InputStats:
     """Running statistics of a linear layer's input X (tokens × in_features).
 
     ``sq_sum[j]`` = Σ_t X[t, j]² (Wanda's ‖X_j‖² up to the sample count);
-    ``gram`` = XᵀX (SparseGPT's Hessian up to a factor 2/n) when requested; both float32.
+    ``gram`` = XᵀX (SparseGPT's Hessian up to a factor 2/n) when requested; both float32 (float64 for
+    float64 inputs: the exact arbiter, a model stored in float64).
 
     Float order. Each calibration sample's products are computed in float32 on its own, and the
     samples are summed in float64, rounded to float32 once when read. So the statistics do not depend
@@ -196,7 +197,7 @@ class InputStats:
     """
 
     def __init__(self, in_features: int, gram: bool, device="cpu"):
-        self.count = 0
+        self.count, self.dtype = 0, torch.float32  # products and results: float32, or float64 for float64 inputs
         self._sq_sum = torch.zeros(in_features, dtype=torch.float64, device=device)
         self._gram = torch.zeros(in_features, in_features, dtype=torch.float64, device=device) if gram else None
 
@@ -204,15 +205,16 @@ class InputStats:
     def from_tensors(cls, count: int, sq_sum: torch.Tensor, gram: torch.Tensor | None = None) -> "InputStats":
         """Statistics read back from storage (the dense-stream activation cache)."""
         stats = cls.__new__(cls)
-        stats.count, stats._sq_sum = count, sq_sum.double()
+        stats.count, stats._sq_sum, stats.dtype = count, sq_sum.double(), torch.float32
         stats._gram = None if gram is None else gram.double()
         return stats
 
     def add(self, x: torch.Tensor) -> None:
         """Add the inputs ``x`` [batch, seqlen, in] (one product per sample) or [tokens, in] (one product)."""
         samples = x.unbind(0) if x.dim() == 3 else [x]
+        self.dtype = torch.promote_types(x.dtype, torch.float32)
         for sample in samples:
-            sample = sample.reshape(-1, sample.shape[-1]).float()
+            sample = sample.reshape(-1, sample.shape[-1]).to(self.dtype)
             self.count += sample.shape[0]
             self._sq_sum += sample.pow(2).sum(0).double()
             if self._gram is not None:
@@ -221,17 +223,17 @@ class InputStats:
     @property
     def sq_sum(self) -> torch.Tensor:
         """Σ_t X[t, j]² [in], float32."""
-        return self._sq_sum.float()
+        return self._sq_sum.to(self.dtype)
 
     @property
     def gram(self) -> torch.Tensor | None:
         """XᵀX [in, in], float32 (None unless requested)."""
-        return None if self._gram is None else self._gram.float()
+        return None if self._gram is None else self._gram.to(self.dtype)
 
     @property
     def col_norms(self) -> torch.Tensor:
         """‖X_j‖₂ over all calibration tokens, float32."""
-        return self._sq_sum.sqrt().float()
+        return self._sq_sum.sqrt().to(self.dtype)
 
 
 def input_groups(arch) -> list[tuple[str, ...]]:
