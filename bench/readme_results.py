@@ -29,7 +29,7 @@ RECOVERY = ["method", "pattern", "recovery", "optimiser", "perplexity", "trainab
 STRUCTURED = ["criterion", "target", "ratio", "reconstruction", "damping", "damping_chosen", "params_m", "removed_params_pct",
               "perplexity", "tokens_per_s", "prune_s"]
 COLUMNS = {  # the columns shown per study (others stay in the CSV); a study not listed shows every column
-    "wanda_table": ["method", "pattern", "stream", "perplexity", "noise_band_pct", "measured_sparsity", "prune_s", "LLaMA-7B ppl (Wanda paper)"],
+    "wanda_table": ["method", "pattern", "stream", "perplexity", "band_pct", "measured_sparsity", "prune_s", "LLaMA-7B ppl (Wanda paper)"],
     "sparsity_sweep": ["method", "pattern", "stream", "perplexity", "measured_sparsity", "prune_s"],
     "zeroshot_table": ["method", "pattern", "perplexity", "acc_lastword", "acc_nextsentence", "acc_browncloze", "acc_mean"],
     "reconstruction_table": RECOVERY,
@@ -72,7 +72,9 @@ def claims_block(tables: Path) -> str | None:
     if not path.is_file():
         return None
     df = pd.read_csv(path, keep_default_na=False, na_values=[""])
-    for column in ("comparison", "note", "within_band"):  # empty cells read back as NaN
+    if "measured" not in df:  # a ledger written before claims had a measured outcome beside "within noise"
+        df["measured"] = ""
+    for column in ("comparison", "note", "within_band", "measured"):  # empty cells read back as NaN
         df[column] = df[column].astype(object).where(df[column].notna(), "").astype(str)
     return ledger_markdown(df)
 
