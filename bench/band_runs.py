@@ -95,8 +95,8 @@ def run(criterion: str, pattern: str, settings: dict, inputs: Inputs, seed: int,
     ppl = perplexity(model, inputs.evals, batch_size=4)["perplexity"]
     out = {"perplexity": ppl, "prune_seconds": seconds, "loadavg": [load[0], load_end[0]], "kept": int(np.unpackbits(bits)[:n].sum()) / n}
     mine = MASKS / f"{inputs.calibration_id(inputs.seed)}-{criterion}-{pattern.replace(':', 'of')}.npy"
-    default = ref is None and seed == inputs.seed and (settings["threads"], settings["order"], settings["batch"],
-                                                        settings["dtype"]) == (1, "forward", 8, "float32")
+    default = ref is None and seed == inputs.seed and (settings["threads"], settings["order"], settings["batch"], settings["dtype"],
+                                                        settings.get("isa", "native")) == (1, "forward", 8, "float32", "native")
     if default:
         mine.parent.mkdir(parents=True, exist_ok=True)
         np.save(mine, bits)

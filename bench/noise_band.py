@@ -5,7 +5,8 @@ SmolLM2-135M with the default's calibration and perplexity windows (read from co
 the workflow's settings (1 thread, samples in order, 8 per batch, float32: the table's number) and once per
 perturbation: ``threads`` (2), ``order`` (samples reversed), ``batch`` (1 and 16 per forward), ``float64``
 (model, statistics and solver in float64: the exact arbiter) and ``seeds`` (other calibration draws, the
-statistical spread). Each run records its perplexity, its prune time and how many keep-masks agree with
+statistical spread); a process started with ``ATEN_CPU_CAPABILITY=avx2 MKL_ENABLE_INSTRUCTIONS=AVX2`` records its
+runs as ``isa: avx2`` (an AVX2-only CPU's kernels on this machine). Each run records its perplexity, its prune time and how many keep-masks agree with
 the workflow's run (same calibration; the other seeds' runs: with seed 0's).
 
 ``bands`` gives, per calibration, criterion and pattern: ``float_pct`` (spread, max/min − 1 in %, over the
@@ -27,6 +28,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import statistics
 import sys
 from pathlib import Path
@@ -38,8 +40,11 @@ import band_runs as br  # noqa: E402
 
 OUT = br.ROOT / "bench/results/noise_band.json"
 OTHER_MACHINE = br.ROOT / "bench/results/other_machine.json"
-KEY = ("label", "impl", "calibration", "criterion", "pattern", "threads", "order", "batch", "dtype")
-RUN_DEFAULTS = {"impl": "pruneflow", "threads": 1, "order": "forward", "batch": 8, "dtype": "float32"}
+KEY = ("label", "impl", "calibration", "criterion", "pattern", "threads", "order", "batch", "dtype", "isa")
+RUN_DEFAULTS = {"impl": "pruneflow", "threads": 1, "order": "forward", "batch": 8, "dtype": "float32", "isa": "native"}
+# The CPU's vector kernels: ATEN_CPU_CAPABILITY=avx2 (torch's kernels) with MKL_ENABLE_INSTRUCTIONS=AVX2 (MKL's) set
+# before the process starts runs this machine as an AVX2-only one would (recorded as the run's isa).
+ISA = os.environ.get("ATEN_CPU_CAPABILITY", "native").lower()
 OLD_CALIBRATION = "brown-n32-l256-s0"  # runs recorded before runs named their calibration
 PERTURBATIONS = {"threads": [{"threads": 2}], "order": [{"order": "reversed"}], "batch": [{"batch": 1}, {"batch": 16}],
                  "float64": [{"dtype": "float64"}]}
@@ -106,7 +111,8 @@ def bands(runs: list[dict], band_label: str, other: dict | None = None) -> list[
         if len(kin) >= 2:
             entry["band_pct"] = spread([r["perplexity"] for r in kin])
         table = next((r["perplexity"] for r in mine if is_default(r)), None)
-        f64 = next((r["perplexity"] for r in mine if r["dtype"] == "float64" and r["threads"] == 1 and r["order"] == "forward"), None)
+        f64 = next((r["perplexity"] for r in mine if r["dtype"] == "float64" and r["threads"] == 1 and r["order"] == "forward"
+                    and r["isa"] == "native"), None)
         if table is not None:
             entry["float32"] = table
             covers = {}
@@ -190,7 +196,7 @@ def main() -> None:
         jobs += [("reference", c, p, {"order": o}, inputs.seed) for c in args.criteria if c != "magnitude"
                  for p in args.patterns for o in ("forward", "reversed")]
     for impl, criterion, pattern, settings, seed in jobs:
-        settings = {**RUN_DEFAULTS, **settings, "impl": impl}
+        settings = {**RUN_DEFAULTS, **settings, "impl": impl, "isa": ISA}
         calibration = inputs.calibration_id(seed)
         key = (args.label, impl, calibration, criterion, pattern, *(settings[k] for k in KEY[5:]))
         if args.skip_measured and any(tuple(r[k] for k in KEY) == key for r in complete(report["runs"])):
