@@ -68,6 +68,12 @@ def is_default(r: dict) -> bool:
     return all(r[k] == v for k, v in RUN_DEFAULTS.items())
 
 
+def setting_name(r: dict) -> str:
+    """What a run changed from the workflow's settings: "threads=2,isa=avx2", or "workflow"."""
+    changed = [f"{k}={r[k]}" for k, v in RUN_DEFAULTS.items() if k != "impl" and r[k] != v]
+    return ",".join(changed) or "workflow"
+
+
 def spread(values: list[float]) -> float:
     return 100 * (max(values) / min(values) - 1)
 
@@ -103,6 +109,8 @@ def bands(runs: list[dict], band_label: str, other: dict | None = None) -> list[
             seeds.setdefault(r["calibration"], []).append(r)
         seed_values = [next((r["perplexity"] for r in rs if is_default(r)), statistics.median(r["perplexity"] for r in rs))
                        for rs in seeds.values()]
+        if mine:  # each float-order run by what it changed from the workflow's settings
+            entry["runs"] = {setting_name(r): r["perplexity"] for r in mine}
         if len(mine) >= 2:
             entry["float_pct"] = spread([r["perplexity"] for r in mine])
         if len(seed_values) >= 2:

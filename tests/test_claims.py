@@ -219,6 +219,7 @@ def test_band_spans_float_order_and_calibration_seeds_and_says_what_it_covers():
     e = entries[f"{c}0"]
     assert e["float_pct"] == pytest.approx(1.0) and e["seed_pct"] == pytest.approx(100 * (104 / 98 - 1)) and e["seeds"] == 3
     assert e["band_pct"] == pytest.approx(100 * (104 / 98 - 1))  # the reference's 90 is no run of PruneFlow's
+    assert e["runs"] == {"workflow": 100.0, "dtype=float64": 101.0, "threads=2": 100.0}  # what each run changed
     assert (e["float32"], e["float64"]) == (100.0, 101.0) and e["float32_vs_float64_pct"] == pytest.approx(100 * (100 / 101 - 1))
     assert e["band_covers"] == {"float64": True, "reference": False, "other_machine": True}  # 106.1 ± 0.05 vs 6.12%
     other["entries"][f"{c}0 sparsegpt 2:4"] = 106.2
