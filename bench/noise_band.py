@@ -1,137 +1,221 @@
-"""Noise band: how far a float-sensitive table entry moves when only the floating-point order changes.
+"""Noise band and exact arbiter: how far a float-sensitive table entry moves under what a user meets.
 
-SparseGPT and Wanda (sequential, as the workflow's wanda_table) on SmolLM2-135M at 50% and 2:4, each run
-with 1 and 2 torch threads and with the calibration samples in their order and reversed: the same model,
-the same calibration windows and the same evaluation windows as the default workflow (read from
-config.yaml), so only the order of floating-point operations differs. Reads the workflow's artifacts (run
-the default first). Runs and bands are kept per calibration, so a band follows the tables it was measured for.
+Every entry of the workflow's ``wanda_table`` (magnitude, SparseGPT and Wanda at 50%, 4:8, 2:4, sequential) on
+SmolLM2-135M with the default's calibration and perplexity windows (read from config.yaml), pruned once with
+the workflow's settings (1 thread, samples in order, 8 per batch, float32: the table's number) and once per
+perturbation: ``threads`` (2), ``order`` (samples reversed), ``batch`` (1 and 16 per forward), ``float64``
+(model, statistics and solver in float64: the exact arbiter) and ``seeds`` (other calibration draws, the
+statistical spread); a process started with ``ATEN_CPU_CAPABILITY=avx2 MKL_ENABLE_INSTRUCTIONS=AVX2`` records its
+runs as ``isa: avx2`` (an AVX2-only CPU's kernels on this machine). Each run records its perplexity, its prune time and how many keep-masks agree with
+the workflow's run (same calibration; the other seeds' runs: with seed 0's).
 
-A run is labelled with the build it measured (``--label``): run it once with this checkout's library and,
-to measure an earlier build, with PYTHONPATH pointing at that build's ``src`` (``git archive <commit> src``).
-Runs are merged into ``bench/results/noise_band.json`` by (label, criterion, pattern, threads, order);
-``bands`` then gives, per criterion and pattern, the spread (max/min − 1, in %) of each label and the
-band the tables and the claims ledger use: the spread of the build that makes the tables (``--band-label``,
-default ``current``), measured over at least two runs. ``float32-sums`` is the build before the statistics
-were summed in float64 (the reference code sums its Hessian in float32 too), kept for comparison.
+``bands`` gives, per calibration, criterion and pattern: ``float_pct`` (spread, max/min − 1 in %, over the
+float-order runs of that calibration), ``seed_pct`` (over the calibration seeds) and ``band_pct`` (over all of
+them: the band the tables and the claims ledger read), with ``float64`` beside the float32 number and whether
+the band covers it, the reference's and another machine's result (``bench/results/other_machine.json``).
+With ``--reference DIR`` (a locuslab/wanda checkout, never part of PruneFlow) the reference code runs on the
+same inputs (float32, both sample orders) for comparison; it never enters a band. Without one it says so.
+``--timing-only``: PruneFlow's and the reference's prune time only, interleaved, to bench/results/prune_speed.json.
 
-Usage: PYTHONPATH=src .venv/bin/python bench/noise_band.py --label current [--criteria sparsegpt wanda]
-       [--patterns 0.5 2:4] [--threads 1 2] [--orders forward reversed] [--out FILE]
-       bench/noise_band.py --merge A.json B.json ... --out bench/results/noise_band.json  (runs made in parallel)
+Needs the workflow's dense model, calibration samples (the seeds' too: ``snakemake --cores 2
+results/smollm2-135m/calib/brown-n16-l256-s{1,2}.safetensors``) and evaluation corpus.
+Usage: PYTHONPATH=src .venv/bin/python bench/noise_band.py [--criteria ...] [--patterns ...] [--perturb ...]
+       [--reference DIR]   |   --timing-only --reference DIR [--repeats 3]   |   --merge A.json B.json ...
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import platform
-import time
+import math
+import os
+import statistics
+import sys
 from pathlib import Path
 
 import torch
-import yaml
 
-from pruneflow.data.calibration import load_calibration
-from pruneflow.prune.criteria import get_criterion
-from pruneflow.evaluate.perplexity import eval_windows, perplexity
-from pruneflow.data.jsonl import read_texts
-from pruneflow.prune.masks import parse_pattern
-from pruneflow.prune.sequential import prune_model
-from pruneflow.core.stream import load_variant
-from pruneflow.spec.naming import calib_id
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import band_runs as br  # noqa: E402
 
-ROOT = Path(__file__).resolve().parents[1]
-RESULTS = ROOT / "results"
-MODEL = "smollm2-135m"
-DEFAULT = yaml.safe_load((ROOT / "config.yaml").read_text())
+OUT = br.ROOT / "bench/results/noise_band.json"
+OTHER_MACHINE = br.ROOT / "bench/results/other_machine.json"
+KEY = ("label", "impl", "calibration", "criterion", "pattern", "threads", "order", "batch", "dtype", "isa")
+RUN_DEFAULTS = {"impl": "pruneflow", "threads": 1, "order": "forward", "batch": 8, "dtype": "float32", "isa": "native"}
+# The CPU's vector kernels: ATEN_CPU_CAPABILITY=avx2 (torch's kernels) with MKL_ENABLE_INSTRUCTIONS=AVX2 (MKL's) set
+# before the process starts runs this machine as an AVX2-only one would (recorded as the run's isa).
+ISA = os.environ.get("ATEN_CPU_CAPABILITY", "native").lower()
 OLD_CALIBRATION = "brown-n32-l256-s0"  # runs recorded before runs named their calibration
-KEY = ("label", "calibration", "criterion", "pattern", "threads", "order")
+PERTURBATIONS = {"threads": [{"threads": 2}], "order": [{"order": "reversed"}], "batch": [{"batch": 1}, {"batch": 16}],
+                 "float64": [{"dtype": "float64"}]}
 
 
-def run(criterion: str, pattern: str, threads: int, order: str, calib: torch.Tensor, evals: torch.Tensor) -> dict:
-    torch.set_num_threads(threads)
-    model, _ = load_variant(RESULTS / MODEL / "dense")
-    ids = calib.flip(0) if order == "reversed" else calib
-    start = time.perf_counter()
-    for _ in prune_model(model, get_criterion(criterion), parse_pattern(pattern), ids, "sequential", batch_size=8):
-        pass
-    seconds = time.perf_counter() - start
-    torch.set_num_threads(1)  # the evaluation on one thread, as the workflow's perplexity job
-    ppl = perplexity(model, evals, batch_size=4)["perplexity"]
-    return {"criterion": criterion, "pattern": pattern, "threads": threads, "order": order, "perplexity": ppl, "prune_seconds": seconds}
-
-
-def name_calibration(runs: list[dict]) -> list[dict]:
-    """``runs`` with every run naming its calibration (runs recorded before runs named theirs get the old one)."""
+def complete(runs: list[dict]) -> list[dict]:
+    """``runs`` with every field (runs recorded before a field existed had its default)."""
     for r in runs:
         r.setdefault("calibration", OLD_CALIBRATION)
+        for k, v in RUN_DEFAULTS.items():
+            r.setdefault(k, v)
     return runs
 
 
-def bands(runs: list[dict], band_label: str) -> list[dict]:
-    """Per (calibration, criterion, pattern): each label's spread, and the band (the ``band_label`` spread,
-    measured over at least two runs) in %; an entry without ``band_pct`` has no band (the ledger then flags nothing)."""
+def family(calibration: str) -> str:
+    """The calibration without its seed: brown-n16-l256-s0 → brown-n16-l256 (its seeds are one family)."""
+    return calibration.rsplit("-s", 1)[0]
+
+
+def is_default(r: dict) -> bool:
+    return all(r[k] == v for k, v in RUN_DEFAULTS.items())
+
+
+def setting_name(r: dict) -> str:
+    """What a run changed from the workflow's settings: "threads=2,isa=avx2", or "workflow"."""
+    changed = [f"{k}={r[k]}" for k, v in RUN_DEFAULTS.items() if k != "impl" and r[k] != v]
+    return ",".join(changed) or "workflow"
+
+
+def spread(values: list[float]) -> float:
+    return 100 * (max(values) / min(values) - 1)
+
+
+def within(value: float | None, centre: float, band: float | None, digits: int | None = None) -> bool | None:
+    """Is ``value`` within ``band`` % of ``centre``? A value quoted to ``digits`` significant digits may be off by
+    half its last digit."""
+    if value is None or band is None:
+        return None
+    rounding = 0.5 * 10 ** (math.floor(math.log10(abs(value))) - digits + 1) / abs(value) if digits else 0.0
+    return abs(value / centre - 1) <= band / 100 + rounding + 1e-12
+
+
+def bands(runs: list[dict], band_label: str, other: dict | None = None) -> list[dict]:
+    """Per (calibration, criterion, pattern) of the PruneFlow runs: each label's spread at that calibration, and
+    for ``band_label``: the float-order, seed and whole band in % (a band needs two runs: one run is no spread),
+    the float32 (workflow settings) and float64 numbers, and what the band covers."""
+    complete(runs)
+    ours = [r for r in runs if r["impl"] == "pruneflow"]
     out = []
-    name_calibration(runs)
-    for calibration, criterion, pattern in dict.fromkeys((r["calibration"], r["criterion"], r["pattern"]) for r in runs):
-        entry = {"model": MODEL, "calibration": calibration, "method": criterion, "pattern": pattern, "stream": "sequential", "spread_pct": {}}
-        for label in dict.fromkeys(r["label"] for r in runs):
-            values = [r["perplexity"] for r in runs
-                      if (r["calibration"], r["criterion"], r["pattern"], r["label"]) == (calibration, criterion, pattern, label)]
-            if values:
-                entry["spread_pct"][label] = {"min": min(values), "max": max(values), "runs": len(values),
-                                              "pct": 100 * (max(values) / min(values) - 1)}
-        if entry["spread_pct"].get(band_label, {}).get("runs", 0) >= 2:  # one run is no spread
-            entry["band_pct"] = entry["spread_pct"][band_label]["pct"]
+    for calibration, criterion, pattern in dict.fromkeys((r["calibration"], r["criterion"], r["pattern"]) for r in ours):
+        same = [r for r in ours if (r["criterion"], r["pattern"]) == (criterion, pattern)]
+        here = [r for r in same if r["calibration"] == calibration]
+        entry = {"model": br.MODEL, "calibration": calibration, "method": criterion, "pattern": pattern,
+                 "stream": "sequential" if criterion != "magnitude" else "-", "spread_pct": {}}
+        for label in dict.fromkeys(r["label"] for r in here):
+            values = [r["perplexity"] for r in here if r["label"] == label]
+            entry["spread_pct"][label] = {"min": min(values), "max": max(values), "runs": len(values), "pct": spread(values)}
+        mine = [r for r in here if r["label"] == band_label]
+        kin = [r for r in same if r["label"] == band_label and family(r["calibration"]) == family(calibration)]
+        seeds = {}
+        for r in kin:  # a seed's number: its workflow-settings run, else the median of its runs
+            seeds.setdefault(r["calibration"], []).append(r)
+        seed_values = [next((r["perplexity"] for r in rs if is_default(r)), statistics.median(r["perplexity"] for r in rs))
+                       for rs in seeds.values()]
+        if mine:  # each float-order run by what it changed from the workflow's settings
+            entry["runs"] = {setting_name(r): r["perplexity"] for r in mine}
+        if len(mine) >= 2:
+            entry["float_pct"] = spread([r["perplexity"] for r in mine])
+        if len(seed_values) >= 2:
+            entry["seed_pct"] = spread(seed_values)
+            entry["seeds"] = len(seed_values)
+        if len(kin) >= 2:
+            entry["band_pct"] = spread([r["perplexity"] for r in kin])
+        table = next((r["perplexity"] for r in mine if is_default(r)), None)
+        f64 = next((r["perplexity"] for r in mine if r["dtype"] == "float64" and r["threads"] == 1 and r["order"] == "forward"
+                    and r["isa"] == "native"), None)
+        if table is not None:
+            entry["float32"] = table
+            covers = {}
+            if f64 is not None:
+                entry.update(float64=f64, float32_vs_float64_pct=100 * (table / f64 - 1))
+                covers["float64"] = within(f64, table, entry.get("band_pct"))
+            refs = [r["perplexity"] for r in runs if r["impl"] == "reference" and r["label"] == band_label
+                    and (r["calibration"], r["criterion"], r["pattern"]) == (calibration, criterion, pattern)]
+            if refs:
+                entry["reference_float32"] = refs
+                covers["reference"] = all(within(v, table, entry.get("band_pct")) for v in refs)
+            theirs = (other or {}).get("entries", {}).get(f"{calibration} {criterion} {pattern}")
+            if theirs is not None:
+                entry["other_machine"] = theirs
+                covers["other_machine"] = within(theirs, table, entry.get("band_pct"), other.get("digits"))
+            if covers and "band_pct" in entry:
+                entry["band_covers"] = covers
         out.append(entry)
     return out
 
 
+def write(report: dict, out: Path, band_label: str) -> None:
+    other = json.loads(OTHER_MACHINE.read_text()) if OTHER_MACHINE.is_file() else None
+    report.update(band_label=band_label, bands=bands(report["runs"], band_label, other))
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(report, indent=1) + "\n")
+
+
+def plan(criteria, patterns, perturb, seeds, base_seed) -> list[tuple[str, str, dict, int]]:
+    """(criterion, pattern, settings, seed) of every run, the workflow-settings run of each entry first."""
+    runs = []
+    for criterion in criteria:
+        for pattern in patterns:
+            runs.append((criterion, pattern, {}, base_seed))
+            float_order = [p for name in perturb if name in PERTURBATIONS for p in PERTURBATIONS[name]]
+            if criterion == "magnitude":  # no calibration: only the thread count and float64 can move it
+                float_order = [p for p in float_order if set(p) <= {"threads", "dtype"}]
+            runs += [(criterion, pattern, p, base_seed) for p in float_order]
+            if "seeds" in perturb and criterion != "magnitude":
+                runs += [(criterion, pattern, {}, s) for s in seeds]
+    return runs
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--label", required=True, help="the build measured (e.g. float32-sums, current)")
-    parser.add_argument("--criteria", nargs="+", default=["sparsegpt", "wanda"])
-    parser.add_argument("--patterns", nargs="+", default=["0.5", "2:4"])
-    parser.add_argument("--threads", type=int, nargs="+", default=[1, 2])
-    parser.add_argument("--orders", nargs="+", default=["forward", "reversed"], choices=["forward", "reversed"])
-    parser.add_argument("--windows", type=int, default=DEFAULT["perplexity"]["windows"], help="512-token evaluation windows (config.yaml's)")
-    parser.add_argument("--calibration", default=calib_id(DEFAULT["calibration"]), help="calibration id under results/<model>/calib (config.yaml's)")
+    parser.add_argument("--label", default="current", help="the build measured (kept apart from other builds' runs)")
+    parser.add_argument("--criteria", nargs="+", default=["magnitude", "sparsegpt", "wanda"])
+    parser.add_argument("--patterns", nargs="+", default=["0.5", "4:8", "2:4"])
+    parser.add_argument("--perturb", nargs="*", default=[*PERTURBATIONS, "seeds"], choices=[*PERTURBATIONS, "seeds"])
+    parser.add_argument("--seeds", type=int, nargs="+", default=[1, 2], help="calibration seeds beside config.yaml's")
+    parser.add_argument("--reference", help="a locuslab/wanda checkout: also run the reference code")
+    parser.add_argument("--timing-only", action="store_true", help="prune times only, PruneFlow and reference interleaved")
+    parser.add_argument("--repeats", type=int, default=3, help="--timing-only: runs of each implementation per entry")
+    parser.add_argument("--threads", type=int, default=2, help="--timing-only: torch threads")
     parser.add_argument("--band-label", default="current", help="the label whose spread is the tables' band")
-    parser.add_argument("--out", default=str(ROOT / "bench/results/noise_band.json"))
+    parser.add_argument("--skip-measured", action="store_true", help="skip a run this label already measured")
+    parser.add_argument("--out", type=Path)
     parser.add_argument("--merge", nargs="+", metavar="JSON", help="only merge the runs of these files into --out")
     args = parser.parse_args()
+    if args.timing_only:
+        import prune_speed
+
+        return prune_speed.main(args)
+    out = args.out or OUT
     if args.merge:  # runs measured in parallel processes, each into its own file
         report = json.loads(Path(args.merge[0]).read_text())
-        name_calibration(report["runs"])
         for path in args.merge[1:]:
-            extra = name_calibration(json.loads(Path(path).read_text())["runs"])
+            extra = complete(json.loads(Path(path).read_text())["runs"])
             keys = {tuple(r[k] for k in KEY) for r in extra}
-            report["runs"] = [r for r in report["runs"] if tuple(r[k] for k in KEY) not in keys] + extra
-        report.update(band_label=args.band_label, bands=bands(report["runs"], args.band_label))
-        Path(args.out).write_text(json.dumps(report, indent=1) + "\n")
-        return
-
-    tok = load_variant(RESULTS / MODEL / "dense")[1]
-    calib = load_calibration(RESULTS / MODEL / "calib" / f"{args.calibration}.safetensors")
-    evals = eval_windows(read_texts(RESULTS / "corpora/wiki/eval.jsonl"), tok, 512, args.windows, "auto")
-    out = Path(args.out)
+            report["runs"] = [r for r in complete(report["runs"]) if tuple(r[k] for k in KEY) not in keys] + extra
+        return write(report, out, args.band_label)
+    if not args.reference:
+        print("no --reference folder: the reference implementation is not run (a locuslab/wanda checkout)", file=sys.stderr)
+    inputs = br.Inputs()
     report = json.loads(out.read_text()) if out.is_file() else {"runs": []}
-    name_calibration(report["runs"])
-    for criterion in args.criteria:
-        for pattern in args.patterns:
-            for threads in args.threads:
-                for order in args.orders:
-                    row = {"label": args.label, "calibration": args.calibration, **run(criterion, pattern, threads, order, calib, evals)}
-                    print(json.dumps(row), flush=True)
-                    report["runs"] = [r for r in report["runs"] if tuple(r[k] for k in KEY) != tuple(row[k] for k in KEY)] + [row]
-                    report.update(
-                        model=f"{MODEL} (float32)", calibration="per run and band (<corpus>-n<samples>-l<tokens>-s<seed>)",
-                        eval=f"{args.windows} x 512 held-out Wikipedia windows", stream="sequential", batch_size=8,
-                        machine=f"{platform.machine()}, torch {torch.__version__}, timings on a shared machine (not results)",
-                        band_label=args.band_label, bands=bands(report["runs"], args.band_label),
-                    )
-                    out.parent.mkdir(parents=True, exist_ok=True)
-                    out.write_text(json.dumps(report, indent=1) + "\n")
+    report.update(model=br.MODEL, eval=f"{inputs.evals.shape[0]} x {inputs.evals.shape[1]} held-out Wikipedia windows",
+                  stream="sequential", machine=br.machine())
+    jobs = [("pruneflow", *j) for j in plan(args.criteria, args.patterns, args.perturb, args.seeds, inputs.seed)]
+    if args.reference:
+        ref = br.load_reference(args.reference)
+        jobs += [("reference", c, p, {"order": o}, inputs.seed) for c in args.criteria if c != "magnitude"
+                 for p in args.patterns for o in ("forward", "reversed")]
+    for impl, criterion, pattern, settings, seed in jobs:
+        settings = {**RUN_DEFAULTS, **settings, "impl": impl, "isa": ISA}
+        calibration = inputs.calibration_id(seed)
+        key = (args.label, impl, calibration, criterion, pattern, *(settings[k] for k in KEY[5:]))
+        if args.skip_measured and any(tuple(r[k] for k in KEY) == key for r in complete(report["runs"])):
+            continue
+        run = br.run(criterion, pattern, settings, inputs, seed, ref if impl == "reference" else None)
+        row = {"label": args.label, "calibration": calibration, "criterion": criterion, "pattern": pattern, **settings, **run}
+        print(json.dumps(row), flush=True)
+        report["runs"] = [r for r in complete(report["runs"]) if tuple(r[k] for k in KEY) != tuple(row[k] for k in KEY)] + [row]
+        write(report, out, args.band_label)
 
 
 if __name__ == "__main__":
+    torch.set_num_threads(1)
     main()

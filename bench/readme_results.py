@@ -29,7 +29,7 @@ RECOVERY = ["method", "pattern", "recovery", "optimiser", "perplexity", "trainab
 STRUCTURED = ["criterion", "target", "ratio", "reconstruction", "damping", "damping_chosen", "params_m", "removed_params_pct",
               "perplexity", "tokens_per_s", "prune_s"]
 COLUMNS = {  # the columns shown per study (others stay in the CSV); a study not listed shows every column
-    "wanda_table": ["method", "pattern", "stream", "perplexity", "noise_band_pct", "measured_sparsity", "prune_s", "LLaMA-7B ppl (Wanda paper)"],
+    "wanda_table": ["method", "pattern", "stream", "perplexity", "band_pct", "measured_sparsity", "prune_s", "LLaMA-7B ppl (Wanda paper)"],
     "sparsity_sweep": ["method", "pattern", "stream", "perplexity", "measured_sparsity", "prune_s"],
     "zeroshot_table": ["method", "pattern", "perplexity", "acc_lastword", "acc_nextsentence", "acc_browncloze", "acc_mean"],
     "reconstruction_table": RECOVERY,
@@ -49,8 +49,8 @@ The tables and figures of `config.yaml`'s studies on SmolLM2-135M, as the workfl
 made it. They are not comparable with the papers' numbers, which come from other models and corpora
 ([Limits](limits.md)). `perplexity` is on the held-out Wikipedia windows (lower is better);
 `measured_sparsity` is measured on the written variant; `prune_s`, `recover_s` and the peak memory columns
-come from the jobs' benchmark files ([Artifacts](artifacts.md#costs)); `noise_band_pct` is the spread that
-`bench/noise_band.py` measured ([Benchmarks](benchmarks.md#noise-band)). The methods are explained in
+come from the jobs' benchmark files ([Artifacts](artifacts.md#costs)); `band_pct` is the spread that
+`bench/noise_band.py` measured over calibration seeds and float order ([Reproducibility](reproducibility.md)). The methods are explained in
 [Methods](methods.md).
 """
 
@@ -58,9 +58,9 @@ LEDGER_HEAD = """
 ## Claims ledger
 
 `claims.yaml` states each paper's key claims as comparisons over rows of the tables above; the workflow's
-last rule evaluates them into `results/tables/claims.csv`: **holds**, **does not hold** or **not run** (a row
-this configuration does not make: `config/extended.yaml` makes the others), with our numbers and, where a
-noise band was measured, whether the margin is inside it.
+last rule evaluates them into `results/tables/claims.csv`: **holds**, **does not hold**, **within noise** (closer
+to the claim's threshold than the rows' measured band) or **not run** (a row this configuration does not make:
+`config/extended.yaml` makes the others), with our numbers.
 """
 
 
@@ -72,7 +72,9 @@ def claims_block(tables: Path) -> str | None:
     if not path.is_file():
         return None
     df = pd.read_csv(path, keep_default_na=False, na_values=[""])
-    for column in ("comparison", "note", "within_band"):  # empty cells read back as NaN
+    if "measured" not in df:  # a ledger written before claims had a measured outcome beside "within noise"
+        df["measured"] = ""
+    for column in ("comparison", "note", "within_band", "measured"):  # empty cells read back as NaN
         df[column] = df[column].astype(object).where(df[column].notna(), "").astype(str)
     return ledger_markdown(df)
 

@@ -76,10 +76,12 @@ def test_outcomes_numbers_margins_and_not_run(tmp_path):
     assert df.loc["g", "margin_pct"] == pytest.approx(100 * (36.06 / 32.8 - 1))  # the tightest pair
     assert df.loc["h", "comparison"].endswith("(tolerance 5%)")  # 32.8 > 30.3 · 1.05
     md = ledger_markdown(df.reset_index())
-    assert "| P | claim a |" in md and "9 claims: 5 holds, 2 does not hold, 2 not run." in md
+    assert "| P | claim a |" in md and "9 claims: 5 holds, 2 does not hold, 0 within noise, 2 not run." in md
 
 
-def test_noise_band_flags_a_margin_smaller_than_the_band(tmp_path):
+def test_a_claim_inside_the_measured_band_reads_within_noise(tmp_path):
+    """sparsegpt 35.97 < wanda 36.06 holds by 0.25%, inside sparsegpt's 2% band: within noise, not holds; the
+    same claim with no band measured for its rows (another model's band) holds."""
     claims, _ = load_claims(_claims(tmp_path, [
         _claim("tie", [{**W, "method": "sparsegpt", "pattern": 0.5}, {**W, "method": "wanda", "pattern": 0.5}]),
         _claim("far", [{**W, "method": "wanda", "pattern": 0.5}, {**W, "method": "magnitude", "pattern": 0.5}]),
@@ -87,9 +89,29 @@ def test_noise_band_flags_a_margin_smaller_than_the_band(tmp_path):
     bands = [{"model": "m", "method": "sparsegpt", "pattern": "0.5", "stream": "sequential", "calibration": "c", "band_pct": 2.0},
              {"model": "other", "method": "wanda", "pattern": "0.5", "stream": "sequential", "band_pct": 50.0}]
     df = evaluate(claims, _tables(), bands).set_index("id")
-    assert df.loc["tie", "outcome"] == "holds" and df.loc["tie", "within_band"] == "yes" and df.loc["tie", "band_pct"] == 2.0
-    assert "less than the noise band ±2%" in df.loc["tie", "note"]
-    assert df.loc["far", "within_band"] == "" and math.isnan(df.loc["far", "band_pct"])  # the 50% band is another model's
+    assert df.loc["tie", "outcome"] == "within noise" and df.loc["tie", "measured"] == "holds"
+    assert df.loc["tie", "within_band"] == "yes" and df.loc["tie", "band_pct"] == 2.0
+    assert "inside their measured band ±2%" in df.loc["tie", "note"]
+    assert df.loc["far", "outcome"] == "holds" and df.loc["far", "within_band"] == ""
+    assert math.isnan(df.loc["far", "band_pct"])  # the 50% band is another model's
+    assert evaluate(claims, _tables(), []).set_index("id").loc["tie", "outcome"] == "holds"
+    md = ledger_markdown(df.reset_index())
+    assert "**within noise** (sparsegpt 0.5 vs wanda 0.5 is 0.25% from" in md and "1 holds, 0 does not hold, 1 within noise" in md
+
+
+@pytest.mark.parametrize("op, tolerance, band, outcome", [
+    ("<", None, 1.0, "within noise"),    # wanda 36.06 < sparsegpt 35.97 fails by 0.25%, inside a 1% band
+    ("<", None, 0.1, "does not hold"),   # ... outside a 0.1% band
+    ("~", 0.05, 1.0, "holds"),           # a 0.25% gap is 4.75% from the 5% tolerance, outside a 1% band
+    ("~", 0.003, 1.0, "within noise"),   # ... but 0.05% from a 0.3% tolerance
+    ("~", 0.001, 0.1, "does not hold"),  # a 0.25% gap is 0.15% beyond a 0.1% tolerance, outside a 0.1% band
+])
+def test_within_noise_is_the_distance_from_the_claims_threshold(tmp_path, op, tolerance, band, outcome):
+    extra = {"tolerance": tolerance} if tolerance is not None else {}
+    claims, _ = load_claims(_claims(tmp_path, [
+        _claim("x", [{**W, "method": "wanda", "pattern": 0.5}, {**W, "method": "sparsegpt", "pattern": 0.5}], op, **extra)]))
+    bands = [{"model": "m", "method": "wanda", "pattern": "0.5", "stream": "sequential", "calibration": "c", "band_pct": band}]
+    assert evaluate(claims, _tables(), bands).outcome[0] == outcome
 
 
 def test_a_selector_that_picks_two_rows_is_an_error(tmp_path):
@@ -180,6 +202,31 @@ def test_noise_bands_are_kept_per_calibration():
     assert entries == {"brown-n32-l256-s0": pytest.approx(10.0), "brown-n16-l256-s0": pytest.approx(1.0)}
 
 
+def test_band_spans_float_order_and_calibration_seeds_and_says_what_it_covers():
+    """The band of an entry is the spread over its float-order runs (threads, float64, ...) and its calibration
+    seeds; float64 is shown beside the workflow-settings float32 number, and the band says whether it covers
+    float64 and another machine's result (quoted to 4 digits: off by half a last digit at most)."""
+    noise_band = _bench_module("noise_band")
+    c = "brown-n16-l256-s"
+    runs = [{"label": "new", "calibration": f"{c}0", "criterion": "sparsegpt", "pattern": "2:4", "perplexity": 100.0},
+            {"label": "new", "calibration": f"{c}0", "criterion": "sparsegpt", "pattern": "2:4", "dtype": "float64", "perplexity": 101.0},
+            {"label": "new", "calibration": f"{c}0", "criterion": "sparsegpt", "pattern": "2:4", "threads": 2, "perplexity": 100.0},
+            {"label": "new", "calibration": f"{c}1", "criterion": "sparsegpt", "pattern": "2:4", "perplexity": 104.0},
+            {"label": "new", "calibration": f"{c}2", "criterion": "sparsegpt", "pattern": "2:4", "perplexity": 98.0},
+            {"label": "new", "calibration": f"{c}0", "criterion": "sparsegpt", "pattern": "2:4", "impl": "reference", "perplexity": 90.0}]
+    other = {"digits": 4, "entries": {f"{c}0 sparsegpt 2:4": 106.1}}
+    entries = {e["calibration"]: e for e in noise_band.bands(runs, "new", other)}
+    e = entries[f"{c}0"]
+    assert e["float_pct"] == pytest.approx(1.0) and e["seed_pct"] == pytest.approx(100 * (104 / 98 - 1)) and e["seeds"] == 3
+    assert e["band_pct"] == pytest.approx(100 * (104 / 98 - 1))  # the reference's 90 is no run of PruneFlow's
+    assert e["runs"] == {"workflow": 100.0, "dtype=float64": 101.0, "threads=2": 100.0}  # what each run changed
+    assert (e["float32"], e["float64"]) == (100.0, 101.0) and e["float32_vs_float64_pct"] == pytest.approx(100 * (100 / 101 - 1))
+    assert e["band_covers"] == {"float64": True, "reference": False, "other_machine": True}  # 106.1 ± 0.05 vs 6.12%
+    other["entries"][f"{c}0 sparsegpt 2:4"] = 106.2
+    assert noise_band.bands(runs, "new", other)[0]["band_covers"]["other_machine"] is False
+    assert entries[f"{c}1"]["band_pct"] == e["band_pct"] and "float_pct" not in entries[f"{c}1"]  # one run of seed 1
+
+
 def test_results_page_ledger_states_every_claim_with_an_outcome():
     """The ledger block of docs/results.md lists every claim of claims.yaml, word for word, with an outcome,
     and the README repeats its summary line."""
@@ -189,9 +236,10 @@ def test_results_page_ledger_states_every_claim_with_an_outcome():
     rows = {r.split("|")[2].strip(): r for r in block.splitlines() if r.startswith("| ") and "---" not in r}
     for claim in claims:
         assert claim.claim in rows, claim.id
-        assert re.search(r"\*\*(holds|does not hold|not run)\*\*", rows[claim.claim]), claim.id
+        assert re.search(r"\*\*(holds|does not hold|within noise|not run)\*\*", rows[claim.claim]), claim.id
     summary = block.strip().splitlines()[-1]
-    assert re.fullmatch(rf"{len(claims)} claims: \d+ holds, \d+ does not hold, \d+ not run\.", summary)
+    # A page generated before the ledger had "within noise" lacks its count (its run predates the bands).
+    assert re.fullmatch(rf"{len(claims)} claims: \d+ holds, \d+ does not hold,( \d+ within noise,)? \d+ not run\.", summary)
     assert summary in (REPO / "README.md").read_text()
 
 
@@ -237,7 +285,7 @@ def test_results_generator_writes_the_page_the_figures_and_the_readme_block(tmp_
     text = readme.read_text()
     assert text.startswith("intro\n<!-- results -->\n| method ") and text.endswith("<!-- end results -->\nafter\n")
     assert "old rows" not in text and "![Wanda table](docs/figures/wanda_table.png)" in text
-    assert "Claims ledger: 2 claims: 1 holds, 0 does not hold, 1 not run." in text
+    assert "Claims ledger: 2 claims: 1 holds, 0 does not hold, 0 within noise, 1 not run." in text
     filled = readme_results.fill(text, "results", readme_results.readme_block(tmp_path / "tables", readme_results.claims_block(tmp_path / "tables")))
     assert filled == text  # refreshing twice changes nothing
 

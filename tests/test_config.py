@@ -72,13 +72,14 @@ def test_extended_config_merges_into_the_default(default_config):
     assert merged["studies"]["liar_table"]["speed"] and not default_config["studies"]["liar_table"].get("speed")
 
 
-def test_bfloat16_config_merges_and_selects_a_bfloat16_model(default_config):
-    extra = yaml.safe_load((REPO / "config" / "bfloat16.yaml").read_text())
+@pytest.mark.parametrize("name, dtype", [("bfloat16", "bfloat16"), ("float64", "float64")])
+def test_dtype_config_merges_and_selects_a_model_of_its_dtype(default_config, name, dtype):
+    extra = yaml.safe_load((REPO / "config" / f"{name}.yaml").read_text())
     merged = copy.deepcopy(default_config)
     merged["model"] = extra["model"]
     merged["models"].update(extra["models"])
     validate_config(merged)
-    assert merged["models"][merged["model"]]["dtype"] == "bfloat16"
+    assert merged["models"][merged["model"]]["dtype"] == dtype
     assert merged["model"] != default_config["model"]  # its results live beside the float32 ones
 
 

@@ -19,7 +19,7 @@ torch.set_num_threads(1)
 CALIB = torch.randint(2, 258, (8, 32), generator=torch.Generator().manual_seed(0))
 
 
-@pytest.mark.parametrize("dtype", ["float32", "bfloat16", "float16"])
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16", "float16", "float64"])
 def test_materialized_model_is_stored_and_loaded_in_its_dtype(tmp_path, dtype):
     materialize({"source": "tiny", "dtype": dtype}, tmp_path / "model")
     model, _ = load_model(tmp_path / "model")
@@ -29,7 +29,7 @@ def test_materialized_model_is_stored_and_loaded_in_its_dtype(tmp_path, dtype):
 
 
 def test_unknown_dtype_names_value_and_allowed(tmp_path):
-    with pytest.raises(ModelSourceError, match=r"'fp8'.*allowed: float32, bfloat16, float16"):
+    with pytest.raises(ModelSourceError, match=r"'fp8'.*allowed: float32, bfloat16, float16, float64"):
         materialize({"source": "tiny", "dtype": "fp8"}, tmp_path / "model")
 
 
@@ -99,3 +99,29 @@ def test_local_checkpoint_loads_straight_into_the_dtype_with_the_same_rounding(t
     expected, _ = load_model(tiny_model_dir)
     for (name, a), b in zip(got.state_dict().items(), expected.to(torch.bfloat16).state_dict().values()):
         assert a.dtype == torch.bfloat16 and torch.equal(a, b), name
+
+
+@pytest.mark.parametrize("pattern", ["0.5", "2:4"])
+def test_float64_model_prunes_with_float64_statistics_scores_and_solver(tmp_path, pattern):
+    """dtype: float64 end to end (the exact arbiter): stored and loaded in float64, its Gram matrices and norms are
+    float64 and SparseGPT solves in float64, so block 0 equals a float64 solve by hand from those statistics,
+    and differs from the float32 run by rounding only."""
+    from pruneflow.prune.sparsegpt import sparsegpt_prune
+
+    materialize({"source": "tiny", "dtype": "float64"}, tmp_path / "model")
+    model, _ = load_model(tmp_path / "model")
+    arch = architecture_of(model)
+    block = arch.get_blocks(model)[0]
+    stats, _ = collect_stats(block, arch.block_linears(block), capture_block_inputs(model, CALIB, 4), True, input_groups(arch))
+    assert {s.gram.dtype for s in stats.values()} == {s.col_norms.dtype for s in stats.values()} == {torch.float64}
+    q = arch.block_linears(block)["self_attn.q_proj"].weight.detach().clone()
+    by_hand = sparsegpt_prune(q, stats["self_attn.q_proj"].gram, parse_pattern(pattern))
+    model32 = copy.deepcopy(model).float()
+    masks = dict(prune_model(model, get_criterion("sparsegpt"), parse_pattern(pattern), CALIB, "sequential", 4))
+    dict(prune_model(model32, get_criterion("sparsegpt"), parse_pattern(pattern), CALIB, "sequential", 4))
+    assert {p.dtype for p in model.parameters()} == {torch.float64}
+    got = model.state_dict()["model.layers.0.self_attn.q_proj.weight"]
+    assert torch.equal(masks[0]["self_attn.q_proj"], by_hand) and torch.equal(got, q)
+    assert not torch.equal(got, got.float().double())  # the updated weights carry float64 digits: no float32 solve
+    got32 = model32.state_dict()["model.layers.0.self_attn.q_proj.weight"].double()
+    assert not torch.equal(got, got32) and (got - got32).abs().max() < 1e-3 * got.abs().max()

@@ -35,6 +35,18 @@ def test_study_variants_put_dense_first_and_share_calibration_only_where_needed(
     ]
 
 
+def test_calibration_seeds_prune_each_method_once_per_seed():
+    """``calibration_seeds`` replaces calibration.seed: one variant per seed for a method that reads calibration,
+    one for a method that reads none (magnitude)."""
+    study = {"criteria": ["magnitude", "wanda"], "patterns": ["2:4"], "calibration_seeds": [0, 3]}
+    assert study_variants(study, CAL) == [
+        "dense",
+        "pruned/none/magnitude-2of4",
+        "pruned/brown-n32-l256-s0/wanda-2of4-seq",
+        "pruned/brown-n32-l256-s3/wanda-2of4-seq",
+    ]
+
+
 @pytest.mark.parametrize("text, spec", [
     ("retrain:norms", "retrain:norms"),
     ("retrain:norms+masklora", "retrain:norms+masklora"),

@@ -90,3 +90,29 @@ def test_zeroshot_columns_follow_variant_then_task_order():
     out = report.add_zeroshot_columns(df, results)
     assert out.acc_a.tolist() == [0.6, 0.4] and out.acc_b.tolist() == [0.8, 0.2]
     assert out.acc_mean.round(6).tolist() == [0.7, 0.3]
+
+
+def test_band_column_is_filled_from_a_bands_file_and_seed_spread_from_the_rows(tmp_path):
+    """``band_pct`` comes from the bands file for the row's model, method, pattern, stream and calibration (none for
+    a calibration it did not measure); a study pruned with several calibration seeds gets each row's spread over
+    them from its own rows."""
+    import json
+
+    from pruneflow.report.claims import read_bands
+
+    seeds = ["brown-n16-l256-s0", "brown-n16-l256-s1", "brown-n16-l256-s2"]
+    summaries = [{}] + [{"criterion": m, "pattern": "2of4", "sparsity": 0.5, "stream": "sequential", "calibration": c}
+                        for m in ("sparsegpt", "wanda") for c in seeds]
+    ppl = [14.0, 90.0, 99.0, 95.0, 130.0, 140.0, 133.0]
+    df = report.study_rows("m", [{"perplexity": p} for p in ppl], [{"overall": 0.5}] * len(ppl), summaries)
+    bands = {"bands": [{"model": "m", "calibration": "brown-n16-l256-s0", "method": "sparsegpt", "pattern": "2:4",
+                        "stream": "sequential", "band_pct": 7.5},
+                       {"model": "m", "calibration": "brown-n16-l256-s0", "method": "wanda", "pattern": "2:4",
+                        "stream": "sequential"}]}  # measured once: no band
+    (tmp_path / "bands.json").write_text(json.dumps(bands))
+    out = report.add_band_column(df, read_bands(tmp_path / "bands.json"))
+    assert out.band_pct.tolist()[1] == 7.5 and out.band_pct.isna().tolist() == [True, False, True, True, True, True, True]
+    assert out.seed_spread_pct.round(4).tolist()[1:] == [10.0] * 3 + [round(100 * (140 / 130 - 1), 4)] * 3
+    assert out.seed_spread_pct.isna().tolist()[0]
+    one_seed = report.study_rows("m", [{"perplexity": p} for p in ppl[:2]], [{"overall": 0.5}] * 2, summaries[:2])
+    assert "seed_spread_pct" not in one_seed

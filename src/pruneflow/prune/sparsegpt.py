@@ -24,8 +24,8 @@ from pruneflow.prune.masks import Pattern, lowest
 def inverse_hessian_factor(gram: torch.Tensor, percdamp: float = 0.01) -> tuple[torch.Tensor, torch.Tensor]:
     """Upper Cholesky factor U of H⁻¹ (H⁻¹ = UᵀU) for H = ``gram`` [in, in] (any positive scale).
 
-    Returns (U [in, in] float32, dead [in] bool). Dead inputs (never nonzero, diag 0) get a unit
-    diagonal so H stays invertible; ``percdamp`` × mean(diag H) is added to the diagonal.
+    Returns (U [in, in] float32, or float64 for a float64 gram; dead [in] bool). Dead inputs (never nonzero,
+    diag 0) get a unit diagonal so H stays invertible; ``percdamp`` × mean(diag H) is added to the diagonal.
     """
     # Reversing the input order turns the upper factor of H⁻¹ into an inverted lower factor of H:
     # with J the reversal, JHJ = LLᵀ gives H⁻¹ = UᵀU for U = J L⁻¹ J, one factorisation instead of three.
@@ -50,7 +50,7 @@ def one_cpu_thread(device):
 
 
 def _inverse_hessian_factor(gram: torch.Tensor, percdamp: float) -> tuple[torch.Tensor, torch.Tensor]:
-    h = gram.detach().float().flip(0, 1)  # flip copies: gram is left untouched
+    h = gram.detach().to(torch.promote_types(gram.dtype, torch.float32)).flip(0, 1)  # flip copies: gram is left untouched
     dead = torch.diagonal(h) == 0
     h[dead, dead] = 1
     diag = torch.diagonal(h)  # a view: edits write into h
@@ -73,7 +73,8 @@ def _inverse_hessian_factor(gram: torch.Tensor, percdamp: float) -> tuple[torch.
 def sparsegpt_prune(
     weight: torch.Tensor, gram: torch.Tensor, pattern: Pattern, blocksize: int = 128, percdamp: float = 0.01
 ) -> torch.Tensor:
-    """Prune ``weight`` [out, in] in place (any float dtype; the math is float32) and update the kept weights.
+    """Prune ``weight`` [out, in] in place (any float dtype; the math is float32, float64 if weight or gram is:
+    the exact arbiter) and update the kept weights.
 
     ``gram`` [in, in] is XᵀX over the calibration tokens (``InputStats(gram=True).gram``).
     Returns the keep-mask [out, in] (bool, True = kept).
@@ -88,10 +89,11 @@ def sparsegpt_prune(
         # A group of M columns must not straddle two blocks.
         blocksize = max(pattern.m, blocksize // pattern.m * pattern.m)
 
-    hinv, dead = inverse_hessian_factor(gram.to(weight.device), percdamp)
+    dtype = torch.promote_types(torch.promote_types(weight.dtype, gram.dtype), torch.float32)
+    hinv, dead = inverse_hessian_factor(gram.to(weight.device, dtype), percdamp)
     # Work on Wᵀ so that a column of W is a contiguous row: the column loop below then costs two
     # small kernels per column (an elementwise product and a rank-1 update), not eight.
-    wt = weight.detach().float().t().contiguous()
+    wt = weight.detach().to(dtype).t().contiguous()
     wt[dead] = 0
     pruned = torch.zeros(in_f, out_f, dtype=torch.bool, device=wt.device)
 

@@ -18,11 +18,12 @@ A term is a row selector (``table`` and column values that pick exactly one row)
 (each of them must satisfy the relation: "every granularity < none"), or ``{ratio_of: [selector,
 selector]}`` (the first row's value over the second's: "the gap between two methods shrinks").
 
-After the tables, :func:`evaluate` gives every claim an outcome, **holds**, **does not hold** or
-**not run** (a table or row the configuration did not make), with the numbers, the tightest margin
-and, where ``bench/results/noise_band.json`` measured one for a row (same model and calibration),
-the noise band: a margin smaller than the band is flagged, since rerunning with another thread
-count or sample order could flip it.
+After the tables, :func:`evaluate` gives every claim an outcome, **holds**, **does not hold**, **within
+noise** or **not run** (a table or row the configuration did not make), with the numbers, the tightest
+margin and, where ``bench/results/noise_band.json`` measured one for a row (same model and calibration),
+its band: the spread over calibration seeds and float order (threads, sample order, batch size, float64).
+A claim whose numbers sit closer to its threshold than that band is *within noise*: another seed or
+machine could flip it, so the ledger states neither outcome (``measured`` keeps what the numbers say).
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ import pandas as pd
 import yaml
 
 OPS = ("<", ">", "~")
-OUTCOMES = ("holds", "does not hold", "not run")
+OUTCOMES = ("holds", "does not hold", "within noise", "not run")
 CLAIM_KEYS = ("id", "paper", "claim", "source", "compare", "holds_if", "tolerance", "column")
 REQUIRED = ("id", "paper", "claim", "compare", "holds_if")
 # Columns a selector may name, per kind of study table (pruneflow.report.tables builds them).
@@ -257,39 +258,64 @@ def _margin(op: str, a: float, b: float) -> float:
     return 100 * abs(a / b - 1)
 
 
+def _distance(op: str, a: float, b: float, tol: float) -> float:
+    """How far the pair is from flipping the claim's outcome: the change of ``a`` (in %) that would put it on
+    the claim's threshold (for ~: the gap's distance from the tolerance)."""
+    if op == "<":
+        return 100 * abs(b * (1 + tol) / a - 1)
+    if op == ">":
+        return 100 * abs(b / ((1 + tol) * a) - 1)
+    return 100 * abs(abs(a / b - 1) - tol)
+
+
 def evaluate_claim(claim: Claim, tables: dict[str, pd.DataFrame], bands: list[dict] | None = None) -> dict:
-    """One ledger row: the claim, the numbers compared, the outcome, the tightest margin and its band."""
+    """One ledger row: the claim, the numbers compared, the outcome, the tightest margin and its band.
+
+    A pair of rows whose distance from the claim's threshold is less than the larger of their measured bands
+    could flip under a perturbation the band measured (another seed, thread count, float64): a claim that holds
+    with such a pair, or fails only on such pairs, is **within noise** (``measured`` keeps what the numbers say)."""
     bands = bands or []
     row = {"id": claim.id, "paper": claim.paper, "claim": claim.claim, "source": claim.source, "column": claim.column}
     try:
         values = [_value(t, tables, claim, bands) for t in claim.compare]
     except _NotRun as why:
-        return {**row, "comparison": "", "outcome": "not run", "margin_pct": float("nan"), "band_pct": float("nan"),
-                "within_band": "", "note": str(why)}
+        return {**row, "comparison": "", "outcome": "not run", "measured": "", "margin_pct": float("nan"),
+                "band_pct": float("nan"), "within_band": "", "note": str(why)}
     op, tol = claim.holds_if, claim.tolerance or 0.0
     symbol = {"<": " < ", ">": " > ", "~": " ≈ "}[op]
     comparison = symbol.join(", ".join(f"{label} {value:.4g}" for label, value, _ in term) for term in values)
     if tol:
         comparison += f" (tolerance {100 * tol:g}%)"
-    pairs = [(a, b) for left, right in zip(values, values[1:]) for a in left for b in right]
-    holds = all(_holds(op, a[1], b[1], tol) for a, b in pairs)
+    pairs = []
+    for left, right in zip(values, values[1:]):
+        for a in left:
+            for b in right:
+                known = [x for x in (a[2], b[2]) if x is not None]
+                pairs.append({"a": a, "b": b, "holds": _holds(op, a[1], b[1], tol), "distance": _distance(op, a[1], b[1], tol),
+                              "band": max(known) if known else None})
+    holds = all(p["holds"] for p in pairs)
     # The tightest pair: the smallest margin in the claim's favour (for ~, the largest gap).
-    key = (lambda p: -_margin(op, p[0][1], p[1][1])) if op == "~" else (lambda p: _margin(op, p[0][1], p[1][1]))
-    a, b = min(pairs, key=key)
-    margin = _margin(op, a[1], b[1])
-    known = [x for x in (a[2], b[2]) if x is not None]
-    band = max(known) if known else float("nan")
-    within = "" if not known else ("yes" if abs(100 * (a[1] / b[1] - 1)) < band else "no")
+    sign = -1 if op == "~" else 1
+    tightest = min(pairs, key=lambda p: sign * _margin(op, p["a"][1], p["b"][1]))
+    deciding = pairs if holds else [p for p in pairs if not p["holds"]]
+    fragile = [p for p in deciding if p["band"] is not None and p["distance"] < p["band"]]
+    noisy = bool(fragile) if holds else len(fragile) == len(deciding)
+    shown = min(fragile, key=lambda p: p["distance"] - p["band"]) if noisy else tightest
+    banded = [p for p in pairs if p["band"] is not None]
     note = ""
-    if within == "yes":
-        note = f"{a[0]} and {b[0]} differ by {abs(100 * (a[1] / b[1] - 1)):.2g}%, less than the noise band ±{band:.2g}%"
-    return {**row, "comparison": comparison, "outcome": "holds" if holds else "does not hold", "margin_pct": margin,
-            "band_pct": band, "within_band": within, "note": note}
+    if noisy:
+        note = (f"{shown['a'][0]} vs {shown['b'][0]} is {shown['distance']:.2g}% from the claim's threshold, inside "
+                f"their measured band ±{shown['band']:.2g}% (seeds, float order)")
+    measured = "holds" if holds else "does not hold"
+    return {**row, "comparison": comparison, "outcome": "within noise" if noisy else measured, "measured": measured,
+            "margin_pct": _margin(op, tightest["a"][1], tightest["b"][1]),
+            "band_pct": shown["band"] if shown["band"] is not None else float("nan"),
+            "within_band": "" if not banded else ("yes" if noisy else "no"), "note": note}
 
 
 def evaluate(claims: list[Claim], tables: dict[str, pd.DataFrame], bands: list[dict] | None = None) -> pd.DataFrame:
     return pd.DataFrame([evaluate_claim(c, tables, bands) for c in claims],
-                        columns=["id", "paper", "claim", "source", "column", "comparison", "outcome", "margin_pct",
+                        columns=["id", "paper", "claim", "source", "column", "comparison", "outcome", "measured", "margin_pct",
                                  "band_pct", "within_band", "note"])
 
 
@@ -298,10 +324,8 @@ def ledger_markdown(df: pd.DataFrame) -> str:
     lines = ["| paper | claim | our numbers | outcome |", "|---|---|---|---|"]
     for _, r in df.iterrows():
         outcome = f"**{r.outcome}**"
-        if r.outcome == "not run":
+        if r.outcome in ("not run", "within noise"):
             outcome += f" ({r.note})"
-        elif r.within_band == "yes":
-            outcome += " (within noise)"
         numbers = r.comparison.replace("|", "/") or "-"
         lines.append(f"| {r.paper} | {r.claim} | {numbers} | {outcome} |")
     counts = df.outcome.value_counts()

@@ -136,7 +136,7 @@ def study_rows(model: str, ppl: list[dict], sparsity: list[dict], summaries: lis
     if reference:
         ref = REFERENCES[reference]
         df[ref["label"]] = [ref["values"].get((m, p), float("nan")) for m, p in zip(df.method, df.pattern)]
-    return df
+    return add_seed_spread(df)
 
 
 def recovery_optimiser(summary: dict) -> str:
@@ -152,13 +152,29 @@ def recovery_optimiser(summary: dict) -> str:
 
 
 def add_band_column(df: pd.DataFrame, bands: list[dict]) -> pd.DataFrame:
-    """``noise_band_pct``: the spread (% of perplexity) measured for a row's method and pattern across thread
-    counts and sample orders (``bench/noise_band.py``); NaN where none was measured. Two rows closer than
-    their bands are not ordered by this table."""
+    """``band_pct``: the spread (max/min − 1, % of perplexity) measured for a row's method, pattern and calibration
+    over float order (threads, sample order, batch size, float64) and calibration seeds (``bench/noise_band.py``,
+    docs/reproducibility.md); NaN where none was measured. Two rows closer than their bands are not ordered by
+    this table."""
     from pruneflow.report.claims import band_column
 
     out = df.copy()
-    out["noise_band_pct"] = band_column(out, bands)
+    out["band_pct"] = band_column(out, bands)
+    return out
+
+
+def add_seed_spread(df: pd.DataFrame) -> pd.DataFrame:
+    """``seed_spread_pct``: where a study pruned a method with several calibration seeds (``calibration_seeds``),
+    each row's spread over them (max/min − 1 of the perplexity, in %), measured by this run itself; unchanged
+    otherwise."""
+    seeded = df[~df.calibration.isin(["-", "none"])]
+    if seeded.calibration.nunique() < 2:
+        return df
+    keys = [k for k in ("method", "pattern", "stream", "allocation") if k in df]
+    spread = seeded.groupby(keys, sort=False).perplexity.agg(lambda v: 100 * (v.max() / v.min() - 1) if len(v) > 1 else float("nan"))
+    out = df.copy()
+    out["seed_spread_pct"] = [spread.get(tuple(r[k] for k in keys), float("nan")) if r.calibration not in ("-", "none")
+                              else float("nan") for _, r in df.iterrows()]
     return out
 
 

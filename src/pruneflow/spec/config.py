@@ -59,7 +59,7 @@ CORPUS_KEYS = {
 # The keys each kind of study reads.
 _UNSTRUCTURED = ("kind", "title", "criteria", "patterns", "stream", "zeroshot", "reference", "allocation", "owl_m", "owl_lambda")
 STUDY_KEYS = {
-    "unstructured": _UNSTRUCTURED,
+    "unstructured": (*_UNSTRUCTURED, "calibration_seeds"),
     "recovery": (*_UNSTRUCTURED, "recoveries"),
     "structured": ("kind", "title", "criteria", "targets", "ratios", "reconstructions", "damping", "speed", "zeroshot"),
     "sensitivity": ("kind", "title", "criteria", "patterns", "windows"),

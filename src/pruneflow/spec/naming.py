@@ -138,8 +138,10 @@ def study_methods(study: dict) -> list[Method]:
 
 
 def study_variants(study: dict, calibration: dict) -> list[str]:
-    """Variants a study compares, the dense model first; duplicates removed, order kept."""
-    variants = ["dense"] + [pruned_variant(m, calibration) for m in study_methods(study)]
+    """Variants a study compares, the dense model first; duplicates removed, order kept. With
+    ``calibration_seeds`` each method once per calibration seed (the seeds' spread beside the rows)."""
+    seeds = study.get("calibration_seeds", [calibration["seed"]])
+    variants = ["dense"] + [pruned_variant(m, {**calibration, "seed": s}) for m in study_methods(study) for s in seeds]
     return list(dict.fromkeys(variants))
 
 
