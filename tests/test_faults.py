@@ -14,9 +14,10 @@ import sys
 import time
 
 import pytest
+import torch
 
 from pruneflow.core.atomic import _HOST, atomic_path, remove_stale_temporaries
-from pruneflow.core.runtime import job
+from pruneflow.core.runtime import PEAK_RSS_LINE, job
 
 from conftest import REPO
 from workflow_helpers import planned, snakemake, tiny_config, write_config
@@ -38,6 +39,17 @@ def test_an_exception_in_a_job_writes_its_traceback_to_the_log(tmp_path):
             1 / 0
     text = log.read_text()
     assert "working" in text and "Traceback (most recent call last)" in text and "ZeroDivisionError" in text
+
+
+def test_a_jobs_log_ends_with_its_exact_peak_memory(tmp_path):
+    """Snakemake's benchmark file samples memory every 30 s after a job's first 30 s; the log's last line has the
+    exact peak (bench/scale.py reads both), here at least the 400 MB tensor the job held for an instant."""
+    log = tmp_path / "job.log"
+    with job(str(log)):
+        held = torch.ones(100 * 2**20)  # 400 MiB, touched
+        del held
+    last = log.read_text().splitlines()[-1]
+    assert last.startswith(PEAK_RSS_LINE) and float(last.split()[-1]) >= 400
 
 
 def test_a_finished_job_freezes_its_objects_out_of_the_exit_collection(tmp_path):

@@ -354,7 +354,9 @@ def test_slurm_profile_plans_the_same_jobs_as_local_and_asks_for_what_rules_decl
     assert jobs == planned_jobs(tmp_path, *slurm_profile, "--workflow-profile", "none")
     # The rules declare memory and runtime themselves (a local dry run shows them too).
     local_jobs = {rule: res for rule, _, res in planned_jobs(tmp_path)}
-    assert local_jobs["prune_sequential"]["runtime"] == "240" and int(local_jobs["prune_sequential"]["mem_mb"]) > 50000
+    # LLaMA-7B in float32 at 128 x 2048 calibration: a block, the embeddings and the calibration's hidden states
+    # (about 14 GB by pruneflow.spec.resources), not 2.5 copies of the model (67 GB, before streaming)
+    assert local_jobs["prune_sequential"]["runtime"] == "240" and 12_000 < int(local_jobs["prune_sequential"]["mem_mb"]) < 30_000
     by_rule = {rule: (threads, res) for rule, threads, res in jobs}
     gpu_rules = {"prune_sequential", "activation_cache", "perplexity"}
     assert gpu_rules <= set(by_rule)
@@ -367,7 +369,8 @@ def test_slurm_profile_plans_the_same_jobs_as_local_and_asks_for_what_rules_decl
             assert "gpu" not in res or res["gpu"] == "0"
             assert "--gpus" not in calls and res["slurm_partition"] == "cpu", calls
     # Memory and runtime come from the rules (a 7B model: its config is not cached here), the rest from defaults.
-    assert int(by_rule["prune_sequential"][1]["mem_mb"]) > 2 * 7e9 * 4 / 2**20 and by_rule["prune_sequential"][1]["runtime"] == "240"
+    assert by_rule["prune_sequential"][1]["mem_mb"] == local_jobs["prune_sequential"]["mem_mb"]
+    assert by_rule["prune_sequential"][1]["runtime"] == "240"
     assert by_rule["perplexity"][1]["runtime"] == "60" and by_rule["model"][1]["runtime"] == "60"
     assert by_rule["study_report"][1]["mem_mb"] == "4000"
 

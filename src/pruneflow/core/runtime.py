@@ -65,6 +65,8 @@ def job(log_path: str | None = None, threads: int = 1, seed: int = 0, gpus: int 
         info["seconds"] = time.perf_counter() - start
         sys.stdout, sys.stderr = old
         if log:
+            # the exact peak (Snakemake's benchmark file samples memory every 30 s after a job's first 30 s)
+            print(f"{PEAK_RSS_LINE} {peak_memory_mb():.1f}", file=log)
             log.close()
         # The interpreter's last garbage collection at exit walks every object torch, transformers and
         # lm-eval made (~1 s a job; bench/job_overhead.py); frozen, they are left for the OS to free.
@@ -81,7 +83,8 @@ def _return_freed_memory() -> None:
         pass
 
 
-M_MMAP_THRESHOLD = -3  # glibc's mallopt parameter (malloc.h)
+M_MMAP_THRESHOLD = -3
+PEAK_RSS_LINE = "peak RSS (MB):"  # the last line of a job's log  # glibc's mallopt parameter (malloc.h)
 
 
 def runtime_settings(config: dict) -> dict:

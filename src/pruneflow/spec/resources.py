@@ -93,7 +93,8 @@ def job_peaks(model_config: dict, dtype: str, config: dict) -> dict[str, dict[st
     outer, block = s.outer_params * b, s.block_params * b
     calib = config["calibration"]["nsamples"] * config["calibration"]["seqlen"]
     rt = config.get("runtime", {})
-    hidden_states = calib * s.hidden * FP32  # one float32 copy of the calibration set's hidden states
+    hidden_states = calib * s.hidden * b  # the calibration set's hidden states, as pruning computes them
+    hidden32 = calib * s.hidden * FP32  # ... and as reconstruction does (float32 blocks)
     # a block's input statistics, one per distinct layer input (q/k/v and gate/up share): summed in float64,
     # stored and used in float32
     grams64 = (3 * s.hidden**2 + s.ffn**2) * 8
@@ -129,7 +130,7 @@ def job_peaks(model_config: dict, dtype: str, config: dict) -> dict[str, dict[st
         "zeroshot": outer + dispatched,
         "speed": outer + dispatched,
         "sensitivity": streamed + block + 2 * logits,
-        "recon": outer + 2 * block + s.mlp_params * ADAM + 3 * hidden_states,
+        "recon": outer + 2 * block + s.mlp_params * ADAM + 3 * hidden32,
         "retrain": retrain,
         "retrain_adapter": retrain + s.blocks * s.block_params + saved_merged,
         "recon_full": 2 * s.model_bytes + s.params * ADAM + saved,
