@@ -38,3 +38,13 @@ def tiny():
 def calib_ids() -> torch.Tensor:
     """Random calibration token ids for the tiny model: [8, 32]."""
     return torch.randint(2, 258, (8, 32), generator=torch.Generator().manual_seed(0))
+
+
+def bench_module(name: str):
+    """bench/<name>.py, imported from its file (bench/ is no package)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(name, REPO / "bench" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module

@@ -13,7 +13,7 @@ import yaml
 
 from pruneflow.report.claims import ClaimsError, evaluate, ledger_markdown, load_claims
 
-from conftest import REPO
+from conftest import REPO, bench_module
 
 
 def _tables():
@@ -160,16 +160,6 @@ def test_repository_claims_name_only_configured_tables_and_columns():
     assert {"wanda_groups", "liar_ablation", "recon_sweep"} <= {t for c in claims for t in c.tables} - default_tables
 
 
-def _bench_module(name: str):
-    """bench/<name>.py, imported from its file (bench/ is no package)."""
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location(name, REPO / "bench" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_a_label_run_once_gives_no_band(tmp_path):
     """bench/noise_band.py gives a band only from two or more runs of the band's label; the ledger reads
     only entries with a band (one run is no spread, not a band of 0%)."""
@@ -177,7 +167,7 @@ def test_a_label_run_once_gives_no_band(tmp_path):
 
     from pruneflow.report.claims import read_bands
 
-    noise_band = _bench_module("noise_band")
+    noise_band = bench_module("noise_band")
     runs = [{"label": "old", "criterion": "sparsegpt", "pattern": "2:4", "perplexity": 80.0},
             {"label": "new", "criterion": "sparsegpt", "pattern": "2:4", "perplexity": 80.0},
             {"label": "new", "criterion": "sparsegpt", "pattern": "2:4", "perplexity": 80.4},
@@ -193,7 +183,7 @@ def test_noise_bands_are_kept_per_calibration():
     """Runs with another calibration make their own band: a spread measured for 32 calibration samples is
     not the band of a table made from 16 (runs recorded before runs named theirs are the 32-sample ones)."""
 
-    noise_band = _bench_module("noise_band")
+    noise_band = bench_module("noise_band")
     runs = [{"label": "new", "criterion": "sparsegpt", "pattern": "2:4", "perplexity": 80.0},
             {"label": "new", "criterion": "sparsegpt", "pattern": "2:4", "perplexity": 88.0},
             {"label": "new", "calibration": "brown-n16-l256-s0", "criterion": "sparsegpt", "pattern": "2:4", "perplexity": 90.0},
@@ -206,7 +196,7 @@ def test_band_spans_float_order_and_calibration_seeds_and_says_what_it_covers():
     """The band of an entry is the spread over its float-order runs (threads, float64, ...) and its calibration
     seeds; float64 is shown beside the workflow-settings float32 number, and the band says whether it covers
     float64 and another machine's result (quoted to 4 digits: off by half a last digit at most)."""
-    noise_band = _bench_module("noise_band")
+    noise_band = bench_module("noise_band")
     c = "brown-n16-l256-s"
     runs = [{"label": "new", "calibration": f"{c}0", "criterion": "sparsegpt", "pattern": "2:4", "perplexity": 100.0},
             {"label": "new", "calibration": f"{c}0", "criterion": "sparsegpt", "pattern": "2:4", "dtype": "float64", "perplexity": 101.0},
@@ -268,7 +258,7 @@ def test_results_generator_writes_the_page_the_figures_and_the_readme_block(tmp_
     """bench/readme_results.py renders the ledger from claims.csv (none without one), writes docs/results.md with
     each table of the config's studies, its figure and provenance line, copies the figure, and refreshes only the
     README's results block."""
-    readme_results = _bench_module("readme_results")
+    readme_results = bench_module("readme_results")
     assert readme_results.claims_block(tmp_path) is None
     args, docs, readme = _results_run(tmp_path)
     (tmp_path / "prov.json").write_text(json.dumps({"commit": "abc1234", "date": "2026-12-01", "machine": "Linux-x86_64",
@@ -296,7 +286,7 @@ def test_results_provenance_is_this_checkout_and_machine(tmp_path):
 
     import torch
 
-    readme_results = _bench_module("readme_results")
+    readme_results = bench_module("readme_results")
     args, docs, _ = _results_run(tmp_path)
     readme_results.main(args)
     line = next(l for l in (docs / "results.md").read_text().splitlines() if l.startswith("*Provenance*"))

@@ -4,6 +4,7 @@ import json
 import re
 import shutil
 import time
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -16,8 +17,10 @@ from pruneflow.core.mask_files import load_block_masks
 from pruneflow.core.stream import load_variant
 from pruneflow.core.variants import read_record
 from pruneflow.core.writer import stored_bytes
+from pruneflow.spec.config import with_defaults
+from pruneflow.spec.resources import job_peaks
 
-from conftest import REPO
+from conftest import REPO, bench_module
 from workflow_helpers import plan_after, planned, planned_jobs, sbatch_call, snakemake, tiny_config, write_config
 
 pytestmark = pytest.mark.slow
@@ -128,6 +131,22 @@ def test_variants_store_only_what_changed_with_manifests(finished_run):
     folders = [root / "dense", root / "acts/brown-n4-l64-s0", wanda, *(root / "recovered").glob("*/*/*/*")]
     for folder in folders:
         verify_folder(folder)  # every file listed, with its size and checksum
+
+
+def test_every_jobs_memory_is_read_by_the_scale_benchmark(finished_run):
+    """bench/scale.py reads every job of a run: its kind from the benchmark file's path, its exact peak from the
+    log's last line (never below the benchmark file's sampled one), and a formula for every kind."""
+    workdir, config = finished_run
+    scale = bench_module("scale")
+    jobs = scale.peaks(workdir / "results")
+    assert len(jobs) == len(list((workdir / "results" / "benchmarks").rglob("*.tsv"))) > 30
+    kinds = {j["kind"] for j in jobs}
+    assert {"model", "prune_sequential", "prune_from_cache", "prune_structured_liar", "recon", "retrain",
+            "retrain_adapter", "perplexity", "zeroshot", "speed", "report"} <= kinds
+    assert all(j["max_rss_bytes"] >= j["benchmark_max_rss_bytes"] > 0 for j in jobs)
+    formula = job_peaks(json.loads((Path(config["models"]["tiny"]["path"]) / "config.json").read_text()), "float32",
+                        with_defaults(config))
+    assert kinds <= set(formula)
 
 
 def test_costs_in_tables_are_the_benchmarks_of_the_jobs(finished_run):

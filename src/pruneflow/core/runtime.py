@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import gc
 import resource
 import sys
@@ -44,7 +43,6 @@ def job(log_path: str | None = None, threads: int = 1, seed: int = 0, gpus: int 
     """
     torch.set_num_threads(max(1, threads))
     torch.manual_seed(seed)
-    _return_freed_memory()
     info: dict = {}
     log = open(log_path, "w") if log_path else None
     old = sys.stdout, sys.stderr
@@ -73,18 +71,7 @@ def job(log_path: str | None = None, threads: int = 1, seed: int = 0, gpus: int 
         gc.freeze()
 
 
-def _return_freed_memory() -> None:
-    """Freed tensors of 1 MiB and more go back to the OS. glibc otherwise raises its mmap threshold to the
-    largest block freed so far, and later tensors come from a heap that never shrinks: a streamed job's peak
-    RSS then grows with every block it has seen (bench/scale.py: 10% on a pruned variant's perplexity)."""
-    try:
-        ctypes.CDLL("libc.so.6").mallopt(M_MMAP_THRESHOLD, 2**20)
-    except (OSError, AttributeError):  # not glibc: its allocator has its own policy
-        pass
-
-
-M_MMAP_THRESHOLD = -3
-PEAK_RSS_LINE = "peak RSS (MB):"  # the last line of a job's log  # glibc's mallopt parameter (malloc.h)
+PEAK_RSS_LINE = "peak RSS (MB):"  # the last line of a job's log
 
 
 def runtime_settings(config: dict) -> dict:

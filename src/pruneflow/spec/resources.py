@@ -20,9 +20,8 @@ from pruneflow.spec.naming import parse_recovery
 
 BYTES = {"float32": 4, "bfloat16": 2, "float16": 2, "float64": 8}
 # Python, torch and transformers imported (and lm-eval for zero-shot), before any weight: measured RSS.
-BASE = 0.42e9
-BASE_LM_EVAL = 0.45e9
-BASE_LIGHT = 0.3e9  # jobs that load no model (corpora, tables, figures)
+BASE = 0.48e9
+BASE_LM_EVAL = 0.05e9  # what lm-eval adds to BASE
 FP32 = 4
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(B|KB|MB|GB|TB|KIB|MIB|GIB|TIB)?\s*$", re.IGNORECASE)
 _UNITS = {"b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12, "kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40}
@@ -137,11 +136,11 @@ def job_peaks(model_config: dict, dtype: str, config: dict) -> dict[str, dict[st
         "retrain_full": s.model_bytes + s.params * ADAM + saved + 2 * logits,
     }
     host = {kind: BASE + need for kind, need in device.items()}
-    host["zeroshot"] = BASE_LM_EVAL + device["zeroshot"]
+    host["zeroshot"] = BASE + BASE_LM_EVAL + device["zeroshot"]
     host.update(
         model=BASE + s.model_bytes,  # transformers loads the source whole, once (not streamed yet)
         export=BASE + s.model_bytes,  # a Hugging Face folder is written from a whole model
-        calibration=BASE, corpus=BASE_LIGHT, zeroshot_task=BASE_LIGHT, report=BASE_LIGHT, claims=BASE_LIGHT,
+        calibration=BASE, corpus=BASE, zeroshot_task=BASE, report=BASE, claims=BASE,
     )
     return {kind: {"host": host[kind], "device": device.get(kind, 0.0)} for kind in host}
 
