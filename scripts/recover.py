@@ -20,8 +20,7 @@ spec = json.loads(snakemake.params.spec)
 recovery = Recovery(**spec["recovery"])
 with job(snakemake.log[0], snakemake.threads, gpus=snakemake.resources.get("gpu", 0), seed=spec["settings"].get("seed", 0)):
     device = resolve_device(rt["device"])
-    whole = recovery.mode == "retrain" or recovery.granularity == "full"  # next-token loss: no dense targets
-    dense = None if whole else open_stream(snakemake.input.dense, tokenizer=False)
+    dense = None if recovery.whole_model else open_stream(snakemake.input.dense, tokenizer=False)
     calib = load_calibration(snakemake.input.calib)
     if recovery.interleaved:
         method = parse_method_id(snakemake.wildcards.method)

@@ -94,3 +94,13 @@ def test_gpu_limit_is_per_gpu_times_the_gpus_a_job_may_take(tiny_model_dir):
 def test_bad_memory_limits_are_named(tiny_model_dir, key, size, message):
     with pytest.raises(ConfigError, match=message):
         check_config(full_recovery_config(tiny_model_dir, max_memory={key: size}), ".", REPO)
+
+
+@pytest.mark.parametrize("spec, whole, every", [("retrain:norms", True, False), ("retrain:norms+full", True, True),
+                                                ("recon:full", True, True), ("recon:sublayer", False, False)])
+def test_a_recovery_says_whether_it_needs_the_whole_model(spec, whole, every):
+    """One place decides it: the recovery job (no dense stream), its float32 model and the memory check."""
+    from pruneflow.spec.naming import parse_recovery
+
+    rec = parse_recovery(spec)
+    assert (rec.whole_model, rec.trains_every_weight) == (whole, every)

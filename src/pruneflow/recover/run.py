@@ -44,8 +44,8 @@ def recover(dense, pruned, keep_masks, calib_ids: torch.Tensor, recovery: Recove
     """
     p = ModelStream.wrap(pruned)
     d = None if dense is None else ModelStream.wrap(dense)
-    if recovery.mode == "retrain" or recovery.granularity == "full":
-        dtype = torch.float32 if needs_float32_model(recovery) else None
+    if recovery.whole_model:
+        dtype = torch.float32 if recovery.trains_every_weight else None
         with _whole_model(p, device, dtype) as model:
             return _recover(None, model, keep_masks, calib_ids, recovery, settings, device, method, gradient_checkpointing)
     p.compute_dtype = d.compute_dtype = torch.float32
@@ -53,11 +53,6 @@ def recover(dense, pruned, keep_masks, calib_ids: torch.Tensor, recovery: Recove
         return _recover(d, p, keep_masks, calib_ids, recovery, settings, device, method)
     finally:
         p.compute_dtype = d.compute_dtype = None
-
-
-def needs_float32_model(recovery: Recovery) -> bool:
-    """Whether the recovery trains every weight of the whole model at once (float32 throughout)."""
-    return recovery.granularity == "full" or (recovery.mode == "retrain" and "full" in split_trainable(recovery.trainable)[0])
 
 
 @contextlib.contextmanager

@@ -74,23 +74,6 @@ def max_positions(config: dict | None) -> int | None:
     return None
 
 
-def parameter_count(config: dict | None) -> int | None:
-    """A LLaMA-shaped estimate of the parameter count (blocks and embeddings), for sizing jobs."""
-    if not config:
-        return None
-    cfg = {**(config.get("text_config") or {}), **config}
-    h = cfg.get("hidden_size") or cfg.get("n_embd") or cfg.get("d_model")
-    layers = cfg.get("num_hidden_layers") or cfg.get("n_layer") or cfg.get("num_layers")
-    if not (isinstance(h, int) and isinstance(layers, int)):
-        return None
-    f = cfg.get("intermediate_size") or cfg.get("ffn_dim") or cfg.get("n_inner") or 4 * h
-    vocab = cfg.get("vocab_size") or 32000
-    heads = cfg.get("num_attention_heads") or 1
-    kv = (cfg.get("num_key_value_heads") or heads) * h // heads  # width of k and v (grouped-query attention)
-    embeddings = vocab * h * (1 if cfg.get("tie_word_embeddings", True) else 2)
-    return layers * (2 * h * h + 2 * h * kv + 3 * h * f) + embeddings
-
-
 # ---------------------------------------------------------------- GGUF header
 # GGUF: magic "GGUF", uint32 version, uint64 tensor count, uint64 key-value count, then key-value pairs
 # (key: uint64 length + UTF-8; value: uint32 type + payload). Only these are read: gguf's GGUFReader

@@ -284,6 +284,16 @@ class Recovery:
         return self.order == "interleaved"
 
     @property
+    def whole_model(self) -> bool:
+        """Trains on the next-token loss of the whole model (retraining, recon:full): no dense targets."""
+        return self.mode == "retrain" or self.granularity == "full"
+
+    @property
+    def trains_every_weight(self) -> bool:
+        """Trains every weight at once (recon:full, retrain:...+full): float32 throughout, memory of the whole model."""
+        return self.granularity == "full" or (self.mode == "retrain" and "full" in self.trainable.split("+"))
+
+    @property
     def spec(self) -> str:
         if self.mode == "retrain":
             return f"retrain:{self.trainable}"

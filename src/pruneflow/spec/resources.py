@@ -159,7 +159,7 @@ def check_whole_model_recoveries(config: dict, peaks: dict) -> None:
     for name, study in config["studies"].items():
         for spec in study.get("recoveries", []) if study.get("kind") == "recovery" else []:
             rec = parse_recovery(spec)
-            if rec is None or not (rec.granularity == "full" or (rec.mode == "retrain" and "full" in rec.trainable.split("+"))):
+            if rec is None or not rec.trains_every_weight:
                 continue
             need = peaks[f"{rec.mode}_full"]["host" if on_cpu else "device"]
             if need > limit:
