@@ -124,3 +124,13 @@ def test_gradient_checkpointing_gives_the_same_retraining():
     recover(None, checked, None, CALIB, parse_recovery("retrain:norms"), SETTINGS, gradient_checkpointing=True)
     for (name, a), (_, b) in zip(plain.named_parameters(), checked.named_parameters()):
         assert torch.allclose(a, b, atol=1e-6), name
+
+
+def test_a_released_block_frees_its_weights_though_the_loop_still_names_it(stored):
+    _, dense_dir, _ = stored
+    stream = open_stream(dense_dir, tokenizer=False)
+    held = [block for _, block in stream.blocks()]  # every block kept by name past its release
+    assert len(held) == stream.num_blocks
+    assert all(p.is_meta for block in held for p in block.parameters())
+    with stream.loaded(0) as again:  # a released block can still be read afresh
+        assert not any(p.is_meta for p in again.parameters())

@@ -28,6 +28,7 @@ from torch import nn
 
 from pruneflow.core.architectures import Architecture, architecture_of, default_dtype, find_blocks, remember_architecture
 from pruneflow.core.experts import unfuse_experts
+from pruneflow.core.runtime import return_freed_memory
 from pruneflow.core.variants import open_source
 from pruneflow.core.weights import CONFIG_DIR, rest_state
 
@@ -162,9 +163,13 @@ class ModelStream:
             block.to("cpu").requires_grad_(True)
             if self.compute_dtype is not None:
                 block.to(self.source.dtype)
-        elif index in self._placed:
-            self._placed.discard(index)
-            self.blocks_list()[index] = self._templates[index]
+        else:
+            if index in self._placed:
+                self._placed.discard(index)
+                self.blocks_list()[index] = self._templates[index]
+            # freed now, though the caller's loop variable still names it until the next block is loaded
+            block.to("meta")
+        return_freed_memory()
 
     @contextlib.contextmanager
     def loaded(self, index: int, device="cpu", place: bool = False, from_root: bool = False):

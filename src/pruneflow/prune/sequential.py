@@ -62,6 +62,8 @@ def prune_model(
             name: prune_layer(criterion, arch.weight(layer), stats.get(name), patterns[index]).cpu()
             for name, layer in linears.items()
         }
+        del stats  # a block's statistics (Grams: [in, in] each) are not held into the next block's pass
         if inputs is not None:
             inputs = inputs.replace(run_block(block, inputs) if stream == "sequential" else dense_out)
+            del dense_out
         yield index, masks

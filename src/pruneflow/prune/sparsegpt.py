@@ -63,9 +63,10 @@ def _inverse_hessian_factor(gram: torch.Tensor, percdamp: float) -> tuple[torch.
         damp = damp * 10  # not positive definite in float32: damp more, as some reimplementations do
     else:
         raise ValueError(f"SparseGPT: the Hessian is not positive definite even with dampening {damp:.3g}")
-    eye = torch.eye(h.shape[0], dtype=h.dtype, device=h.device)
+    del h, diag  # only the factor is needed now: at most three [in, in] matrices at once (factor, eye, inverse)
+    eye = torch.eye(lower.shape[0], dtype=lower.dtype, device=lower.device)
     lower_inv = torch.linalg.solve_triangular(lower, eye, upper=False)
-    del h, diag, lower, eye  # freed before the flip's copy: three [in, in] matrices at once, not five
+    del lower, eye  # freed before the flip's copy
     return lower_inv.flip(0, 1), dead.flip(0)
 
 
