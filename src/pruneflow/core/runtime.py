@@ -95,3 +95,9 @@ def return_freed_memory() -> None:
     lowering the threshold instead returned memory on every free and made pruning 1.35-1.5x slower."""
     if _MALLOC_TRIM is not None:
         _MALLOC_TRIM(0)
+
+
+def runtime_settings(config: dict) -> dict:
+    """The config's ``runtime`` section, defaults from the schema; read by jobs directly, never a tracked
+    param, because it changes how a job runs, not what it computes."""
+    return with_defaults(config)["runtime"]
