@@ -71,7 +71,7 @@ def job(log_path: str | None = None, threads: int = 1, seed: int = 0, gpus: int 
         gc.freeze()
 
 
-PEAK_RSS_LINE = "peak RSS (MB):"
+PEAK_RSS_LINE = "peak RSS (MB):"  # the last line of a job's log
 
 
 def _malloc_trim():

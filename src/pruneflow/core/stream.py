@@ -169,7 +169,7 @@ class ModelStream:
                 self.blocks_list()[index] = self._templates[index]
             # freed now, though the caller's loop variable still names it until the next block is loaded
             block.to("meta")
-        return_freed_memory()
+            return_freed_memory()  # a wrapped model keeps its blocks: nothing to give back
 
     @contextlib.contextmanager
     def loaded(self, index: int, device="cpu", place: bool = False, from_root: bool = False):
