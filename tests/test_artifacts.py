@@ -27,6 +27,32 @@ def test_tensor_file_round_trips_with_its_checksum(tmp_path):
     assert all(torch.equal(back[k], tensors[k]) for k in tensors) and meta["note"] == "x"
 
 
+def test_every_dtype_and_shape_checks_against_the_checksum_it_was_saved_with(tmp_path):
+    # the checksum on read comes from the file's bytes; on write, from the tensors: they must agree
+    tensors = {"bool": torch.tensor([True, False]), "u8": torch.arange(3, dtype=torch.uint8), "scalar": torch.tensor(2.5),
+               "f64": torch.randn(2, 2, dtype=torch.float64), "f16": torch.randn(4, dtype=torch.float16),
+               "empty": torch.zeros(0, 3), "i32": torch.arange(4, dtype=torch.int32).reshape(2, 2)}
+    save_tensors(tmp_path / "t.safetensors", tensors)
+    back, _ = load_tensors(tmp_path / "t.safetensors")
+    assert all(torch.equal(back[k], v) and back[k].dtype == v.dtype for k, v in tensors.items())
+
+
+def _rss_file_kb() -> int:
+    return next(int(line.split()[1]) for line in open("/proc/self/status") if line.startswith("RssFile:"))
+
+
+def test_a_loaded_tensor_is_read_into_memory_only_where_it_is_touched(tmp_path):
+    # a job that looks up a few embedding rows must not hold the whole matrix (nor a cache's unread Grams)
+    save_tensors(tmp_path / "e.safetensors", {"embedding": torch.ones(8192, 2048)})  # 64 MiB
+    before = _rss_file_kb()
+    tensors, _ = load_tensors(tmp_path / "e.safetensors")
+    rows = tensors["embedding"][:4].sum()
+    loaded = _rss_file_kb()
+    whole = tensors["embedding"].sum()
+    assert rows == 4 * 2048 and whole == 8192 * 2048
+    assert loaded - before < 8 * 1024 < _rss_file_kb() - before - 32 * 1024  # KiB: a few pages, then the matrix
+
+
 @pytest.mark.parametrize("damage", ["flip", "truncate", "garble_header"])
 def test_damaged_calibration_file_names_its_path_and_the_fix(tmp_path, damage):
     path = tmp_path / "calib.safetensors"

@@ -168,6 +168,34 @@ def _hash_tensor(h, name: str, tensor: torch.Tensor) -> None:
     h.update(t.reshape(-1).view(torch.uint8).numpy())
 
 
+_DTYPES = {"BOOL": torch.bool, "U8": torch.uint8, "I8": torch.int8, "I16": torch.int16, "I32": torch.int32,
+           "I64": torch.int64, "F16": torch.float16, "BF16": torch.bfloat16, "F32": torch.float32, "F64": torch.float64}
+
+
+def _file_checksum(path: Path) -> str:
+    """:func:`tensors_checksum` of a safetensors file, from its header and bytes (a tensor's bytes in the file
+    are its bytes in memory)."""
+    h = xxhash.xxh3_128()
+    buffer = memoryview(bytearray(CHUNK))
+    with open(path, "rb") as f:
+        size = int.from_bytes(f.read(8), "little")
+        if size > path.stat().st_size:
+            raise EOFError(f"its header length {size} exceeds the file's size")
+        header = json.loads(f.read(size))
+        for name in sorted(k for k in header if k != "__metadata__"):
+            info = header[name]
+            h.update(f"{name}|{_DTYPES[info['dtype']]}|{tuple(info['shape'])}|".encode())
+            begin, end = info["data_offsets"]
+            f.seek(8 + size + begin)
+            while begin < end:
+                got = f.readinto(buffer[:min(CHUNK, end - begin)])
+                if not got:
+                    raise EOFError(f"tensor {name!r} ends past the end of the file")
+                h.update(buffer[:got])
+                begin += got
+    return h.hexdigest()
+
+
 def save_tensors(path, tensors: dict[str, torch.Tensor], metadata: dict[str, str] | None = None) -> None:
     """Write a safetensors file atomically, its tensors' checksum in its metadata."""
     tensors = {k: v.detach().contiguous().cpu() for k, v in tensors.items()}
@@ -178,26 +206,25 @@ def save_tensors(path, tensors: dict[str, torch.Tensor], metadata: dict[str, str
 
 def load_tensors(path, device="cpu", keep=None) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
     """Read a file written by :func:`save_tensors`, verify its checksum; returns (tensors, metadata).
-    ``keep``: a test on tensor names; the others are read one at a time for the checksum only, never held."""
+
+    The tensors are memory-mapped (safetensors' ``safe_open``): a page is read when it is first touched, so a
+    lookup into an embedding holds the rows it reads, not the matrix. The checksum is taken from the file's
+    bytes with plain reads, which leave nothing mapped. ``keep``: a test on tensor names; the others are checked,
+    never returned."""
     path = Path(path)
     if not path.is_file():
         raise ArtifactError(f"{path}: missing; {fix(path)}")
-    h = xxhash.xxh3_128()
     try:
+        checksum = _file_checksum(path)
         with safe_open(str(path), "pt") as f:
             meta = f.metadata() or {}
-            tensors = {}
-            for name in sorted(f.keys()):
-                tensor = f.get_tensor(name)
-                _hash_tensor(h, name, tensor)
-                if keep is None or keep(name):
-                    tensors[name] = tensor
+            tensors = {name: f.get_tensor(name) for name in sorted(f.keys()) if keep is None or keep(name)}
     except Exception as err:  # truncated or garbled files raise several kinds of errors
         raise ArtifactError(f"{path}: unreadable ({err.__class__.__name__}: {err}): truncated or corrupt; {fix(path)}") from None
     recorded = meta.get(CHECKSUM_KEY)
     if recorded is None:
         raise ArtifactError(f"{path}: no checksum in its metadata (written by an older PruneFlow); {fix(path)}")
-    if h.hexdigest() != recorded:
+    if checksum != recorded:
         raise ArtifactError(f"{path}: checksum of its tensors differs from the one recorded in it (corrupt); {fix(path)}")
     if str(device) != "cpu":
         tensors = {k: v.to(device) for k, v in tensors.items()}
