@@ -225,3 +225,28 @@ def test_sparsegpt_same_result_with_any_thread_count():
     torch.set_num_threads(1)
     assert torch.equal(results[0][0], results[1][0]) and torch.equal(results[0][1], results[1][1])
     assert torch.get_num_threads() == 1  # restored after the one-thread factorisation
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_in_place_factor_equals_the_out_of_place_one_bit_for_bit(dtype):
+    # the factor is computed in place (a memory saving); it must give exactly the values of the plain formula,
+    # dead inputs and a rank-deficient Hessian included
+    from pruneflow.prune.sparsegpt import inverse_hessian_factor
+
+    torch.manual_seed(0)
+    for rows, cols, dead in [(300, 200, [3, 50]), (5, 200, [])]:  # the second is of rank 5: the dampening makes it definite
+        x = torch.randn(rows, cols, dtype=dtype)
+        x[:, dead] = 0
+        gram = x.t() @ x
+        factor, found_dead = inverse_hessian_factor(gram)
+
+        h = gram.flip(0, 1).clone()
+        flipped_dead = torch.diagonal(h) == 0
+        h[flipped_dead, flipped_dead] = 1
+        damp, lower = 0.01 * torch.diagonal(h).mean(), None
+        while lower is None:
+            torch.diagonal(h).add_(damp)
+            lower, info = torch.linalg.cholesky_ex(h)
+            lower, damp = (lower, damp) if info == 0 else (None, damp * 10)
+        expected = torch.linalg.solve_triangular(lower, torch.eye(cols, dtype=dtype), upper=False).flip(0, 1)
+        assert torch.equal(factor, expected) and found_dead.tolist() == [i in dead for i in range(cols)]

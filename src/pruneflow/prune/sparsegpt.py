@@ -50,24 +50,46 @@ def one_cpu_thread(device):
 
 
 def _inverse_hessian_factor(gram: torch.Tensor, percdamp: float) -> tuple[torch.Tensor, torch.Tensor]:
-    h = gram.detach().to(torch.promote_types(gram.dtype, torch.float32)).flip(0, 1)  # flip copies: gram is left untouched
-    dead = torch.diagonal(h) == 0
-    h[dead, dead] = 1
-    diag = torch.diagonal(h)  # a view: edits write into h
-    damp = percdamp * diag.mean()
+    dead = torch.diagonal(gram).to(torch.promote_types(gram.dtype, torch.float32)) == 0  # in the input order
+    h = _flipped(gram, dead)
+    damp = percdamp * torch.diagonal(h).mean()
+    info = torch.empty((), dtype=torch.int32, device=h.device)
+    damps = []
     for _ in range(5):
-        diag += damp
-        lower, info = torch.linalg.cholesky_ex(h)
+        damps.append(damp)
+        torch.diagonal(h).add_(damp)
+        torch.linalg.cholesky_ex(h, out=(h, info))  # in place: h becomes its lower factor (the same values)
         if info == 0:
             break
+        h = _flipped(gram, dead)  # the failed factorisation overwrote h: rebuilt with the dampening so far
+        for d in damps:
+            torch.diagonal(h).add_(d)
         damp = damp * 10  # not positive definite in float32: damp more, as some reimplementations do
     else:
         raise ValueError(f"SparseGPT: the Hessian is not positive definite even with dampening {damp:.3g}")
-    del h, diag  # only the factor is needed now: at most three [in, in] matrices at once (factor, eye, inverse)
-    eye = torch.eye(lower.shape[0], dtype=lower.dtype, device=lower.device)
-    lower_inv = torch.linalg.solve_triangular(lower, eye, upper=False)
-    del lower, eye  # freed before the flip's copy
-    return lower_inv.flip(0, 1), dead.flip(0)
+    lower = h
+    del h
+    # L⁻¹ solved into the identity in place: at most two [in, in] matrices besides the gram. Both are column-major
+    # (transposed views), the layout LAPACK works in, so in place gives the values a new output would.
+    lower_inv = torch.eye(lower.shape[0], dtype=lower.dtype, device=lower.device).t()
+    torch.linalg.solve_triangular(lower, lower_inv, upper=False, out=lower_inv)
+    del lower  # freed before the flip's copy
+    return lower_inv.flip(0, 1), dead
+
+
+def _flipped(gram: torch.Tensor, dead: torch.Tensor) -> torch.Tensor:
+    """J·gram·J (J the reversal) in at least float32, a unit diagonal at dead inputs; a new matrix (gram is left
+    untouched), column-major: the layout LAPACK factors in, so the factorisation can run in place. Copied in
+    bands of rows, so no second whole matrix is made on the way."""
+    n = gram.shape[0]
+    h = torch.empty(n, n, dtype=torch.promote_types(gram.dtype, torch.float32), device=gram.device).t()
+    rows = max(1, 2**20 // max(1, n))  # bands of about 4 MiB
+    for start in range(0, n, rows):
+        stop = min(start + rows, n)
+        h[start:stop] = gram[n - stop:n - start].flip(0, 1)
+    dead = dead.flip(0)
+    h[dead, dead] = 1
+    return h
 
 
 @torch.no_grad()
