@@ -92,11 +92,11 @@ def test_missing_statistics_raise_clearly():
 
 
 def test_gram_sums_added_by_row_bands_equal_one_add():
-    from pruneflow.core.activations import _add_by_rows
+    from pruneflow.core.activations import add_by_rows
 
     g = torch.Generator().manual_seed(0)
     total = torch.randn(37, 37, dtype=torch.float64, generator=g)
     part = torch.randn(37, 37, generator=g)
     expected = total + part
-    _add_by_rows(total, part, chunk_bytes=5 * 37 * 8)  # bands of 5 rows, the last one short
+    add_by_rows(total, part, chunk_bytes=5 * 37 * 8)  # bands of 5 rows, the last one short
     assert torch.equal(total, expected)

@@ -317,3 +317,22 @@ def test_tokens_per_second():
     assert tokens_per_second(model, seqlen=32, repeats=2) > 0
     with pytest.raises(ValueError, match="repeats=0"):
         tokens_per_second(model, repeats=0)
+
+
+def test_channel_moments_equal_the_whole_matrix_formulas_bit_for_bit():
+    # the moments are summed and centred a band of rows at a time (memory); the values must not change
+    from pruneflow.structured.liar import ChannelStats
+
+    torch.manual_seed(0)
+    stats, xs = ChannelStats(600, gram=True), []
+    for _ in range(3):
+        xs.append(torch.randn(2, 40, 600) * 3 + 1)
+        stats.add(xs[-1])
+    gram = torch.zeros(600, 600, dtype=torch.float64)
+    for x in xs:
+        flat = x.reshape(-1, 600) - stats.shift
+        gram += flat.T @ flat
+    m = stats.sum / stats.count
+    cov = gram / stats.count - torch.outer(m, m)
+    assert torch.equal(stats.gram, gram) and torch.equal(stats.covariance, cov)
+    assert torch.equal(stats.second_moment, cov + torch.outer(stats.mean, stats.mean))

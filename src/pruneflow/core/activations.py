@@ -250,7 +250,7 @@ class InputStats:
             self.count += sample.shape[0]
             self._sq_sum += sample.pow(2).sum(0)  # in-place: float32 added into float64, no float64 copy
             if self._gram is not None:
-                _add_by_rows(self._gram, sample.T @ sample)
+                add_by_rows(self._gram, sample.T @ sample)
 
     @property
     def sq_sum(self) -> torch.Tensor:
@@ -282,7 +282,7 @@ class InputStats:
         return self._sq_sum.sqrt().to(self.dtype)
 
 
-def _add_by_rows(total: torch.Tensor, part: torch.Tensor, chunk_bytes: int = 16 * 2**20) -> None:
+def add_by_rows(total: torch.Tensor, part: torch.Tensor, chunk_bytes: int = 16 * 2**20) -> None:
     """``total += part`` a band of rows at a time: an in-place add of a float32 matrix into a float64 one
     first casts the whole matrix (a float64 copy, 243 MiB for a 5632-wide Gram); by bands it is a band."""
     rows = max(1, chunk_bytes // (total.element_size() * max(1, total.shape[-1])))

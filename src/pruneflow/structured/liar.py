@@ -28,7 +28,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from pruneflow.core.activations import BlockInputs, feed_inputs
+from pruneflow.core.activations import BlockInputs, add_by_rows, feed_inputs
 from pruneflow.core.architectures import in_features
 
 from pruneflow.spec.naming import DAMPED_RECONSTRUCTIONS as DAMPED  # the ridge regressions
@@ -61,7 +61,7 @@ class ChannelStats:
         self.sum += xs.sum(0)  # in-place: float32 added into float64 (no float64 copy of an n x n product)
         self.sq_sum += xs.pow(2).sum(0)
         if self.gram is not None:
-            self.gram += xs.T @ xs
+            add_by_rows(self.gram, xs.T @ xs)  # by bands: no float64 copy of the [n, n] product
 
     @property
     def mean(self) -> torch.Tensor:
@@ -87,13 +87,17 @@ class ChannelStats:
         if self.gram is None:
             raise ValueError("covariance needs ChannelStats(..., gram=True)")
         m = self.sum / self.count
-        return self.gram / self.count - torch.outer(m, m)
+        cov = self.gram / self.count
+        _add_outer(cov, m, m, subtract=True)
+        return cov
 
     @property
     def second_moment(self) -> torch.Tensor:
         """E[x xᵀ] [n, n] float64 (needs ``gram=True``)."""
         mean = self.mean
-        return self.covariance + torch.outer(mean, mean)
+        moment = self.covariance
+        _add_outer(moment, mean, mean)
+        return moment
 
     def combined(self, other: "ChannelStats") -> "ChannelStats":
         """The statistics of both token sets together (exact: ``other``'s sums are moved to this shift)."""
@@ -108,6 +112,17 @@ class ChannelStats:
             cross = torch.outer(other.sum, delta)
             out.gram = self.gram + other.gram + cross + cross.T + n * torch.outer(delta, delta)
         return out
+
+
+def _add_outer(total: torch.Tensor, a: torch.Tensor, b: torch.Tensor, subtract: bool = False, rows: int = 256) -> None:
+    """``total ± outer(a, b)`` in place, a band of rows at a time: the same values as the whole expression,
+    without two more [n, n] float64 matrices (254 MB each for a 5632-wide FFN)."""
+    for start in range(0, total.shape[0], rows):
+        band = torch.outer(a[start:start + rows], b)
+        if subtract:
+            total[start:start + rows] -= band
+        else:
+            total[start:start + rows] += band
 
 
 @torch.no_grad()
