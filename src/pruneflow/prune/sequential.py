@@ -58,11 +58,13 @@ def prune_model(
                             if inputs else ({}, None))
         for group_stats in {id(s): s for s in stats.values()}.values():
             group_stats.round_gram()
-        masks = {
-            name: prune_layer(criterion, arch.weight(layer), stats.get(name), patterns[index]).cpu()
-            for name, layer in linears.items()
-        }
-        del stats  # a block's statistics (Grams: [in, in] each) are not held into the next block's pass
+        masks, layer_stats = {}, None
+        for name, layer in linears.items():
+            # popped: a layer group's statistics (a Gram [in, in]) are freed once its last layer is pruned,
+            # before the next group's SparseGPT factor; none are held into the next block's pass
+            layer_stats = stats.pop(name, None)
+            masks[name] = prune_layer(criterion, arch.weight(layer), layer_stats, patterns[index]).cpu()
+        del stats, layer_stats
         if inputs is not None:
             inputs = inputs.replace(run_block(block, inputs) if stream == "sequential" else dense_out)
             del dense_out
