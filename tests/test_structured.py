@@ -336,3 +336,22 @@ def test_channel_moments_equal_the_whole_matrix_formulas_bit_for_bit():
     cov = gram / stats.count - torch.outer(m, m)
     assert torch.equal(stats.gram, gram) and torch.equal(stats.covariance, cov)
     assert torch.equal(stats.second_moment, cov + torch.outer(stats.mean, stats.mean))
+
+
+@pytest.mark.parametrize("recon", ["liar", "liar_weight"])
+def test_a_fit_that_takes_the_statistics_gives_the_same_repair_and_frees_their_gram(recon):
+    # the workflow's structured job uses a layer's statistics once, so the moment is made in place of the
+    # Gram sums (one [n, n] matrix fewer); the repaired weights must be the same bit for bit
+    from pruneflow.structured.liar import reconstruct
+
+    torch.manual_seed(0)
+    x = torch.randn(3, 50, 40) * 2 + 0.5
+    kept, taken = ChannelStats(40, gram=True), ChannelStats(40, gram=True)
+    kept.add(x)
+    taken.add(x)
+    weight, bias, keep = torch.randn(8, 40), torch.randn(8), torch.arange(0, 40, 2)
+    expected = reconstruct(recon, weight, bias, keep, kept, 0.1)
+    got = reconstruct(recon, weight, bias, keep, taken, 0.1, consume=True)
+    assert torch.equal(expected[0], got[0]) and (expected[1] is None) == (got[1] is None)
+    assert expected[1] is None or torch.equal(expected[1], got[1])
+    assert kept.gram is not None and taken.gram is None

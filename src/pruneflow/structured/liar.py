@@ -99,6 +99,23 @@ class ChannelStats:
         _add_outer(moment, mean, mean)
         return moment
 
+    def take_covariance(self) -> torch.Tensor:
+        """:attr:`covariance` made in place of the Gram sums, which it takes (this object holds none after):
+        a fit that uses the statistics once holds one [n, n] matrix, not two."""
+        if self.gram is None:
+            raise ValueError("take_covariance needs ChannelStats(..., gram=True), not yet taken")
+        m = self.sum / self.count
+        cov, self.gram = self.gram.div_(self.count), None
+        _add_outer(cov, m, m, subtract=True)
+        return cov
+
+    def take_second_moment(self) -> torch.Tensor:
+        """:attr:`second_moment` made in place of the Gram sums, which it takes (as :meth:`take_covariance`)."""
+        mean = self.mean
+        moment = self.take_covariance()
+        _add_outer(moment, mean, mean)
+        return moment
+
     def combined(self, other: "ChannelStats") -> "ChannelStats":
         """The statistics of both token sets together (exact: ``other``'s sums are moved to this shift)."""
         out = ChannelStats.__new__(ChannelStats)
@@ -177,6 +194,7 @@ def reconstruct(
     keep: torch.Tensor,
     stats: ChannelStats | None,
     damping: float = 0.0,
+    consume: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """The repaired output projection restricted to the kept input channels.
 
@@ -192,7 +210,7 @@ def reconstruct(
         raise ValueError(f"reconstruction {reconstruction!r} needs calibration statistics")
     w = weight.detach().double().cpu()
     w_keep, w_rem = w[:, keep], w[:, removed]
-    coef, intercept = affine_fit(reconstruction, stats, keep, removed, damping)
+    coef, intercept = affine_fit(reconstruction, stats, keep, removed, damping, consume)
     if coef is not None:
         w_keep = w_keep + w_rem @ coef.T
     if intercept is None:
@@ -207,36 +225,42 @@ def _removed(n: int, keep: torch.Tensor) -> torch.Tensor:
     return removed.nonzero().squeeze(1)
 
 
-def affine_fit(reconstruction: str, stats: ChannelStats, keep: torch.Tensor, removed: torch.Tensor, damping: float):
-    """(B [k, r] or None, c [r] or None) with x_R ≈ Bᵀ x_K + c, as each reconstruction fits it (float64)."""
+def affine_fit(reconstruction: str, stats: ChannelStats, keep: torch.Tensor, removed: torch.Tensor, damping: float,
+               consume: bool = False):
+    """(B [k, r] or None, c [r] or None) with x_R ≈ Bᵀ x_K + c, as each reconstruction fits it (float64).
+
+    ``liar`` fits from the covariance, with an intercept; ``liar_weight`` from the second moment, without.
+    Ridge term ``damping``·mean(diag M_KK) on the diagonal; with zero damping a singular M_KK (e.g. a dead
+    kept channel) gets the minimum-norm solution. ``consume``: the statistics are used this once, so the
+    moment is made in place of their Gram sums and freed before the solve."""
     mean = stats.mean.cpu()
     if reconstruction == "bias":
         return None, mean[removed]
-    if reconstruction == "liar":
-        return ridge_affine_fit(stats.covariance.cpu(), mean, keep, removed, damping)
-    return ridge_fit(stats.second_moment.cpu(), keep, removed, damping), None  # liar_weight: no intercept
-
-
-def ridge_affine_fit(
-    cov: torch.Tensor, mean: torch.Tensor, keep: torch.Tensor, removed: torch.Tensor, damping: float
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Least squares x_R ≈ Bᵀ x_K + c from moments: returns B [k, r] and c [r] (float64).
-
-    Ridge term ``damping``·mean(diag Σ_KK) on the diagonal; with zero damping a singular Σ_KK
-    (e.g. a dead kept channel) gets the minimum-norm solution.
-    """
-    coef = ridge_fit(cov, keep, removed, damping)
-    intercept = mean[removed] - coef.T @ mean[keep]
-    return coef, intercept
+    liar = reconstruction == "liar"
+    if consume:
+        moment = stats.take_covariance() if liar else stats.take_second_moment()
+    else:
+        moment = stats.covariance if liar else stats.second_moment
+    m_kk, m_kr = _kept_blocks(moment.cpu(), keep, removed)
+    del moment  # consumed: nothing else holds the [n, n] moment now
+    coef = _ridge_solve(m_kk, m_kr, damping)
+    return (coef, mean[removed] - coef.T @ mean[keep]) if liar else (coef, None)
 
 
 def ridge_fit(moment: torch.Tensor, keep: torch.Tensor, removed: torch.Tensor, damping: float) -> torch.Tensor:
     """B [k, r] = (M_KK + damping·mean(diag M_KK)·I)⁻¹ M_KR for a moment matrix M (covariance, or the
     second moment for a fit without intercept); minimum-norm least squares when ``damping`` is 0."""
+    return _ridge_solve(*_kept_blocks(moment, keep, removed), damping)
+
+
+def _kept_blocks(moment: torch.Tensor, keep: torch.Tensor, removed: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(M_KK, M_KR): one gather each, no [k, n] intermediate (an FFN-wide matrix is large)."""
+    return moment[keep[:, None], keep], moment[keep[:, None], removed]
+
+
+def _ridge_solve(m_kk: torch.Tensor, m_kr: torch.Tensor, damping: float) -> torch.Tensor:
     if damping < 0:
         raise ValueError(f"damping {damping!r} must be >= 0")
-    m_kk = moment[keep[:, None], keep]  # one gather each, no [k, n] intermediate (an FFN-wide matrix is large)
-    m_kr = moment[keep[:, None], removed]
     if damping > 0:
         m_kk.diagonal().add_(damping * m_kk.diagonal().mean())  # in place: no identity matrix
         return torch.linalg.solve(m_kk, m_kr)

@@ -189,7 +189,7 @@ def _set_weight(layer: nn.Module, weight: torch.Tensor) -> None:
 
 @torch.no_grad()
 def remove_units(units: Units, kept: torch.Tensor, reconstruction: str, stats: ChannelStats | None, damping: float = 0.0,
-                 selections: dict | None = None) -> bool:
+                 selections: dict | None = None, consume_stats: bool = False) -> bool:
     """Slice the block down to the ``kept`` units [k] in place, repairing its output projection;
     returns whether the output projection gained a bias it did not have.
 
@@ -197,6 +197,7 @@ def remove_units(units: Units, kept: torch.Tensor, reconstruction: str, stats: C
     from a config with the new sizes, so attributes that cache sizes are right again. ``selections``,
     if given, receives {parameter name in the block: (dim, kept indices)} in the parameters' own
     layout: the variant stores these instead of the smaller tensors (``variants.write_structured_variant``).
+    ``consume_stats``: ``stats`` are not used again, so the fit may take their Gram sums (less memory).
     """
     block = units.block
     record = selections if selections is not None else {}
@@ -218,7 +219,7 @@ def remove_units(units: Units, kept: torch.Tensor, reconstruction: str, stats: C
     had_bias = out.bias is not None
     cols = unit_channels(kept, units.out_width)
     record[f"{units.out_name}.weight"] = (0 if is_transposed(out) else 1, cols)
-    weight, bias = reconstruct(reconstruction, _weight(out), out.bias, cols, stats, damping)
+    weight, bias = reconstruct(reconstruction, _weight(out), out.bias, cols, stats, damping, consume_stats)
     _set_weight(out, weight)
     out.bias = None if bias is None else nn.Parameter(bias)
     return bias is not None and not had_bias
@@ -268,7 +269,7 @@ def _remove_and_repair(plan: _Plan, units: Units, inputs, record: dict, kind: st
         damping, errors = choose_damping(reconstruction, _weight(units.out_layer), cols, fit, held)
         record[f"{kind}_damping"] = damping
         record[f"{kind}_heldout_error"] = {f"{k:g}": v for k, v in errors.items()}
-    return kept, remove_units(units, kept, reconstruction, stats, damping, selections)
+    return kept, remove_units(units, kept, reconstruction, stats, damping, selections, consume_stats=True)
 
 
 @torch.no_grad()
