@@ -201,6 +201,7 @@ def reconstruct(
     ``weight`` [out, n], ``bias`` [out] or None, ``keep`` sorted kept channel indices [k] (long).
     Returns (weight [out, k], bias [out]); the bias is None only if it was None and nothing
     changes it (``none``, ``liar_weight``, or no channel removed). Computed in float64 on the CPU.
+    ``consume``: ``stats`` are not used again, so the fit takes their Gram sums (:func:`affine_fit`).
     """
     check_reconstruction(reconstruction)
     keep, removed = keep.cpu(), _removed(weight.shape[1], keep)
