@@ -84,36 +84,28 @@ class ChannelStats:
     @property
     def covariance(self) -> torch.Tensor:
         """Cov(x) [n, n] float64 (needs ``gram=True``)."""
-        if self.gram is None:
-            raise ValueError("covariance needs ChannelStats(..., gram=True)")
-        m = self.sum / self.count
-        cov = self.gram / self.count
-        _add_outer(cov, m, m, subtract=True)
-        return cov
+        return self._moment(centred=True, take=False)
 
     @property
     def second_moment(self) -> torch.Tensor:
         """E[x xᵀ] [n, n] float64 (needs ``gram=True``)."""
-        mean = self.mean
-        moment = self.covariance
-        _add_outer(moment, mean, mean)
-        return moment
+        return self._moment(centred=False, take=False)
 
-    def take_covariance(self) -> torch.Tensor:
-        """:attr:`covariance` made in place of the Gram sums, which it takes (this object holds none after):
-        a fit that uses the statistics once holds one [n, n] matrix, not two."""
+    def take_moment(self, centred: bool) -> torch.Tensor:
+        """:attr:`covariance` (``centred``) or :attr:`second_moment`, made in place of the Gram sums, which it
+        takes (this object holds none after): a fit that uses the statistics once holds one [n, n] matrix, not two."""
+        return self._moment(centred, take=True)
+
+    def _moment(self, centred: bool, take: bool) -> torch.Tensor:
         if self.gram is None:
-            raise ValueError("take_covariance needs ChannelStats(..., gram=True), not yet taken")
-        m = self.sum / self.count
-        cov, self.gram = self.gram.div_(self.count), None
-        _add_outer(cov, m, m, subtract=True)
-        return cov
-
-    def take_second_moment(self) -> torch.Tensor:
-        """:attr:`second_moment` made in place of the Gram sums, which it takes (as :meth:`take_covariance`)."""
-        mean = self.mean
-        moment = self.take_covariance()
-        _add_outer(moment, mean, mean)
+            raise ValueError("the covariance needs ChannelStats(..., gram=True), whose Gram sums were not taken")
+        m, mean = self.sum / self.count, self.mean
+        moment = self.gram.div_(self.count) if take else self.gram / self.count
+        if take:
+            self.gram = None
+        _add_outer(moment, m, m, subtract=True)  # Cov = E[(x−s)(x−s)ᵀ] − E[x−s] E[x−s]ᵀ
+        if not centred:
+            _add_outer(moment, mean, mean)  # E[x xᵀ] = Cov + E[x] E[x]ᵀ
         return moment
 
     def combined(self, other: "ChannelStats") -> "ChannelStats":
@@ -238,28 +230,17 @@ def affine_fit(reconstruction: str, stats: ChannelStats, keep: torch.Tensor, rem
     if reconstruction == "bias":
         return None, mean[removed]
     liar = reconstruction == "liar"
-    if consume:
-        moment = stats.take_covariance() if liar else stats.take_second_moment()
-    else:
-        moment = stats.covariance if liar else stats.second_moment
-    m_kk, m_kr = _kept_blocks(moment.cpu(), keep, removed)
-    del moment  # consumed: nothing else holds the [n, n] moment now
+    moment = stats.take_moment(centred=liar) if consume else (stats.covariance if liar else stats.second_moment)
+    moment = moment.cpu()
+    # M_KK and M_KR: one gather each, no [k, n] intermediate (an FFN-wide matrix is large)
+    m_kk, m_kr = moment[keep[:, None], keep], moment[keep[:, None], removed]
+    del moment  # consumed: nothing else holds the [n, n] moment now, freed before the solve
     coef = _ridge_solve(m_kk, m_kr, damping)
     return (coef, mean[removed] - coef.T @ mean[keep]) if liar else (coef, None)
 
 
-def ridge_fit(moment: torch.Tensor, keep: torch.Tensor, removed: torch.Tensor, damping: float) -> torch.Tensor:
-    """B [k, r] = (M_KK + damping·mean(diag M_KK)·I)⁻¹ M_KR for a moment matrix M (covariance, or the
-    second moment for a fit without intercept); minimum-norm least squares when ``damping`` is 0."""
-    return _ridge_solve(*_kept_blocks(moment, keep, removed), damping)
-
-
-def _kept_blocks(moment: torch.Tensor, keep: torch.Tensor, removed: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """(M_KK, M_KR): one gather each, no [k, n] intermediate (an FFN-wide matrix is large)."""
-    return moment[keep[:, None], keep], moment[keep[:, None], removed]
-
-
 def _ridge_solve(m_kk: torch.Tensor, m_kr: torch.Tensor, damping: float) -> torch.Tensor:
+    """B [k, r] = (M_KK + damping·mean(diag M_KK)·I)⁻¹ M_KR; minimum-norm least squares when ``damping`` is 0."""
     if damping < 0:
         raise ValueError(f"damping {damping!r} must be >= 0")
     if damping > 0:
