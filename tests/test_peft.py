@@ -167,3 +167,64 @@ def test_gpt2_conv1d_adapters_merge_back_to_conv1d():
             assert torch.equal(arch.weight(layer) == 0, ~masks[index][name])
     with torch.no_grad():
         torch.testing.assert_close(model(CALIB).logits, adapted, rtol=1e-4, atol=1e-5)
+
+
+def _autograd_weight(adapter: AdapterLinear) -> torch.Tensor:
+    """The effective weight as plain autograd builds it (the formula of the module docstring)."""
+    ba = adapter.lora_B @ adapter.lora_A
+    if adapter.kind == "scalelora":
+        return adapter.base_weight() * ba
+    return adapter.base_weight() + adapter.scaling * (ba * adapter.keep)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("kind", ["masklora", "scalelora"])
+def test_adapted_linear_gradients_are_autograds(kind, dtype):
+    """The hand-written backward of MaskLoRA/ScaleLoRA gives autograd's own gradients for x, A, B and the bias
+    (float32; bfloat16 weights under autocast, float32 masters, as retraining runs them)."""
+    torch.manual_seed(0)
+    base = torch.nn.Linear(48, 40).to(dtype)
+    keep = torch.rand(40, 48) > 0.5
+    with torch.no_grad():
+        base.weight.mul_(keep)
+    adapter = AdapterLinear(base, AdapterConfig(kind, rank=4), keep, False, torch.Generator().manual_seed(0))
+    for p in (adapter.lora_A, adapter.lora_B, base.bias):
+        p.data = p.data.float()
+        p.requires_grad_(True)
+    with torch.no_grad():
+        adapter.lora_B.normal_()  # B = 0 at the start would make dA vanish
+    base.weight.requires_grad_(False)
+    x = torch.randn(3, 5, 48, requires_grad=True)
+    results = []
+    for forward in (adapter, lambda h: torch.nn.functional.linear(h, _autograd_weight(adapter), base.bias)):
+        with torch.autocast("cpu", dtype=dtype, enabled=dtype != torch.float32):
+            y = forward(x)
+        y.float().square().sum().backward()
+        results.append([y.detach()] + [t.grad.clone() for t in (x, adapter.lora_A, adapter.lora_B, base.bias)])
+        for t in (x, adapter.lora_A, adapter.lora_B, base.bias):
+            t.grad = None
+    tol = {} if dtype == torch.float32 else {"rtol": 2e-2, "atol": 2e-2}
+    for ours, reference, name in zip(*results, ("y", "x", "A", "B", "bias")):
+        assert ours.dtype == reference.dtype, name
+        torch.testing.assert_close(ours, reference, **tol, msg=name)
+
+
+def test_masks_equal_to_the_nonzero_weights_are_not_stored():
+    """A pruned layer's mask is read off its weight (no byte per weight held); a kept weight that is exactly zero
+    makes the mask differ from W != 0, and then it is stored and used."""
+    model, masks = _pruned()
+    add_adapters(model, masks, AdapterConfig("masklora", rank=4))
+    adapters = [m for m in model.modules() if isinstance(m, AdapterLinear)]
+    assert adapters and all(a.stored_keep is None for a in adapters)
+    assert torch.equal(adapters[0].keep, masks[0]["self_attn.q_proj"])
+    model, masks = _pruned()
+    layer = model.model.layers[0].self_attn.q_proj
+    row, col = masks[0]["self_attn.q_proj"].nonzero()[0].tolist()
+    with torch.no_grad():
+        layer.weight[row, col] = 0.0  # kept, but zero
+    add_adapters(model, masks, AdapterConfig("masklora", rank=4))
+    adapter = model.model.layers[0].self_attn.q_proj
+    assert adapter.stored_keep is not None and torch.equal(adapter.keep, masks[0]["self_attn.q_proj"])
+    with torch.no_grad():
+        adapter.lora_B.fill_(1.0)
+    assert adapter.merged_weight()[row, col] != 0  # the kept zero weight is updated

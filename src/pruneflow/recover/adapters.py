@@ -78,16 +78,19 @@ def parse_subsets(value) -> tuple[str, ...]:
 class AdapterLinear(nn.Module):
     """A frozen linear layer ``base`` (nn.Linear, or GPT-2's Conv1D) with low-rank factors.
 
-    ``lora_A`` is [r, in], ``lora_B`` is [out, r]; ``keep`` is the bool keep-mask [out, in].
+    ``lora_A`` is [r, in], ``lora_B`` is [out, r]; ``keep`` is the bool keep-mask [out, in] (None: every weight
+    kept, as on the unpruned head). A mask equal to W != 0 (every mask of a pruned layer whose kept weights
+    are non-zero) is not stored: it is read off the frozen weight when used, so the adapters hold no byte per
+    weight of the model.
     """
 
     def __init__(self, base: nn.Module, cfg: AdapterConfig, keep: torch.Tensor | None, transposed: bool, generator: torch.Generator):
         super().__init__()
         self.base, self.kind, self.transposed = base, cfg.kind, transposed
-        out_f, in_f = self.base_weight().shape
+        weight = self.base_weight()
+        out_f, in_f = weight.shape
         self.scaling = cfg.alpha / cfg.rank
         self.dropout = cfg.dropout
-        weight = self.base_weight()
         self.lora_A = nn.Parameter(torch.empty(cfg.rank, in_f, dtype=weight.dtype, device=weight.device))
         self.lora_B = nn.Parameter(torch.empty(out_f, cfg.rank, dtype=weight.dtype, device=weight.device))
         with torch.no_grad():
@@ -97,33 +100,47 @@ class AdapterLinear(nn.Module):
             else:  # the usual LoRA start: A like nn.Linear, B = 0, so the adapter starts as a no-op
                 nn.init.kaiming_uniform_(self.lora_A, a=math.sqrt(5), generator=generator)
                 self.lora_B.zero_()
-        keep = torch.ones(out_f, in_f, dtype=torch.bool) if keep is None else keep.bool()
-        if keep.shape != (out_f, in_f):
+        if keep is not None and keep.shape != (out_f, in_f):
             raise PeftError(f"keep-mask of shape {tuple(keep.shape)} for a layer of shape {(out_f, in_f)}")
-        self.register_buffer("keep", keep.to(weight.device), persistent=False)
+        self.masked = keep is not None
+        keep = None if keep is None else keep.to(weight.device, torch.bool)
+        stored = None if keep is None or torch.equal(keep, weight != 0) else keep
+        self.register_buffer("stored_keep", stored, persistent=False)
 
     def base_weight(self) -> torch.Tensor:
         """The frozen weight as [out, in]."""
         return self.base.weight.T if self.transposed else self.base.weight
 
+    @property
+    def keep(self) -> torch.Tensor | None:
+        if not self.masked:
+            return None
+        return self.stored_keep if self.stored_keep is not None else self.base_weight() != 0
+
     def delta(self) -> torch.Tensor:
         """(α/r)·BA (masked for MaskLoRA) [out, in], the additive update."""
         ba = self.lora_B @ self.lora_A
-        return self.scaling * (ba * self.keep if self.kind == "masklora" else ba)
+        return self.scaling * (_masked(ba, self.keep) if self.kind == "masklora" else ba)
 
-    def effective_weight(self) -> torch.Tensor:
-        """The weight the layer computes with while training, [out, in]."""
+    def effective_weight(self, lora_A=None, lora_B=None, dtype=None) -> torch.Tensor:
+        """The weight the layer computes with while training, [out, in], made in one buffer: W + (α/r)·(BA ⊙ M)
+        (MaskLoRA) or W ⊙ BA (ScaleLoRA); the factors cast to ``dtype`` first (default: the weight's)."""
+        weight = self.base_weight()
+        dtype = dtype or weight.dtype
+        w = (lora_B if lora_B is not None else self.lora_B).to(dtype) @ (lora_A if lora_A is not None else self.lora_A).to(dtype)
         if self.kind == "scalelora":
-            return self.base_weight() * (self.lora_B @ self.lora_A)
-        return self.base_weight() + self.delta()
+            return w.mul_(weight)
+        if self.kind == "masklora":
+            w = _masked(w, self.keep, inplace=True)
+        return w.mul_(self.scaling).add_(weight)
 
     def merged_weight(self) -> torch.Tensor:
         """The weight folded back into the base layer, [out, in]; zero wherever ``keep`` is False."""
         if self.kind == "scalelora":
             merged = self.base_weight() * (self.lora_B @ self.lora_A)
         else:
-            merged = self.base_weight() + self.scaling * (self.lora_B @ self.lora_A) * self.keep
-        return merged * self.keep
+            merged = self.base_weight() + _masked(self.scaling * (self.lora_B @ self.lora_A), self.keep)
+        return _masked(merged, self.keep)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.kind == "lora":  # cheap path: never materialise BA
@@ -131,7 +148,48 @@ class AdapterLinear(nn.Module):
             return self.base(x) + self.scaling * F.linear(F.linear(h, self.lora_A), self.lora_B)
         if self.kind == "masklora" and self.dropout and self.training:
             return self.base(x) + F.linear(F.dropout(x, self.dropout, True), self.delta())
-        return F.linear(x, self.effective_weight(), self.base.bias)
+        return _AdaptedLinear.apply(x, self.lora_A, self.lora_B, self.base.bias, self)
+
+
+def _masked(t: torch.Tensor, keep: torch.Tensor | None, inplace: bool = False) -> torch.Tensor:
+    if keep is None:
+        return t
+    return t.mul_(keep) if inplace else t * keep
+
+
+class _AdaptedLinear(torch.autograd.Function):
+    """F.linear(x, W') for MaskLoRA's and ScaleLoRA's effective weight W' (:meth:`AdapterLinear.effective_weight`),
+    without autograd's graph through W': that graph made four [out, in] temporaries per layer and kept W' for the
+    backward pass (on CPU, glibc kept the freed temporaries' pages: a 0.46B model's MaskLoRA retraining peaked
+    1.2 GB above norms-only retraining). Here W' is one buffer, remade in the backward pass; the gradients are
+    the same products autograd forms, in the same dtype (the frozen weight's, as autocast computes them)."""
+
+    @staticmethod
+    def forward(ctx, x, lora_A, lora_B, bias, adapter: AdapterLinear):
+        dtype = adapter.base_weight().dtype
+        ctx.adapter, ctx.x_dtype = adapter, x.dtype
+        ctx.save_for_backward(x, lora_A, lora_B, bias)
+        return F.linear(x.to(dtype), adapter.effective_weight(lora_A, lora_B, dtype), None if bias is None else bias.to(dtype))
+
+    @staticmethod
+    def backward(ctx, grad):
+        x, lora_A, lora_B, bias = ctx.saved_tensors
+        adapter = ctx.adapter
+        weight = adapter.base_weight()
+        g = grad.to(weight.dtype)
+        grad_x = grad_a = grad_b = grad_bias = None
+        if ctx.needs_input_grad[0]:
+            grad_x = (g @ adapter.effective_weight(lora_A, lora_B, weight.dtype)).to(ctx.x_dtype)
+        if ctx.needs_input_grad[1] or ctx.needs_input_grad[2]:
+            g2 = g.reshape(-1, g.shape[-1])
+            grad_w = g2.T @ x.reshape(-1, x.shape[-1]).to(weight.dtype)  # dL/dW' [out, in]
+            # dW'/d(BA): (α/r)·M for MaskLoRA, W for ScaleLoRA
+            grad_ba = grad_w.mul_(weight) if adapter.kind == "scalelora" else _masked(grad_w.mul_(adapter.scaling), adapter.keep, inplace=True)
+            grad_a = (lora_B.to(weight.dtype).T @ grad_ba).to(lora_A.dtype)
+            grad_b = (grad_ba @ lora_A.to(weight.dtype).T).to(lora_B.dtype)
+        if bias is not None and ctx.needs_input_grad[3]:
+            grad_bias = g.reshape(-1, g.shape[-1]).sum(0).to(bias.dtype)
+        return grad_x, grad_a, grad_b, grad_bias, None
 
 
 def _set_module(root: nn.Module, path: str, module: nn.Module) -> None:
