@@ -250,3 +250,35 @@ def test_in_place_factor_equals_the_out_of_place_one_bit_for_bit(dtype):
             lower, damp = (lower, damp) if info == 0 else (None, damp * 10)
         expected = torch.linalg.solve_triangular(lower, torch.eye(cols, dtype=dtype), upper=False).flip(0, 1)
         assert torch.equal(factor, expected) and found_dead.tolist() == [i in dead for i in range(cols)]
+
+
+@pytest.mark.parametrize("pattern", ["0.5", "2:4"])
+def test_factor_in_the_grams_memory_gives_the_same_pruning(pattern):
+    """``consume``: the inverse factor is built in the Gram's memory (one [in, in] matrix fewer at the peak).
+    The masks and updated weights are bit for bit those of a run that leaves the Gram alone, and the Gram is
+    only overwritten when the caller gives it away."""
+    from pruneflow.prune.sparsegpt import reversed_inverse_factor
+
+    torch.manual_seed(0)
+    x = torch.randn(400, 8) @ torch.randn(8, 128) + 0.1 * torch.randn(400, 128)
+    gram = x.t() @ x
+    weight = torch.randn(48, 128)
+    kept, overwritten = gram.clone(), gram.clone()
+    w_kept, w_consumed = weight.clone(), weight.clone()
+    keep = sparsegpt_prune(w_kept, kept, parse_pattern(pattern), blocksize=32)
+    assert torch.equal(kept, gram)
+    assert torch.equal(sparsegpt_prune(w_consumed, overwritten, parse_pattern(pattern), blocksize=32, consume=True), keep)
+    assert torch.equal(w_consumed, w_kept) and not torch.equal(overwritten, gram)
+    lower_inv, _ = reversed_inverse_factor(gram.clone(), overwrite=True)
+    assert torch.equal(lower_inv, reversed_inverse_factor(gram)[0])
+
+
+def test_pruning_takes_the_statistics_gram_only_at_its_last_use():
+    stats = InputStats(64, gram=True)
+    stats.add(torch.randn(2, 50, 64))
+    stats.round_gram()
+    gram = stats.gram
+    prune_layer(get_criterion("sparsegpt"), torch.randn(16, 64), stats, parse_pattern(0.5))
+    assert torch.equal(stats.gram, gram)  # a copy was used
+    prune_layer(get_criterion("sparsegpt"), torch.randn(16, 64), stats, parse_pattern(0.5), consume=True)
+    assert stats.gram is None

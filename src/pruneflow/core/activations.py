@@ -262,6 +262,11 @@ class InputStats:
         """XᵀX [in, in], float32 (None unless requested)."""
         return None if self._gram is None else self._gram.to(self.dtype, copy=True)
 
+    def take_gram(self) -> torch.Tensor | None:
+        """:attr:`gram` without the copy, for its last use: the statistics hold no Gram afterwards."""
+        gram, self._gram = (None if self._gram is None else self._gram.to(self.dtype)), None
+        return gram
+
     def round_gram(self) -> None:
         """The Gram matrix rounded once to the dtype, as :attr:`gram` returns it (the same values), so a block's
         statistics hold half as much while its layers are pruned; the squared sums stay float64."""

@@ -33,10 +33,13 @@ def scores_for(criterion: Criterion, weight: torch.Tensor, stats: InputStats | N
 
 
 @torch.no_grad()
-def prune_layer(criterion: Criterion, weight: torch.Tensor, stats: InputStats | None, pattern: Pattern) -> torch.Tensor:
+def prune_layer(criterion: Criterion, weight: torch.Tensor, stats: InputStats | None, pattern: Pattern,
+                consume: bool = False) -> torch.Tensor:
     """Prune ``weight`` [out, in] in place; return its keep-mask [out, in].
 
-    Score-based criteria only zero the pruned weights; SparseGPT also updates the kept ones.
+    Score-based criteria only zero the pruned weights; SparseGPT also updates the kept ones. ``consume``: this is
+    the statistics' last use (SparseGPT takes the Gram without a copy and builds its inverse factor in that memory; the statistics
+    hold no Gram after).
     """
     pattern.check(weight.shape[1])
     if criterion.needs_calibration and stats is None:
@@ -44,7 +47,20 @@ def prune_layer(criterion: Criterion, weight: torch.Tensor, stats: InputStats | 
     if criterion.name == "sparsegpt":
         if stats.gram is None:
             raise CriterionError("criterion 'sparsegpt' needs the input Gram matrix: collect InputStats with gram=True")
-        return sparsegpt_prune(weight, stats.gram, pattern)
+        return sparsegpt_prune(weight, stats.take_gram() if consume else stats.gram, pattern, consume=True)
     keep = make_mask(scores_for(criterion, weight, stats), pattern, criterion.per_row)
     weight.mul_(keep)
     return keep
+
+
+def prune_block_layers(criterion: Criterion, arch, block, stats: dict[str, InputStats], pattern: Pattern) -> dict[str, torch.Tensor]:
+    """Prune every linear of ``block`` in place; returns {linear name: keep-mask on the CPU}. ``stats``:
+    {linear name: InputStats} (one object per input group), emptied as it goes: a group's statistics (a Gram
+    [in, in]) are freed at its last layer, where SparseGPT takes the Gram without a copy, before the next
+    group's factor is made."""
+    masks = {}
+    for name, layer in arch.block_linears(block).items():
+        layer_stats = stats.pop(name, None)
+        last = layer_stats is not None and all(s is not layer_stats for s in stats.values())
+        masks[name] = prune_layer(criterion, arch.weight(layer), layer_stats, pattern, consume=last).cpu()
+    return masks

@@ -21,7 +21,7 @@ from tqdm.auto import tqdm
 from pruneflow.core.activations import InputStats, capture_block_inputs, collect_stats, input_groups
 from pruneflow.core.architectures import architecture_of
 from pruneflow.core.stream import ModelStream
-from pruneflow.prune.criteria import Criterion, prune_layer, scores_for
+from pruneflow.prune.criteria import Criterion, prune_block_layers, scores_for
 from pruneflow.core.artifacts import block_file, load_tensors, save_tensors, verify_folder
 from pruneflow.prune.masks import Pattern, make_mask
 from pruneflow.spec.patterns import block_patterns
@@ -112,9 +112,4 @@ def prune_from_cache(model, criterion: Criterion, pattern: Pattern, cache, devic
     patterns = block_patterns(pattern, block_sparsities, model.num_blocks)
     desc = f"prune {criterion.name} {pattern.token}{' per block' if block_sparsities else ''}"
     for index, block in tqdm(model.blocks(device), total=model.num_blocks, desc=desc, unit="block"):
-        stats = load_block_stats(cache, index, device)
-        masks = {
-            name: prune_layer(criterion, arch.weight(layer), stats[name], patterns[index]).cpu()
-            for name, layer in arch.block_linears(block).items()
-        }
-        yield index, masks
+        yield index, prune_block_layers(criterion, arch, block, load_block_stats(cache, index, device), patterns[index])

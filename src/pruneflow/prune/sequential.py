@@ -14,7 +14,7 @@ from tqdm.auto import tqdm
 
 from pruneflow.core.activations import capture_block_inputs, collect_stats, input_groups, run_block
 from pruneflow.core.stream import ModelStream
-from pruneflow.prune.criteria import Criterion, prune_layer
+from pruneflow.prune.criteria import Criterion, prune_block_layers
 from pruneflow.prune.masks import Pattern
 from pruneflow.spec.patterns import block_patterns
 
@@ -58,13 +58,8 @@ def prune_model(
                             if inputs else ({}, None))
         for group_stats in {id(s): s for s in stats.values()}.values():
             group_stats.round_gram()
-        masks, layer_stats = {}, None
-        for name, layer in linears.items():
-            # popped: a layer group's statistics (a Gram [in, in]) are freed once its last layer is pruned,
-            # before the next group's SparseGPT factor; none are held into the next block's pass
-            layer_stats = stats.pop(name, None)
-            masks[name] = prune_layer(criterion, arch.weight(layer), layer_stats, patterns[index]).cpu()
-        del stats, layer_stats
+        masks = prune_block_layers(criterion, arch, block, stats, patterns[index])  # empties stats
+        del stats
         if inputs is not None:
             inputs = inputs.replace(run_block(block, inputs) if stream == "sequential" else dense_out)
             del dense_out

@@ -27,10 +27,20 @@ def inverse_hessian_factor(gram: torch.Tensor, percdamp: float = 0.01) -> tuple[
     Returns (U [in, in] float32, or float64 for a float64 gram; dead [in] bool). Dead inputs (never nonzero,
     diag 0) get a unit diagonal so H stays invertible; ``percdamp`` × mean(diag H) is added to the diagonal.
     """
+    lower_inv, dead = reversed_inverse_factor(gram, percdamp)
+    return lower_inv.flip(0, 1), dead
+
+
+def reversed_inverse_factor(gram: torch.Tensor, percdamp: float = 0.01, overwrite: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    """L⁻¹ for JHJ = LLᵀ (J the reversal of the inputs), and the dead inputs: U = J L⁻¹ J is
+    :func:`inverse_hessian_factor`'s factor, which :func:`sparsegpt_prune` reads a band of rows at a time, so
+    no flipped copy of the whole matrix is made. ``overwrite``: the result is written into ``gram``'s memory
+    (a [in, in] matrix fewer at the peak; the caller's gram is lost).
+    """
     # Reversing the input order turns the upper factor of H⁻¹ into an inverted lower factor of H:
-    # with J the reversal, JHJ = LLᵀ gives H⁻¹ = UᵀU for U = J L⁻¹ J, one factorisation instead of three.
+    # one factorisation instead of three.
     with one_cpu_thread(gram.device):
-        return _inverse_hessian_factor(gram, percdamp)
+        return _reversed_inverse_factor(gram, percdamp, overwrite)
 
 
 @contextlib.contextmanager
@@ -49,7 +59,7 @@ def one_cpu_thread(device):
         torch.set_num_threads(threads)
 
 
-def _inverse_hessian_factor(gram: torch.Tensor, percdamp: float) -> tuple[torch.Tensor, torch.Tensor]:
+def _reversed_inverse_factor(gram: torch.Tensor, percdamp: float, overwrite: bool) -> tuple[torch.Tensor, torch.Tensor]:
     dead = torch.diagonal(gram).to(torch.promote_types(gram.dtype, torch.float32)) == 0  # in the input order
     h = _flipped(gram, dead)
     damp = percdamp * torch.diagonal(h).mean()
@@ -69,12 +79,16 @@ def _inverse_hessian_factor(gram: torch.Tensor, percdamp: float) -> tuple[torch.
         raise ValueError(f"SparseGPT: the Hessian is not positive definite even with dampening {damp:.3g}")
     lower = h
     del h
-    # L⁻¹ solved into the identity in place: at most two [in, in] matrices besides the gram. Both are column-major
-    # (transposed views), the layout LAPACK works in, so in place gives the values a new output would.
-    lower_inv = torch.eye(lower.shape[0], dtype=lower.dtype, device=lower.device).t()
+    # L⁻¹ solved into the identity in place (in the gram's memory when it may be overwritten): two [in, in]
+    # matrices at most, the gram's included. Both are column-major (transposed views), the layout LAPACK works
+    # in, so in place gives the values a new output would.
+    if overwrite and gram.is_contiguous():
+        lower_inv = gram.t().zero_()
+        torch.diagonal(lower_inv).fill_(1)
+    else:
+        lower_inv = torch.eye(lower.shape[0], dtype=lower.dtype, device=lower.device).t()
     torch.linalg.solve_triangular(lower, lower_inv, upper=False, out=lower_inv)
-    del lower  # freed before the flip's copy
-    return lower_inv.flip(0, 1), dead
+    return lower_inv, dead
 
 
 def _flipped(gram: torch.Tensor, dead: torch.Tensor) -> torch.Tensor:
@@ -94,13 +108,14 @@ def _flipped(gram: torch.Tensor, dead: torch.Tensor) -> torch.Tensor:
 
 @torch.no_grad()
 def sparsegpt_prune(
-    weight: torch.Tensor, gram: torch.Tensor, pattern: Pattern, blocksize: int = 128, percdamp: float = 0.01
+    weight: torch.Tensor, gram: torch.Tensor, pattern: Pattern, blocksize: int = 128, percdamp: float = 0.01,
+    consume: bool = False,
 ) -> torch.Tensor:
     """Prune ``weight`` [out, in] in place (any float dtype; the math is float32, float64 if weight or gram is:
     the exact arbiter) and update the kept weights.
 
-    ``gram`` [in, in] is XᵀX over the calibration tokens (``InputStats(gram=True).gram``).
-    Returns the keep-mask [out, in] (bool, True = kept).
+    ``gram`` [in, in] is XᵀX over the calibration tokens (``InputStats(gram=True).gram``); ``consume``: its
+    memory is reused for the inverse factor (the caller's last use of it). Returns the keep-mask [out, in] (bool, True = kept).
     """
     out_f, in_f = weight.shape
     if gram.shape != (in_f, in_f):
@@ -113,7 +128,9 @@ def sparsegpt_prune(
         blocksize = max(pattern.m, blocksize // pattern.m * pattern.m)
 
     dtype = torch.promote_types(torch.promote_types(weight.dtype, gram.dtype), torch.float32)
-    hinv, dead = inverse_hessian_factor(gram.to(weight.device, dtype), percdamp)
+    h = gram.to(weight.device, dtype)
+    lower_inv, dead = reversed_inverse_factor(h, percdamp, overwrite=consume or h.data_ptr() != gram.data_ptr())
+    del h
     # Work on Wᵀ so that a column of W is a contiguous row: the column loop below then costs two
     # small kernels per column (an elementwise product and a rank-1 update), not eight.
     wt = weight.detach().to(dtype).t().contiguous()
@@ -122,7 +139,8 @@ def sparsegpt_prune(
 
     for i1 in range(0, in_f, blocksize):
         i2 = min(i1 + blocksize, in_f)
-        w1, hinv1, mask1 = wt[i1:i2], hinv[i1:i2, i1:i2], pruned[i1:i2]  # views: edits land in wt, pruned
+        hinv_rows = lower_inv[in_f - i2:in_f - i1].flip(0, 1)  # rows i1..i2 of H⁻¹'s factor U = J L⁻¹ J
+        w1, hinv1, mask1 = wt[i1:i2], hinv_rows[:, i1:i2], pruned[i1:i2]  # views: edits land in wt, pruned
         d1 = torch.diagonal(hinv1).unsqueeze(1)
         if not pattern.is_nm:
             # Exactly int(numel · ratio) per block (the reference's `<=` threshold prunes one more, even at 0%).
@@ -140,7 +158,7 @@ def sparsegpt_prune(
             # OBS update of the not-yet-visited columns of the block.
             w1[i + 1 :].addr_(hinv1[i, i + 1 :], err1[i], alpha=-1)
         w1.masked_fill_(mask1, 0)
-        wt[i2:].sub_(hinv[i1:i2, i2:].t() @ err1)
+        wt[i2:].sub_(hinv_rows[:, i2:].t() @ err1)
 
     weight.copy_(wt.t().to(weight.dtype))
     return ~pruned.t()

@@ -98,20 +98,18 @@ def job_peaks(model_config: dict, dtype: str, config: dict) -> dict[str, dict[st
     # stored and used in float32
     grams64 = (3 * s.hidden**2 + s.ffn**2) * 8
     grams32 = grams64 / 2
-    ffn_square = s.ffn**2 * FP32  # SparseGPT's Hessian of the widest input, and each working copy of it
+    ffn_square = s.ffn**2 * FP32  # SparseGPT's Hessian of the widest input (its working copy, its factor)
     scores = s.block_params * FP32  # a block's float32 scores
     eval_tokens = rt.get("eval_batch_size", 4) * config["perplexity"]["seqlen"]
     logits = eval_tokens * s.vocab * FP32
     train_tokens = config.get("retraining", {}).get("batch_size", 1) * config["calibration"]["seqlen"]
-    # kept for the backward pass: per block, its activations (attention and MLP inputs/outputs, float32);
-    # MaskLoRA/ScaleLoRA also keep the float32 product BA and the weight it makes (2 x 4 bytes a weight) and a
-    # bool keep-mask per weight. Gradient checkpointing keeps the blocks' inputs and recomputes one block.
+    # kept for the backward pass: per block, its activations (attention and MLP inputs/outputs, float32).
+    # Gradient checkpointing keeps the blocks' inputs and recomputes one block.
     per_block = train_tokens * (6 * s.hidden + 3 * s.ffn) * FP32
-    merged = 2 * FP32 * s.block_params
-    if rt.get("gradient_checkpointing"):
-        saved, saved_merged = s.blocks * train_tokens * s.hidden * FP32 + per_block, merged
-    else:
-        saved, saved_merged = s.blocks * per_block, s.blocks * merged
+    saved = s.blocks * train_tokens * s.hidden * FP32 + per_block if rt.get("gradient_checkpointing") else s.blocks * per_block
+    # MaskLoRA/ScaleLoRA make one layer's weight W' at a time (and its gradient, and a keep-mask read off the
+    # weight: 2 x b + 1 bytes a weight of the widest layer); nothing of it is kept between layers
+    merged = (2 * b + 1) * s.hidden * s.ffn
     cap = memory_caps(rt).get("cpu")
     dispatched = min(cap, s.blocks * block) if cap is not None else s.blocks * block
     streamed = outer + block  # what any streaming job holds of the model
@@ -119,9 +117,10 @@ def job_peaks(model_config: dict, dtype: str, config: dict) -> dict[str, dict[st
     device = {
         "activation_cache": streamed + 2 * hidden_states + grams64 + 2 * grams32,  # sums, float32 copy, file bytes
         "prune_by_score": streamed + 2.5 * scores,  # scores and the sort that thresholds them
-        "prune_from_cache": streamed + grams32 + 3 * ffn_square,
+        "prune_from_cache": streamed + grams32 + ffn_square,  # the stored Grams and one factor (made in its Gram)
         "prune_sequential": streamed + 2 * hidden_states + 2 * scores,
-        "prune_sparsegpt": streamed + 2 * hidden_states + grams64 + grams32 + 3 * ffn_square,
+        # the float64 sums as they are rounded: more than the float32 Grams and one factor, made in its Gram
+        "prune_sparsegpt": streamed + 2 * hidden_states + grams64 + grams32,
         "prune_structured": streamed + 2 * hidden_states + calib * s.ffn * FP32,
         "prune_structured_liar": streamed + 2 * hidden_states + 4 * s.ffn**2 * 8,  # float64 moments and solves
         "allocation": streamed + scores + ffn_square,
@@ -131,7 +130,7 @@ def job_peaks(model_config: dict, dtype: str, config: dict) -> dict[str, dict[st
         "sensitivity": streamed + block + 2 * logits,
         "recon": outer + 2 * block + s.mlp_params * ADAM + 3 * hidden32,
         "retrain": retrain,
-        "retrain_adapter": retrain + s.blocks * s.block_params + saved_merged,
+        "retrain_adapter": retrain + merged,
         "recon_full": 2 * s.model_bytes + s.params * ADAM + saved,
         "retrain_full": s.model_bytes + s.params * ADAM + saved + 2 * logits,
     }
