@@ -327,14 +327,17 @@ def weight_masks(model, keep_masks: Mapping[int, Mapping[str, torch.Tensor]] | N
     if not keep_masks:
         return {}
     arch = architecture_of(model)
+    params = dict(model.named_parameters())
+    wanted = {id(params[n]) for n in names if n in params}
     by_id = {}
     for index, block in enumerate(arch.get_blocks(model)):
         for name, layer in arch.block_linears(block).items():
+            base = layer.base if isinstance(layer, AdapterLinear) else layer
+            if id(base.weight) not in wanted:
+                continue  # read only the masks of weights that train (a whole model's are a byte per weight)
             mask = keep_masks.get(index, {}).get(name)
             if mask is not None:
-                base = layer.base if isinstance(layer, AdapterLinear) else layer
                 by_id[id(base.weight)] = mask.T if arch.transposed else mask
-    params = dict(model.named_parameters())
     return {n: by_id[id(params[n])] for n in names if n in params and id(params[n]) in by_id}
 
 

@@ -113,7 +113,10 @@ def job_peaks(model_config: dict, dtype: str, config: dict) -> dict[str, dict[st
     cap = memory_caps(rt).get("cpu")
     dispatched = min(cap, s.blocks * block) if cap is not None else s.blocks * block
     streamed = outer + block  # what any streaming job holds of the model
-    retrain = s.model_bytes + s.blocks * s.hidden * 2 * ADAM + saved + 2 * logits
+    # the whole model once, float32 masters of the norms, the activations kept, logits and their gradient; and
+    # as each block is written, it is compared with its parent's block as read (that block, its keep-masks and
+    # the kept values of both: about four blocks' bytes, measured)
+    retrain = s.model_bytes + s.blocks * s.hidden * 2 * ADAM + saved + 2 * logits + 4 * block
     device = {
         "activation_cache": streamed + 2 * hidden_states + grams64 + 2 * grams32,  # sums, float32 copy, file bytes
         "prune_by_score": streamed + 2.5 * scores,  # scores and the sort that thresholds them
@@ -122,7 +125,8 @@ def job_peaks(model_config: dict, dtype: str, config: dict) -> dict[str, dict[st
         # the float64 sums as they are rounded: more than the float32 Grams and one factor, made in its Gram
         "prune_sparsegpt": streamed + 2 * hidden_states + grams64 + grams32,
         "prune_structured": streamed + 2 * hidden_states + calib * s.ffn * FP32,
-        "prune_structured_liar": streamed + 2 * hidden_states + 4 * s.ffn**2 * 8,  # float64 moments and solves
+        # float64 moments and the least-squares solve's working copy and factor (three [ffn, ffn], measured)
+        "prune_structured_liar": streamed + 2 * hidden_states + 3 * s.ffn**2 * 8,
         "allocation": streamed + scores + ffn_square,
         "perplexity": streamed + 2 * eval_tokens * s.hidden * FP32 + 2 * logits,
         "zeroshot": outer + dispatched,
