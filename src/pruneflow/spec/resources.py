@@ -129,7 +129,9 @@ def job_peaks(model_config: dict, dtype: str, config: dict) -> dict[str, dict[st
         "prune_structured_liar": streamed + 2 * hidden_states + 3 * s.ffn**2 * 8,
         "allocation": streamed + scores + ffn_square,
         "perplexity": streamed + 2 * eval_tokens * s.hidden * FP32 + 2 * logits,
-        "zeroshot": outer + dispatched,
+        # lm-eval's logits and their log-softmax; a block read back from the offload folder (accelerate maps
+        # it: its pages count while it runs) beside the one before it
+        "zeroshot": outer + dispatched + 2 * block + 3 * logits,
         "speed": outer + dispatched,
         "sensitivity": streamed + block + 2 * logits,
         "recon": outer + 2 * block + s.mlp_params * ADAM + 3 * hidden32,
