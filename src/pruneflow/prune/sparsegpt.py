@@ -149,11 +149,12 @@ def sparsegpt_prune(
         # err = (w − q) / [H⁻¹]_ii with q the pruned column: w · (pruned / [H⁻¹]_ii), precomputed per block.
         scale1 = mask1 / d1
         err1 = torch.empty_like(w1)
+        d1_squared = d1.pow(2) if pattern.is_nm else None  # per block: the group loop below runs per M columns
         for i in range(i2 - i1):
             if pattern.is_nm and i % pattern.m == 0:
-                group = w1[i : i + pattern.m].pow(2) / d1[i : i + pattern.m].pow(2)
-                mask1[i : i + pattern.m] = lowest(group, pattern.m - pattern.n, dim=0)
-                scale1[i : i + pattern.m] = mask1[i : i + pattern.m] / d1[i : i + pattern.m]
+                rows = slice(i, i + pattern.m)
+                mask1[rows] = lowest(w1[rows].pow(2) / d1_squared[rows], pattern.m - pattern.n, dim=0)
+                torch.div(mask1[rows], d1[rows], out=scale1[rows])
             torch.mul(w1[i], scale1[i], out=err1[i])
             # OBS update of the not-yet-visited columns of the block.
             w1[i + 1 :].addr_(hinv1[i, i + 1 :], err1[i], alpha=-1)
