@@ -17,7 +17,9 @@ def lowest(scores: torch.Tensor, k: int, dim: int) -> torch.Tensor:
     if k <= 0:
         return torch.zeros_like(scores, dtype=torch.bool)
     if scores.shape[dim] <= 16:  # N:M groups
-        if scores.numel() >= 1024 * scores.shape[dim]:  # many groups: m passes of comparisons beat a sort (2-4x)
+        # many groups: m passes of comparisons beat a sort (2-4x); a NaN compares false both ways, so a group
+        # holding one goes to the sort (which ranks NaN last) to keep exactly k per group
+        if scores.numel() >= 1024 * scores.shape[dim] and not scores.isnan().any():
             return _ranks(scores, dim) < k
         idx = torch.sort(scores, dim=dim, stable=True).indices.narrow(dim, 0, k)  # a few: fewer kernels
         return torch.zeros_like(scores, dtype=torch.bool).scatter_(dim, idx, True)
