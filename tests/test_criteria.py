@@ -100,3 +100,29 @@ def test_gram_sums_added_by_row_bands_equal_one_add():
     expected = total + part
     add_by_rows(total, part, chunk_bytes=5 * 37 * 8)  # bands of 5 rows, the last one short
     assert torch.equal(total, expected)
+
+
+@pytest.mark.parametrize("n", [5, 200, 700])
+def test_gram_sums_are_the_whole_products_though_only_the_upper_triangle_is_computed(n):
+    # each sample's XᵀX is computed on and above the diagonal by bands of rows (half the work), the lower
+    # triangle mirrored when the sums are read; the values are those of whole products, and samples added
+    # after a read still count
+    g = torch.Generator().manual_seed(n)
+    samples = torch.randn(3, 40, n, generator=g)
+    stats = InputStats(n, gram=True)
+    stats.add(samples[:2])
+    first = stats.gram
+    stats.add(samples[2])
+    whole = [(s.T @ s).double() for s in samples]
+    for got, expected in [(first, whole[0] + whole[1]), (stats.gram, whole[0] + whole[1] + whole[2])]:
+        assert torch.equal(got, got.T)
+        assert torch.equal(torch.triu(got), torch.triu(expected.float()))
+
+
+def test_mirroring_the_upper_triangle_by_bands():
+    from pruneflow.core.activations import mirror_upper
+
+    total = torch.randn(37, 37, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    expected = torch.triu(total) + torch.triu(total, 1).T
+    mirror_upper(total, chunk_bytes=5 * 37 * 8)  # bands of 5 rows, the last one short
+    assert torch.equal(total, expected)

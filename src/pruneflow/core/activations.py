@@ -233,12 +233,14 @@ class InputStats:
         self.count, self.dtype = 0, torch.float32  # products and results: float32, or float64 for float64 inputs
         self._sq_sum = torch.zeros(in_features, dtype=torch.float64, device=device)
         self._gram = torch.zeros(in_features, in_features, dtype=torch.float64, device=device) if gram else None
+        self._upper_only = False  # the Gram sums hold their upper triangle only (samples added since it was read)
 
     @classmethod
     def from_tensors(cls, count: int, sq_sum: torch.Tensor, gram: torch.Tensor | None = None) -> "InputStats":
         """Statistics read back from storage (the dense-stream activation cache): float32, as they are read."""
         stats = cls.__new__(cls)
         stats.count, stats._sq_sum, stats._gram, stats.dtype = count, sq_sum, gram, torch.float32
+        stats._upper_only = False
         return stats
 
     def add(self, x: torch.Tensor) -> None:
@@ -250,7 +252,15 @@ class InputStats:
             self.count += sample.shape[0]
             self._sq_sum += sample.pow(2).sum(0)  # in-place: float32 added into float64, no float64 copy
             if self._gram is not None:
-                add_by_rows(self._gram, sample.T @ sample)
+                add_upper_gram(self._gram, sample)
+                self._upper_only = True
+
+    def _final_gram(self) -> torch.Tensor | None:
+        """The Gram sums, their lower triangle filled from the upper one (once, when they are read)."""
+        if self._upper_only:
+            mirror_upper(self._gram)
+            self._upper_only = False
+        return self._gram
 
     @property
     def sq_sum(self) -> torch.Tensor:
@@ -260,31 +270,58 @@ class InputStats:
     @property
     def gram(self) -> torch.Tensor | None:
         """XᵀX [in, in], float32 (None unless requested)."""
-        return None if self._gram is None else self._gram.to(self.dtype, copy=True)
+        return None if self._gram is None else self._final_gram().to(self.dtype, copy=True)
 
     def take_gram(self) -> torch.Tensor | None:
         """:attr:`gram` without the copy, for its last use: the statistics hold no Gram afterwards."""
-        gram, self._gram = (None if self._gram is None else self._gram.to(self.dtype)), None
+        gram, self._gram = (None if self._gram is None else self._final_gram().to(self.dtype)), None
         return gram
 
     def round_gram(self) -> None:
         """The Gram matrix rounded once to the dtype, as :attr:`gram` returns it (the same values), so a block's
         statistics hold half as much while its layers are pruned; the squared sums stay float64."""
         if self._gram is not None and self._gram.dtype != self.dtype:
-            self._gram = self._gram.to(self.dtype)
+            self._gram = self._final_gram().to(self.dtype)
 
     def export(self, name: str) -> dict[str, torch.Tensor]:
         """``{name.sq_sum, name.gram}`` in the statistics' dtype for storage; frees the float64 sums (the statistics are final)."""
         out = {f"{name}.sq_sum": self.sq_sum}
         self._sq_sum = None
         if self._gram is not None:
-            out[f"{name}.gram"], self._gram = self._gram.to(self.dtype), None
+            out[f"{name}.gram"], self._gram = self._final_gram().to(self.dtype), None
         return out
 
     @property
     def col_norms(self) -> torch.Tensor:
         """‖X_j‖₂ over all calibration tokens, float32."""
         return self._sq_sum.sqrt().to(self.dtype)
+
+
+def add_upper_gram(total: torch.Tensor, x: torch.Tensor, chunk_bytes: int = 16 * 2**20) -> None:
+    """``total += xᵀx`` on and above the diagonal, for ``x`` [tokens, n]: a band of rows a..b times the
+    columns from a on, so about half the products and float64 adds of a whole xᵀx (:func:`mirror_upper` fills
+    the lower triangle once the sums are final). Bands of equal height: MKL then sums each entry over the tokens
+    as in the whole product, so the float32 values are the same (a band of a few rows takes another kernel that
+    rounds differently)."""
+    n = x.shape[-1]
+    bands = max(min(8, n // 64), -(-n * total.element_size() * n // chunk_bytes), 1)  # ≥ 64 rows, ≤ chunk_bytes
+    rows = -(-n // bands)
+    for start in range(0, n, rows):
+        stop = min(start + rows, n)
+        total[start:stop, start:] += x[:, start:stop].T @ x[:, start:]
+
+
+def mirror_upper(total: torch.Tensor, chunk_bytes: int = 16 * 2**20) -> None:
+    """Copy the upper triangle of a square ``total`` onto its lower one, in place, by bands of rows."""
+    n = total.shape[0]
+    rows = max(1, chunk_bytes // (total.element_size() * max(1, n)))
+    for start in range(rows, n, rows):  # the first band's lower triangle lies inside its own diagonal block
+        stop = min(start + rows, n)
+        total[start:stop, :start] = total[:start, start:stop].T
+    for start in range(0, n, rows):  # inside each diagonal block
+        stop = min(start + rows, n)
+        block = total[start:stop, start:stop]
+        block.copy_(torch.triu(block) + torch.triu(block, 1).T)
 
 
 def add_by_rows(total: torch.Tensor, part: torch.Tensor, chunk_bytes: int = 16 * 2**20) -> None:
