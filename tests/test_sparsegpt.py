@@ -282,3 +282,33 @@ def test_pruning_takes_the_statistics_gram_only_at_its_last_use():
     assert torch.equal(stats.gram, gram)  # a copy was used
     prune_layer(get_criterion("sparsegpt"), torch.randn(16, 64), stats, parse_pattern(0.5), consume=True)
     assert stats.gram is None
+
+
+@pytest.mark.parametrize("pattern", ["0.5", "4:8"])
+def test_linears_that_share_statistics_share_one_inverse_factor(pattern, monkeypatch):
+    # q/k/v read one input: its Gram is factored once, taken from the statistics at the first linear, and each
+    # linear is pruned bit for bit as with a copy of the Gram of its own
+    from pruneflow.prune import sparsegpt
+
+    weight, _, stats = _correlated_layer(out_f=24, in_f=64)
+    weights = [weight, weight.flip(0), weight * 2]
+    expected = [(sparsegpt_prune(w := v.clone(), stats.gram, parse_pattern(pattern)), w) for v in weights]
+    factored = []
+    monkeypatch.setattr(sparsegpt, "reversed_inverse_factor",
+                        lambda *a, **k: factored.append(1) or sparsegpt._reversed_inverse_factor(a[0], a[1], k["overwrite"]))
+    factors = {}
+    for i, (v, (keep, pruned)) in enumerate(zip(weights, expected)):
+        w = v.clone()
+        assert torch.equal(prune_layer(get_criterion("sparsegpt"), w, stats, parse_pattern(pattern), consume=i == 2, factors=factors), keep)
+        assert torch.equal(w, pruned)
+        assert stats.gram is None and list(factors) == ([stats] if i < 2 else [])  # dropped at the last use
+    assert len(factored) == 1
+
+
+def test_a_factor_of_another_dtype_is_refused():
+    from pruneflow.prune.sparsegpt import InverseHessian
+
+    weight, _, stats = _correlated_layer(out_f=8, in_f=32)
+    factor = InverseHessian.of(stats.gram, weight)
+    with pytest.raises(ValueError, match="torch.float64 weight needs a torch.float64 factor, got torch.float32"):
+        sparsegpt_prune(weight.double(), factor, parse_pattern("0.5"))

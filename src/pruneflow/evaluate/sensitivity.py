@@ -15,7 +15,7 @@ from tqdm.auto import tqdm
 from pruneflow.core.activations import capture_block_inputs, head_logits, run_block
 from pruneflow.core.stream import ModelStream
 from pruneflow.core.artifacts import verify_folder
-from pruneflow.prune.criteria import Criterion, prune_layer
+from pruneflow.prune.criteria import Criterion, prune_block_layers
 from pruneflow.evaluate.perplexity import perplexity_result, window_nll
 from pruneflow.prune.masks import Pattern
 
@@ -50,11 +50,8 @@ def block_sensitivity(model, criterion: Criterion, pattern: Pattern, windows: to
                 linears = arch.block_linears(block)
                 saved = {name: arch.weight(layer).detach().clone() for name, layer in linears.items()}
                 stats = load_block_stats(cache, index, device) if criterion.needs_calibration else {}
-                pruned = total = 0
-                for name, layer in linears.items():
-                    keep = prune_layer(criterion, arch.weight(layer), stats.get(name), pattern)
-                    pruned += int((~keep).sum())
-                    total += keep.numel()
+                keeps = prune_block_layers(criterion, arch, block, stats, pattern).values()
+                pruned, total = sum(int((~k).sum()) for k in keeps), sum(k.numel() for k in keeps)
                 hidden = inputs.replace(run_block(block, inputs))
                 for name, layer in linears.items():  # the block is dense again before anything else runs
                     arch.weight(layer).copy_(saved[name])

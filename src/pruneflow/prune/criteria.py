@@ -11,7 +11,7 @@ import torch
 from pruneflow.core.activations import InputStats
 from pruneflow.prune.masks import Pattern, make_mask
 from pruneflow.spec.criteria import CRITERIA, Criterion, CriterionError, get_criterion  # noqa: F401 (re-exported)
-from pruneflow.prune.sparsegpt import sparsegpt_prune
+from pruneflow.prune.sparsegpt import InverseHessian, sparsegpt_prune
 
 
 def magnitude_scores(weight: torch.Tensor) -> torch.Tensor:
@@ -34,20 +34,29 @@ def scores_for(criterion: Criterion, weight: torch.Tensor, stats: InputStats | N
 
 @torch.no_grad()
 def prune_layer(criterion: Criterion, weight: torch.Tensor, stats: InputStats | None, pattern: Pattern,
-                consume: bool = False) -> torch.Tensor:
+                consume: bool = False, factors: dict[InputStats, InverseHessian] | None = None) -> torch.Tensor:
     """Prune ``weight`` [out, in] in place; return its keep-mask [out, in].
 
     Score-based criteria only zero the pruned weights; SparseGPT also updates the kept ones. ``consume``: this is
     the statistics' last use (SparseGPT takes the Gram without a copy and builds its inverse factor in that memory; the statistics
-    hold no Gram after).
+    hold no Gram after). ``factors``: SparseGPT's inverse factors by statistics, kept from one call to the next
+    for linears that share their statistics (the Gram is taken at the first, the factor dropped at the last).
     """
     pattern.check(weight.shape[1])
     if criterion.needs_calibration and stats is None:
         raise CriterionError(f"criterion {criterion.name!r} needs input statistics from calibration samples")
     if criterion.name == "sparsegpt":
-        if stats.gram is None:
-            raise CriterionError("criterion 'sparsegpt' needs the input Gram matrix: collect InputStats with gram=True")
-        return sparsegpt_prune(weight, stats.take_gram() if consume else stats.gram, pattern, consume=True)
+        factor = factors.get(stats) if factors is not None else None
+        if factor is None:
+            gram = stats.take_gram() if consume or factors is not None else stats.gram
+            if gram is None:
+                raise CriterionError("criterion 'sparsegpt' needs the input Gram matrix: collect InputStats with gram=True")
+            factor = InverseHessian.of(gram, weight, consume=True)
+            if factors is not None:
+                factors[stats] = factor
+        if consume and factors is not None:
+            factors.pop(stats, None)
+        return sparsegpt_prune(weight, factor, pattern)
     keep = make_mask(scores_for(criterion, weight, stats), pattern, criterion.per_row)
     weight.mul_(keep)
     return keep
@@ -55,12 +64,12 @@ def prune_layer(criterion: Criterion, weight: torch.Tensor, stats: InputStats | 
 
 def prune_block_layers(criterion: Criterion, arch, block, stats: dict[str, InputStats], pattern: Pattern) -> dict[str, torch.Tensor]:
     """Prune every linear of ``block`` in place; returns {linear name: keep-mask on the CPU}. ``stats``:
-    {linear name: InputStats} (one object per input group), emptied as it goes: a group's statistics (a Gram
-    [in, in]) are freed at its last layer, where SparseGPT takes the Gram without a copy, before the next
-    group's factor is made."""
-    masks = {}
+    {linear name: InputStats} (one object per input group), emptied as it goes. SparseGPT takes a group's Gram
+    [in, in] at its first layer and makes the group's one inverse factor in its memory, dropped at the group's
+    last layer, before the next group's is made."""
+    masks, factors = {}, {}
     for name, layer in arch.block_linears(block).items():
         layer_stats = stats.pop(name, None)
         last = layer_stats is not None and all(s is not layer_stats for s in stats.values())
-        masks[name] = prune_layer(criterion, arch.weight(layer), layer_stats, pattern, consume=last).cpu()
+        masks[name] = prune_layer(criterion, arch.weight(layer), layer_stats, pattern, consume=last, factors=factors).cpu()
     return masks

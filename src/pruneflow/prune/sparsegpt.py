@@ -15,6 +15,7 @@ goes, by the OBS saliency w² / [H⁻¹]_jj² on the weights as updated so far:
 from __future__ import annotations
 
 import contextlib
+from typing import NamedTuple
 
 import torch
 
@@ -106,20 +107,42 @@ def _flipped(gram: torch.Tensor, dead: torch.Tensor) -> torch.Tensor:
     return h
 
 
+class InverseHessian(NamedTuple):
+    """H⁻¹'s factor as :func:`sparsegpt_prune` reads it. It depends on the input alone, so the linears that read
+    one input (q/k/v, gate/up) share one: one factorisation, not three."""
+
+    lower_inv: torch.Tensor  # L⁻¹ for JHJ = LLᵀ (see reversed_inverse_factor)
+    dead: torch.Tensor  # [in] bool: inputs that were never nonzero
+
+    @classmethod
+    def of(cls, gram: torch.Tensor, weight: torch.Tensor, percdamp: float = 0.01, consume: bool = False) -> "InverseHessian":
+        """The factor for pruning ``weight`` (its device; float32, float64 if weight or gram is). ``consume``: the
+        gram's memory may hold it (the caller's last use of the gram)."""
+        h = gram.to(weight.device, solve_dtype(weight, gram))
+        return cls(*reversed_inverse_factor(h, percdamp, overwrite=consume or h.data_ptr() != gram.data_ptr()))
+
+
+def solve_dtype(weight: torch.Tensor, gram: torch.Tensor) -> torch.dtype:
+    return torch.promote_types(torch.promote_types(weight.dtype, gram.dtype), torch.float32)
+
+
 @torch.no_grad()
 def sparsegpt_prune(
-    weight: torch.Tensor, gram: torch.Tensor, pattern: Pattern, blocksize: int = 128, percdamp: float = 0.01,
-    consume: bool = False,
+    weight: torch.Tensor, gram: torch.Tensor | InverseHessian, pattern: Pattern, blocksize: int = 128,
+    percdamp: float = 0.01, consume: bool = False,
 ) -> torch.Tensor:
     """Prune ``weight`` [out, in] in place (any float dtype; the math is float32, float64 if weight or gram is:
     the exact arbiter) and update the kept weights.
 
-    ``gram`` [in, in] is XᵀX over the calibration tokens (``InputStats(gram=True).gram``); ``consume``: its
-    memory is reused for the inverse factor (the caller's last use of it). Returns the keep-mask [out, in] (bool, True = kept).
+    ``gram`` [in, in] is XᵀX over the calibration tokens (``InputStats(gram=True).gram``), or its
+    :class:`InverseHessian` (``percdamp`` was applied when it was made); ``consume``: the gram's memory is reused
+    for the inverse factor (the caller's last use of it). Returns the keep-mask [out, in] (bool, True = kept).
     """
     out_f, in_f = weight.shape
-    if gram.shape != (in_f, in_f):
-        raise ValueError(f"SparseGPT: gram has shape {tuple(gram.shape)}, expected ({in_f}, {in_f}) for weight {tuple(weight.shape)}")
+    factor = gram if isinstance(gram, InverseHessian) else None
+    shape = tuple((factor.lower_inv if factor else gram).shape)
+    if shape != (in_f, in_f):
+        raise ValueError(f"SparseGPT: gram has shape {shape}, expected ({in_f}, {in_f}) for weight {tuple(weight.shape)}")
     if blocksize < 1:
         raise ValueError(f"SparseGPT: blocksize={blocksize} must be positive")
     pattern.check(in_f)
@@ -127,10 +150,13 @@ def sparsegpt_prune(
         # A group of M columns must not straddle two blocks.
         blocksize = max(pattern.m, blocksize // pattern.m * pattern.m)
 
-    dtype = torch.promote_types(torch.promote_types(weight.dtype, gram.dtype), torch.float32)
-    h = gram.to(weight.device, dtype)
-    lower_inv, dead = reversed_inverse_factor(h, percdamp, overwrite=consume or h.data_ptr() != gram.data_ptr())
-    del h
+    if factor is None:
+        factor = InverseHessian.of(gram, weight, percdamp, consume)
+    elif factor.lower_inv.dtype != solve_dtype(weight, factor.lower_inv):
+        raise ValueError(f"SparseGPT: a {weight.dtype} weight needs a {solve_dtype(weight, factor.lower_inv)} factor, "
+                         f"got {factor.lower_inv.dtype}; make it with InverseHessian.of(gram, weight)")
+    lower_inv, dead = factor
+    dtype = lower_inv.dtype
     # Work on Wᵀ so that a column of W is a contiguous row: the column loop below then costs two
     # small kernels per column (an elementwise product and a rank-1 update), not eight.
     wt = weight.detach().to(dtype).t().contiguous()

@@ -45,7 +45,7 @@ from pruneflow.core.activations import (BlockInputs, block_output, call_argument
                                         input_groups, run_block, run_hooked)
 from pruneflow.core.architectures import StopForward, Sublayer
 from pruneflow.core.stream import ModelStream
-from pruneflow.prune.criteria import Criterion, prune_layer
+from pruneflow.prune.criteria import Criterion, prune_block_layers
 from pruneflow.prune.masks import Pattern
 from pruneflow.recover.least_squares import SOLVERS, linear_output_error, masked_least_squares
 from pruneflow.recover.adapters import AdapterConfig, merge_adapters, next_token_loss, parse_subsets, retrain, subset_parameters, wrap_block_linears
@@ -380,8 +380,7 @@ def prune_and_reconstruct(
             stats = {}
             if criterion.needs_calibration:
                 stats, _ = collect_stats(block, linears, stream, criterion.needs_gram, input_groups(ctx.arch), outputs=False)
-            ctx.keep_masks[i] = {name: prune_layer(criterion, ctx.arch.weight(layer), stats.get(name), pattern).cpu()
-                                 for name, layer in linears.items()}
+            ctx.keep_masks[i] = prune_block_layers(criterion, ctx.arch, block, stats, pattern)
             if j + 1 < len(indices):  # blocks:k: the next block of the unit sees this pruned one
                 stream = stream.replace(run_block(block, stream))
 
