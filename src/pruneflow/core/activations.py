@@ -302,7 +302,7 @@ def add_upper_gram(total: torch.Tensor, x: torch.Tensor, chunk_bytes: int = 16 *
     columns from a on, so about half the products and float64 adds of a whole xᵀx (:func:`mirror_upper` fills
     the lower triangle once the sums are final). Bands of equal height: MKL then sums each entry over the tokens
     as in the whole product, so the float32 values are the same (a band of a few rows takes another kernel that
-    rounds differently)."""
+    rounds differently). float64 products, the exact arbiter's, differ from whole ones in their last bits."""
     n = x.shape[-1]
     bands = max(min(8, n // 64), -(-n * total.element_size() * n // chunk_bytes), 1)  # ≥ 64 rows, ≤ chunk_bytes
     rows = -(-n // bands)

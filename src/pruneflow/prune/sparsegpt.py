@@ -123,6 +123,7 @@ class InverseHessian(NamedTuple):
 
 
 def solve_dtype(weight: torch.Tensor, gram: torch.Tensor) -> torch.dtype:
+    """float32, or float64 when the weight or the Gram is (the exact arbiter)."""
     return torch.promote_types(torch.promote_types(weight.dtype, gram.dtype), torch.float32)
 
 
@@ -177,7 +178,7 @@ def sparsegpt_prune(
         err1 = torch.empty_like(w1)
         d1_squared = d1.pow(2) if pattern.is_nm else None  # per block: the group loop below runs per M columns
         # the rows as views made once per block: per column, the loop then indexes a tuple, not a tensor
-        w_rows, scale_rows, err_rows, hinv_row = w1.unbind(0), scale1.unbind(0), err1.unbind(0), hinv1.unbind(0)
+        w_rows, scale_rows, err_rows, hinv1_rows = w1.unbind(0), scale1.unbind(0), err1.unbind(0), hinv1.unbind(0)
         for i in range(i2 - i1):
             if pattern.is_nm and i % pattern.m == 0:
                 rows = slice(i, i + pattern.m)
@@ -185,7 +186,7 @@ def sparsegpt_prune(
                 torch.div(mask1[rows], d1[rows], out=scale1[rows])
             torch.mul(w_rows[i], scale_rows[i], out=err_rows[i])
             # OBS update of the not-yet-visited columns of the block.
-            w1[i + 1 :].addr_(hinv_row[i][i + 1 :], err_rows[i], alpha=-1)
+            w1[i + 1 :].addr_(hinv1_rows[i][i + 1 :], err_rows[i], alpha=-1)
         w1.masked_fill_(mask1, 0)
         wt[i2:].sub_(hinv_rows[:, i2:].t() @ err1)
 
