@@ -43,20 +43,21 @@ VARIANTS = ("float32", "factor64", "solve64", "stats64")  # float32: no patch, r
 @contextlib.contextmanager
 def float64_in(variant: str):
     """Patch the library so that the steps of ``variant`` run in float64 (undone on exit)."""
-    saved = (sparsegpt.inverse_hessian_factor, criteria.sparsegpt_prune, activations.InputStats.add)
-    if variant == "factor64":
-        def factor(gram, percdamp=0.01):
-            u, dead = saved[0](gram.double(), percdamp)
-            return u.to(gram.dtype), dead
-        sparsegpt.inverse_hessian_factor = factor
-    if variant in ("solve64", "stats64"):  # a float64 gram promotes sparsegpt_prune's whole solve to float64
-        criteria.sparsegpt_prune = lambda weight, gram, pattern: saved[1](weight, gram.double(), pattern)
+    saved = (sparsegpt.InverseHessian.__dict__["of"], activations.InputStats.add)
+    make = sparsegpt.InverseHessian.of
+    if variant == "factor64":  # the factor made from the float64 Gram, U rounded to float32
+        def factor(gram, weight, percdamp=0.01, consume=False):
+            lower_inv, dead = make(gram.double(), weight, percdamp, consume=True)
+            return sparsegpt.InverseHessian(lower_inv.to(gram.dtype), dead)
+        sparsegpt.InverseHessian.of = factor
+    if variant in ("solve64", "stats64"):  # a float64 factor promotes sparsegpt_prune's whole sweep to float64
+        sparsegpt.InverseHessian.of = lambda gram, weight, percdamp=0.01, consume=False: make(gram.double(), weight, percdamp, True)
     if variant == "stats64":
-        activations.InputStats.add = lambda self, x: saved[2](self, x.double())
+        activations.InputStats.add = lambda self, x: saved[1](self, x.double())
     try:
         yield
     finally:
-        sparsegpt.inverse_hessian_factor, criteria.sparsegpt_prune, activations.InputStats.add = saved
+        sparsegpt.InverseHessian.of, activations.InputStats.add = saved
 
 
 def reference_runs(pattern: str, calibration: str) -> dict:
