@@ -315,11 +315,9 @@ def mirror_upper(total: torch.Tensor, chunk_bytes: int = 16 * 2**20) -> None:
     """Copy the upper triangle of a square ``total`` onto its lower one, in place, by bands of rows."""
     n = total.shape[0]
     rows = max(1, chunk_bytes // (total.element_size() * max(1, n)))
-    for start in range(rows, n, rows):  # the first band's lower triangle lies inside its own diagonal block
+    for start in range(0, n, rows):
         stop = min(start + rows, n)
-        total[start:stop, :start] = total[:start, start:stop].T
-    for start in range(0, n, rows):  # inside each diagonal block
-        stop = min(start + rows, n)
+        total[start:stop, :start] = total[:start, start:stop].T  # left of the band's diagonal block
         block = total[start:stop, start:stop]
         block.copy_(torch.triu(block) + torch.triu(block, 1).T)
 

@@ -46,17 +46,13 @@ def prune_layer(criterion: Criterion, weight: torch.Tensor, stats: InputStats | 
     if criterion.needs_calibration and stats is None:
         raise CriterionError(f"criterion {criterion.name!r} needs input statistics from calibration samples")
     if criterion.name == "sparsegpt":
-        factor = factors.get(stats) if factors is not None else None
-        if factor is None:
+        shared = factors if factors is not None else {}
+        if stats not in shared:  # the Gram is taken when the factor is kept for later calls (or at its last use)
             gram = stats.take_gram() if consume or factors is not None else stats.gram
             if gram is None:
                 raise CriterionError("criterion 'sparsegpt' needs the input Gram matrix: collect InputStats with gram=True")
-            factor = InverseHessian.of(gram, weight, consume=True)
-            if factors is not None:
-                factors[stats] = factor
-        if consume and factors is not None:
-            factors.pop(stats, None)
-        return sparsegpt_prune(weight, factor, pattern)
+            shared[stats] = InverseHessian.of(gram, weight, consume=True)
+        return sparsegpt_prune(weight, shared.pop(stats) if consume else shared[stats], pattern)
     keep = make_mask(scores_for(criterion, weight, stats), pattern, criterion.per_row)
     weight.mul_(keep)
     return keep
