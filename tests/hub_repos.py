@@ -7,6 +7,8 @@
   them (headings, paragraphs and empty rows), described by the card's ``configs`` front matter.
 - ``allenai/c4``: ``en/c4-train.00000-of-01024.json.gz`` and ``en/c4-validation.00000-of-00008.json.gz``, the
   two files the reference code reads, JSON lines with ``text``, ``timestamp`` and ``url``.
+- ``huggyllama/llama-7b`` and ``meta-llama/Llama-2-7b-hf``: their ``config.json`` only (the public values), so
+  the papers' configurations plan and size their jobs as 7B models; no weights.
 - the papers' seven zero-shot tasks under the repositories, configs and fields that lm-eval's task YAMLs
   name: ``aps/super_glue`` (boolq), ``nyu-mll/glue`` (rte), ``Rowan/hellaswag``, ``allenai/winogrande``
   (winogrande_xl), ``allenai/ai2_arc`` (ARC-Easy, ARC-Challenge), ``allenai/openbookqa`` (main).
@@ -72,6 +74,18 @@ def tiny_model_repo(dtype: str = "float16") -> dict[str, bytes]:
         return {p.name: p.read_bytes() for p in Path(tmp).iterdir() if p.is_file()}
 
 
+_LLAMA_7B = {
+    "architectures": ["LlamaForCausalLM"], "model_type": "llama", "hidden_act": "silu", "hidden_size": 4096,
+    "intermediate_size": 11008, "num_attention_heads": 32, "num_hidden_layers": 32, "vocab_size": 32000,
+    "bos_token_id": 1, "eos_token_id": 2, "initializer_range": 0.02, "tie_word_embeddings": False, "torch_dtype": "float16",
+}
+CONFIG_ONLY = {
+    "huggyllama/llama-7b": {**_LLAMA_7B, "max_position_embeddings": 2048, "rms_norm_eps": 1e-6, "pad_token_id": 0},
+    "meta-llama/Llama-2-7b-hf": {**_LLAMA_7B, "max_position_embeddings": 4096, "rms_norm_eps": 1e-5,
+                                 "num_key_value_heads": 32, "pretraining_tp": 1, "rope_scaling": None},
+}
+
+
 # ---------------------------------------------------------------- datasets
 def parquet(rows: list[dict]) -> bytes:
     import pyarrow as pa
@@ -116,14 +130,15 @@ def wikitext_repo() -> dict[str, bytes]:
 
 
 def c4_repo() -> dict[str, bytes]:
-    """Two gzipped JSON-lines files; documents of 1 to 8 sentences, so some are shorter than a window."""
+    """Two gzipped JSON-lines files; documents of 1 to 40 sentences (about 150 to 6,000 bytes, so about as
+    many tokens of the tiny model's byte tokenizer): many are shorter than a 2048-token window, some longer."""
     text = sentences(600, 4)
     rng = random.Random(5)
     files = {}
     for split, path in C4_FILES.items():
         lines = []
         for i in range(60 if split == "train" else 20):
-            k = rng.randint(1, 8)
+            k = rng.randint(1, 40)
             doc = " ".join(rng.sample(text, k))
             lines.append(json.dumps({"text": doc, "timestamp": "2019-04-25T12:57:54Z", "url": f"https://example.org/{split}/{i}"}))
         files[path] = gzip.compress(("\n".join(lines) + "\n").encode(), mtime=0)
@@ -186,6 +201,8 @@ def standard_hub():
     hub = HubStandIn()
     hub.add("model", TINY_REPO, tiny_model_repo("float16"))
     hub.add("model", TINY_REPO_BF16, tiny_model_repo("bfloat16"))
+    for repo, config in CONFIG_ONLY.items():
+        hub.add("model", repo, {"config.json": json.dumps(config, indent=2).encode()})
     hub.add("dataset", "Salesforce/wikitext", wikitext_repo())
     hub.add("dataset", "allenai/c4", c4_repo())
     for repo, files in zeroshot_repos().items():
