@@ -184,3 +184,15 @@ def test_a_7b_model_with_the_default_studies_stops_before_any_job(tmp_path):
     assert f"{len(over)} kinds of planned job would not fit" in out and "limit 24,000 MB (--resources mem_mb)" in out
     rules, _ = planned(tmp_path, "--resources", "mem_mb=1000000")  # declared large enough: it plans
     assert rules["model"] == 1 and rules["zeroshot"] == 6 and rules["recover"] == 7
+
+
+def test_tables_say_which_dtype_ran():
+    import pandas as pd
+
+    from pruneflow.report.tables import add_dtype_column
+
+    df = pd.DataFrame({"model": ["m", "m"], "method": ["dense", "wanda"], "perplexity": [10.0, 12.0]})
+    summaries = [{"variant": "dense", "dtype": "bfloat16"}, {"criterion": "wanda"}]  # a compact variant's: its parent's
+    assert list(add_dtype_column(df.copy(), summaries).columns) == ["model", "dtype", "method", "perplexity"]
+    assert list(add_dtype_column(df.copy(), summaries)["dtype"]) == ["bfloat16", "bfloat16"]
+    assert "dtype" not in add_dtype_column(df.copy(), [{"variant": "dense"}])  # made before it was recorded
