@@ -214,6 +214,16 @@ def test_seqlen_model_is_the_models_positions_and_needs_them(tiny_model_dir):
     assert cli["perplexity"] == {"seqlen": 128}
 
 
+def test_seqlen_model_is_checked_against_the_declared_memory(tiny_model_dir):
+    from pruneflow.spec.config import check_config
+
+    config = _config(tiny_model_dir, seqlen="model", protocol="reference")
+    check_config(config)  # nothing declared: nothing to check
+    config["runtime"]["max_memory"] = {"cpu": "100MB"}
+    with pytest.raises(ConfigError, match=r"perplexity\.seqlen: 2048 tokens a window need about .* allows 0\.1 GB"):
+        check_config(config)
+
+
 def test_a_row_cap_is_refused_with_a_reference_protocol(tiny_model_dir):
     config = _config(tiny_model_dir, protocol="reference")
     config["corpora"]["wiki"] = {"source": "hf", "name": "wikitext-2-raw-v1", "max_documents": 100}
