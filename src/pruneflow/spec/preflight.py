@@ -7,7 +7,7 @@ and split when small) and what the jobs check exactly:
   model's positions (``max_position_embeddings`` or its family's name for it), when its config can
   be read (:func:`pruneflow.spec.model_config.read_model_config`); ``perplexity.seqlen: model`` is
   resolved to those positions (:func:`perplexity_seqlen`; a model whose config cannot be read stops here),
-  and the perplexity job's memory at that length is checked against ``runtime.max_memory``;
+  and the perplexity job's memory at that length is then checked against ``runtime.max_memory``;
 - every N:M pattern's M against the inputs of the model's layers (hidden and intermediate sizes),
   and ``recon:blocks:k`` against its number of blocks;
 - a ``recon:full`` / ``retrain:...+full`` against the memory ``runtime.max_memory`` declares
@@ -41,6 +41,7 @@ def check_against_model_and_data(config: dict, base_dir: str | Path = ".", workf
         model_config = read_model_config(config["models"][name], base_dir)
     except ModelConfigError as err:
         raise ConfigError(f"models.{name}: {err}") from None
+    original_seqlen = config["perplexity"]["seqlen"]
     config = {**config, "perplexity": {**config["perplexity"], "seqlen": _resolve_seqlen(config, name, model_config)}}
     if model_config:
         _check_positions(config, name, model_config)
@@ -48,7 +49,8 @@ def check_against_model_and_data(config: dict, base_dir: str | Path = ".", workf
         filled = with_defaults(config)
         peaks = job_peaks(model_config, config["models"][name].get("dtype", "float32"), filled)
         check_whole_model_recoveries(filled, peaks)
-        _check_perplexity_memory(filled, peaks)
+        if original_seqlen == "model":  # a length the user did not spell out: say at once if it cannot fit
+            _check_perplexity_memory(filled, peaks)
     _check_zeroshot_tasks(config)
     cal, ppl = config["calibration"], config["perplexity"]
     if needs_calibration(config):
