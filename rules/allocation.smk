@@ -59,17 +59,17 @@ rule sensitivity:
         ),
         docs="results/corpora/{corpus}/eval.jsonl",
     output:
-        "results/{model}/sensitivity/{calib}/{criterion}-{pattern}/ppl-{corpus}-l{seqlen}-w{windows}-bos{bos}.json",
+        "results/{model}/sensitivity/{calib}/{criterion}-{pattern}/ppl-{corpus}-l{seqlen}-w{windows}-{protocol}.json",
     log:
-        "results/logs/{model}/sensitivity/{calib}/{criterion}-{pattern}/ppl-{corpus}-l{seqlen}-w{windows}-bos{bos}.log",
+        "results/logs/{model}/sensitivity/{calib}/{criterion}-{pattern}/ppl-{corpus}-l{seqlen}-w{windows}-{protocol}.log",
     benchmark:
-        "results/benchmarks/{model}/sensitivity/{calib}/{criterion}-{pattern}/ppl-{corpus}-l{seqlen}-w{windows}-bos{bos}.tsv"
+        "results/benchmarks/{model}/sensitivity/{calib}/{criterion}-{pattern}/ppl-{corpus}-l{seqlen}-w{windows}-{protocol}.tsv"
     wildcard_constraints:
         criterion="|".join(CRITERIA),
         pattern=PATTERN,
         seqlen=r"\d+",
         windows=r"\d+",
-        bos=r"auto|true|false",
+        protocol=r"bos(?:auto|true|false)|ref",
     conda:
         "../envs/pruneflow.yaml"
     threads: THREADS

@@ -20,6 +20,7 @@ from pruneflow.spec.config import (
 )
 from pruneflow.core.gpus import check_gpu_resource, gpu_ids
 from pruneflow.spec.model_config import read_model_config, resolved_spec
+from pruneflow.spec.preflight import perplexity_seqlen
 from pruneflow.spec.resources import (
     Limit,
     check_fit,
@@ -38,6 +39,9 @@ coerce_cli_values(
 )  # nested --config values arrive as strings
 try:
     check_config(config, ".", workflow.basedir)
+    config["perplexity"]["seqlen"] = perplexity_seqlen(
+        config, "."
+    )  # `model`: the model's positions, for names and jobs
 except ConfigError as err:
     raise WorkflowError(f"invalid configuration: {err}") from None
 config.update(

@@ -44,17 +44,15 @@ rule corpus:
 rule calibration:
     input:
         model="results/{model}/dense",
-        docs="results/corpora/{corpus}/calib.jsonl",
+        docs=lambda w: f"results/corpora/{ex.parse_calib_id(w.calib)['corpus']}/calib.jsonl",
     output:
-        "results/{model}/calib/{corpus}-n{nsamples}-l{seqlen}-s{seed}.safetensors",
+        "results/{model}/calib/{calib}.safetensors",
     log:
-        "results/logs/{model}/calib/{corpus}-n{nsamples}-l{seqlen}-s{seed}.log",
+        "results/logs/{model}/calib/{calib}.log",
     benchmark:
-        "results/benchmarks/{model}/calib/{corpus}-n{nsamples}-l{seqlen}-s{seed}.tsv"
+        "results/benchmarks/{model}/calib/{calib}.tsv"
     wildcard_constraints:
-        nsamples=r"\d+",
-        seqlen=r"\d+",
-        seed=r"\d+",
+        calib=ex.CALIB_ID_PATTERN,
     conda:
         "../envs/pruneflow.yaml"
     threads: 1

@@ -9,15 +9,15 @@ rule perplexity:
         parents=variant_parents,
         docs="results/corpora/{corpus}/eval.jsonl",
     output:
-        "results/{model}/eval/{variant}/ppl-{corpus}-l{seqlen}-w{windows}-bos{bos}.json",
+        "results/{model}/eval/{variant}/ppl-{corpus}-l{seqlen}-w{windows}-{protocol}.json",
     log:
-        "results/logs/{model}/eval/{variant}/ppl-{corpus}-l{seqlen}-w{windows}-bos{bos}.log",
+        "results/logs/{model}/eval/{variant}/ppl-{corpus}-l{seqlen}-w{windows}-{protocol}.log",
     benchmark:
-        "results/benchmarks/{model}/eval/{variant}/ppl-{corpus}-l{seqlen}-w{windows}-bos{bos}.tsv"
+        "results/benchmarks/{model}/eval/{variant}/ppl-{corpus}-l{seqlen}-w{windows}-{protocol}.tsv"
     wildcard_constraints:
         seqlen=r"\d+",
         windows=r"\d+",
-        bos=r"auto|true|false",
+        protocol=r"bos(?:auto|true|false)|ref",  # PruneFlow's (with its bos setting) or the reference's
     conda:
         "../envs/pruneflow.yaml"
     threads: THREADS

@@ -1,7 +1,7 @@
 """Per-block sensitivity: perplexity on the first windows of the protocol with one block at a time pruned."""
 from pruneflow.data.corpora import describe
 from pruneflow.prune.criteria import get_criterion
-from pruneflow.evaluate.perplexity import eval_windows
+from pruneflow.evaluate.perplexity import protocol_windows
 from pruneflow.core.atomic import write_json
 from pruneflow.data.jsonl import read_texts
 from pruneflow.spec.patterns import parse_pattern
@@ -11,12 +11,12 @@ from pruneflow.core.stream import open_stream
 
 rt = runtime_settings(snakemake.config)
 w = snakemake.wildcards
-spec = snakemake.params.spec  # corpus, seqlen, windows, bos (from the output name, in the rule)
+spec = snakemake.params.spec  # corpus, seqlen, windows, and bos or protocol: reference (from the output name, in the rule)
 pattern = parse_pattern(w.pattern)
 with job(snakemake.log[0], snakemake.threads, gpus=snakemake.resources.get("gpu", 0)):
     stream = open_stream(snakemake.input.model)
     source = f"{describe(snakemake.config['corpora'][w.corpus], w.corpus)}, held-out part {snakemake.input.docs},"
-    windows = eval_windows(read_texts(snakemake.input.docs), stream.tokenizer, spec["seqlen"], spec["windows"], spec["bos"], source)
+    windows = protocol_windows(read_texts(snakemake.input.docs), stream.tokenizer, spec, source)
     result = block_sensitivity(stream, get_criterion(w.criterion), pattern, windows, snakemake.input.get("cache") or None,
                                rt["eval_batch_size"], resolve_device(rt["device"]))
     for b in result["blocks"]:

@@ -1,14 +1,16 @@
-"""Draw nsamples windows of seqlen tokens with a seed; store them as safetensors."""
+"""Draw nsamples windows of seqlen tokens with a seed (the calibration id's protocol); store them as safetensors."""
 from transformers import AutoTokenizer
 
-from pruneflow.data.calibration import sample_windows, save_calibration
+from pruneflow.data.calibration import calibration_windows, save_calibration
 from pruneflow.data.corpora import describe
 from pruneflow.data.jsonl import read_texts
 from pruneflow.core.runtime import job
+from pruneflow.spec.naming import parse_calib_id
 
-w = snakemake.wildcards
+spec = parse_calib_id(snakemake.wildcards.calib)  # corpus, nsamples, seqlen, seed, protocol
 with job(snakemake.log[0], snakemake.threads):
     tok = AutoTokenizer.from_pretrained(f"{snakemake.input.model}/model")
-    source = f"{describe(snakemake.config['corpora'][w.corpus], w.corpus)}, calibration part {snakemake.input.docs}"
-    ids = sample_windows(read_texts(snakemake.input.docs), tok, int(w.nsamples), int(w.seqlen), int(w.seed), source)
-    save_calibration(snakemake.output[0], ids, corpus=w.corpus, seed=w.seed)
+    source = f"{describe(snakemake.config['corpora'][spec['corpus']], spec['corpus'])}, calibration part {snakemake.input.docs}"
+    ids = calibration_windows(read_texts(snakemake.input.docs), tok, spec["nsamples"], spec["seqlen"], spec["seed"],
+                              spec["protocol"], source)
+    save_calibration(snakemake.output[0], ids, corpus=spec["corpus"], seed=str(spec["seed"]), protocol=spec["protocol"])

@@ -6,8 +6,10 @@ Sources:
 - ``text`` / ``jsonl``: a local file (documents separated by blank lines / one ``{"text": ...}`` per line).
 - ``hf``: a Hugging Face ``datasets`` corpus (``c4``, ``wikitext-2-raw-v1`` or any name with its splits).
 
-Local sources are split deterministically by a hash of each document, so evaluation text is never
-used for calibration even when both read the same corpus; ``hf`` sources use the dataset's own splits.
+Local sources are split deterministically by a hash of each document (blank ones dropped), so evaluation
+text is never used for calibration even when both read the same corpus; ``hf`` sources use the dataset's
+own splits, every row kept verbatim and in order (the reference protocol joins WikiText-2's empty rows;
+PruneFlow's own protocol skips blank documents where it reads them).
 
 Errors (:class:`CorpusError`) name the file and the cause: empty, binary, not UTF-8, a bad JSON line,
 no document long enough. :func:`corpus_bounds` gives, before any job runs, an upper bound on the
@@ -156,31 +158,83 @@ def local_documents(path: str, fmt: str) -> list[str]:
     return parse_documents(decode_text(data, path), fmt, path)
 
 
-def hf_splits(spec: dict) -> dict[str, list[str]]:
+@dataclass(frozen=True)
+class HFSplit:
+    """One split of a Hugging Face dataset, named as ``load_dataset`` takes it."""
+
+    dataset: str
+    config: str | None
+    split: str
+    data_files: str | None = None  # one file of the dataset's repository (C4: the reference's shard)
+    field: str = "text"
+
+    def fill_command(self) -> str:
+        """The command that puts this split into the Hugging Face cache, for messages."""
+        if self.data_files:
+            return f"hf download {self.dataset} {self.data_files} --repo-type dataset"
+        args = [repr(self.dataset)] + ([repr(self.config)] if self.config else [])
+        return f"python -c \"from datasets import load_dataset; load_dataset({', '.join(args)}, split={self.split!r})\""
+
+
+# Well-known Hugging Face corpora, read as the Wanda/SparseGPT reference code reads them (lib/data.py):
+# C4 from one shard of each split of allenai/c4, WikiText-2 (raw) from its own train and test splits. The
+# reference's id `wikitext` is where the Hub's Salesforce/wikitext used to live; huggingface_hub 1.x and later
+# refuse ids without a namespace.
+HF_CORPORA = {
+    "c4": {
+        "calib": HFSplit("allenai/c4", None, "train", "en/c4-train.00000-of-01024.json.gz"),
+        "eval": HFSplit("allenai/c4", None, "validation", "en/c4-validation.00000-of-00008.json.gz"),
+    },
+    "wikitext-2-raw-v1": {
+        "calib": HFSplit("Salesforce/wikitext", "wikitext-2-raw-v1", "train"),
+        "eval": HFSplit("Salesforce/wikitext", "wikitext-2-raw-v1", "test"),
+    },
+}
+
+
+def hf_parts(spec: dict) -> dict[str, HFSplit]:
+    """The two splits an ``hf`` corpus spec reads: a well-known name's, or the spec's own."""
+    name = spec["name"]
+    if name in HF_CORPORA:
+        return HF_CORPORA[name]
+    config = spec.get("config")
+    return {
+        "calib": HFSplit(name, config, spec.get("calib_split", "train")),
+        "eval": HFSplit(name, config, spec.get("eval_split", "test")),
+    }
+
+
+def hf_rows(part: HFSplit, limit: int | None = None) -> list[str]:
+    """The split's text field, every row verbatim and in order (empty rows too: the reference's WikiText-2
+    joins them); at most ``limit`` rows. Loaded without streaming, so a filled datasets cache serves offline
+    (``HF_HUB_OFFLINE=1``, ``HF_DATASETS_OFFLINE=1``)."""
     from datasets import load_dataset
 
-    name = spec["name"]
-    dataset, config, calib_split, eval_split, field = HF_CORPORA.get(
-        name, (name, spec.get("config"), spec.get("calib_split", "train"), spec.get("eval_split", "test"), "text")
-    )
-    limit = spec.get("max_documents")
-    out = {}
-    for part, split in (("calib", calib_split), ("eval", eval_split)):
-        try:
-            ds = load_dataset(dataset, config, split=split, streaming=True)
-        except Exception as err:  # offline or unknown names surface as many exception types
-            raise CorpusError(
-                f"could not load Hugging Face dataset {dataset!r} ({config}, split {split!r}): {err}. "
-                "Without network, use corpora: {name: {source: text, path: file.txt}} instead."
-            ) from err
-        docs = []
-        for row in ds:
-            if row[field].strip():
-                docs.append(row[field])
-            if limit and len(docs) >= limit:
-                break
-        out[part] = docs
-    return out
+    try:
+        if part.data_files:
+            # One file of a repository: fetched into the Hub's cache and read as JSON lines. (load_dataset with
+            # data_files= does not find its own cache offline: its config hash differs without the Hub.)
+            from huggingface_hub import hf_hub_download
+
+            path = hf_hub_download(part.dataset, part.data_files, repo_type="dataset")
+            ds = load_dataset("json", data_files={part.split: path}, split=part.split)
+        else:
+            ds = load_dataset(part.dataset, part.config, split=part.split)
+        if limit and limit < len(ds):
+            ds = ds.select(range(limit))
+        return list(ds[part.field])
+    except Exception as err:  # offline, an empty cache, unknown names: many exception types
+        raise CorpusError(
+            f"could not load Hugging Face dataset {part.dataset!r} (config {part.config!r}, split {part.split!r}"
+            + (f", file {part.data_files!r}" if part.data_files else "") + f"): {type(err).__name__}: {err}. "
+            f"To fill the cache, run once where the Hub answers: {part.fill_command()} (the cache is HF_HOME, "
+            "~/.cache/huggingface by default); offline runs then read it "
+            "with HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1. Without the Hub, use corpora: {name: {source: text, path: file.txt}}."
+        ) from err
+
+
+def hf_splits(spec: dict) -> dict[str, list[str]]:
+    return {part: hf_rows(split, spec.get("max_documents")) for part, split in hf_parts(spec).items()}
 
 
 def corpus_splits(spec: dict) -> dict[str, list[str]]:

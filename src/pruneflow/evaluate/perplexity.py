@@ -1,12 +1,21 @@
 """Perplexity.
 
-Perplexity protocol (the papers' WikiText protocol, on whichever held-out corpus is configured):
-the evaluation documents are joined with blank lines (``"\\n\\n"``) and tokenised once without
-special tokens; the stream is cut into non-overlapping windows of ``seqlen`` tokens and the first
-``windows`` of them are scored (all of them if ``windows`` is 0). With ``bos``, each window is
-BOS + ``seqlen - 1`` text tokens, and the BOS position is never a prediction target. Every other
-token of a window is predicted from the tokens before it in the same window (no carried context),
-so ``tokens`` = windows × (seqlen - 1) predictions, and perplexity = exp(mean negative log-likelihood).
+Two protocols (``perplexity.protocol``), on whichever held-out corpus is configured:
+
+- ``pruneflow`` (:func:`eval_windows`, the default): the non-blank evaluation documents are joined with
+  blank lines (``"\\n\\n"``) and tokenised once without special tokens; the stream is cut into
+  non-overlapping windows of ``seqlen`` tokens and the first ``windows`` of them are scored (all of them if
+  ``windows`` is 0). With ``bos``, each window is BOS + ``seqlen - 1`` text tokens, and the BOS position is
+  never a prediction target.
+- ``reference`` (:func:`reference_eval_windows`): the Wanda/SparseGPT code's WikiText-2 evaluation exactly
+  (``get_wikitext2`` and ``eval_ppl_wikitext``): every row, empty ones too, joined with ``"\\n\\n"`` and
+  tokenised once *with* the tokenizer's special tokens (a LLaMA tokenizer: one BOS at the very start);
+  ``len // seqlen`` windows of ``seqlen`` tokens, the partial last one dropped, no BOS added per window.
+
+Either way every token of a window but the first is predicted from the tokens before it in the same
+window (no carried context), so ``tokens`` = windows × (seqlen - 1) predictions, and perplexity =
+exp(mean negative log-likelihood): the reference's exp of the mean of per-window mean losses, since every
+window has as many predictions.
 """
 
 from __future__ import annotations
@@ -58,21 +67,45 @@ def leading_ids(tokenizer, text: str, count: int) -> list[int]:
 
 
 def eval_windows(documents: list[str], tokenizer, seqlen: int, windows: int, bos, source: str = "evaluation corpus") -> torch.Tensor:
-    """Token windows [n, seqlen] following the protocol above; ``source`` names the corpus in errors."""
+    """Token windows [n, seqlen] following PruneFlow's protocol above; ``source`` names the corpus in errors."""
     with_bos = use_bos(tokenizer, bos)
     step = seqlen - 1 if with_bos else seqlen
-    ids = leading_ids(tokenizer, "\n\n".join(documents), windows * step)
-    available = len(ids) // step
-    n = available if windows == 0 else windows
-    if available < n or n == 0:
-        raise EvaluationCorpusError(
-            f"{source} too short: {len(ids)} tokens give {available} windows of {step} text tokens, "
-            f"{n} requested (perplexity.windows); lower perplexity.windows or perplexity.seqlen"
-        )
+    ids = leading_ids(tokenizer, "\n\n".join(d for d in documents if d.strip()), windows * step)
+    n = _window_count(len(ids), step, windows, source, "text tokens")
     out = torch.tensor(ids[: n * step], dtype=torch.long).view(n, step)
     if with_bos:
         out = torch.cat([torch.full((n, 1), tokenizer.bos_token_id), out], dim=1)
     return out
+
+
+def reference_eval_windows(rows: list[str], tokenizer, seqlen: int, windows: int, source: str = "evaluation corpus") -> torch.Tensor:
+    """Token windows [n, seqlen] following the reference protocol above (``rows``: every row of the
+    held-out part, in order); the first ``windows`` of them (0: all)."""
+    ids = tokenizer("\n\n".join(rows))["input_ids"]  # with special tokens, as the reference's tokenizer call
+    n = _window_count(len(ids), seqlen, windows, source, "tokens")
+    return torch.tensor(ids[: n * seqlen], dtype=torch.long).view(n, seqlen)
+
+
+def protocol_windows(documents: list[str], tokenizer, spec: dict, source: str = "evaluation corpus") -> torch.Tensor:
+    """Token windows [n, seqlen] of a perplexity spec (``seqlen``, ``windows``, ``bos``, ``protocol``:
+    :func:`pruneflow.spec.naming.parse_ppl_name`)."""
+    protocol = spec.get("protocol", "pruneflow")
+    if protocol == "reference":
+        return reference_eval_windows(documents, tokenizer, spec["seqlen"], spec["windows"], source)
+    if protocol == "pruneflow":
+        return eval_windows(documents, tokenizer, spec["seqlen"], spec["windows"], spec.get("bos", "auto"), source)
+    raise EvaluationError(f"perplexity.protocol: {protocol!r} is unknown; allowed: pruneflow, reference")
+
+
+def _window_count(tokens: int, step: int, windows: int, source: str, what: str) -> int:
+    available = tokens // step
+    n = available if windows == 0 else windows
+    if available < n or n == 0:
+        raise EvaluationCorpusError(
+            f"{source} too short: {tokens} tokens give {available} windows of {step} {what}, "
+            f"{n} requested (perplexity.windows); lower perplexity.windows or perplexity.seqlen"
+        )
+    return n
 
 
 @torch.no_grad()

@@ -139,6 +139,7 @@ def validate_config(config: dict, base_dir: str | Path = ".") -> None:
     _check_model_supported(config, Path(base_dir))
     for name, spec in config["corpora"].items():
         _check_corpus(f"corpora.{name}", spec, Path(base_dir))
+    _check_reference_protocols(config)
     for name, study in config["studies"].items():
         key = f"studies.{name}"
         kind = study.get("kind", "unstructured")
@@ -433,6 +434,17 @@ def _check_corpus(key, spec, base: Path):
         raise ConfigError(f"{key}: source 'hf' needs 'name' (for example c4 or wikitext-2-raw-v1)")
 
 
+def _check_reference_protocols(config) -> None:
+    """The reference protocols read every row of their corpus part: a row cap would change what they draw."""
+    for section in ("calibration", "perplexity"):
+        corpus = config[section]["corpus"]
+        if config[section].get("protocol") == "reference" and "max_documents" in config["corpora"][corpus]:
+            raise ConfigError(
+                f"corpora.{corpus}.max_documents: not allowed with {section}.protocol: reference, which reads every row "
+                f"as the Wanda/SparseGPT code does; allowed: no max_documents, or {section}.protocol: pruneflow"
+            )
+
+
 # ---------------------------------------------------------------- config files and --config values
 
 
@@ -485,6 +497,12 @@ def _schema_child(node: dict, key) -> dict:
 
 
 def _typed(text: str, node: dict):
+    if "oneOf" in node:  # the first option the text is a value of: `perplexity.seqlen` 64 or model
+        for option in node["oneOf"]:
+            value = _typed(text, option)
+            if not isinstance(value, str) or option.get("const") == text or "string" in _as_list(option.get("type", [])):
+                return value
+        return text
     types = node.get("type", [])
     types = [types] if isinstance(types, str) else list(types)
     enum = node.get("enum", [])

@@ -3,6 +3,10 @@
 A variant is a model state under ``results/<model>/``: ``dense``, or
 ``pruned/<calibration id>/<method id>``, e.g. ``pruned/brown-n32-l256-s0/wanda-u0.5-seq``.
 Methods that need no calibration use the calibration id ``none``.
+
+The reference data protocol (``calibration.protocol`` / ``perplexity.protocol: reference``) adds a ``-ref``
+part to the names it makes (``c4-n128-l2048-s0-ref``, ``ppl-wikitext2-l4096-w0-ref.json``); PruneFlow's own
+protocol, the default, keeps the names it always had, so the two never share a file.
 """
 
 from __future__ import annotations
@@ -16,9 +20,27 @@ from pruneflow.spec.criteria import get_criterion
 STREAM_TOKENS = {"sequential": "seq", "dense": "dense"}
 
 
+REFERENCE_TOKEN = "ref"
+
+
 def calib_id(calibration: dict) -> str:
     c = calibration
-    return f"{c['corpus']}-n{c['nsamples']}-l{c['seqlen']}-s{c['seed']}"
+    ref = f"-{REFERENCE_TOKEN}" if c.get("protocol", "pruneflow") == "reference" else ""
+    return f"{c['corpus']}-n{c['nsamples']}-l{c['seqlen']}-s{c['seed']}{ref}"
+
+
+CALIB_ID = r"(.+)-n(\d+)-l(\d+)-s(\d+)(?:-(ref))?"
+CALIB_ID_PATTERN = r"[^/]+-n\d+-l\d+-s\d+(?:-ref)?"  # the same, without groups: a rule's wildcard constraint
+
+
+def parse_calib_id(text: str) -> dict:
+    """``brown-n32-l256-s0`` → {corpus, nsamples, seqlen, seed, protocol}; inverse of :func:`calib_id`."""
+    m = re.fullmatch(CALIB_ID, text)
+    if not m:
+        raise ValueError(f"calibration id {text!r}: expected <corpus>-n<nsamples>-l<seqlen>-s<seed>[-ref]")
+    corpus, n, seqlen, seed, ref = m.groups()
+    protocol = "reference" if ref else "pruneflow"
+    return {"corpus": corpus, "nsamples": int(n), "seqlen": int(seqlen), "seed": int(seed), "protocol": protocol}
 
 
 # Layer-wise sparsity allocation: uniform (every block at the requested ratio; no token, so uniform
@@ -146,16 +168,26 @@ def study_variants(study: dict, calibration: dict) -> list[str]:
 
 
 def ppl_name(perplexity: dict) -> str:
+    """``ppl-<corpus>-l<seqlen>-w<windows>-bos<auto|true|false>.json`` (PruneFlow's protocol), or
+    ``ppl-<corpus>-l<seqlen>-w<windows>-ref.json`` (the reference's, which has no ``bos`` setting)."""
     p = perplexity
+    if p.get("protocol", "pruneflow") == "reference":
+        return f"ppl-{p['corpus']}-l{p['seqlen']}-w{p['windows']}-{REFERENCE_TOKEN}.json"
     return f"ppl-{p['corpus']}-l{p['seqlen']}-w{p['windows']}-bos{str(p.get('bos', 'auto')).lower()}.json"
 
 
 def parse_ppl_name(text: str) -> dict:
-    m = re.fullmatch(r"ppl-(.+)-l(\d+)-w(\d+)-bos(auto|true|false)(?:\.json)?", text)
+    """Inverse of :func:`ppl_name`: {corpus, seqlen, windows, bos} for PruneFlow's protocol (no ``protocol``
+    key: the default's params stay as they were), {corpus, seqlen, windows, protocol: reference} for the reference."""
+    m = re.fullmatch(r"ppl-(.+)-l(\d+)-w(\d+)-(?:bos(auto|true|false)|(ref))(?:\.json)?", text)
     if not m:
-        raise ValueError(f"perplexity artifact {text!r}: expected ppl-<corpus>-l<seqlen>-w<windows>-bos<auto|true|false>")
-    bos = {"auto": "auto", "true": True, "false": False}[m.group(4)]
-    return {"corpus": m.group(1), "seqlen": int(m.group(2)), "windows": int(m.group(3)), "bos": bos}
+        raise ValueError(
+            f"perplexity artifact {text!r}: expected ppl-<corpus>-l<seqlen>-w<windows>-bos<auto|true|false> or ...-ref"
+        )
+    spec = {"corpus": m.group(1), "seqlen": int(m.group(2)), "windows": int(m.group(3))}
+    if m.group(5):
+        return {**spec, "protocol": "reference"}
+    return {**spec, "bos": {"auto": "auto", "true": True, "false": False}[m.group(4)]}
 
 
 # Structured pruning (heads / FFN neurons removed, then repaired): variant

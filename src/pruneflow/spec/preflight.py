@@ -5,7 +5,9 @@ and split when small) and what the jobs check exactly:
 
 - ``calibration.seqlen`` and ``perplexity.seqlen`` (and the speed test's 256 tokens) against the
   model's positions (``max_position_embeddings`` or its family's name for it), when its config can
-  be read (:func:`pruneflow.spec.model_config.read_model_config`);
+  be read (:func:`pruneflow.spec.model_config.read_model_config`); ``perplexity.seqlen: model`` is
+  resolved to those positions (:func:`perplexity_seqlen`; a model whose config cannot be read stops here),
+  and the perplexity job's memory at that length is then checked against ``runtime.max_memory``;
 - every N:M pattern's M against the inputs of the model's layers (hidden and intermediate sizes),
   and ``recon:blocks:k`` against its number of blocks;
 - a ``recon:full`` / ``retrain:...+full`` against the memory ``runtime.max_memory`` declares
@@ -25,9 +27,9 @@ from pathlib import Path
 from pruneflow.spec.config import ConfigError, with_defaults
 from pruneflow.data.corpora import CorpusError, corpus_bounds
 from pruneflow.spec.naming import sensitivity_artifacts, variants_of
-from pruneflow.spec.model_config import ModelConfigError, max_positions, read_model_config, resolve_dtype
+from pruneflow.spec.model_config import POSITION_KEYS, ModelConfigError, max_positions, read_model_config, resolve_dtype
 from pruneflow.spec.patterns import parse_pattern
-from pruneflow.spec.resources import check_whole_model_recoveries, job_peaks
+from pruneflow.spec.resources import check_whole_model_recoveries, job_peaks, memory_caps
 
 SPEED_SEQLEN = 256  # structured studies with speed: true measure throughput on inputs this long (rules/report.smk)
 
@@ -39,12 +41,17 @@ def check_against_model_and_data(config: dict, base_dir: str | Path = ".", workf
         model_config = read_model_config(config["models"][name], base_dir)
     except ModelConfigError as err:
         raise ConfigError(f"models.{name}: {err}") from None
+    original_seqlen = config["perplexity"]["seqlen"]
+    config = {**config, "perplexity": {**config["perplexity"], "seqlen": _resolve_seqlen(config, name, model_config)}}
     if model_config:
         _check_positions(config, name, model_config)
         _check_layer_sizes(config, name, model_config)
         filled = with_defaults(config)
         dtype = resolve_dtype(config["models"][name], base_dir, model_config)
-        check_whole_model_recoveries(filled, job_peaks(model_config, dtype, filled))
+        peaks = job_peaks(model_config, dtype, filled)
+        check_whole_model_recoveries(filled, peaks)
+        if original_seqlen == "model":  # a length the user did not spell out: say at once if it cannot fit
+            _check_perplexity_memory(filled, peaks)
     _check_zeroshot_tasks(config)
     cal, ppl = config["calibration"], config["perplexity"]
     if needs_calibration(config):
@@ -54,6 +61,51 @@ def check_against_model_and_data(config: dict, base_dir: str | Path = ".", workf
     bounds = _bounds(config, ppl["corpus"], base_dir, workflow_dir)
     if bounds:
         _check_perplexity(ppl, bounds["eval"])
+
+
+def perplexity_seqlen(config: dict, base_dir: str | Path = ".") -> int:
+    """``perplexity.seqlen`` as a number: ``model`` is the model's positions (its ``max_position_embeddings``,
+    the reference code's ``model.seqlen``). Raises :class:`ConfigError` when its config says none."""
+    if config["perplexity"]["seqlen"] != "model":
+        return config["perplexity"]["seqlen"]
+    name = config["model"]
+    try:
+        model_config = read_model_config(config["models"][name], base_dir)
+    except ModelConfigError as err:
+        raise ConfigError(f"models.{name}: {err}") from None
+    return _resolve_seqlen(config, name, model_config)
+
+
+def _resolve_seqlen(config, name, model_config) -> int:
+    seqlen = config["perplexity"]["seqlen"]
+    if seqlen != "model":
+        return seqlen
+    positions = max_positions(model_config)
+    if not positions:
+        why = "its config.json is not readable before any job (a hub model not in the Hugging Face cache?)" if not model_config else (
+            f"its config names none of {', '.join(POSITION_KEYS)}")
+        raise ConfigError(
+            f"perplexity.seqlen: 'model' needs model {name!r}'s context length, but {why}; allowed: a number of tokens"
+        )
+    return positions
+
+
+def _check_perplexity_memory(config, peaks):
+    """The perplexity job at its window length against ``runtime.max_memory`` (nothing declared: no check)."""
+    rt = config["runtime"]
+    caps = memory_caps(rt)
+    on_cpu = rt["device"] == "cpu"
+    gpu_caps = [v for k, v in caps.items() if k.startswith("cuda")]
+    limit = caps.get("cpu") if on_cpu else (min(gpu_caps) if gpu_caps else None)
+    need = peaks["perplexity"]["host" if on_cpu else "device"]
+    if limit is not None and need > limit:
+        ppl = config["perplexity"]
+        raise ConfigError(
+            f"perplexity.seqlen: {ppl['seqlen']} tokens a window need about {need / 1e9:.1f} GB on "
+            f"{'the CPU' if on_cpu else 'a GPU'} with runtime.eval_batch_size {rt.get('eval_batch_size')} "
+            f"(pruneflow.spec.resources), but runtime.max_memory allows {limit / 1e9:.1f} GB; allowed: a smaller "
+            "perplexity.seqlen or runtime.eval_batch_size, or more memory"
+        )
 
 
 def needs_calibration(config: dict) -> bool:
@@ -129,7 +181,8 @@ def _bounds(config, corpus, base_dir, workflow_dir):
 
 def _check_calibration(cal, bound):
     need = cal["nsamples"] * cal["seqlen"]
-    if need > bound.tokens:
+    # the reference's sampler may draw every window from one long document: only the longest counts there
+    if cal.get("protocol") != "reference" and need > bound.tokens:
         raise ConfigError(
             f"calibration: nsamples × seqlen = {cal['nsamples']} × {cal['seqlen']} = {need:,} tokens, but the calibration "
             f"part of corpus {cal['corpus']!r} holds at most {bound.tokens:,} ({bound.where}; a bound: one token per byte "
@@ -145,7 +198,8 @@ def _check_calibration(cal, bound):
 
 
 def _check_perplexity(ppl, bound):
-    step = ppl["seqlen"] - 1  # text tokens per window with a BOS (without one: seqlen; the smaller need is checked)
+    # text tokens per window with a BOS (without one, and in the reference protocol: seqlen; the smaller need is checked)
+    step = ppl["seqlen"] - 1
     windows = ppl["windows"] or 1
     need = windows * step
     if need > bound.tokens:
