@@ -5,9 +5,13 @@ protocol guarded against change."""
 
 from __future__ import annotations
 
+import gzip
+import io
 import json
+import os
 import random
 
+import pyarrow.parquet as pq
 import pytest
 import torch
 import torch.nn as nn
@@ -15,7 +19,7 @@ from safetensors import safe_open
 
 from pruneflow.core.tiny import build_tiny_model, byte_tokenizer
 from pruneflow.data.calibration import CalibrationError, reference_windows, sample_windows
-from pruneflow.data.corpora import CorpusError, HFSplit, corpus_splits, hf_rows
+from pruneflow.data.corpora import CorpusError, corpus_splits
 from pruneflow.evaluate.perplexity import eval_windows, perplexity, protocol_windows, reference_eval_windows
 from pruneflow.spec.config import ConfigError, coerce_cli_values, validate_config
 from pruneflow.spec.naming import calib_id, parse_calib_id, parse_ppl_name, ppl_name
@@ -167,15 +171,30 @@ def test_default_names_unchanged_and_reference_names_apart():
 
 
 # ---------------------------------------------------------------- hf rows, settings
-def test_hf_rows_are_verbatim_and_in_order_empty_ones_included(tmp_path, monkeypatch):
-    import datasets
+def test_hf_rows_are_verbatim_and_in_order_online_and_from_the_cache_offline(hub, tmp_path):
+    """WikiText-2 and C4 through the stand-in Hub (tests/hub_repos.py), in a child process (the libraries read
+    HF_ENDPOINT when imported): every row verbatim and in order, empty ones included; then the same offline."""
+    import subprocess
+    import sys
 
-    monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", tmp_path / "cache")
-    rows = ["", " = Title = \n", "", "text one \n", " \n", "text two \n"]
-    path = tmp_path / "rows.jsonl"
-    path.write_text("".join(json.dumps({"text": r}) + "\n" for r in rows))
-    assert hf_rows(HFSplit("json", None, "train", str(path))) == rows
-    assert hf_rows(HFSplit("json", None, "train", str(path)), limit=3) == rows[:3]
+    from conftest import REPO
+    from hub_repos import C4_FILES, c4_repo, wikitext_repo
+
+    script = ("import json; from pruneflow.data.corpora import corpus_splits; "
+              "print(json.dumps({n: corpus_splits({'source': 'hf', 'name': n}) for n in ('wikitext-2-raw-v1', 'c4')}))")
+
+    def run(env):
+        proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300,
+                              env={**os.environ, "PYTHONPATH": str(REPO / "src"), **env})
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        return json.loads(proc.stdout.splitlines()[-1])
+
+    online = run(hub.env(tmp_path / "hf"))
+    wikitext = pq.read_table(io.BytesIO(wikitext_repo()["wikitext-2-raw-v1/test-00000-of-00001.parquet"]))
+    assert online["wikitext-2-raw-v1"]["eval"] == wikitext.column("text").to_pylist() and "" in online["wikitext-2-raw-v1"]["eval"]
+    lines = gzip.decompress(c4_repo()[C4_FILES["train"]]).decode().splitlines()
+    assert online["c4"]["calib"] == [json.loads(line)["text"] for line in lines]
+    assert run({**hub.env(tmp_path / "hf"), "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}) == online
 
 
 def test_hf_load_failure_names_the_dataset_and_how_to_fill_the_cache(monkeypatch):
@@ -188,7 +207,7 @@ def test_hf_load_failure_names_the_dataset_and_how_to_fill_the_cache(monkeypatch
         corpus_splits({"source": "hf", "name": "c4"})
     text = str(err.value)
     assert "'allenai/c4'" in text and "split 'train'" in text and "en/c4-train.00000-of-01024.json.gz" in text
-    assert "load_dataset('allenai/c4', data_files={'train': 'en/c4-train.00000-of-01024.json.gz'}, split='train')" in text
+    assert "hf download allenai/c4 en/c4-train.00000-of-01024.json.gz --repo-type dataset" in text
     assert "HF_HUB_OFFLINE=1" in text
 
 
