@@ -25,7 +25,7 @@ with job(snakemake.log[0], snakemake.threads):
         if "bands" in inp.keys():  # the noise band measured for a row's method and pattern, if any
             df = report.add_band_column(df, read_bands(inp.bands[0]))
     if "zeroshot" in inp.keys():
-        df = report.add_zeroshot_columns(df, [read_json(p) for p in inp.zeroshot])
+        df = report.add_zeroshot_columns(df, [read_json(p) for p in inp.zeroshot], json.loads(par.zeroshot_metric))
     report.write_table(df, out.csv, out.md, out.tex)
     if par.kind == "sensitivity":
         report.plot_sensitivity(df, out.png, out.pdf, title)
