@@ -60,7 +60,7 @@ _INCLUDED_BY: dict[Path, list[Path]] = {}  # a YAML file -> the files that inclu
 
 _KEY = r"^[\"']?(task|group|tag)[\"']?:"
 _LINE = re.compile(_KEY + r"[ \t]*[\"']?([^\s\"'#\[]+)", re.M)
-_ITEMS = re.compile(_KEY + r"[ \t]*\n((?:[ \t]+-[ \t]+\S+[ \t]*\n)+)", re.M)
+_ITEMS = re.compile(_KEY + r"[ \t]*\n((?:[ \t]*-[ \t]+\S+[ \t]*\n)+)", re.M)
 _INCLUDE = re.compile(r"^[\"']?include[\"']?:[ \t]*[\"']?([^\s\"'#]+)", re.M)
 _INLINE_LIST = re.compile(r"^[\"']?(tag)[\"']?:[ \t]*\[([^\]\n]*)\]", re.M)
 
