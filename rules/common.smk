@@ -1,6 +1,5 @@
 # Configuration checks and input functions shared by every rule.
 import json
-import math
 import os
 import re
 from pathlib import Path
@@ -20,8 +19,18 @@ from pruneflow.spec.config import (
     with_defaults,
 )
 from pruneflow.core.gpus import check_gpu_resource, gpu_ids
-from pruneflow.spec.model_config import read_model_config
-from pruneflow.spec.resources import job_peaks, pruning_kind, recovery_kind
+from pruneflow.spec.model_config import read_model_config, resolved_spec
+from pruneflow.spec.resources import (
+    Limit,
+    check_fit,
+    gpu_limit,
+    gpu_memories,
+    host_memory_available,
+    job_mem_mb,
+    job_peaks,
+    pruning_kind,
+    recovery_kind,
+)
 
 # Everything that can be checked before any job is checked here (docs/validation.md).
 coerce_cli_values(
@@ -172,25 +181,63 @@ def corpus_files(wildcards):
     return []
 
 
-# ---------------------------------------------------------------- cluster resources
+# ---------------------------------------------------------------- memory: job resources and the fit check
 # Memory (MB) of each kind of job from the model's shape (pruneflow.spec.resources; a block, the embeddings and the
 # activations a job holds, checked against measured peaks by bench/scale.py), plus headroom (mem_mb).
-# Runtime (minutes) is a limit sized for a 7B model on one GPU. Local runs ignore both unless
-# --resources mem_mb=N is given; SLURM gets them as sbatch --mem and -t. A model whose config is not readable
-# before any job (a hub model that is not cached) is sized as LLaMA-2-7B.
-LLAMA_7B = {
-    "hidden_size": 4096,
-    "intermediate_size": 11008,
-    "num_hidden_layers": 32,
-    "num_attention_heads": 32,
-    "vocab_size": 32000,
-    "tie_word_embeddings": False,
-}
-_SPEC = config["models"][MODEL]
-_MODEL_CONFIG = (
-    read_model_config(_SPEC, ".") or LLAMA_7B
-)  # readable: check_config read it already
-PEAKS = job_peaks(_MODEL_CONFIG, _SPEC.get("dtype", "float32"), config)
+# Runtime (minutes) is a limit sized for a 7B model on one GPU. SLURM gets both as sbatch --mem and -t. A hub
+# model's config.json is read from the cache or fetched (check_config stopped already where neither works).
+_MODEL_CONFIG = read_model_config(config["models"][MODEL], ".")
+# models.<name>.dtype resolved once (auto: the checkpoint's own): the model rule, the sizes and the tables use it
+MODEL_SPEC = resolved_spec(config["models"][MODEL], ".", _MODEL_CONFIG)
+PEAKS = job_peaks(_MODEL_CONFIG, MODEL_SPEC.get("dtype", "float32"), config)
+
+
+def model_spec(name):
+    """A model's spec with its dtype resolved (the model rule's params)."""
+    if name == MODEL:
+        return MODEL_SPEC
+    return resolved_spec(config["models"].get(name, {}), ".")
+
+
+def _host_limit(rule):
+    """The memory a job of ``rule`` may take on its host: --resources mem_mb (declared), a cluster partition's
+    (profiles/slurm: resource partition_mem_mb; none declared: not checked), else what this machine has free.
+    """
+    if "mem_mb" in workflow.global_resources:
+        mb = workflow.global_resources["mem_mb"].value
+        return Limit(int(mb) * 2**20, "--resources mem_mb") if mb else None
+    rs = workflow.resource_settings
+    if rs.nodes is not None:
+        for declared in (
+            rs.overwrite_resources.get(rule) or {},
+            rs.default_resources or {},
+        ):
+            if declared.get("partition_mem_mb") is not None:
+                mb = declared["partition_mem_mb"].value
+                return Limit(
+                    int(mb) * 2**20,
+                    f"resource partition_mem_mb of rule {rule}'s partition, from the profile",
+                )
+        return None
+    return _HOST_AVAILABLE
+
+
+_HOST_AVAILABLE = (
+    Limit(free, "available memory of this machine: MemAvailable")
+    if (free := host_memory_available())
+    else None
+)
+# One GPU's memory where jobs run here on CUDA (runtime.max_memory's caps where declared); torch is imported
+# only then. A cluster run's GPUs are its nodes', unknown here.
+_GPU_LIMIT = (
+    gpu_limit(config["runtime"], gpu_memories())
+    if GPU and workflow.resource_settings.nodes is None
+    else None
+)
+try:
+    check_fit(config, PEAKS, _host_limit, _GPU_LIMIT)
+except ConfigError as err:
+    raise WorkflowError(f"the configuration does not fit: {err}") from None
 THREADS = config["runtime"][
     "threads"
 ]  # CPU-heavy rules; a cluster job uses the cores it was given
@@ -213,10 +260,8 @@ RUNTIME_MIN = {
 
 
 def mem_mb(kind):
-    """The formula's peak, +60% (measured peaks reach 1.56x it on bench/scale.py: glibc keeps freed blocks) and
-    +1 GB (what Python, torch and transformers take varies with the machine's builds): SLURM kills a job over
-    its --mem."""
-    return math.ceil(1.6 * PEAKS[kind]["host"] / 2**20) + 1024
+    """The formula's peak with headroom (pruneflow.spec.resources.job_mem_mb): SLURM kills a job over its --mem."""
+    return job_mem_mb(PEAKS[kind]["host"])
 
 
 def every_core():

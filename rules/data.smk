@@ -17,7 +17,7 @@ rule model:
         mem_mb=mem_mb("model"),
         runtime=RUNTIME_MIN["model"],
     params:
-        spec=lambda w: as_json(config["models"][w.model]),
+        spec=lambda w: as_json(model_spec(w.model)),
     script:
         "../scripts/materialize_model.py"
 

@@ -24,6 +24,7 @@ with job(snakemake.log[0], snakemake.threads):
         df = report.study_rows(par.model, ppl, sparsity, summaries, par.reference)
         if "bands" in inp.keys():  # the noise band measured for a row's method and pattern, if any
             df = report.add_band_column(df, read_bands(inp.bands[0]))
+    df = report.add_dtype_column(df, [p["summary"] for p in ppl])
     if "zeroshot" in inp.keys():
         df = report.add_zeroshot_columns(df, [read_json(p) for p in inp.zeroshot], json.loads(par.zeroshot_metric))
     report.write_table(df, out.csv, out.md, out.tex)

@@ -48,3 +48,14 @@ def bench_module(name: str):
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+@pytest.fixture(scope="session")
+def hub():
+    """The stand-in Hugging Face Hub (tests/hub_standin.py) serving tests/hub_repos.py's repositories; child
+    processes reach it through ``hub.env(home)``."""
+    from hub_repos import standard_hub
+
+    server = standard_hub()
+    yield server
+    server.stop()

@@ -65,7 +65,7 @@ def test_x_defaults_are_the_codes_defaults():
     from pruneflow.recover.adapters import AdapterConfig
     from pruneflow.recover.run import RECON_DEFAULTS
     from pruneflow.recover.train import TrainConfig
-    from pruneflow.spec.model_config import TINY_DEFAULTS
+    from pruneflow.spec.model_config import DEFAULT_DTYPE, TINY_DEFAULTS
     from pruneflow.spec.naming import DEFAULT_DAMPING, OWL_DEFAULTS, SENSITIVITY_WINDOWS
 
     props = reference.load_schema()["properties"]
@@ -79,7 +79,7 @@ def test_x_defaults_are_the_codes_defaults():
     assert x_defaults(props["reconstruction"]) == {k: recon[k] for k in props["reconstruction"]["properties"]}
     assert x_defaults(props["retraining"]) == {k: retrain[k] for k in props["retraining"]["properties"]}
     model = x_defaults(props["models"]["additionalProperties"])
-    assert model == {**TINY_DEFAULTS, "dtype": "float32"}
+    assert model == {**TINY_DEFAULTS, "dtype": DEFAULT_DTYPE}
     study = x_defaults(props["studies"]["additionalProperties"])
     assert (study["owl_m"], study["owl_lambda"]) == (OWL_DEFAULTS["owl_m"], OWL_DEFAULTS["owl_lambda"])
     assert study["windows"] == SENSITIVITY_WINDOWS and study["damping"] == DEFAULT_DAMPING

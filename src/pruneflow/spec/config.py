@@ -415,7 +415,7 @@ def _check_model_supported(config: dict, base: Path) -> None:
     name = config["model"]
     spec = config["models"][name]
     made = base / "results" / name / "dense" / "summary.json"
-    if made.is_file() and json.loads(made.read_text()).get("source") == spec:
+    if made.is_file() and _without_dtype(json.loads(made.read_text()).get("source")) == _without_dtype(spec):
         return
     from pruneflow.core.architectures import UnsupportedModelError
     from pruneflow.core.models import ModelSourceError, check_model_supported
@@ -424,6 +424,11 @@ def _check_model_supported(config: dict, base: Path) -> None:
         check_model_supported(spec, base)
     except (UnsupportedModelError, ModelSourceError, ValueError, OSError) as err:  # ValueError: a malformed config.json
         raise ConfigError(f"models.{name}: {err}") from None
+
+
+def _without_dtype(spec) -> dict | None:
+    """A spec as the dense summary records it has its dtype resolved (auto → the checkpoint's): compare the rest."""
+    return {k: v for k, v in spec.items() if k != "dtype"} if isinstance(spec, dict) else None
 
 
 def _check_corpus(key, spec, base: Path):

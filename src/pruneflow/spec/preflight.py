@@ -27,7 +27,7 @@ from pathlib import Path
 from pruneflow.spec.config import ConfigError, with_defaults
 from pruneflow.data.corpora import CorpusError, corpus_bounds
 from pruneflow.spec.naming import sensitivity_artifacts, variants_of
-from pruneflow.spec.model_config import ModelConfigError, max_positions, read_model_config
+from pruneflow.spec.model_config import ModelConfigError, max_positions, read_model_config, resolve_dtype
 from pruneflow.spec.patterns import parse_pattern
 from pruneflow.spec.resources import check_whole_model_recoveries, job_peaks
 
@@ -45,7 +45,8 @@ def check_against_model_and_data(config: dict, base_dir: str | Path = ".", workf
         _check_positions(config, name, model_config)
         _check_layer_sizes(config, name, model_config)
         filled = with_defaults(config)
-        check_whole_model_recoveries(filled, job_peaks(model_config, config["models"][name].get("dtype", "float32"), filled))
+        dtype = resolve_dtype(config["models"][name], base_dir, model_config)
+        check_whole_model_recoveries(filled, job_peaks(model_config, dtype, filled))
     _check_zeroshot_tasks(config)
     cal, ppl = config["calibration"], config["perplexity"]
     if needs_calibration(config):

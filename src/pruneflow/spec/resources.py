@@ -8,15 +8,21 @@ PERP retraining (the frozen model once, in its stored dtype) and ``recon:full`` 
 benchmark checks every formula against the measured peak RSS (docs/scale.md). The workflow sizes SLURM's
 ``--mem`` (and local ``--resources mem_mb``) from :func:`job_peaks`; ``device`` is the accelerator's
 share of the same job when ``runtime.device`` is a GPU (the host then keeps what is read from disk).
+
+Before any job, :func:`check_fit` compares every kind of job the studies plan (:func:`planned_jobs`) with the
+memory it would run in: the host's available memory (:func:`host_memory_available`) or the memory declared
+(``--resources mem_mb``, a SLURM partition's), and each GPU's (:func:`gpu_memories`, or ``runtime.max_memory``).
 """
 
 from __future__ import annotations
 
+import math
+import os
 import re
 from dataclasses import dataclass
 
 from pruneflow.spec.config import ConfigError
-from pruneflow.spec.naming import parse_recovery
+from pruneflow.spec.naming import making_steps, parse_recovery, ppl_name, sensitivity_artifacts, variants_of
 
 BYTES = {"float32": 4, "bfloat16": 2, "float16": 2, "float64": 8}
 # Python, torch and transformers imported (and lm-eval for zero-shot), before any weight: measured RSS.
@@ -238,3 +244,133 @@ def kind_of_benchmark(path: str) -> str:
         last = rest[-1]
         return "zeroshot" if last.startswith("zeroshot-") else "speed" if last.startswith("speed-") else "perplexity"
     raise ValueError(f"benchmark {path}: not a known rule's benchmark file")
+
+
+# ---------------------------------------------------------------- the fit check, before any job
+# The rule that runs each memory kind (rules/*.smk); a job of a dispatched kind (zero-shot, speed) spreads its
+# blocks over the GPUs, the CPU (runtime.max_memory) and disk, so only its host memory is checked.
+RULE_OF_KIND = {
+    "model": "model", "activation_cache": "activation_cache", "prune_by_score": "prune_by_score",
+    "prune_from_cache": "prune_from_cache", "prune_sequential": "prune_sequential", "prune_sparsegpt": "prune_sequential",
+    "prune_structured": "prune_structured", "prune_structured_liar": "prune_structured", "allocation": "allocation",
+    "sensitivity": "sensitivity", "perplexity": "perplexity", "zeroshot": "zeroshot", "speed": "speed",
+    "recon": "recover", "retrain": "recover", "retrain_adapter": "recover", "recon_full": "recover", "retrain_full": "recover",
+}
+DISPATCHED = ("zeroshot", "speed")
+
+
+@dataclass(frozen=True)
+class Limit:
+    """Memory a job may take (bytes) and where that number comes from (said in the message)."""
+
+    bytes: int
+    source: str
+
+
+def job_mem_mb(peak: float) -> int:
+    """A job's ``mem_mb`` from its formula's peak (bytes): +60% (measured peaks reach 1.56x it on bench/scale.py:
+    glibc keeps freed blocks) and +1 GB (what Python, torch and transformers take varies with the machine's
+    builds). SLURM kills a job over its --mem; the fit check compares this with the host's memory."""
+    return math.ceil(1.6 * peak / 2**20) + 1024
+
+
+def planned_jobs(config: dict) -> dict[str, list[str]]:
+    """The jobs the studies plan, by memory kind: ``{kind: [artifact under results/<model>/, ...]}`` (the
+    dense model, shared steps such as activation caches and allocations, each variant, its evaluations)."""
+    jobs: dict[str, dict[str, None]] = {"model": {"dense": None}}
+
+    def add(kind, artifact):
+        jobs.setdefault(kind, {})[artifact] = None
+
+    ppl = ppl_name(config["perplexity"])
+    for study in config["studies"].values():
+        for variant in variants_of(study, config):
+            for artifact in (a for steps in making_steps(variant).values() for a in steps):
+                add(kind_of_benchmark(f"m/{artifact}"), artifact)
+            add("perplexity", f"eval/{variant}/{ppl}")
+            for task in config.get("zeroshot", {}).get("tasks", []) if study.get("zeroshot") else []:
+                add("zeroshot", f"eval/{variant}/zeroshot-{task}")
+            if study.get("kind") == "structured" and study.get("speed"):
+                add("speed", f"eval/{variant}/speed")
+        for artifact in sensitivity_artifacts(study, config) if study.get("kind") == "sensitivity" else []:
+            add("sensitivity", artifact)
+    return {kind: list(artifacts) for kind, artifacts in jobs.items()}
+
+
+def fit_problems(config: dict, peaks: dict, host, gpu: Limit | None = None) -> list[str]:
+    """One line for each kind of planned job whose need exceeds its limit: on the host its ``mem_mb``
+    (:func:`job_mem_mb`) against ``host(rule)`` (a :class:`Limit`, or None: not checked); on a GPU its device
+    peak against ``gpu`` (one GPU's memory; a whole-model recovery may take ``runtime.gpus`` of them)."""
+    lines = []
+    for kind, artifacts in sorted(planned_jobs(config).items()):
+        rule = RULE_OF_KIND.get(kind)
+        if rule is None or kind not in peaks:
+            continue
+        what = f"rule {rule}{f' ({kind})' if kind != rule else ''}, {len(artifacts)} job{'s' if len(artifacts) > 1 else ''}"
+        limit = host(rule)
+        need = job_mem_mb(peaks[kind]["host"])
+        if limit is not None and need * 2**20 > limit.bytes:
+            lines.append(f"{what}: mem_mb {need:,} on the host; limit {limit.bytes // 2**20:,} MB ({limit.source})")
+        gpus = config["runtime"].get("gpus", 1) if kind.endswith("_full") else 1
+        device = peaks[kind]["device"]
+        if gpu is not None and kind not in DISPATCHED and device > gpus * gpu.bytes:
+            on = f"{gpus} GPUs" if gpus > 1 else "the GPU"
+            lines.append(f"{what}: {device / 2**30:,.1f} GiB on {on}; limit {gpus * gpu.bytes / 2**30:,.1f} GiB ({gpu.source})")
+    return lines
+
+
+def check_fit(config: dict, peaks: dict, host, gpu: Limit | None = None) -> None:
+    """Raise :class:`ConfigError` naming every kind of planned job that does not fit (:func:`fit_problems`),
+    with its need and limit, and the ways on."""
+    lines = fit_problems(config, peaks, host, gpu)
+    if lines:
+        raise ConfigError(
+            f"model {config['model']!r}: {len(lines)} kind{'s' if len(lines) > 1 else ''} of planned job would not fit "
+            "in memory (needs from pruneflow.spec.resources: a job's mem_mb is its formula's peak x 1.6 + 1 GB):\n  - "
+            + "\n  - ".join(lines)
+            + "\nNothing was run. Ways on: a smaller configuration (config/own-model.yaml: the Wanda table and "
+            "sublayer reconstruction; or fewer calibration.nsamples, a shorter seqlen, no whole-model recovery); "
+            "runtime.max_memory: {cpu: ...} to offload zero-shot and speed blocks to disk; a machine with more "
+            "memory (or a GPU: runtime.device: auto); or `--resources mem_mb=N` to declare the memory (MB) a job "
+            "may take here yourself"
+        )
+
+
+def host_memory_available() -> int | None:
+    """Bytes of memory this machine can give new work now: MemAvailable of /proc/meminfo (Linux), else the
+    free physical pages (other Unix); None where neither is known (then nothing is checked)."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def gpu_memories() -> list[tuple[str, int]]:
+    """(name, total bytes) of each visible CUDA device; empty without CUDA. Imports torch: call it only when
+    the configuration runs on a GPU (building the DAG stays fast otherwise)."""
+    import torch
+
+    if not torch.cuda.is_available():
+        return []
+    return [(torch.cuda.get_device_name(i), torch.cuda.get_device_properties(i).total_memory)
+            for i in range(torch.cuda.device_count())]
+
+
+def gpu_limit(runtime: dict, memories: list[tuple[str, int]]) -> Limit | None:
+    """One GPU's memory for the check: ``runtime.max_memory``'s ``cuda`` / ``cuda:<i>`` caps where declared
+    (the smallest), else the smallest visible GPU's total (any job may get any GPU); None without a GPU."""
+    caps = {k: v for k, v in memory_caps(runtime).items() if k.startswith("cuda")}
+    if caps:
+        key = min(caps, key=caps.get)
+        return Limit(caps[key], f"runtime.max_memory.{key}")
+    if not memories:
+        return None
+    name, total = min(memories, key=lambda m: m[1])
+    return Limit(total, f"{name}'s total memory" + (f", the smallest of {len(memories)} GPUs" if len(memories) > 1 else ""))
