@@ -411,7 +411,7 @@ def test_output_types_read_lm_evals_task_files():
     import importlib.util
     from pathlib import Path
 
-    from pruneflow.spec.zeroshot import output_types
+    from pruneflow.spec.zeroshot import dataset_repositories, output_types
 
     assert output_types("boolq") == {"boolq": "multiple_choice"}
     assert output_types("ai2_arc") == {"arc_easy": "multiple_choice", "arc_challenge": "multiple_choice"}
@@ -421,3 +421,64 @@ def test_output_types_read_lm_evals_task_files():
     subjects = Path(importlib.util.find_spec("lm_eval").origin).parent / "tasks" / "mmlu" / "default"
     mmlu = output_types("mmlu")
     assert set(mmlu) == {p.stem for p in subjects.glob("mmlu_*.yaml")} and set(mmlu.values()) == {"multiple_choice"}
+    # the Hub repositories the papers' seven tasks read (the names tests/hub_repos.py serves), none for a local task
+    from hub_repos import ZEROSHOT_DATASETS
+
+    for task, (repo, config) in ZEROSHOT_DATASETS.items():
+        assert dataset_repositories(task) == [(repo, config)]
+    assert dataset_repositories("ai2_arc") == [("allenai/ai2_arc", "ARC-Easy"), ("allenai/ai2_arc", "ARC-Challenge")]
+    assert dataset_repositories("lastword") == []
+
+
+# ---------------------------------------------------------------- standard tasks through the stand-in Hub
+
+HUB_RUN = """
+import json, sys
+import lm_eval
+from lm_eval.models.huggingface import HFLM
+from pruneflow.core.tiny import build_tiny_model
+from pruneflow.evaluate.zeroshot import ZeroShotError, evaluate_zeroshot
+reference, tasks = sys.argv[1] == "reference", sys.argv[2:]
+model, tok = build_tiny_model()
+try:
+    out = {"ours": evaluate_zeroshot(model, tok, tasks, batch_size=4)}
+except ZeroShotError as err:
+    out = {"error": str(err)}
+if reference:
+    theirs = lm_eval.simple_evaluate(model=HFLM(pretrained=model, tokenizer=tok, batch_size=4), tasks=tasks, bootstrap_iters=0)
+    out["theirs"] = {"results": theirs["results"], "n-samples": theirs["n-samples"]}
+print(json.dumps(out))
+"""
+
+
+def _hub_run(env: dict, *args: str) -> dict:
+    import subprocess
+    import sys
+
+    from conftest import REPO
+
+    proc = subprocess.run([sys.executable, "-c", HUB_RUN, *args], capture_output=True, text=True, timeout=600,
+                          env={**os.environ, "PYTHONPATH": str(REPO / "src"), **env})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return json.loads(proc.stdout.splitlines()[-1])
+
+
+@pytest.mark.slow
+def test_standard_tasks_through_the_stand_in_hub_equal_lm_evals_own_then_load_offline(hub, tmp_path):
+    """boolq (aps/super_glue) and arc_easy (allenai/ai2_arc) downloaded by lm-eval's own code from the stand-in Hub:
+    PruneFlow's numbers equal lm-eval's simple_evaluate on every item; offline, the cache that run filled gives the
+    same numbers without a request; with neither Hub nor cache, the error names the task, its repository and the fix."""
+    tasks = ["boolq", "arc_easy"]
+    online = _hub_run(hub.env(tmp_path / "hf"), "reference", *tasks)
+    assert "error" not in online, online.get("error")
+    for name in tasks:
+        assert_equals_lm_eval(online["ours"], online["theirs"], name)
+        assert online["ours"][name]["n"] == 24 and not online["ours"][name]["limited"]  # every item the Hub serves
+    assert online["ours"]["boolq"]["chance"] == 0.5
+    assert any("aps/super_glue" in r for r in hub.requests) and any("allenai/ai2_arc" in r for r in hub.requests)
+    served = len(hub.requests)
+    offline = _hub_run({**hub.env(tmp_path / "hf"), "HF_HUB_OFFLINE": "1"}, "ours", *tasks)
+    assert offline == {"ours": online["ours"]} and len(hub.requests) == served
+    neither = _hub_run({**hub.env(tmp_path / "empty"), "HF_HUB_OFFLINE": "1"}, "ours", "arc_easy")["error"]
+    for part in ("'arc_easy'", "allenai/ai2_arc (config ARC-Easy)", "load_dataset('allenai/ai2_arc', 'ARC-Easy')", "HF_HUB_OFFLINE"):
+        assert part in neither

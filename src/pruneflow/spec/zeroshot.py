@@ -35,14 +35,32 @@ def close_lm_eval_names(name: str) -> list[str]:
 
 def output_types(name: str) -> dict[str, str | None]:
     """{leaf task: output type} of a local task or an lm-eval task, group or tag (a group's and a tag's leaves,
-    nested groups expanded). None for a task defined in Python (its type is known only once built).
-
-    Read from lm-eval's YAML files as text (``include:`` followed, ``!function`` values left unresolved); names
-    the scan cannot resolve are read from lm-eval's TaskManager index. An unknown name gives {}."""
+    nested groups expanded). None for a task defined in Python (its type is known only once built). An unknown
+    name gives {}."""
     if name in LOCAL_OUTPUT_TYPES:
         return {name: LOCAL_OUTPUT_TYPES[name]}
-    found = _scan_output_types(name, set())
-    return found if found else _task_manager_output_types(name)
+    return {leaf: _task_type(cfg) for leaf, cfg in task_configs(name).items()}
+
+
+def dataset_repositories(name: str) -> list[tuple[str, str | None]]:
+    """(Hub dataset repository, config) of every leaf of an lm-eval task, group or tag, in the order of its leaves
+    (for the checks before any job and the messages that say how to fill the cache); [] for a local task."""
+    if name in LOCAL_OUTPUT_TYPES:
+        return []
+    found = [(cfg["dataset_path"], cfg.get("dataset_name")) for cfg in task_configs(name).values()
+             if isinstance(cfg.get("dataset_path"), str) and cfg["dataset_path"] not in _LOCAL_BUILDERS]
+    return list(dict.fromkeys(found))
+
+
+def task_configs(name: str) -> dict[str, dict]:
+    """{leaf task: its YAML configuration} of an lm-eval task, group or tag, read from lm-eval's YAML files as text
+    (``include:`` followed, a group's inline overrides applied, ``!function`` values left unresolved); names the scan
+    cannot resolve are read from lm-eval's TaskManager index (tens of seconds)."""
+    found = _scan_configs(name, set())
+    return found if found else _task_manager_configs(name)
+
+
+_LOCAL_BUILDERS = ("json", "csv", "parquet", "text", "arrow")  # datasets' packaged builders read local files
 
 
 # ---------------------------------------------------------------- the text scan
@@ -138,44 +156,45 @@ def _task_type(cfg: dict) -> str | None:
     return None if "class" in cfg else cfg.get("output_type", "generate_until")
 
 
-def _scan_output_types(name: str, seen: set) -> dict[str, str | None]:
+def _scan_configs(name: str, seen: set) -> dict[str, dict]:
     if name in seen or _lm_eval_names() is None:
         return {}
     seen.add(name)
-    out: dict[str, str | None] = {}
+    out: dict[str, dict] = {}
     for path in _DEFINED.get(name, []):
         cfg = _read_yaml(path)
         if cfg.get("group") == name:
             for child in cfg.get("task") or []:
-                out |= _child_types(child, path, seen)
+                out |= _child_configs(child, path, seen)
             return out
         if cfg.get("task") == name:
-            return {name: _task_type(cfg)}
+            return {name: cfg}
     for path in _with_includers(_TAGGED.get(name, [])):  # a tag: the tasks that name it, or include a file that does
         cfg = _read_yaml(path)
         tags = cfg.get("tag") or []
         if isinstance(cfg.get("task"), str) and name in ([tags] if isinstance(tags, str) else tags):
-            out[cfg["task"]] = _task_type(cfg)
+            out[cfg["task"]] = cfg
     return out
 
 
-def _child_types(child, group_file: Path, seen: set) -> dict[str, str | None]:
+def _child_configs(child, group_file: Path, seen: set) -> dict[str, dict]:
+    """A group member: a name (a task, group or tag), an inline group, or an inline task / override of a named one."""
     if isinstance(child, str):
-        return _scan_output_types(child, seen) or _task_manager_output_types(child)
+        return _scan_configs(child, seen) or _task_manager_configs(child)
     if not isinstance(child, dict):
         return {}
-    if "group" in child:  # an inline group: its own task list
-        out: dict[str, str | None] = {}
+    if "group" in child:
+        out: dict[str, dict] = {}
         for grandchild in child.get("task") or []:
-            out |= _child_types(grandchild, group_file, seen)
+            out |= _child_configs(grandchild, group_file, seen)
         return out
     task = child.get("task")
-    base = _scan_output_types(task, set(seen)) if isinstance(task, str) else {}
-    if "output_type" in child or "include" in child:  # an inline task, or an override of a named one
-        inc = child.get("include")
-        cfg = _read_yaml(group_file.parent / inc) if isinstance(inc, str) else {}
-        return {str(task): child.get("output_type") or cfg.get("output_type") or next(iter(base.values()), "generate_until")}
-    return base
+    if not isinstance(task, str):
+        return {}
+    base = _scan_configs(task, set(seen)).get(task, {})
+    inc = child.get("include")
+    included = _read_yaml(group_file.parent / inc) if isinstance(inc, str) else {}
+    return {task: base | included | {k: v for k, v in child.items() if k != "include"}}
 
 
 # ---------------------------------------------------------------- lm-eval's own index (slow, a fallback)
@@ -187,7 +206,7 @@ def _task_manager_knows(name: str) -> bool:
     return name in _manager_index(TaskManager)
 
 
-def _task_manager_output_types(name: str) -> dict[str, str | None]:
+def _task_manager_configs(name: str) -> dict[str, dict]:
     try:
         from lm_eval.tasks import TaskManager
     except ImportError:
@@ -208,9 +227,9 @@ def _task_manager_output_types(name: str) -> dict[str, str | None]:
                 if isinstance(child, str):
                     out |= leaves(child, seen)
                 elif isinstance(child, dict) and isinstance(child.get("task"), str):
-                    out[child["task"]] = child.get("output_type") or next(iter(leaves(child["task"], seen).values()), "generate_until")
+                    out[child["task"]] = leaves(child["task"], seen).get(child["task"], {}) | child
             return out
-        return {n: _task_type(entry.cfg or {"class": None})}
+        return {n: entry.cfg or {"class": None}}
 
     return leaves(name, set())
 
