@@ -448,3 +448,17 @@ def test_standard_zeroshot_results_name_the_items_scored_and_local_ones_keep_the
         assert results == {"zeroshot-lastword-n8-s0.json", f"zeroshot-boolq-{scope}.json", f"zeroshot-ai2_arc-{scope}.json"}
         rules = re.findall(r"^rule (zeroshot\w*):", out, re.M)
         assert (rules.count("zeroshot"), rules.count("zeroshot_standard")) == (3, 6)  # dense, wanda and sparsegpt at 50%
+
+
+@pytest.mark.slow
+def test_a_limited_standard_task_runs_through_the_stand_in_hub_and_says_so(tmp_path, tiny_model_dir, hub, monkeypatch):
+    """zeroshot_standard end to end: boolq's dataset downloaded by lm-eval from the stand-in Hub, its first 8 of 24
+    items scored, the result marked limited with the versions that scored it."""
+    for key, value in hub.env(tmp_path / "hf").items():
+        monkeypatch.setenv(key, value)
+    write_config(tmp_path, zeroshot_only(tiny_config(tiny_model_dir), tasks=["boolq"], limit=8))
+    snakemake(tmp_path, "results/tiny/eval/dense/zeroshot-boolq-limit8.json")
+    result = json.loads((tmp_path / "results/tiny/eval/dense/zeroshot-boolq-limit8.json").read_text())
+    assert (result["task"], result["n"], result["n_total"], result["limited"], result["limit"]) == ("boolq", 8, 24, True, 8)
+    assert set(result["versions"]) == {"lm_eval", "transformers", "torch"} and result["chance"] == 0.5
+    assert any("aps/super_glue" in r for r in hub.requests)
