@@ -122,11 +122,20 @@ def provenance() -> dict:
 
 
 def provenance_line(prov: dict, table: Path) -> str:
-    """One line: the commit, the table's date (its file's, unless recorded), machine, CPU and flags, cores, torch."""
+    """One line: the commit, the table's date (its file's, unless recorded), machine, CPU and flags, cores, torch, and
+    for a table with zero-shot columns the library versions its results record."""
     date = prov.get("date") or datetime.datetime.fromtimestamp(table.stat().st_mtime, datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     flags = f" ({', '.join(prov['cpu_flags'])})" if prov.get("cpu_flags") else ""
-    return (f"*Provenance*: commit `{prov['commit']}`, {date}, {prov['machine']}, {prov['cpu']}{flags}, "
-            f"{prov['cores']} cores, torch {prov['torch']}.")
+    line = (f"*Provenance*: commit `{prov['commit']}`, {date}, {prov['machine']}, {prov['cpu']}{flags}, "
+            f"{prov['cores']} cores, torch {prov['torch']}")
+    scored = zeroshot_versions(table)
+    return line + (f"; zero-shot scored with {scored}." if scored else ".")
+
+
+def zeroshot_versions(table: Path) -> str:
+    """The lm-eval, transformers and torch versions a table's zero-shot results record (its zeroshot_versions column)."""
+    df = pd.read_csv(table)
+    return " / ".join(dict.fromkeys(df["zeroshot_versions"].dropna().astype(str))) if "zeroshot_versions" in df else ""
 
 
 def read_table(path: Path, study: str) -> pd.DataFrame:

@@ -69,8 +69,12 @@ def recover_inputs(w):
 
 # ---------------------------------------------------------------- zeroshot rules (zeroshot.smk)
 def zeroshot_name(task):
+    """A local task's result names its items and seed; an lm-eval task's, the items scored (all, or limit<N>)."""
     zs = config["zeroshot"]
-    return f"zeroshot-{task}-n{zs['items']}-s{zs['seed']}.json"
+    if task in LOCAL_TASKS:
+        return f"zeroshot-{task}-n{zs['items']}-s{zs.get('seed', 0)}.json"
+    limit = zs.get("limit")
+    return f"zeroshot-{task}-{'all' if limit is None else f'limit{limit}'}.json"
 
 
 def zeroshot_inputs(w):

@@ -34,6 +34,7 @@ rule study_report:
         reference=lambda w: config["studies"][w.study].get("reference", ""),
         kind=lambda w: config["studies"][w.study].get("kind", "unstructured"),
         costs=lambda w: as_json(study_costs(w.study)),
+        zeroshot_metric=lambda w: as_json(config.get("zeroshot", {}).get("metric", {})),
     script:
         "../scripts/report_study.py"
 

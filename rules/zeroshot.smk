@@ -1,4 +1,6 @@
-# Zero-shot accuracy through lm-eval: one job per (model variant, task), so a new task adds only its jobs.
+# Zero-shot accuracy through lm-eval: one job per (model variant, task), so a new task adds only its jobs. A local
+# task's result names its items and seed; an lm-eval task's (or group's, or tag's), the items scored: every item
+# (all) or the first N (limit<N>, marked limited in its result, the table and the claims ledger).
 from pruneflow.spec.zeroshot import LOCAL_TASKS
 
 
@@ -30,7 +32,7 @@ rule zeroshot:
     benchmark:
         "results/benchmarks/{model}/eval/{variant}/zeroshot-{task}-n{nitems}-s{seed}.tsv"
     wildcard_constraints:
-        task=r"[A-Za-z0-9_]+",
+        task="|".join(LOCAL_TASKS),
         nitems=r"\d+",
         seed=r"\d+",
     conda:
@@ -42,3 +44,15 @@ rule zeroshot:
         gpu=GPU,
     script:
         "../scripts/eval_zeroshot.py"
+
+
+use rule zeroshot as zeroshot_standard with:
+    output:
+        "results/{model}/eval/{variant}/zeroshot-{task}-{scope}.json",
+    log:
+        "results/logs/{model}/eval/{variant}/zeroshot-{task}-{scope}.log",
+    benchmark:
+        "results/benchmarks/{model}/eval/{variant}/zeroshot-{task}-{scope}.tsv"
+    wildcard_constraints:
+        task=r"(?!(?:%s)-)[A-Za-z0-9_]+" % "|".join(LOCAL_TASKS),
+        scope=r"all|limit\d+",

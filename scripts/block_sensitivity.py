@@ -8,6 +8,7 @@ from pruneflow.spec.patterns import parse_pattern
 from pruneflow.core.runtime import job, resolve_device, runtime_settings
 from pruneflow.evaluate.sensitivity import block_sensitivity
 from pruneflow.core.stream import open_stream
+from pruneflow.spec.config import window_batch_size
 
 rt = runtime_settings(snakemake.config)
 w = snakemake.wildcards
@@ -18,7 +19,7 @@ with job(snakemake.log[0], snakemake.threads, gpus=snakemake.resources.get("gpu"
     source = f"{describe(snakemake.config['corpora'][w.corpus], w.corpus)}, held-out part {snakemake.input.docs},"
     windows = protocol_windows(read_texts(snakemake.input.docs), stream.tokenizer, spec, source)
     result = block_sensitivity(stream, get_criterion(w.criterion), pattern, windows, snakemake.input.get("cache") or None,
-                               rt["eval_batch_size"], resolve_device(rt["device"]))
+                               window_batch_size(rt), resolve_device(rt["device"]))
     for b in result["blocks"]:
         print(f"block {b['block']:3d}: perplexity {b['perplexity']:.3f} (dense {result['dense']['perplexity']:.3f})")
 write_json(snakemake.output[0], {**result, **spec, "criterion": w.criterion, "pattern": pattern.token,

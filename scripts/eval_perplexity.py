@@ -11,6 +11,7 @@ from pruneflow.core.atomic import read_json, write_json
 from pruneflow.data.jsonl import read_texts
 from pruneflow.core.runtime import job, resolve_device, runtime_settings
 from pruneflow.core.stream import open_stream
+from pruneflow.spec.config import window_batch_size
 
 rt = runtime_settings(snakemake.config)
 spec = snakemake.params.spec  # corpus, seqlen, windows, and bos or protocol: reference (from the output name, in the rule)
@@ -19,7 +20,7 @@ with job(snakemake.log[0], snakemake.threads, gpus=snakemake.resources.get("gpu"
     corpus = snakemake.wildcards.corpus
     source = f"{describe(snakemake.config['corpora'][corpus], corpus)}, held-out part {snakemake.input.docs},"
     windows = protocol_windows(read_texts(snakemake.input.docs), stream.tokenizer, spec, source)
-    result = perplexity(stream, windows, rt["eval_batch_size"], resolve_device(rt["device"]))
+    result = perplexity(stream, windows, window_batch_size(rt), resolve_device(rt["device"]))
     print(result)
 folder = Path(snakemake.input.model)
 about = {name: read_json(folder / f"{name}.json") for name in ("summary", "sparsity")}

@@ -26,7 +26,7 @@ with job(snakemake.log[0], snakemake.threads):
             df = report.add_band_column(df, read_bands(inp.bands[0]))
     df = report.add_dtype_column(df, [p["summary"] for p in ppl])
     if "zeroshot" in inp.keys():
-        df = report.add_zeroshot_columns(df, [read_json(p) for p in inp.zeroshot])
+        df = report.add_zeroshot_columns(df, [read_json(p) for p in inp.zeroshot], json.loads(par.zeroshot_metric))
     report.write_table(df, out.csv, out.md, out.tex)
     if par.kind == "sensitivity":
         report.plot_sensitivity(df, out.png, out.pdf, title)

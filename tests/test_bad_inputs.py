@@ -391,3 +391,28 @@ def test_zeroshot_task_names_are_local_or_known_to_lm_eval(base, monkeypatch):
     with pytest.raises(ConfigError, match=r"zeroshot\.tasks\[1\]: 'hellaswg' is neither a local task nor an lm-eval task; "
                        r"allowed: lastword, nextsentence, browncloze, or an lm-eval task name \(close: hellaswag"):
         check_config(config, tmp, REPO)
+
+
+@pytest.mark.parametrize("tasks, metric, message", [
+    (["lastword", "gsm8k"], {}, "zeroshot.tasks[1]: 'gsm8k' is a generate_until task (output_type generate_until, no accuracy); "
+                                "only loglikelihood and multiple-choice tasks are supported"),
+    (["mmlu", "bbh"], {}, "zeroshot.tasks[1]: 'bbh' holds 'bbh_cot_fewshot_boolean_expressions', which is a generate_until task"),
+    (["lastword"], {"lastword": "acc_norm"}, "zeroshot.metric.lastword: 'acc_norm' is not reported by a loglikelihood task; allowed: acc"),
+    (["boolq"], {"hellaswag": "acc_norm"}, "zeroshot.metric: 'hellaswag' is not a task of zeroshot.tasks"),
+])
+def test_zeroshot_tasks_without_an_accuracy_stop_before_any_job(base, tasks, metric, message):
+    """A generation task (alone, or inside a group) and a metric a task does not report are refused before any job."""
+    config, tmp = base
+    config["zeroshot"] |= {"tasks": tasks, "metric": metric}
+    with pytest.raises(ConfigError) as err:
+        check_config(config, tmp, REPO)
+    assert message in str(err.value)
+
+
+def test_standard_tasks_alone_need_no_items_and_take_metrics_per_task(base):
+    config, tmp = base
+    config["zeroshot"] = {"tasks": ["hellaswag", "ai2_arc"], "limit": 100, "metric": {"hellaswag": "acc_norm", "arc_challenge": "acc_norm"}}
+    check_config(config, tmp, REPO)  # a tag's member (arc_challenge) names a column of its own
+    config["zeroshot"]["tasks"].append("lastword")
+    with pytest.raises(ConfigError, match=r"studies\.dense\.zeroshot: true needs zeroshot\.items"):
+        check_config(config, tmp, REPO)

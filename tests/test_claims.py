@@ -293,3 +293,30 @@ def test_results_provenance_is_this_checkout_and_machine(tmp_path):
     commit = subprocess.run(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
     assert f"commit `{commit}" in line and platform.platform() in line and f"torch {torch.__version__} (" in line
     assert f"{os.cpu_count()} cores" in line and re.search(r", \d{4}-\d\d-\d\d \d\d:\d\d UTC, ", line)
+
+
+def test_a_claim_on_limited_zero_shot_numbers_says_so(tmp_path):
+    """Rows whose task was scored on part of its items (zeroshot.limit) are named in the ledger's limited column and
+    its Markdown, for the columns they touch (a task's own, or the mean); other columns are not marked."""
+    table = pd.DataFrame({"model": "m", "method": ["wanda", "magnitude"], "pattern": ["0.5", "0.5"], "stream": "-", "calibration": "c",
+                          "perplexity": [36.0, 300.0], "acc_hellaswag": [0.5, 0.3], "acc_boolq": [0.6, 0.6], "acc_mean": [0.55, 0.45],
+                          "zeroshot_limited": ["hellaswag 50/10042", "-"]})
+    Z = {"table": "zeroshot_table"}
+    pair = [{**Z, "method": "wanda"}, {**Z, "method": "magnitude"}]
+    claims, _ = load_claims(_claims(tmp_path, [_claim("mean", pair, ">", column="acc_mean"), _claim("hs", pair, ">", column="acc_hellaswag"),
+                                               _claim("bq", pair, "~", tolerance=0.01, column="acc_boolq"), _claim("ppl", pair)]))
+    df = evaluate(claims, {"zeroshot_table": table})
+    assert df.limited.tolist() == ["wanda: hellaswag 50/10042", "wanda: hellaswag 50/10042", "", ""]
+    assert df.outcome.tolist() == ["holds"] * 4
+    md = ledger_markdown(df)
+    assert "| P | claim hs | wanda 0.5 > magnitude 0.3 | **holds** (limited: wanda: hellaswag 50/10042 items, zeroshot.limit) |" in md
+    assert "| P | claim ppl | wanda 36 < magnitude 300 | **holds** |" in md
+
+
+def test_results_provenance_names_the_libraries_that_scored_zero_shot(tmp_path):
+    readme_results = bench_module("readme_results")
+    table = tmp_path / "zeroshot_table.csv"
+    pd.DataFrame({"method": ["dense"], "zeroshot_versions": ["lm_eval 0.4.13, transformers 5.25.0, torch 2.13.0+cpu"]}).to_csv(table, index=False)
+    prov = {"commit": "abc", "date": "2026-12-01", "machine": "L", "cpu": "C", "cores": 2, "torch": "2.13.0+cpu"}
+    assert readme_results.provenance_line(prov, table).endswith(
+        "torch 2.13.0+cpu; zero-shot scored with lm_eval 0.4.13, transformers 5.25.0, torch 2.13.0+cpu.")

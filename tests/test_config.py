@@ -144,3 +144,17 @@ def test_left_out_keys_take_the_schema_defaults(default_config):
     assert filled["reconstruction"] == {} and "runtime" not in config
     validate_config(filled)
     assert with_defaults(default_config) == default_config  # config.yaml spells every default out
+
+
+def test_eval_batch_size_is_a_number_or_auto_and_perplexity_reads_auto_as_four(default_config):
+    from pruneflow.spec.config import window_batch_size
+
+    for value in ("auto", 16):
+        config = copy.deepcopy(default_config)
+        config["runtime"]["eval_batch_size"] = value
+        validate_config(config)
+    config["runtime"]["eval_batch_size"] = "max"
+    with pytest.raises(ConfigError, match="runtime.eval_batch_size"):
+        validate_config(config)
+    assert [window_batch_size({"eval_batch_size": v}) for v in ("auto", 16)] == [4, 16]
+    assert window_batch_size({}) == with_defaults(default_config)["runtime"]["eval_batch_size"] == 4

@@ -116,3 +116,34 @@ def test_band_column_is_filled_from_a_bands_file_and_seed_spread_from_the_rows(t
     assert out.seed_spread_pct.isna().tolist()[0]
     one_seed = report.study_rows("m", [{"perplexity": p} for p in ppl[:2]], [{"overall": 0.5}] * 2, summaries[:2])
     assert "seed_spread_pct" not in one_seed
+
+
+def _zs(task, acc, acc_norm=None, n=10, n_total=10, **extra):
+    row = {"task": task, "kind": "task", "acc": acc, "n": n, "n_total": n_total, "limited": n < n_total,
+           "versions": {"lm_eval": "0.4.13", "transformers": "5.0", "torch": "2.13"}, **extra}
+    return row | ({"acc_norm": acc_norm} if acc_norm is not None else {})
+
+
+def test_zeroshot_columns_show_each_tasks_metric_a_groups_aggregate_and_a_tags_members():
+    """zeroshot.metric picks acc_norm for one task; a group is one column (lm-eval's aggregate), a tag one per member;
+    acc_mean is the mean of the shown columns; rows say which tasks were limited and which libraries scored them."""
+    df = pd.DataFrame({"method": ["dense", "wanda"]})
+    tag = lambda a, b: {k: v for k, v in _zs("arc", 0, n=20, n_total=20).items() if k != "acc"} | {
+        "kind": "tag", "subtasks": {"arc_easy": _zs("arc_easy", a, a / 2), "arc_challenge": _zs("arc_challenge", b, b / 2)}}
+    group = lambda a: _zs("mmlu", a, None, n=5, n_total=50) | {"kind": "group", "subtasks": {}}
+    results = [_zs("hellaswag", 0.5, 0.7), tag(0.6, 0.3), group(0.4), _zs("hellaswag", 0.3, 0.4, n=4), tag(0.5, 0.2), group(0.2)]
+    out = report.add_zeroshot_columns(df, results, {"hellaswag": "acc_norm", "arc_challenge": "acc_norm"})
+    assert list(out.columns[1:]) == ["acc_norm_hellaswag", "acc_arc_easy", "acc_norm_arc_challenge", "acc_mmlu", "acc_mean",
+                                     "zeroshot_limited", "zeroshot_versions"]
+    assert out.acc_norm_hellaswag.tolist() == [0.7, 0.4] and out.acc_norm_arc_challenge.tolist() == [0.15, 0.1]
+    assert out.acc_mean.round(6).tolist() == [round((0.7 + 0.6 + 0.15 + 0.4) / 4, 6), round((0.4 + 0.5 + 0.1 + 0.2) / 4, 6)]
+    assert out.zeroshot_limited.tolist() == ["mmlu 5/50", "hellaswag 4/10; mmlu 5/50"]
+    assert out.zeroshot_versions.tolist() == ["lm_eval 0.4.13, transformers 5.0, torch 2.13"] * 2
+
+
+def test_zeroshot_columns_of_unlimited_results_add_no_limited_column_and_refuse_a_missing_metric():
+    df = pd.DataFrame({"method": ["dense"]})
+    out = report.add_zeroshot_columns(df, [{"task": "lastword", "acc": 0.4}])  # a result written before versions were
+    assert "zeroshot_limited" not in out and out.zeroshot_versions.tolist() == ["unrecorded"]
+    with pytest.raises(ValueError, match=r"zeroshot\.metric\.lastword: 'acc_norm' is not reported by task 'lastword'; allowed: acc"):
+        report.add_zeroshot_columns(df, [{"task": "lastword", "acc": 0.4}], {"lastword": "acc_norm"})

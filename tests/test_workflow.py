@@ -431,3 +431,34 @@ def test_report_is_one_offline_html_with_every_figure(finished_run):
     assert all(f"{s}.png" in html for s in studies)
     assert html.count("data:image/png;") >= len(studies)  # embedded as data URIs, not linked: opens offline
     assert "not comparable with" in html  # the table caption's warning about local zero-shot tasks
+
+
+def zeroshot_only(config, **zeroshot):
+    config["studies"] = {"dense": config["studies"]["dense"]}
+    config["zeroshot"] = {"tasks": ["lastword"], "items": 8, "seed": 0, **zeroshot}
+    return config
+
+
+def test_standard_zeroshot_results_name_the_items_scored_and_local_ones_keep_their_names(tmp_path, tiny_model_dir):
+    """A local task's result keeps its items and seed; an lm-eval task's (or tag's) says all, or the limit."""
+    for limit, scope in ((None, "all"), (20, "limit20")):
+        write_config(tmp_path, zeroshot_only(tiny_config(tiny_model_dir), tasks=["lastword", "boolq", "ai2_arc"], limit=limit))
+        out = snakemake(tmp_path, "--dry-run").stdout
+        results = set(re.findall(r"zeroshot-\w+-[\w-]+\.json", out))
+        assert results == {"zeroshot-lastword-n8-s0.json", f"zeroshot-boolq-{scope}.json", f"zeroshot-ai2_arc-{scope}.json"}
+        rules = re.findall(r"^rule (zeroshot\w*):", out, re.M)
+        assert (rules.count("zeroshot"), rules.count("zeroshot_standard")) == (3, 6)  # dense, wanda and sparsegpt at 50%
+
+
+@pytest.mark.slow
+def test_a_limited_standard_task_runs_through_the_stand_in_hub_and_says_so(tmp_path, tiny_model_dir, hub, monkeypatch):
+    """zeroshot_standard end to end: boolq's dataset downloaded by lm-eval from the stand-in Hub, its first 8 of 24
+    items scored, the result marked limited with the versions that scored it."""
+    for key, value in hub.env(tmp_path / "hf").items():
+        monkeypatch.setenv(key, value)
+    write_config(tmp_path, zeroshot_only(tiny_config(tiny_model_dir), tasks=["boolq"], limit=8))
+    snakemake(tmp_path, "results/tiny/eval/dense/zeroshot-boolq-limit8.json")
+    result = json.loads((tmp_path / "results/tiny/eval/dense/zeroshot-boolq-limit8.json").read_text())
+    assert (result["task"], result["n"], result["n_total"], result["limited"], result["limit"]) == ("boolq", 8, 24, True, 8)
+    assert set(result["versions"]) == {"lm_eval", "transformers", "torch"} and result["chance"] == 0.5
+    assert any("aps/super_glue" in r for r in hub.requests)

@@ -1,23 +1,27 @@
-"""Zero-shot accuracy of an in-memory model through lm-eval, fully offline.
+"""Zero-shot accuracy of an in-memory model through lm-eval, scored as lm-eval scores it.
 
 Local tasks (built by ``zeroshot_tasks`` into ``task_dir``) and standard lm-eval task names
-(``hellaswag``, ``boolq``, ``arc_easy``, ...) go through the same call: lm-eval's own
-``simple_evaluate`` with ``HFLM(pretrained=model, tokenizer=tokenizer)``, zero-shot, bootstrap
-and sample logging off. Standard tasks only work where their datasets are already in the
-Hugging Face cache, since the hub is never contacted. A group name (``mmlu``) is expanded to its
-leaf tasks, each reported on its own.
+(``hellaswag``, ``boolq``, ``arc_easy``, ...), groups (``mmlu``) and tags (``ai2_arc``) go through the
+same call: lm-eval's own ``simple_evaluate`` with ``HFLM(pretrained=model, tokenizer=tokenizer)``,
+zero-shot, bootstrap and sample logging off, every item unless a ``limit`` is given.
 
-Every task reports ``acc``, ``acc_norm`` (multiple choice only; length-normalised by bytes),
-``perplexity`` (loglikelihood tasks), ``n`` (items scored) and ``chance``: the mean of
-1/number-of-choices over the scored items for multiple choice, 0 for loglikelihood tasks
-(``lastword``: an exact next word has no chance baseline), None for generation tasks.
+The Hugging Face Hub is used when it answers: a standard task's dataset comes from the Hub or, offline
+(``HF_HUB_OFFLINE=1`` or ``HF_DATASETS_OFFLINE=1`` in the environment), from the local cache. Local tasks
+read only their JSON file, with the Hub switched off (``datasets`` would otherwise count a download).
+
+Each requested name gives one row: a task reports ``acc``, ``acc_norm`` (multiple choice only;
+length-normalised by bytes), ``perplexity`` (loglikelihood tasks), ``n`` (items scored), ``n_total`` (items
+the task has), ``limited`` (n < n_total) and ``chance``: the mean of 1/number-of-choices over the scored
+items for multiple choice, 0 for loglikelihood tasks (``lastword``: an exact next word has no chance
+baseline). A group reports lm-eval's aggregate (its ``aggregate_metric_list``) and each leaf under
+``subtasks``; a tag (no aggregate in lm-eval) reports its leaves under ``subtasks`` only.
 """
 
 from __future__ import annotations
 
 import math
 import os
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 
 import torch
@@ -25,12 +29,27 @@ import yaml
 
 from pruneflow.core.dispatch import input_device
 from pruneflow.evaluate.local_tasks import BUILDERS
+from pruneflow.spec.zeroshot import SUPPORTED_OUTPUT_TYPES
 
 METRICS = ("acc", "acc_norm", "perplexity")
+OFFLINE_VARIABLES = ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE")
 
 
 class ZeroShotError(ValueError):
     pass
+
+
+def library_versions() -> dict[str, str]:
+    """The versions that decide a zero-shot number: lm-eval's prompts and metrics, transformers' tokenizers and
+    model code, torch's kernels (users of the reference code met different numbers from other lm-eval versions)."""
+    from importlib.metadata import version
+
+    return {"lm_eval": version("lm_eval"), "transformers": version("transformers"), "torch": torch.__version__}
+
+
+def offline_requested() -> bool:
+    """Whether the user's environment asks for the Hub offline (the libraries' own truthy spellings)."""
+    return any(os.environ.get(k, "").strip().upper() in ("1", "ON", "YES", "TRUE") for k in OFFLINE_VARIABLES)
 
 
 @contextmanager
@@ -43,7 +62,7 @@ def offline_hub():
     import datasets.config
     import huggingface_hub.constants
 
-    env = {k: os.environ.get(k) for k in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE")}
+    env = {k: os.environ.get(k) for k in OFFLINE_VARIABLES}
     modules = [(huggingface_hub.constants, "HF_HUB_OFFLINE"), (datasets.config, "HF_HUB_OFFLINE"), (datasets.config, "HF_DATASETS_OFFLINE")]
     flags = [(mod, attr, getattr(mod, attr)) for mod, attr in modules if hasattr(mod, attr)]
     os.environ.update({k: "1" for k in env})
@@ -61,6 +80,20 @@ def offline_hub():
             setattr(mod, attr, value)
 
 
+def task_dir_names(task_dir) -> set[str]:
+    """The task, group and tag names that the YAML files of ``task_dir`` declare (built local tasks, or a
+    researcher's own lm-eval task folder)."""
+    from pruneflow.spec.zeroshot import yaml_names
+
+    if task_dir is None or not Path(task_dir).is_dir():
+        return set()
+    names = set()
+    for path in Path(task_dir).glob("*.yaml"):
+        lines, listed = yaml_names(path.read_text(errors="replace"))
+        names.update(name for key, name in lines + listed if key != "task" or (key, name) in lines)  # not a group's members
+    return names
+
+
 def local_task_yamls(task_dir, tasks: list[str]) -> dict[str, Path]:
     """{name: YAML path} for the requested tasks that are built in ``task_dir``."""
     found = {}
@@ -71,6 +104,88 @@ def local_task_yamls(task_dir, tasks: list[str]) -> dict[str, Path]:
         elif name in BUILDERS:
             raise ZeroShotError(f"local zero-shot task {name!r} is not built in {str(task_dir)!r}: run zeroshot_tasks.build_task first")
     return found
+
+
+def evaluate_zeroshot(model, tokenizer, tasks: list[str], task_dir=None, limit: int | None = None, batch_size: int | str = 8,
+                      device=None) -> dict:
+    """Zero-shot accuracy per requested name: {name: row} (rows as the module says).
+
+    ``model`` is moved to ``device`` when one is given; None leaves it where it is (a model dispatched over
+    devices by :func:`pruneflow.core.dispatch.dispatch_stream`). ``batch_size`` is an integer or ``"auto"``
+    (lm-eval finds the largest that fits the device).
+
+    ``limit`` scores the first ``limit`` items of each task (all when None); local tasks are
+    shuffled when built, so their first items are a seeded random sample.
+    """
+    if not tasks:
+        raise ZeroShotError("no zero-shot tasks given; allowed: local tasks " + ", ".join(BUILDERS) + " or lm-eval task names")
+    for name, path in local_task_yamls(task_dir, tasks).items():
+        data_files = (yaml.safe_load(path.read_text()).get("dataset_kwargs") or {}).get("data_files") or {}
+        if isinstance(data_files.get("test"), str) and not Path(data_files["test"]).is_file():
+            raise ZeroShotError(f"task {name!r}: its data file {data_files['test']!r} is missing (was {str(task_dir)!r} moved?); rebuild the task")
+    local = [name for name in tasks if name in task_dir_names(task_dir)]
+    # Local tasks never need the Hub; standard ones use it unless the environment says offline (the flags are
+    # re-applied: the libraries read them at import, which may precede the variables).
+    offline = len(local) == len(tasks) or offline_requested()
+    with offline_hub() if offline else nullcontext():
+        return _run_lm_eval(model, tokenizer, list(tasks), task_dir, local, limit, batch_size, device)
+
+
+def _load_tasks(manager, tasks: list[str]) -> tuple[list, dict]:
+    """lm-eval's objects to evaluate (a task, a group, or a tag's tasks per name) and {name: (kind, leaves)}."""
+    objects, shape = [], {}
+    for name in tasks:
+        try:
+            loaded = manager.load([name])
+        except KeyError as err:
+            raise ZeroShotError(f"unknown zero-shot task {name!r} ({err}); local tasks: {', '.join(BUILDERS)} (built in task_dir)") from err
+        except Exception as err:  # a dataset that cannot be fetched surfaces as many exception types
+            raise ZeroShotError(_load_failure(manager, name, err)) from err
+        leaves = loaded["tasks"]
+        for leaf, task in leaves.items():
+            kind = task.get_config("output_type")
+            if kind not in SUPPORTED_OUTPUT_TYPES:
+                raise ZeroShotError(f"zero-shot task {leaf!r}" + (f" (of {name!r})" if leaf != name else "") + f" is a {kind} task; only "
+                                    "loglikelihood and multiple-choice tasks (an accuracy) are supported")
+        if name in loaded["groups"]:
+            objects.append(loaded["groups"][name])
+            shape[name] = ("group", leaves)
+        else:
+            objects.extend(leaves.values())
+            shape[name] = ("task" if list(leaves) == [name] else "tag", leaves)
+    return objects, shape
+
+
+def _load_failure(manager, name: str, err: Exception) -> str:
+    repos = _dataset_repositories(manager, name)
+    where = ", ".join(f"{path}" + (f" (config {config})" if config else "") for path, config in repos) or "its datasets"
+    offline = offline_requested()
+    fill = "; ".join(f"datasets.load_dataset({path!r}" + (f", {config!r}" if config else "") + ")" for path, config in repos[:3])
+    return (
+        f"zero-shot task {name!r}: could not load its dataset {where} ({err.__class__.__name__}: {err}). "
+        + ("The environment sets the Hub offline (HF_HUB_OFFLINE / HF_DATASETS_OFFLINE), so it must be in the Hugging Face cache "
+           f"({os.environ.get('HF_DATASETS_CACHE') or '~/.cache/huggingface'}). " if offline else "The Hub did not answer and the cache does not hold it. ")
+        + "Fill the cache on a machine where the Hub answers (the same HF_HOME), by running this task once, or in Python: "
+        + (fill or "datasets.load_dataset(<repository>, <config>)") + "; then it loads offline with HF_HUB_OFFLINE=1"
+    )
+
+
+def _dataset_repositories(manager, name: str) -> list[tuple[str, str | None]]:
+    """(dataset_path, dataset_name) of a task, or of a group's or tag's leaves, from lm-eval's task index."""
+    index, out, todo, seen = manager.task_index, [], [name], set()
+    while todo:
+        entry = index.get(todo.pop(0))
+        if entry is None or entry.name in seen:
+            continue
+        seen.add(entry.name)
+        cfg = entry.cfg or {}
+        if entry.kind.name == "TAG":
+            todo += sorted(entry.tags)
+        elif entry.kind.name == "GROUP":
+            todo += [c if isinstance(c, str) else c.get("task") for c in cfg.get("task") or []]
+        elif cfg.get("dataset_path") and (cfg["dataset_path"], cfg.get("dataset_name")) not in out:
+            out.append((cfg["dataset_path"], cfg.get("dataset_name")))
+    return out
 
 
 def _chance(task, limit: int | None) -> float | None:
@@ -84,24 +199,11 @@ def _chance(task, limit: int | None) -> float | None:
     return sum(1 / len(task.doc_to_choice(doc)) for doc in docs) / len(docs) if docs else None
 
 
-def evaluate_zeroshot(model, tokenizer, tasks: list[str], task_dir=None, limit: int | None = None, batch_size: int = 8, device=None) -> dict:
-    """Zero-shot accuracy per task: {task: {acc, acc_norm?, perplexity?, n, chance}}.
-
-    ``model`` is moved to ``device`` when one is given; None leaves it where it is (a model dispatched over
-    devices by :func:`pruneflow.core.dispatch.dispatch_stream`).
-
-    ``limit`` scores the first ``limit`` items of each task (all when None); local tasks are
-    shuffled when built, so their first items are a seeded random sample.
-    """
-    if not tasks:
-        raise ZeroShotError("no zero-shot tasks given; allowed: local tasks " + ", ".join(BUILDERS) + " or lm-eval task names")
-    local = local_task_yamls(task_dir, tasks)
-    for name, path in local.items():
-        data = Path(yaml.safe_load(path.read_text())["dataset_kwargs"]["data_files"]["test"])
-        if not data.is_file():
-            raise ZeroShotError(f"task {name!r}: its data file {str(data)!r} is missing (was {str(task_dir)!r} moved?); rebuild the task")
-    with offline_hub():
-        return _run_lm_eval(model, tokenizer, tasks, task_dir, local, limit, batch_size, device)
+def _metrics(name: str, metrics: dict) -> dict:
+    row = {m: float(metrics[f"{m},none"]) for m in METRICS if isinstance(metrics.get(f"{m},none"), (int, float))}
+    if not all(math.isfinite(v) for v in row.values()):
+        raise ZeroShotError(f"task {name!r}: non-finite metrics {row}; the model produces NaN or infinite logits")
+    return row
 
 
 def _run_lm_eval(model, tokenizer, tasks, task_dir, local, limit, batch_size, device) -> dict:
@@ -110,17 +212,9 @@ def _run_lm_eval(model, tokenizer, tasks, task_dir, local, limit, batch_size, de
     from lm_eval.tasks import TaskManager
 
     # Indexing lm-eval's ~15k built-in tasks takes seconds: only when a standard name is asked for.
-    manager = TaskManager(include_path=str(task_dir) if local else None, include_defaults=len(local) < len(tasks))
-    try:
-        loaded = manager.load(list(tasks))
-    except KeyError as err:
-        raise ZeroShotError(f"unknown zero-shot task in {tasks}: {err}; local tasks: {', '.join(BUILDERS)} (built in task_dir)") from err
-    except Exception as err:  # offline dataset loads surface as many exception types
-        raise ZeroShotError(
-            f"could not load zero-shot tasks {tasks} offline ({err.__class__.__name__}: {err}); standard lm-eval tasks need their "
-            "datasets in the Hugging Face cache, the local tasks need only task_dir"
-        ) from err
-    leaves = loaded["tasks"]
+    manager = TaskManager(include_path=str(task_dir) if task_dir is not None and Path(task_dir).is_dir() else None,
+                          include_defaults=len(local) < len(tasks))
+    objects, shape = _load_tasks(manager, tasks)
 
     if device is not None:
         model.to(device)
@@ -131,16 +225,25 @@ def _run_lm_eval(model, tokenizer, tasks, task_dir, local, limit, batch_size, de
     lm._device = input_device(model)
     with torch.no_grad():
         out = lm_eval.simple_evaluate(
-            model=lm, tasks=list(leaves.values()), task_manager=manager, limit=limit,
+            model=lm, tasks=objects, task_manager=manager, limit=limit,
             bootstrap_iters=0, log_samples=False, num_fewshot=None,
         )
     results = {}
-    for name, task in leaves.items():
-        metrics = out["results"][name]
-        row = {m: float(metrics[f"{m},none"]) for m in METRICS if f"{m},none" in metrics}
-        if not all(math.isfinite(v) for v in row.values()):
-            raise ZeroShotError(f"task {name!r}: non-finite metrics {row}; the model produces NaN or infinite logits")
-        row["n"] = int(out["n-samples"][name]["effective"])
-        row["chance"] = _chance(task, limit)
-        results[name] = row
+    for name, (kind, leaves) in shape.items():
+        rows = {}
+        for leaf, task in leaves.items():
+            counts = out["n-samples"][leaf]
+            rows[leaf] = {**_metrics(leaf, out["results"][leaf]), "n": int(counts["effective"]), "n_total": int(counts["original"]),
+                          "chance": _chance(task, limit)}
+            rows[leaf]["limited"] = rows[leaf]["n"] < rows[leaf]["n_total"]
+        if kind == "task":
+            results[name] = {"kind": kind, **rows[name], "task_version": out["versions"].get(name)}
+            continue
+        n, n_total = sum(r["n"] for r in rows.values()), sum(r["n_total"] for r in rows.values())
+        chances = [r["chance"] for r in rows.values()]
+        summary = {"kind": kind, "n": n, "n_total": n_total, "limited": n < n_total, "subtasks": rows}
+        if kind == "group":  # lm-eval's own aggregate, and the size-weighted chance of its leaves
+            summary = {**_metrics(name, out["groups"][name]), **summary, "task_version": out["versions"].get(name),
+                       "chance": None if None in chances else sum(c * r["n"] for c, r in zip(chances, rows.values())) / n}
+        results[name] = summary
     return results

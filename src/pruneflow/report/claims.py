@@ -24,6 +24,8 @@ margin and, where ``bench/results/noise_band.json`` measured one for a row (same
 its band: the spread over calibration seeds and float order (threads, sample order, batch size, float64).
 A claim whose numbers sit closer to its threshold than that band is *within noise*: another seed or
 machine could flip it, so the ledger states neither outcome (``measured`` keeps what the numbers say).
+A claim over zero-shot columns whose rows scored an lm-eval task on part of its items (``zeroshot.limit``) says
+so in ``limited`` (``wanda 0.5: hellaswag 50/10042``): lm-eval's own numbers need every item.
 """
 
 from __future__ import annotations
@@ -241,6 +243,23 @@ def _value(term: Term, tables, claim, bands) -> list[tuple[str, float, float | N
     return [(s.label, float(r[claim.column]), _row_band(r, bands)) for s, r in zip(term.rows, found)]
 
 
+def _limited(claim: Claim, tables: dict[str, pd.DataFrame]) -> str:
+    """The zero-shot tasks behind a claim's numbers that were scored on part of their items (``zeroshot.limit``):
+    ``hellaswag 50/10042`` per row, from its table's ``zeroshot_limited`` column; "" when every item was scored."""
+    notes = []
+    for term in claim.compare:
+        for selector in term.rows:
+            row = _find(selector, tables, claim)
+            cell = row.get("zeroshot_limited")
+            if not isinstance(cell, str) or cell in ("", "-"):
+                continue
+            for note in cell.split("; "):
+                task = note.rsplit(" ", 1)[0]
+                if claim.column == "acc_mean" or claim.column.endswith(f"_{task}"):
+                    notes.append(f"{selector.label}: {note}")
+    return "; ".join(dict.fromkeys(notes))
+
+
 def _holds(op: str, a: float, b: float, tol: float) -> bool:
     if op == "<":
         return a < b * (1 + tol) if tol else a < b
@@ -280,7 +299,8 @@ def evaluate_claim(claim: Claim, tables: dict[str, pd.DataFrame], bands: list[di
         values = [_value(t, tables, claim, bands) for t in claim.compare]
     except _NotRun as why:
         return {**row, "comparison": "", "outcome": "not run", "measured": "", "margin_pct": float("nan"),
-                "band_pct": float("nan"), "within_band": "", "note": str(why)}
+                "band_pct": float("nan"), "within_band": "", "note": str(why), "limited": ""}
+    row["limited"] = _limited(claim, tables)
     op, tol = claim.holds_if, claim.tolerance or 0.0
     symbol = {"<": " < ", ">": " > ", "~": " ≈ "}[op]
     comparison = symbol.join(", ".join(f"{label} {value:.4g}" for label, value, _ in term) for term in values)
@@ -316,7 +336,7 @@ def evaluate_claim(claim: Claim, tables: dict[str, pd.DataFrame], bands: list[di
 def evaluate(claims: list[Claim], tables: dict[str, pd.DataFrame], bands: list[dict] | None = None) -> pd.DataFrame:
     return pd.DataFrame([evaluate_claim(c, tables, bands) for c in claims],
                         columns=["id", "paper", "claim", "source", "column", "comparison", "outcome", "measured", "margin_pct",
-                                 "band_pct", "within_band", "note"])
+                                 "band_pct", "within_band", "note", "limited"])
 
 
 def ledger_markdown(df: pd.DataFrame) -> str:
@@ -326,6 +346,8 @@ def ledger_markdown(df: pd.DataFrame) -> str:
         outcome = f"**{r.outcome}**"
         if r.outcome in ("not run", "within noise"):
             outcome += f" ({r.note})"
+        if isinstance(r.get("limited"), str) and r.get("limited"):  # zero-shot numbers from part of a task's items
+            outcome += f" (limited: {r['limited']} items, zeroshot.limit)"
         numbers = r.comparison.replace("|", "/") or "-"
         lines.append(f"| {r.paper} | {r.claim} | {numbers} | {outcome} |")
     counts = df.outcome.value_counts()

@@ -251,17 +251,53 @@ def plot_sensitivity(df: pd.DataFrame, png: str, pdf: str, title: str = "") -> N
         _finish_ppl_figure(fig, ax, dense, dense.method == "dense", xlabel, title, png, pdf)
 
 
-def add_zeroshot_columns(df: pd.DataFrame, results: list[dict]) -> pd.DataFrame:
-    """Accuracy per task (``acc``) and their mean, as columns; ``results`` are in (variant, task) order,
-    the tasks of one variant together, variants in the table's row order."""
-    tasks = list(dict.fromkeys(r["task"] for r in results))
-    accs = [r["acc"] for r in results]
-    per_row = len(tasks)
+def add_zeroshot_columns(df: pd.DataFrame, results: list[dict], metrics: dict[str, str] | None = None) -> pd.DataFrame:
+    """One column per task, ``<metric>_<task>``, with the metric ``metrics`` names for it (``zeroshot.metric``;
+    ``acc`` for a task it does not name), and ``acc_mean``, the mean of those columns. A group shows lm-eval's
+    aggregate; a tag, each of its tasks. ``zeroshot_limited`` (only when some result is limited) lists per row the
+    tasks scored on part of their items (``hellaswag 100/10042``), ``zeroshot_versions`` the lm-eval, transformers
+    and torch that scored the row.
+
+    ``results`` are in (variant, task) order, the tasks of one variant together, variants in the table's row order."""
+    metrics = metrics or {}
+    per_row = len(dict.fromkeys(r["task"] for r in results))
+    rows = [results[i : i + per_row] for i in range(0, len(results), per_row)]
+    cells = [{k: v for r in row for k, v in zeroshot_cells(r, metrics).items()} for row in rows]
     out = df.copy()
-    for j, task in enumerate(tasks):
-        out[f"acc_{task}"] = accs[j::per_row]
-    out["acc_mean"] = out[[f"acc_{t}" for t in tasks]].mean(axis=1)
+    columns = list(dict.fromkeys(c for row in cells for c in row))
+    for column in columns:
+        out[column] = [row.get(column, float("nan")) for row in cells]
+    out["acc_mean"] = out[columns].mean(axis=1)
+    limited = [[note for r in row for note in limited_notes(r)] for row in rows]
+    if any(limited):
+        out["zeroshot_limited"] = ["; ".join(notes) or "-" for notes in limited]
+    out["zeroshot_versions"] = ["; ".join(dict.fromkeys(versions_label(r) for r in row)) for row in rows]
     return out
+
+
+def zeroshot_cells(result: dict, metrics: dict[str, str]) -> dict[str, float]:
+    """{column: value} of one zero-shot result: its own metric, or each of a tag's tasks'."""
+    scored = result["subtasks"] if result.get("kind") == "tag" else {result["task"]: result}
+    cells = {}
+    for name, row in scored.items():
+        metric = metrics.get(name, "acc")
+        if metric not in row:
+            reported = [m for m in ("acc", "acc_norm") if m in row]
+            raise ValueError(f"zeroshot.metric.{name}: {metric!r} is not reported by task {name!r}; allowed: {', '.join(reported)}")
+        cells[f"{metric}_{name}"] = row[metric]
+    return cells
+
+
+def limited_notes(result: dict) -> list[str]:
+    """``task n/n_total`` for each task of a result scored on part of its items (zeroshot.limit)."""
+    scored = result["subtasks"] if result.get("kind") == "tag" else {result["task"]: result}
+    return [f"{name} {row['n']}/{row['n_total']}" for name, row in scored.items() if row.get("limited")]
+
+
+def versions_label(result: dict) -> str:
+    """``lm_eval 0.4.13, transformers 5.25.0, torch 2.13.0`` of a zero-shot result (``unrecorded`` before they were)."""
+    versions = result.get("versions")
+    return ", ".join(f"{k} {v}" for k, v in versions.items()) if versions else "unrecorded"
 
 
 def structured_rows(model: str, ppl: list[dict], summaries: list[dict], speed: list[dict] | None = None) -> pd.DataFrame:

@@ -27,6 +27,7 @@ from pruneflow.spec.naming import (
 from pruneflow.spec.model_config import TINY_DEFAULTS, ModelConfigError, read_model_config
 from pruneflow.spec.patterns import PatternError, parse_pattern
 from pruneflow.spec.criteria import CRITERIA
+from pruneflow.spec.zeroshot import LOCAL_TASKS
 
 SCHEMA_PATH = Path(__file__).with_name("config.schema.yaml")
 
@@ -124,6 +125,16 @@ def with_defaults(config: dict) -> dict:
     return fill(copy.deepcopy(config), _schema())
 
 
+AUTO_WINDOW_BATCH = 4  # perplexity windows per forward pass when runtime.eval_batch_size is auto (the schema's default)
+
+
+def window_batch_size(runtime: dict) -> int:
+    """``runtime.eval_batch_size`` as perplexity windows per forward pass: ``auto`` asks lm-eval to find the batch
+    that fits (zero-shot jobs only); perplexity, block sensitivity and the memory formula then use 4."""
+    value = runtime.get("eval_batch_size", AUTO_WINDOW_BATCH)
+    return AUTO_WINDOW_BATCH if value == "auto" else int(value)
+
+
 def validate_config(config: dict, base_dir: str | Path = ".") -> None:
     """Raise :class:`ConfigError` on the first problem; ``base_dir`` resolves relative paths."""
     _check_names(config)
@@ -144,7 +155,10 @@ def validate_config(config: dict, base_dir: str | Path = ".") -> None:
         key = f"studies.{name}"
         kind = study.get("kind", "unstructured")
         _check_keys(key, study, STUDY_KEYS[kind], f"{'an' if kind[0] in 'aeiou' else 'a'} {kind} study")
-        missing = [k for k in ("tasks", "items") if k not in config.get("zeroshot", {})]
+        zs = config.get("zeroshot", {})
+        # items: how many items a local task is built with; lm-eval's tasks score every item (or zeroshot.limit)
+        needs = ("tasks", "items") if "tasks" not in zs or set(zs["tasks"]) & set(LOCAL_TASKS) else ("tasks",)
+        missing = [k for k in needs if k not in zs]
         if study.get("zeroshot") and missing:
             raise ConfigError(
                 f"{key}.zeroshot: true needs zeroshot.{' and zeroshot.'.join(missing)}; allowed: zeroshot: {{tasks: [lastword], items: 50}}"

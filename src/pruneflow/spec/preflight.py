@@ -12,7 +12,9 @@ and split when small) and what the jobs check exactly:
   and ``recon:blocks:k`` against its number of blocks;
 - a ``recon:full`` / ``retrain:...+full`` against the memory ``runtime.max_memory`` declares
   (:func:`pruneflow.spec.resources.check_whole_model_recoveries`; the one job that holds the whole model);
-- zero-shot task names: a local task, or one lm-eval knows (its task files, read as text);
+- zero-shot task names: a local task, or one lm-eval knows (its task files, read as text), of a kind PruneFlow
+  scores (loglikelihood or multiple choice, a group's and a tag's members included; generation tasks are refused),
+  and ``zeroshot.metric`` against the metrics each task reports;
 - ``nsamples × seqlen`` calibration tokens, and the perplexity windows, against an upper bound on
   the tokens of the corpus part that serves them (:func:`pruneflow.data.corpora.corpus_bounds`), and a
   calibration ``seqlen`` against the longest document where it is known. A bound can only show
@@ -157,18 +159,38 @@ def _check_layer_sizes(config, name, model_config):
 
 
 def _check_zeroshot_tasks(config):
-    from pruneflow.spec.zeroshot import LOCAL_TASKS, close_lm_eval_names, is_lm_eval_task
+    from pruneflow.spec.zeroshot import LOCAL_TASKS, METRICS_OF, SUPPORTED_OUTPUT_TYPES, close_lm_eval_names, is_lm_eval_task, output_types
 
     if not any(study.get("zeroshot") for study in config["studies"].values()):
         return
-    for i, task in enumerate(config["zeroshot"]["tasks"]):
-        if task in LOCAL_TASKS or is_lm_eval_task(task) is not False:  # None: lm-eval absent, its job says so
+    zs = config["zeroshot"]
+    types: dict[str, str | None] = {}  # every task a result or a column may name: the tasks, their groups' and tags' members
+    for i, task in enumerate(zs["tasks"]):
+        known = task in LOCAL_TASKS or is_lm_eval_task(task)
+        if known is None:  # lm-eval absent: its job says so
             continue
-        close = close_lm_eval_names(task)
-        raise ConfigError(
-            f"zeroshot.tasks[{i}]: {task!r} is neither a local task nor an lm-eval task; allowed: "
-            f"{', '.join(LOCAL_TASKS)}, or an lm-eval task name" + (f" (close: {', '.join(close)})" if close else "")
-        )
+        if not known:
+            close = close_lm_eval_names(task)
+            raise ConfigError(
+                f"zeroshot.tasks[{i}]: {task!r} is neither a local task nor an lm-eval task; allowed: "
+                f"{', '.join(LOCAL_TASKS)}, or an lm-eval task name" + (f" (close: {', '.join(close)})" if close else "")
+            )
+        leaves = output_types(task)
+        for leaf, kind in leaves.items():
+            if kind is not None and kind not in SUPPORTED_OUTPUT_TYPES:
+                raise ConfigError(
+                    f"zeroshot.tasks[{i}]: {task!r}" + (f" holds {leaf!r}, which" if leaf != task else "")
+                    + f" is a {kind} task (output_type {kind}, no accuracy); only loglikelihood and multiple-choice tasks "
+                    "are supported: remove it, or list the group's other tasks by name"
+                )
+        types |= leaves | ({task: None} if task not in leaves else {})
+    for task, metric in zs.get("metric", {}).items():
+        if task not in types:
+            raise ConfigError(f"zeroshot.metric: {task!r} is not a task of zeroshot.tasks (nor of its groups or tags); "
+                              f"allowed: {', '.join(sorted(types))}")
+        if types[task] is not None and metric not in METRICS_OF.get(types[task], ()):
+            raise ConfigError(f"zeroshot.metric.{task}: {metric!r} is not reported by a {types[task]} task; "
+                              f"allowed: {', '.join(METRICS_OF[types[task]])}")
 
 
 def _bounds(config, corpus, base_dir, workflow_dir):

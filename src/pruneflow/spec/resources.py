@@ -21,7 +21,7 @@ import os
 import re
 from dataclasses import dataclass
 
-from pruneflow.spec.config import ConfigError
+from pruneflow.spec.config import ConfigError, window_batch_size
 from pruneflow.spec.naming import making_steps, parse_recovery, ppl_name, sensitivity_artifacts, variants_of
 
 BYTES = {"float32": 4, "bfloat16": 2, "float16": 2, "float64": 8}
@@ -106,7 +106,7 @@ def job_peaks(model_config: dict, dtype: str, config: dict) -> dict[str, dict[st
     grams32 = grams64 / 2
     ffn_square = s.ffn**2 * FP32  # SparseGPT's Hessian of the widest input (its working copy, its factor)
     scores = s.block_params * FP32  # a block's float32 scores
-    eval_tokens = rt.get("eval_batch_size", 4) * config["perplexity"]["seqlen"]
+    eval_tokens = window_batch_size(rt) * config["perplexity"]["seqlen"]  # auto: lm-eval sizes its own batches
     logits = eval_tokens * s.vocab * FP32
     train_tokens = config.get("retraining", {}).get("batch_size", 1) * config["calibration"]["seqlen"]
     # kept for the backward pass: per block, its activations (attention and MLP inputs/outputs, float32).
