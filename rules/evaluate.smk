@@ -1,4 +1,4 @@
-# Perplexity on held-out text; export of a variant as a self-contained Hugging Face folder.
+# Perplexity on held-out text; export of a study's variants (or one variant) as self-contained Hugging Face folders.
 # Measured sparsity and the mask check are written with each variant (sparsity.json in its folder),
 # where the model is already in memory, so no evaluation job loads a variant for them.
 
@@ -31,7 +31,32 @@ rule perplexity:
         "../scripts/eval_perplexity.py"
 
 
-# On demand, never part of `all`: snakemake --cores 1 results/<model>/export/<variant>
+# On demand, never part of `all`: snakemake --cores 2 results/export/<study>. Each variant a folder with its
+# model card (README.md) and record (pruneflow.json), and index.csv; one variant in memory at a time.
+rule export_study:
+    input:
+        unpack(export_inputs),
+    output:
+        directory("results/export/{study}"),
+    log:
+        "results/logs/export/{study}.log",
+    benchmark:
+        "results/benchmarks/export/{study}.tsv"
+    wildcard_constraints:
+        study=STUDY_NAMES,
+    conda:
+        "../envs/pruneflow.yaml"
+    threads: THREADS
+    resources:
+        mem_mb=mem_mb("export"),
+        runtime=lambda w: RUNTIME_MIN["export"] * len(export_plan(w.study)["variants"]),
+    params:
+        plan=lambda w: as_json(export_plan(w.study)),
+    script:
+        "../scripts/export_study.py"
+
+
+# On demand: one variant, weights and tokenizer only: snakemake --cores 1 results/<model>/export/<variant>
 rule export:
     input:
         model=variant_dir,

@@ -148,3 +148,68 @@ def claims_inputs(_w):
     if CLAIMS_BANDS is not None and CLAIMS_BANDS.is_file():
         inputs["bands"] = [str(CLAIMS_BANDS)]
     return inputs
+
+
+# ---------------------------------------------------------------- export rules (evaluate.smk)
+def export_plan(study_name):
+    """What a study's export reads: every variant but the dense model (whose results are the cards'
+    reference), each with its readable folder name, its perplexity, the study's zero-shot results and, for a
+    structured study with ``speed: true``, its speed result."""
+    from pruneflow.spec.export_names import export_names
+
+    study = config["studies"][study_name]
+    variants = study_variants(study_name)
+    if variants == ["dense"]:
+        raise WorkflowError(
+            f"studies.{study_name}: a {study.get('kind', 'unstructured')} study has no pruned variants to export; "
+            "allowed: an unstructured, recovery or structured study"
+        )
+    names = export_names(variants, config["calibration"])
+    ppl = ex.ppl_name(config["perplexity"])
+    tasks = config["zeroshot"]["tasks"] if study.get("zeroshot") else []
+    speed = study.get("kind") == "structured" and study.get("speed")
+
+    def results(v):
+        entry = {
+            "ppl": f"results/{MODEL}/eval/{v}/{ppl}",
+            "zeroshot": [f"results/{MODEL}/eval/{v}/{zeroshot_name(t)}" for t in tasks],
+        }
+        if speed:
+            entry["speed"] = f"results/{MODEL}/eval/{v}/speed-l{SPEED_SEQLEN}.json"
+        return entry
+
+    spec = config["models"][MODEL]
+    return {
+        "model": MODEL,
+        "base_model": spec["id"] if spec.get("source") == "hub" else MODEL,
+        "study": study_name,
+        "dense": results("dense"),
+        "variants": [
+            {
+                "variant": v,
+                "name": names[v],
+                "folder": f"results/{MODEL}/{v}",
+                **results(v),
+            }
+            for v in variants
+            if v != "dense"
+        ],
+    }
+
+
+def export_inputs(w):
+    """The variants (and the parents they are rebuilt from) and every result the cards show."""
+    plan = export_plan(w.study)
+    entries = [plan["dense"], *plan["variants"]]
+    lineage = [
+        f"results/{MODEL}/{p}"
+        for e in plan["variants"]
+        for p in ex.variant_lineage(e["variant"])[1:]
+    ]
+    return {
+        "variants": [e["folder"] for e in plan["variants"]],
+        "parents": list(dict.fromkeys(lineage)),
+        "ppl": [e["ppl"] for e in entries],
+        "zeroshot": [p for e in entries for p in e["zeroshot"]],
+        "speed": [e["speed"] for e in entries if "speed" in e],
+    }

@@ -3,8 +3,9 @@
 The commands are the tests/doc_commands.yaml entries with runner ``slurm``, run in order in one temporary
 directory holding SLURM_CONFIG (one study of each kind) as config.yaml, as written but for:
 ``.venv/bin/snakemake`` → this interpreter's ``-m snakemake -s <repo>/Snakefile``; ``profiles/...`` → the
-repository's. The file each command's ``--configfile`` names holds SLURM_CONFIG, as config.yaml does. Before them the first entry runs once
-with the claims ledger's memory set below what it needs (and the on-demand export as a target), so SLURM
+repository's. The file each command's ``--configfile`` names holds SLURM_CONFIG, as config.yaml does. Before
+them the first entry runs once with the claims ledger's memory set below what it needs (and the on-demand exports
+as targets), so SLURM
 kills that job; the entries then resume the run.
 
 SLURM comes from Debian's packages (installed when missing). A machine where they cannot be installed or
@@ -36,7 +37,7 @@ pytestmark = [pytest.mark.slow, pytest.mark.slurm]
 COMMANDS = [e["command"] for e in yaml.safe_load((REPO / "tests/doc_commands.yaml").read_text()) if e["runner"] == "slurm"]
 PROFILE = yaml.safe_load((REPO / "profiles/slurm/config.yaml").read_text())
 KILL_MB = 200  # a job's two Snakemake processes and its script hold about 500 MB
-EXPORT = "results/tiny/export/pruned/brown-n4-l64-s0/wanda-u0.5-seq"
+EXPORTS = ["results/tiny/export/pruned/brown-n4-l64-s0/wanda-u0.5-seq", "results/export/structured"]  # one variant; a study
 CLAIMS = {"claims": [{"id": "sparsegpt-vs-magnitude", "paper": "test", "claim": "SparseGPT beats magnitude.", "holds_if": "<",
                       "compare": [{"table": "owl", "method": "sparsegpt"}, {"table": "owl", "method": "magnitude"}]}]}
 
@@ -137,10 +138,10 @@ def runs(cluster, tmp_path_factory, tiny_model_dir):
 
     first = as_run_here(COMMANDS[0])
     # a dry run caps threads at --cores (1 when none is given); a cluster run caps nothing
-    plan = plan_jobs(run([*first, "--dry-run", "--cores", str(os.cpu_count()), "all", EXPORT]).out)
+    plan = plan_jobs(run([*first, "--dry-run", "--cores", str(os.cpu_count()), "all", *EXPORTS]).out)
     # --set-resources on the command line replaces the profile's whole set-resources: restate them
     profile_set = [f"{rule}:{k}={v}" for rule, res in PROFILE["set-resources"].items() for k, v in res.items()]
-    killed = run([*first, "all", EXPORT, "--set-resources", *profile_set, f"claims:mem_mb={KILL_MB}"])
+    killed = run([*first, "all", *EXPORTS, "--set-resources", *profile_set, f"claims:mem_mb={KILL_MB}"])
     killed.tables = sorted(p.name for p in (workdir / "results/tables").iterdir())
     killed.slurm_logs = [p.read_text() for p in (workdir / ".snakemake/slurm_logs/rule_claims").glob("*.log")]
     killed.rule_log = (workdir / "results/logs/report/claims.log").exists()
@@ -162,7 +163,7 @@ def test_the_documented_commands_resume_and_finish_with_every_rule_tables_and_le
     assert [e.rc for e in runs.entries] == [0] * len(COMMANDS), runs.entries[0].out[-3000:]
     assert [c[0] for c in runs.entries[0].calls] == ["claims"]  # the rerun ran only what was killed
     rules = set(re.findall(r"^rule (\w+):", "".join(p.read_text() for p in (REPO / "rules").glob("*.smk")), re.M))
-    assert {c[0] for c in runs.killed.calls} == rules  # export too, the on-demand target
+    assert {c[0] for c in runs.killed.calls} == rules  # the exports too, the on-demand targets
     tables = runs.workdir / "results/tables"
     for study in slurm_config("")["studies"]:
         assert len(pd.read_csv(tables / f"{study}.csv")) >= 2, study  # the dense row and a variant

@@ -14,6 +14,7 @@ every sliced parameter and every tensor that is not such a slice).
 
 from __future__ import annotations
 
+import gc
 import os
 from collections.abc import Mapping
 from pathlib import Path
@@ -25,6 +26,7 @@ from pruneflow.core.artifacts import artifact_folder, block_file, manifest_diges
 from pruneflow.core.atomic import write_json
 from pruneflow.core.experts import experts_fused
 from pruneflow.core.mask_files import load_block_masks, save_masks
+from pruneflow.core.runtime import return_freed_memory
 from pruneflow.core.sparsity import block_sparsity, check_block_masks_kept, check_sparsity, combine_blocks
 from pruneflow.core.stream import ModelStream, load_variant, open_stream
 from pruneflow.core.variants import FORMAT, RECORD, VariantError
@@ -252,12 +254,24 @@ def write_structured_variant(out, model, tokenizer, parent, at, summary: dict, s
 
 def export_variant(folder, out) -> None:
     """Write a variant as a self-contained Hugging Face folder (plain safetensors, pruned weights stored
-    as zeros) that ``from_pretrained`` loads without PruneFlow; with a manifest of its own. It holds the
-    whole model once, in its stored dtype: ``save_pretrained`` needs it."""
+    as zeros) that ``from_pretrained`` loads without PruneFlow; with a manifest of its own."""
+    with artifact_folder(out) as tmp:
+        write_hf_folder(folder, tmp)
+
+
+def write_hf_folder(folder, out) -> dict:
+    """Write the variant in ``folder`` into the existing folder ``out`` as a Hugging Face folder (a structured
+    variant physically smaller); return its ``parameters`` (tied embeddings once) and stored ``dtype``. It holds
+    the whole model once, in its stored dtype (``save_pretrained`` needs it), and frees it before returning."""
     model, tok = load_variant(folder)
-    with artifact_folder(out) as tmp, experts_fused(model):
-        model.save_pretrained(tmp)
-        tok.save_pretrained(tmp)
+    facts = {"parameters": sum(p.numel() for p in model.parameters()), "dtype": dtype_name(model.dtype)}
+    with experts_fused(model):
+        model.save_pretrained(out)
+        tok.save_pretrained(out)
+    del model, tok
+    gc.collect()  # a module graph holds cycles: freed now, before a study's export loads its next variant
+    return_freed_memory()
+    return facts
 
 
 def stored_bytes(folder) -> int:
