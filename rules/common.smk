@@ -19,6 +19,8 @@ from pruneflow.spec.config import (
     with_defaults,
 )
 from pruneflow.core.gpus import check_gpu_resource, gpu_ids
+from pruneflow.spec.hub import HubSourceError, check_hub_needs, run_needs
+from pruneflow.spec.zeroshot import LOCAL_TASKS
 from pruneflow.spec.model_config import read_model_config, resolved_spec
 from pruneflow.spec.preflight import perplexity_seqlen
 from pruneflow.spec.resources import (
@@ -58,6 +60,13 @@ for _warning in duplicate_names(_configfiles):
 MODEL = config["model"]
 # Jobs that run the model on the device claim it (`gpu=1`; on SLURM: sbatch --gpus=1).
 GPU = 0 if config["runtime"]["device"] == "cpu" else 1
+# auto on a machine without CUDA runs on the CPU: its local jobs claim no GPU (a cluster's nodes may have them)
+if (
+    config["runtime"]["device"] == "auto"
+    and workflow.resource_settings.nodes is None
+    and not gpu_memories()
+):
+    GPU = 0
 # A local run (no --jobs, which cluster profiles set) runs one GPU job at a time unless
 # --resources gpu=N says how many devices there are (each job then claims its own: pruneflow.core.gpus);
 # a cluster schedules its own GPUs.

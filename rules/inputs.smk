@@ -213,3 +213,25 @@ def export_inputs(w):
         "zeroshot": [p for e in entries for p in e["zeroshot"]],
         "speed": [e["speed"] for e in entries if "speed" in e],
     }
+
+
+# ---------------------------------------------------------------- the Hub, before any job
+# Every Hub repository a job still needs (the model, hf corpora, standard zero-shot datasets) is cached, or
+# answers when online; else the run stops here naming each one and how to fill the cache (pruneflow.spec.hub).
+def _still_missing(what):
+    if isinstance(
+        what, tuple
+    ):  # ("zeroshot", task): a result of any variant that is not made yet
+        studies = [s for s in config["studies"] if config["studies"][s].get("zeroshot")]
+        return any(
+            not Path(f"results/{MODEL}/eval/{v}/{zeroshot_name(what[1])}").exists()
+            for s in studies
+            for v in study_variants(s)
+        )
+    return not Path(what).exists()
+
+
+try:
+    check_hub_needs(run_needs(config, _still_missing))
+except HubSourceError as err:
+    raise WorkflowError(f"a source on the Hugging Face Hub: {err}") from None

@@ -7,8 +7,9 @@
   them (headings, paragraphs and empty rows), described by the card's ``configs`` front matter.
 - ``allenai/c4``: ``en/c4-train.00000-of-01024.json.gz`` and ``en/c4-validation.00000-of-00008.json.gz``, the
   two files the reference code reads, JSON lines with ``text``, ``timestamp`` and ``url``.
-- ``huggyllama/llama-7b`` and ``meta-llama/Llama-2-7b-hf``: their ``config.json`` only (the public values), so
-  the papers' configurations plan and size their jobs as 7B models; no weights.
+- ``huggyllama/llama-7b``, ``meta-llama/Llama-2-7b-hf``, ``meta-llama/Llama-3.1-8B`` and ``facebook/opt-2.7b``
+  (the models of config/paper*.yaml, perp.yaml, freelunch.yaml, liar.yaml): their ``config.json`` only (the public values), so
+  the papers' configurations plan and size their jobs as the real models; no weights.
 - the papers' seven zero-shot tasks under the repositories, configs and fields that lm-eval's task YAMLs
   name: ``aps/super_glue`` (boolq), ``nyu-mll/glue`` (rte), ``Rowan/hellaswag``, ``allenai/winogrande``
   (winogrande_xl), ``allenai/ai2_arc`` (ARC-Easy, ARC-Challenge), ``allenai/openbookqa`` (main).
@@ -83,6 +84,16 @@ CONFIG_ONLY = {
     "huggyllama/llama-7b": {**_LLAMA_7B, "max_position_embeddings": 2048, "rms_norm_eps": 1e-6, "pad_token_id": 0},
     "meta-llama/Llama-2-7b-hf": {**_LLAMA_7B, "max_position_embeddings": 4096, "rms_norm_eps": 1e-5,
                                  "num_key_value_heads": 32, "pretraining_tp": 1, "rope_scaling": None},
+    "meta-llama/Llama-3.1-8B": {
+        **_LLAMA_7B, "intermediate_size": 14336, "num_key_value_heads": 8, "vocab_size": 128256, "bos_token_id": 128000,
+        "eos_token_id": 128001, "max_position_embeddings": 131072, "rms_norm_eps": 1e-5, "rope_theta": 500000.0,
+        "rope_scaling": {"factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
+                         "original_max_position_embeddings": 8192, "rope_type": "llama3"}, "torch_dtype": "bfloat16"},
+    "facebook/opt-2.7b": {
+        "architectures": ["OPTForCausalLM"], "model_type": "opt", "hidden_size": 2560, "ffn_dim": 10240,
+        "num_hidden_layers": 32, "num_attention_heads": 32, "vocab_size": 50272, "max_position_embeddings": 2048,
+        "word_embed_proj_dim": 2560, "do_layer_norm_before": True, "activation_function": "relu",
+        "bos_token_id": 2, "eos_token_id": 2, "pad_token_id": 1, "torch_dtype": "float16"},
 }
 
 

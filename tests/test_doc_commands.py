@@ -7,6 +7,10 @@ directory that holds the repository's config.yaml with ``model: tiny`` and ``mod
 (everything else as committed) and a copy of config/. Substituted, and nothing else:
 ``.venv/bin/snakemake`` → this interpreter's ``-m snakemake -s <repo>/Snakefile``; ``.venv/bin/python`` → this
 interpreter; ``--cores N`` → ``--cores 1``; ``results/smollm2-135m/`` → ``results/tiny/``.
+
+Runner ``hub`` commands (docs/own-model.md) run the same way, in their own directory with a copy of config/, the
+stand-in Hub online (tests/hub_standin.py), and the one edit the page asks of the user: config/own-model.yaml's
+model id replaced by the stand-in's tiny LLaMA (float16). Nothing else is substituted.
 """
 
 from __future__ import annotations
@@ -25,7 +29,7 @@ import yaml
 from conftest import REPO
 
 REGISTRY = yaml.safe_load((REPO / "tests" / "doc_commands.yaml").read_text())
-RUNNERS = {"setup", "tiny", "slurm"}
+RUNNERS = {"setup", "tiny", "hub", "slurm"}
 PAGES = [REPO / "README.md", *sorted((REPO / "docs").rglob("*.md"))]
 FENCE = re.compile(r"^```(\w*)[^\n]*\n(.*?)^```", re.M | re.S)
 COMMAND_WORDS = re.compile(r"^((snakemake|python|bash|pip) |\.venv/bin/\S)")  # a word, not the tool's name alone
@@ -110,6 +114,31 @@ def workdir(tmp_path_factory) -> Path:
 
 
 TINY = [e for e in REGISTRY if e["runner"] == "tiny"]
+HUB = [e for e in REGISTRY if e["runner"] == "hub"]
+
+
+@pytest.fixture(scope="module")
+def hub_workdir(tmp_path_factory, hub) -> tuple[Path, dict]:
+    from hub_repos import TINY_REPO
+
+    workdir = tmp_path_factory.mktemp("doc-commands-hub")
+    shutil.copy(REPO / "config.yaml", workdir / "config.yaml")
+    shutil.copytree(REPO / "config", workdir / "config")
+    own = workdir / "config" / "own-model.yaml"
+    text = own.read_text()
+    assert text.count("id: meta-llama/Llama-2-7b-hf") == 1  # the line the page tells the user to edit
+    own.write_text(text.replace("id: meta-llama/Llama-2-7b-hf", f"id: {TINY_REPO}"))
+    return workdir, {**_env(), **hub.env(workdir / "hf")}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("entry", HUB, ids=[e["command"].removeprefix(".venv/bin/") for e in HUB])
+def test_hub_command_runs_as_written(hub_workdir, entry):
+    workdir, env = hub_workdir
+    proc = subprocess.run(_substitute(entry["command"]), cwd=workdir, capture_output=True, text=True, timeout=900, env=env)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    for path in entry.get("creates", []):
+        assert (workdir / path).exists(), path
 
 
 @pytest.mark.slow

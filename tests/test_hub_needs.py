@@ -38,9 +38,15 @@ def test_online_the_hub_answers_or_names_what_it_cannot_serve(hub, tmp_path):
 
 def test_offline_a_cached_repository_passes_and_a_missing_one_is_named_with_the_fix(hub, tmp_path):
     env = hub.env(tmp_path / "hf")
-    fill = "from huggingface_hub import hf_hub_download; hf_hub_download('%s', 'config.json')" % TINY_REPO
-    subprocess.run([sys.executable, "-c", fill], env={**os.environ, **env}, check=True, capture_output=True, timeout=120)
     offline = {**env, "HF_HUB_OFFLINE": "1"}
+
+    def fill(filename):
+        code = f"from huggingface_hub import hf_hub_download; hf_hub_download({TINY_REPO!r}, {filename!r})"
+        subprocess.run([sys.executable, "-c", code], env={**os.environ, **env}, check=True, capture_output=True, timeout=120)
+
+    fill("config.json")  # what sizing the jobs reads: not enough to run them
+    assert f"model {TINY_REPO!r}" in check(offline, ("model", TINY_REPO))
+    fill("model.safetensors")
     assert check(offline, ("model", TINY_REPO)) == "ok"
     out = check(offline, ("model", TINY_REPO), ("dataset", "Salesforce/wikitext"))
     assert "offline" in out and "`hf download Salesforce/wikitext --repo-type dataset`" in out and TINY_REPO not in out

