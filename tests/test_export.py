@@ -59,7 +59,9 @@ def test_two_variants_on_one_name_fail_naming_both():
 
 
 def test_calibration_ids_parse_back():
-    assert parse_calibration("c4-web-n128-l2048-s3") == {"corpus": "c4-web", "nsamples": 128, "seqlen": 2048, "seed": 3}
+    assert parse_calibration("c4-web-n128-l2048-s3") == {"corpus": "c4-web", "nsamples": 128, "seqlen": 2048, "seed": 3,
+                                                         "protocol": "pruneflow"}
+    assert parse_calibration("c4-n128-l2048-s0-ref")["protocol"] == "reference"  # the papers' protocol
     assert parse_calibration("none") is None
 
 
@@ -90,8 +92,8 @@ def test_a_recovered_variants_card_names_its_recovery_its_calibrations_and_every
                            facts={"parameters": 100, "dtype": "bfloat16"}, dense_parameters=100, ppl=ppl, zeroshot=zeroshot,
                            dense_ppl={**ppl, "perplexity": 10.0}, dense_zeroshot=[{**zeroshot[0], "acc_norm": 0.5}],
                            commit="abc", versions={"torch": "1"})
-    assert record["calibration"] == {"corpus": "brown", "nsamples": 4, "seqlen": 64, "seed": 0}
-    assert record["recovery"]["calibration"] == {"corpus": "c4", "nsamples": 8, "seqlen": 32, "seed": 1}
+    assert record["calibration"] == {"corpus": "brown", "nsamples": 4, "seqlen": 64, "seed": 0, "protocol": "pruneflow"}
+    assert record["recovery"]["calibration"] == {"corpus": "c4", "nsamples": 8, "seqlen": 32, "seed": 1, "protocol": "pruneflow"}
     assert record["evaluation"]["perplexity"] == {"perplexity": 12.3456, "corpus": "wiki", "windows": 4, "seqlen": 64, "bos": "auto"}
     assert record["speed"] is None and record["method"]["pattern"] == "0.5"
     card = render_card(record)
@@ -180,3 +182,10 @@ def test_every_folder_loads_alone_with_a_card_whose_numbers_are_the_evaluations(
 @pytest.mark.slow
 def test_export_is_up_to_date_after_it_ran(exported):
     assert planned(exported, "results/export/wanda", "results/export/liar")[0] == {}
+
+
+def test_a_reference_protocol_calibration_names_its_seed_like_any_other():
+    calibration = {"corpus": "c4", "nsamples": 128, "seqlen": 2048, "seed": 0}
+    names = export_names(["pruned/c4-n128-l2048-s0-ref/wanda-u0.5-seq", "pruned/c4-n128-l2048-s1-ref/wanda-u0.5-seq"],
+                         calibration)
+    assert list(names.values()) == ["wanda-0.5-sequential", "wanda-0.5-sequential-seed1"]

@@ -15,6 +15,8 @@ from importlib import metadata
 
 import yaml
 
+from pruneflow.spec.naming import parse_calib_id
+
 PACKAGES = ("pruneflow", "torch", "transformers", "lm_eval")
 NOT_MEASURED = "not measured: the study sets no `speed: true`"
 _EVAL_ONLY = ("summary", "sparsity", "seconds", "variant")  # what an evaluation result carries beside its numbers
@@ -50,13 +52,9 @@ def git_describe(folder) -> str:
 
 
 def parse_calibration(calib: str | None) -> dict | None:
-    """``brown-n16-l256-s0`` → {corpus, nsamples, seqlen, seed}; ``none`` (a method without calibration) → None."""
-    if calib in (None, "none"):
-        return None
-    m = re.fullmatch(r"(.+)-n(\d+)-l(\d+)-s(\d+)", calib)
-    if not m:
-        raise ValueError(f"calibration id {calib!r}: expected <corpus>-n<nsamples>-l<seqlen>-s<seed> or none")
-    return {"corpus": m.group(1), "nsamples": int(m.group(2)), "seqlen": int(m.group(3)), "seed": int(m.group(4))}
+    """``brown-n16-l256-s0`` → {corpus, nsamples, seqlen, seed, protocol}; ``none`` (a method without calibration) →
+    None (:func:`pruneflow.spec.naming.parse_calib_id`)."""
+    return None if calib in (None, "none") else parse_calib_id(calib)
 
 
 def _evaluation(ppl: dict, zeroshot: list[dict]) -> dict:
@@ -172,7 +170,8 @@ def _pattern_line(method: dict) -> str:
 def _calibration_line(c: dict | None) -> str:
     if c is None:
         return "none (the method needs no calibration data)"
-    return f"{c['corpus']}, {c['nsamples']} samples × {c['seqlen']} tokens, seed {c['seed']}"
+    protocol = ", sampled as the Wanda/SparseGPT reference code does" if c.get("protocol") == "reference" else ""
+    return f"{c['corpus']}, {c['nsamples']} samples × {c['seqlen']} tokens, seed {c['seed']}{protocol}"
 
 
 def _recovery_line(r: dict | None) -> str:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 
-from pruneflow.spec.naming import parse_method_id, parse_structured_id
+from pruneflow.spec.naming import parse_calib_id, parse_method_id, parse_structured_id
 
 STREAM_WORDS = {"sequential": "sequential", "dense": "dense-stream"}
 
@@ -76,5 +76,5 @@ def _recovery_name(token: str) -> str:
 
 
 def _seed_suffix(calib: str, calibration: dict) -> str:
-    seed = None if calib == "none" else int(calib.rsplit("-s", 1)[1])
+    seed = None if calib == "none" else parse_calib_id(calib)["seed"]
     return "" if seed in (None, int(calibration["seed"])) else f"-seed{seed}"
