@@ -403,7 +403,7 @@ def test_slurm_profile_plans_the_same_jobs_as_local_and_asks_for_what_rules_decl
     # block, the embeddings and the calibration's hidden states (about 12 GB by pruneflow.spec.resources)
     assert local_jobs["prune_sequential"]["runtime"] == "240" and 10_000 < int(local_jobs["prune_sequential"]["mem_mb"]) < 16_000
     by_rule = {rule: (threads, res) for rule, threads, res in jobs}
-    gpu_rules = {"prune_sequential", "activation_cache", "perplexity"}
+    gpu_rules = {"prune_sequential", "activation_cache", "perplexity", "zeroshot_standard"}
     assert gpu_rules <= set(by_rule)
     for rule, (threads, res) in by_rule.items():
         calls = sbatch_call(rule, threads, res)
@@ -437,8 +437,12 @@ def zeroshot_only(config, **zeroshot):
     return config
 
 
-def test_standard_zeroshot_results_name_the_items_scored_and_local_ones_keep_their_names(tmp_path, tiny_model_dir):
-    """A local task's result keeps its items and seed; an lm-eval task's (or tag's) says all, or the limit."""
+def test_standard_zeroshot_results_name_the_items_scored_and_local_ones_keep_their_names(tmp_path, tiny_model_dir, hub,
+                                                                                       monkeypatch):
+    """A local task's result keeps its items and seed; an lm-eval task's (or tag's) says all, or the limit. (The
+    stand-in Hub answers for the tasks' datasets, which are checked before any job.)"""
+    for key, value in hub.env(tmp_path / "hf").items():
+        monkeypatch.setenv(key, value)
     for limit, scope in ((None, "all"), (20, "limit20")):
         write_config(tmp_path, zeroshot_only(tiny_config(tiny_model_dir), tasks=["lastword", "boolq", "ai2_arc"], limit=limit))
         out = snakemake(tmp_path, "--dry-run").stdout
