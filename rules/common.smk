@@ -60,11 +60,13 @@ for _warning in duplicate_names(_configfiles):
 MODEL = config["model"]
 # Jobs that run the model on the device claim it (`gpu=1`; on SLURM: sbatch --gpus=1).
 GPU = 0 if config["runtime"]["device"] == "cpu" else 1
-# auto on a machine without CUDA runs on the CPU: its local jobs claim no GPU (a cluster's nodes may have them)
+# This machine's CUDA devices, looked up once (torch is imported only for a GPU configuration run here; a
+# cluster's nodes have their own). auto without CUDA runs on the CPU: its local jobs claim no GPU.
+LOCAL_GPUS = gpu_memories() if GPU and workflow.resource_settings.nodes is None else []
 if (
     config["runtime"]["device"] == "auto"
     and workflow.resource_settings.nodes is None
-    and not gpu_memories()
+    and not LOCAL_GPUS
 ):
     GPU = 0
 # A local run (no --jobs, which cluster profiles set) runs one GPU job at a time unless
@@ -243,7 +245,7 @@ _HOST_AVAILABLE = (
 # One GPU's memory where jobs run here on CUDA (runtime.max_memory's caps where declared); torch is imported
 # only then. A cluster run's GPUs are its nodes', unknown here.
 _GPU_LIMIT = (
-    gpu_limit(config["runtime"], gpu_memories())
+    gpu_limit(config["runtime"], LOCAL_GPUS)
     if GPU and workflow.resource_settings.nodes is None
     else None
 )

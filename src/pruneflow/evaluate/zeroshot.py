@@ -29,10 +29,10 @@ import yaml
 
 from pruneflow.core.dispatch import input_device
 from pruneflow.evaluate.local_tasks import BUILDERS
+from pruneflow.spec.hub import OFFLINE_VARIABLES, offline as hub_offline
 from pruneflow.spec.zeroshot import SUPPORTED_OUTPUT_TYPES, task_folders
 
 METRICS = ("acc", "acc_norm", "perplexity")
-OFFLINE_VARIABLES = ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE")
 
 
 class ZeroShotError(ValueError):
@@ -45,11 +45,6 @@ def library_versions() -> dict[str, str]:
     from importlib.metadata import version
 
     return {"lm_eval": version("lm_eval"), "transformers": version("transformers"), "torch": torch.__version__}
-
-
-def offline_requested() -> bool:
-    """Whether the user's environment asks for the Hub offline (the libraries' own truthy spellings)."""
-    return any(os.environ.get(k, "").strip().upper() in ("1", "ON", "YES", "TRUE") for k in OFFLINE_VARIABLES)
 
 
 @contextmanager
@@ -126,7 +121,7 @@ def evaluate_zeroshot(model, tokenizer, tasks: list[str], task_dir=None, limit: 
     local = [name for name in tasks if name in task_dir_names(task_dir)]
     # Local tasks never need the Hub; standard ones use it unless the environment says offline (the flags are
     # re-applied: the libraries read them at import, which may precede the variables).
-    offline = len(local) == len(tasks) or offline_requested()
+    offline = len(local) == len(tasks) or hub_offline()
     with offline_hub() if offline else nullcontext():
         return _run_lm_eval(model, tokenizer, list(tasks), task_dir, local, limit, batch_size, device)
 
@@ -159,7 +154,7 @@ def _load_tasks(manager, tasks: list[str]) -> tuple[list, dict]:
 def _load_failure(manager, name: str, err: Exception) -> str:
     repos = _dataset_repositories(manager, name)
     where = ", ".join(f"{path}" + (f" (config {config})" if config else "") for path, config in repos) or "its datasets"
-    offline = offline_requested()
+    offline = hub_offline()
     fill = "; ".join(f"datasets.load_dataset({path!r}" + (f", {config!r}" if config else "") + ")" for path, config in repos[:3])
     return (
         f"zero-shot task {name!r}: could not load its dataset {where} ({err.__class__.__name__}: {err}). "

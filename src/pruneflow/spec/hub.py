@@ -33,9 +33,12 @@ class HubNeed:
     what: str
 
 
+OFFLINE_VARIABLES = ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE")
+
+
 def offline() -> bool:
-    """Whether the user's environment puts the Hub offline (the variables the libraries read)."""
-    return any(os.environ.get(k, "").upper() in ("1", "ON", "YES", "TRUE") for k in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE"))
+    """Whether the user's environment puts the Hub offline (the variables the libraries read, their truthy spellings)."""
+    return any(os.environ.get(k, "").strip().upper() in ("1", "ON", "YES", "TRUE") for k in OFFLINE_VARIABLES)
 
 
 def cache_folders(need: HubNeed) -> list[Path]:
