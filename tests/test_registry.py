@@ -1,5 +1,6 @@
 """The method registries: entries validated, hyperparameters checked, plugins found, no torch while the DAG is built."""
 
+import os
 import subprocess
 import sys
 import textwrap
@@ -23,13 +24,15 @@ def scratch_registry(monkeypatch):
 def test_param_check_converts_and_names_bad_values():
     p = Param("a", 0.5, float, minimum=0.0, maximum=1.0)
     assert p.check(1) == 1.0 and isinstance(p.check(1), float)  # YAML's 1 for a float
-    with pytest.raises(ValueError, match=r"a = 1\.5 is not allowed; allowed: 0 ≤ float ≤ 1"):
+    with pytest.raises(ValueError, match=r"a = 1\.5 is not allowed; allowed: a number >= 0 and <= 1$"):
         p.check(1.5)
-    with pytest.raises(ValueError, match=r"a = 'x': expected a float"):
+    with pytest.raises(ValueError, match=r"a = 'x' is not allowed; allowed: a number"):
         p.check("x")
-    with pytest.raises(ValueError, match="expected a int"):
+    with pytest.raises(ValueError, match="allowed: an integer > 0$"):
+        Param("n", 1, int, minimum=0, exclusive_minimum=True).check(0)
+    with pytest.raises(ValueError, match="n = True is not allowed; allowed: an integer$"):
         Param("n", 1, int).check(True)  # a bool is no count
-    with pytest.raises(ValueError, match="allowed: seq, dense"):
+    with pytest.raises(ValueError, match="allowed: one of seq, dense"):
         Param("s", "seq", str, choices=("seq", "dense")).check("both")
 
 
@@ -55,7 +58,7 @@ def test_settings_fill_defaults_and_name_unknown_keys():
     assert entry.changed({"percdamp": 0.1, "blocksize": 128}) == {"percdamp": 0.1}
     with pytest.raises(RegistryError, match=r"unknown parameter 'damp'; allowed: blocksize, percdamp"):
         entry.settings({"damp": 0.1})
-    with pytest.raises(RegistryError, match=r"solver 'sparsegpt': blocksize = 0 is not allowed; allowed: 1 ≤ int"):
+    with pytest.raises(RegistryError, match=r"solver 'sparsegpt': blocksize = 0 is not allowed; allowed: an integer >= 1"):
         entry.settings({"blocksize": 0})
 
 
@@ -124,3 +127,91 @@ def test_building_the_dag_imports_no_torch():
     out = subprocess.run([sys.executable, "-c", code], env={"PYTHONPATH": SRC, "PATH": ""}, capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "[]"
+
+
+REPO = Path(__file__).resolve().parents[1]
+# Files that may spell a registered name, and why (the check below fails on any other).
+NAME_LITERALS_ALLOWED = {
+    "src/pruneflow/prune/allocation.py": {"owl"},  # OWL's math, which its entry (methods/owl.py) calls
+    "src/pruneflow/report/paper_numbers.py": {"magnitude", "wanda", "sparsegpt"},  # published numbers, keyed as the papers name them
+    # structured pruning's own criteria (LIAR's family, not a registered unstructured criterion) share two names
+    "src/pruneflow/spec/naming.py": {"magnitude", "wanda"},
+    "src/pruneflow/structured/prune.py": {"magnitude", "wanda"},
+}
+
+
+def _string_literals(path: Path):
+    """(line, value) of every string literal of a Python file (tokens, so docstrings' words are not literals), or of a
+    rule file (quoted words, by a regex: Snakemake's syntax is no Python)."""
+    import io
+    import re
+    import tokenize
+
+    text = path.read_text()
+    if path.suffix == ".py":
+        for tok in tokenize.generate_tokens(io.StringIO(text).readline):
+            if tok.type == tokenize.STRING:
+                body = tok.string.lstrip("rbuRBUfF")
+                yield tok.start[0], body[3:-3] if body[:3] in ('"""', "'''") else body[1:-1]
+    else:
+        for number, line in enumerate(text.splitlines(), 1):
+            for match in re.finditer(r"([\"'])([a-z][a-z0-9_]*)\1", line):
+                yield number, match.group(2)
+
+
+def test_no_method_name_is_spelled_outside_its_own_module():
+    names = {name: e for kind in registry.KINDS for name, e in registry.entries(kind).items()}
+    own = {name: {e.implementation.partition(":")[0]} for name, e in names.items()}
+    files = [*REPO.glob("src/pruneflow/**/*.py"), *REPO.glob("rules/*.smk"), *REPO.glob("scripts/*.py"), REPO / "Snakefile"]
+    found = []
+    for path in files:
+        rel = path.relative_to(REPO).as_posix()
+        module = rel.removeprefix("src/").removesuffix(".py").replace("/", ".")
+        for line, value in _string_literals(path):
+            if value in names and module not in own[value] and value not in NAME_LITERALS_ALLOWED.get(rel, ()):
+                found.append(f"{rel}:{line}: {value!r}")
+    assert not found, "method names spelled outside their own modules (read them from the registry):\n" + "\n".join(found)
+
+
+@pytest.mark.slow
+def test_a_plugin_criterion_and_ria_with_a_setting_run_through_a_study(tmp_path, tiny_model_dir):
+    """A package installed beside PruneFlow (here: a folder on PYTHONPATH with its dist-info) adds a criterion that
+    keeps the smallest weights of each row; a study names it beside RIA with a = 0.25, and the workflow prunes both."""
+    import pandas as pd
+    import torch
+
+    from pruneflow.core.architectures import architecture_of
+    from pruneflow.core.stream import load_variant, load_variant_with_masks
+    from pruneflow.prune.masks import make_mask, parse_pattern
+    from pruneflow.spec.naming import settings_digest
+    from workflow_helpers import tiny_config, write_config
+
+    plugins = tmp_path / "site"
+    plugins.mkdir()
+    write_plugin(plugins, "smallest", """
+        from pruneflow.spec.registry import Entry, register
+        def scores(weight, stats):
+            return -weight.abs().float()  # the smallest weights score highest
+        ENTRY = Entry("criterion", "smallest", "smallest:scores", options={"per_row": True}, doc="keeps the smallest weights")
+    """, "smallest:ENTRY")
+    work = tmp_path / "work"
+    work.mkdir()
+    config = tiny_config(tiny_model_dir)
+    config["studies"] = {"plug": {"criteria": ["smallest", {"name": "ria", "a": 0.25}], "patterns": [0.5], "stream": "dense"}}
+    write_config(work, config)
+    cmd = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "--directory", str(work), "--configfile",
+           str(work / "config.yaml"), "--replace-workflow-config", "--cores", "2", "results/tables/plug.csv"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=900, env={**os.environ, "PYTHONPATH": str(plugins)})
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+
+    dense, _ = load_variant(work / "results/tiny/dense")
+    arch = architecture_of(dense)
+    _, _, masks = load_variant_with_masks(work / "results/tiny/pruned/none/smallest-u0.5")
+    for index, block in enumerate(arch.get_blocks(dense)):
+        for name, layer in arch.block_linears(block).items():
+            expected = make_mask(-arch.weight(layer).abs().float(), parse_pattern(0.5), per_row=True)
+            assert torch.equal(masks[index][name], expected), (index, name)
+    ria = f"ria-p{settings_digest({'a': 0.25})}-u0.5-dense"  # a non-default setting: its own path
+    assert (work / "results/tiny/pruned/brown-n4-l64-s0" / ria / "masks").is_dir()
+    table = pd.read_csv(work / "results/tables/plug.csv")
+    assert list(table.method) == ["dense", "smallest", "ria"] and list(table.settings) == ["-", "-", "a=0.25"]

@@ -3,10 +3,13 @@
 from pruneflow.spec.registry import Entry, register
 
 
-def scores(weight, stats):
+def wanda_scores(weight, col_norms):
     """|W_ij| · ‖X_j‖₂ [out, in] (Wanda, eq. 1); float64 norms (the arbiter) give float64 scores."""
-    norms = stats.col_norms
-    return weight.abs().to(norms.dtype) * norms.reshape(1, -1)
+    return weight.abs().to(col_norms.dtype) * col_norms.reshape(1, -1)
+
+
+def scores(weight, stats):
+    return wanda_scores(weight, stats.col_norms)
 
 
 NEEDS = {"calibration", "input_norms"}

@@ -5,6 +5,17 @@ it), what statistics it needs, its hyperparameters with their schema, its memory
 Built-in entries are declared in their methods' own modules (listed in ``BUILTIN_MODULES``); a package installed
 beside PruneFlow adds entries through the entry point group ``pruneflow.methods`` (an Entry or a list of them).
 Rules, naming, resources, preflight, tables and docs read the registry, never a method's name.
+
+What each kind's implementation is (docs/add-a-method.md) and the options it may set:
+- criterion: ``scores(weight, stats, **params) -> [out, in]`` (higher = kept); option ``per_row``.
+- solver: a :class:`Solver` (``prepare(gram, weight, **params) -> state``, ``solve(weight, state, pattern, **params)
+  -> keep``, the weight updated in place); needs ``gram``.
+- refinement: ``refine(weight, keep, stats, pattern, **params) -> keep`` (after a criterion's or solver's mask).
+- allocation: ``allocate(model, cache, sparsity, sizes, **params) -> {"block_sparsities": [...], ...}``; options
+  ``implicit`` (the default, no token in ids: uniform), ``spelled`` ({parameter: letter} written into the id instead
+  of a hash), ``study_keys`` ({study key: parameter}, swept by a study), ``check(settings, sparsity) -> (parameter,
+  why) | None``.
+- reconstruction, retraining, structured_repair: declared by their own modules.
 """
 
 from __future__ import annotations
@@ -18,11 +29,13 @@ from typing import NamedTuple
 
 NEEDS = ("calibration", "input_norms", "gram", "channel_means", "gradients")
 KINDS = ("criterion", "solver", "refinement", "allocation", "reconstruction", "retraining", "structured_repair")
+PRUNING_KINDS = ("criterion", "solver", "refinement", "allocation")  # the kinds a pruned variant's method id names
 ENTRY_POINT_GROUP = "pruneflow.methods"
 # Modules whose import registers the built-in entries (each holds ``ENTRY = register(Entry(...))``; torch-free at import).
 BUILTIN_MODULES = (
     "pruneflow.methods.magnitude",
     "pruneflow.methods.wanda",
+    "pruneflow.methods.ria",
     "pruneflow.methods.sparsegpt",
     "pruneflow.methods.uniform",
     "pruneflow.methods.owl",
@@ -55,6 +68,7 @@ class Param:
     maximum: float | None = None
     choices: tuple = ()
     doc: str = ""
+    exclusive_minimum: bool = False  # the minimum itself is not allowed
 
     def check(self, value) -> object:
         """``value`` as this parameter's type; ValueError naming the value and what is allowed."""
@@ -62,21 +76,25 @@ class Param:
         if self.type is float and isinstance(value, int) and not isinstance(value, bool):
             value, ok = float(value), True  # YAML's 1 for 1.0
         if not ok:
-            raise ValueError(f"{self.name} = {value!r}: expected a {self.type.__name__}; allowed: {self.allowed}")
-        too_low = self.minimum is not None and value < self.minimum
-        too_high = self.maximum is not None and value > self.maximum
-        if too_low or too_high or (self.choices and value not in self.choices):
+            raise ValueError(f"{self.name} = {value!r} is not allowed; allowed: {self.allowed}")
+        low = self.minimum is not None and (value <= self.minimum if self.exclusive_minimum else value < self.minimum)
+        high = self.maximum is not None and value > self.maximum
+        if low or high or (self.choices and value not in self.choices):
             raise ValueError(f"{self.name} = {value!r} is not allowed; allowed: {self.allowed}")
         return value
 
     @property
     def allowed(self) -> str:
-        """What :meth:`check` accepts, in words (also the docs' column)."""
+        """What :meth:`check` accepts, in words (also the docs' column): "a number >= 0 and <= 1", "one of a, b"."""
         if self.choices:
-            return ", ".join(map(str, self.choices))
-        low = "" if self.minimum is None else f"{self.minimum:g} ≤ "
-        high = "" if self.maximum is None else f" ≤ {self.maximum:g}"
-        return f"{low}{self.type.__name__}{high}"
+            return "one of " + ", ".join(map(str, self.choices))
+        what = {float: "a number", int: "an integer", bool: "true or false", str: "a string"}.get(self.type, self.type.__name__)
+        bounds = []
+        if self.minimum is not None:
+            bounds.append(f"{'>' if self.exclusive_minimum else '>='} {self.minimum:g}")
+        if self.maximum is not None:
+            bounds.append(f"<= {self.maximum:g}")
+        return " ".join([what, " and ".join(bounds)]).strip()
 
 
 @dataclass(frozen=True)
@@ -161,6 +179,12 @@ def register(entry: Entry) -> Entry:
     old = _REGISTRY[entry.kind].get(entry.name)
     if old is not None and old.implementation != entry.implementation:
         raise RegistryError(f"{entry.kind} {entry.name!r} is registered twice: by {old.implementation} and by {entry.implementation}")
+    if entry.kind in PRUNING_KINDS:  # side by side in a method id, so one name means one thing
+        other = next((k for k in PRUNING_KINDS if k != entry.kind and entry.name in _REGISTRY[k]), None)
+        if other:
+            raise RegistryError(f"{entry.kind} {entry.name!r}: the name is taken by a {other} ({_REGISTRY[other][entry.name].implementation})")
+    if re.fullmatch(r"p[0-9a-f]{8}", entry.name):
+        raise RegistryError(f"{entry.kind} {entry.name!r}: the name reads as a settings hash (p and 8 hex digits); choose another")
     _REGISTRY[entry.kind][entry.name] = entry
     return entry
 
@@ -194,11 +218,16 @@ def _ensure_loaded() -> None:
 
 
 def entries(kind: str) -> dict[str, Entry]:
-    """{name: Entry} of one kind, built-ins and plugins, in registration order."""
+    """{name: Entry} of one kind: the built-ins in the order of BUILTIN_MODULES, then plugins as registered."""
     if kind not in KINDS:
         raise RegistryError(f"kind {kind!r} is not allowed; allowed: {', '.join(KINDS)}")
     _ensure_loaded()
-    return dict(_REGISTRY[kind])
+
+    def rank(entry: Entry) -> int:
+        module = entry.implementation.partition(":")[0]
+        return BUILTIN_MODULES.index(module) if module in BUILTIN_MODULES else len(BUILTIN_MODULES)
+
+    return {e.name: e for e in sorted(_REGISTRY[kind].values(), key=rank)}
 
 
 def get(kind: str, name: str) -> Entry:
@@ -206,6 +235,11 @@ def get(kind: str, name: str) -> Entry:
     if name not in found:
         raise RegistryError(f"unknown {kind} {name!r}; allowed: {', '.join(found) or 'none'}")
     return found[name]
+
+
+def implicit(kind: str) -> str | None:
+    """The entry of ``kind`` marked ``implicit`` (the uniform allocation: no token in ids, the config's default)."""
+    return next((n for n, e in entries(kind).items() if e.options.get("implicit")), None)
 
 
 def find(name: str, kinds: tuple[str, ...] = KINDS) -> Entry | None:
