@@ -215,3 +215,38 @@ def test_a_plugin_criterion_and_ria_with_a_setting_run_through_a_study(tmp_path,
     assert (work / "results/tiny/pruned/brown-n4-l64-s0" / ria / "masks").is_dir()
     table = pd.read_csv(work / "results/tables/plug.csv")
     assert list(table.method) == ["dense", "smallest", "ria"] and list(table.settings) == ["-", "-", "a=0.25"]
+
+
+def flip_refine(weight, keep, stats, pattern, *, shift):
+    """A refinement for the tests: the mask rolled along the input dimension (counts per row kept)."""
+    return keep.roll(shift, dims=1)
+
+
+def test_a_refinement_is_a_token_of_the_method_id_and_edits_the_mask(scratch_registry):
+    import torch
+
+    from pruneflow.core.activations import InputStats
+    from pruneflow.prune.criteria import get_criterion, prune_layer
+    from pruneflow.prune.masks import make_mask, parse_pattern
+    from pruneflow.spec.criteria import method_criterion
+    from pruneflow.spec.naming import known_parts, make_method, parse_method_id, study_methods
+
+    registry.register(Entry("refinement", "flip", f"{__name__}:flip_refine", needs={"calibration", "input_norms"},
+                            params=(Param("shift", 1, int, minimum=1),)))
+    study = {"criteria": ["magnitude"], "patterns": [0.5], "refinements": ["none", "flip", {"name": "flip", "shift": 2}]}
+    ids = [m.id for m in study_methods(study)]
+    # magnitude reads no statistics, its refinement does: the variant gets a stream
+    assert ids[:2] == ["magnitude-u0.5", "magnitude-u0.5-flip-seq"] and ids[2].startswith("magnitude-u0.5-flip-p")
+    method = parse_method_id(ids[2], known_parts({"studies": {"s": study}}))
+    assert method == make_method("magnitude", 0.5, "sequential", refinement={"name": "flip", "shift": 2})
+    criterion = method_criterion(method)
+    assert criterion.refinement.settings == {"shift": 2} and criterion.needs_calibration
+
+    torch.manual_seed(0)
+    weight = torch.randn(4, 8)
+    stats = InputStats.from_tensors(1, torch.ones(8))
+    keep = prune_layer(criterion, pruned := weight.clone(), stats, parse_pattern(0.5))
+    expected = make_mask(weight.abs(), parse_pattern(0.5), per_row=False).roll(2, dims=1)
+    assert torch.equal(keep, expected) and torch.equal(pruned, weight * expected)
+    with pytest.raises(RegistryError, match=r"shift = 0 is not allowed; allowed: an integer >= 1"):
+        get_criterion("magnitude", refinement=("flip", {"shift": 0}))
