@@ -250,3 +250,22 @@ def test_a_refinement_is_a_token_of_the_method_id_and_edits_the_mask(scratch_reg
     assert torch.equal(keep, expected) and torch.equal(pruned, weight * expected)
     with pytest.raises(RegistryError, match=r"shift = 0 is not allowed; allowed: an integer >= 1"):
         get_criterion("magnitude", refinement=("flip", {"shift": 0}))
+
+
+def flat_allocate(model, cache, sparsity, sizes):
+    return {"block_sparsities": [sparsity] * len(sizes)}
+
+
+def test_a_data_free_allocation_and_a_memory_term_reach_naming_and_resources(scratch_registry):
+    from pruneflow.spec.naming import allocation_artifact, make_method, making_steps, pruned_variant
+    from pruneflow.spec.resources import artifact_memory
+
+    registry.register(Entry("allocation", "flat", f"{__name__}:flat_allocate"))  # reads the weights alone
+    registry.register(Entry("criterion", "hungry", "pkg.hungry:scores", memory=lambda s: 10 * s["hidden"] * s["ffn"]))
+    method = make_method("magnitude", 0.7, allocation="flat")
+    variant = pruned_variant(method, {"corpus": "c", "nsamples": 1, "seqlen": 8, "seed": 0})
+    assert variant == "pruned/none/magnitude-u0.7-flat" and allocation_artifact(method, "none") == "allocation/none/flat-u0.7"
+    assert making_steps(variant)["prune"] == ["allocation/none/flat-u0.7", variant]  # no activation cache
+    shape = {"hidden": 4, "ffn": 8}
+    assert artifact_memory("pruned/none/hungry-u0.5", shape) == 320.0
+    assert artifact_memory(variant, shape) == 0.0 and artifact_memory("structured/none/wanda-neurons0.2-none", shape) == 0.0

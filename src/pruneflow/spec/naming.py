@@ -594,7 +594,8 @@ def making_steps(variant: str) -> dict[str, list[str]]:
         return {"prune": making_steps(variant_parent(variant))["prune"], "recover": [variant]}
     if kind == "pruned":
         method = parse_method_id(rest[1])
-        shared = [f"acts/{rest[0]}"] if method.stream == "dense" or method.allocation else []
+        reads_cache = method.stream == "dense" or (method.allocation and method.allocation.entry.needs_calibration)
+        shared = [f"acts/{rest[0]}"] if reads_cache else []
         shared += [a] if (a := allocation_artifact(method, rest[0])) else []
         return {"prune": [*shared, variant], "recover": []}
     if kind == "structured":
