@@ -11,11 +11,20 @@ from snakemake.utils import min_version
 min_version("8.0")
 
 # The library of this checkout, for the DAG and for every job (not another installed copy), also without `pip install -e`.
+# Prepended, not replacing: a plugin package on the caller's PYTHONPATH (entry point group pruneflow.methods) stays
+# importable by the DAG and by every job.
 SRC = str(Path(workflow.basedir) / "src")
 sys.path.insert(0, SRC)
 os.environ.update(
-    PYTHONPATH=SRC
-)  # inherited by every job (a conda environment too): no other copy of pruneflow
+    PYTHONPATH=os.pathsep.join(
+        [SRC]
+        + [
+            p
+            for p in os.environ.get("PYTHONPATH", "").split(os.pathsep)
+            if p and p != SRC
+        ]
+    )
+)  # inherited by every job (a conda environment too): this checkout's pruneflow first
 
 from pruneflow.spec.config import ConfigError, check_yaml_syntax
 

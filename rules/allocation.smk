@@ -1,12 +1,13 @@
-# Per-block sparsity: OWL's allocation (an artifact between the activation cache and the masks, so a
-# changed lambda reruns the allocation, the masks and below, never the cache), the figure of the
-# measured per-block sparsity of a study's variants, and the optional per-block sensitivity study.
+# Per-block sparsity: a registered allocation's per-block ratios (OWL's: an artifact between the activation
+# cache and the masks, so a changed lambda reruns the allocation, the masks and below, never the cache), the
+# figure of the measured per-block sparsity of a study's variants, and the optional per-block sensitivity study.
+ALLOCATION_ID = ex.part_regex("allocation") + r"-u[0-9.]+"
 
 
 rule allocation:
     input:
         model="results/{model}/dense",
-        cache="results/{model}/acts/{calib}",
+        cache=allocation_cache,
     output:
         directory("results/{model}/allocation/{calib}/{allocation}"),
     log:
@@ -14,12 +15,12 @@ rule allocation:
     benchmark:
         "results/benchmarks/{model}/allocation/{calib}/{allocation}.tsv"
     wildcard_constraints:
-        allocation=r"owl-m[0-9.]+-l[0-9.]+-u[0-9.]+",
+        allocation=ALLOCATION_ID,
     conda:
         "../envs/pruneflow.yaml"
     threads: THREADS
     resources:
-        mem_mb=mem_mb("allocation"),
+        mem_mb=lambda w: mem_mb("allocation", f"allocation/{w.calib}/{w.allocation}"),
         runtime=RUNTIME_MIN["allocation"],
     script:
         "../scripts/compute_allocation.py"
@@ -54,7 +55,7 @@ rule sensitivity:
         model="results/{model}/dense",
         cache=lambda w: (
             f"results/{w.model}/acts/{w.calib}"
-            if CRITERIA[w.criterion].needs_calibration
+            if ex.parse_part(ex.SCORER_KINDS, w.criterion).entry.needs_calibration
             else []
         ),
         docs="results/corpora/{corpus}/eval.jsonl",
@@ -65,8 +66,8 @@ rule sensitivity:
     benchmark:
         "results/benchmarks/{model}/sensitivity/{calib}/{criterion}-{pattern}/ppl-{corpus}-l{seqlen}-w{windows}-{protocol}.tsv"
     wildcard_constraints:
-        criterion="|".join(CRITERIA),
-        pattern=PATTERN,
+        criterion=ex.part_regex(ex.SCORER_KINDS),
+        pattern=ex.PATTERN_TOKEN,
         seqlen=r"\d+",
         windows=r"\d+",
         protocol=r"bos(?:auto|true|false)|ref",

@@ -25,12 +25,14 @@ from pruneflow.spec.model_config import read_model_config, resolved_spec
 from pruneflow.spec.preflight import perplexity_seqlen
 from pruneflow.spec.resources import (
     Limit,
+    artifact_memory,
     check_fit,
     gpu_limit,
     gpu_memories,
     host_memory_available,
     job_mem_mb,
     job_peaks,
+    memory_shape,
     pruning_kind,
     recovery_kind,
 )
@@ -205,6 +207,8 @@ _MODEL_CONFIG = read_model_config(config["models"][MODEL], ".")
 # models.<name>.dtype resolved once (auto: the checkpoint's own): the model rule, the sizes and the tables use it
 MODEL_SPEC = resolved_spec(config["models"][MODEL], ".", _MODEL_CONFIG)
 PEAKS = job_peaks(_MODEL_CONFIG, MODEL_SPEC.get("dtype", "float32"), config)
+# what registered methods' memory terms read (a method beyond the built-ins may declare more than its rule's formula)
+SHAPE = memory_shape(_MODEL_CONFIG, MODEL_SPEC.get("dtype", "float32"), config)
 
 
 def model_spec(name):
@@ -250,7 +254,7 @@ _GPU_LIMIT = (
     else None
 )
 try:
-    check_fit(config, PEAKS, _host_limit, _GPU_LIMIT)
+    check_fit(config, PEAKS, _host_limit, _GPU_LIMIT, SHAPE)
 except ConfigError as err:
     raise WorkflowError(f"the configuration does not fit: {err}") from None
 THREADS = config["runtime"][
@@ -274,9 +278,12 @@ RUNTIME_MIN = {
 }
 
 
-def mem_mb(kind):
-    """The formula's peak with headroom (pruneflow.spec.resources.job_mem_mb): SLURM kills a job over its --mem."""
-    return job_mem_mb(PEAKS[kind]["host"])
+def mem_mb(kind, artifact=None):
+    """The formula's peak with headroom (pruneflow.spec.resources.job_mem_mb): SLURM kills a job over its --mem;
+    ``artifact``: plus the memory terms of the registered methods making it (under results/<model>/).
+    """
+    extra = artifact_memory(artifact, SHAPE) if artifact else 0.0
+    return job_mem_mb(PEAKS[kind]["host"] + extra)
 
 
 def every_core():

@@ -21,7 +21,24 @@ def allocation_input(method_id):
     return inputs
 
 
+def method_cache(w):
+    """The activation cache a dense-stream or calibration-free variant reads (none where it reads no statistics:
+    magnitude; with OWL its calibration shows in the allocation it reads)."""
+    method = ex.parse_method_id(w.method)
+    return f"results/{w.model}/acts/{w.calib}" if method.needs_stats else []
+
+
 # ---------------------------------------------------------------- allocation rules (allocation.smk)
+def allocation_cache(w):
+    """The activation cache an allocation reads (none for one that reads the weights alone)."""
+    allocation, _ = ex.parse_allocation_id(w.allocation)
+    return (
+        f"results/{w.model}/acts/{w.calib}"
+        if allocation.entry.needs_calibration
+        else []
+    )
+
+
 def block_figure_inputs(w):
     """The pruned variants behind a study's rows (a recovered variant keeps its parent's masks) and the
     allocations of its OWL methods."""

@@ -4,15 +4,15 @@
 # - dense stream and calibration-free criteria: one activation cache shared by every variant; a
 #   variant is one job (scores -> masks -> the dense model + masks), so a new sparsity or pattern
 #   recomputes only that variant. Scores are not stored: they are a cheap function of the dense
-#   weights and the cache, and as large as the model in float32.
+#   weights and the cache, and as large as the model in float32. A solver (SparseGPT) on the dense
+#   stream prunes and updates each block from the cache's Gram matrices (prune_from_cache).
 # A variant is stored as its parent + bit-packed masks + what changed (pruneflow.core.variants).
-# An OWL method (id with -owl-m<M>-l<lambda>) also reads its per-block sparsities, an allocation
-# artifact made from the activation cache (rules/allocation.smk); uniform methods read none.
-from pruneflow.spec.criteria import CRITERIA
-
-SCORE_CRITERIA = "|".join(n for n in CRITERIA if n != "sparsegpt")
-PATTERN = r"(?:u[0-9.]+|\d+of\d+)"
-ALLOC = r"-owl-m[0-9.]+-l[0-9.]+"
+# Which rule makes a method id is read from the registry (criteria, solvers, allocations, refinements by
+# name; spec/registry.py). A method with an allocation (e.g. -owl-m<M>-l<lambda>) also reads its per-block
+# sparsities, an allocation artifact (rules/allocation.smk); uniform methods read none.
+SEQUENTIAL_ID = ex.method_id_regex(streams="seq")
+SCORE_ID = ex.method_id_regex(("criterion",), streams="dense|")
+SOLVER_ID = ex.method_id_regex(("solver",), streams="dense")
 
 
 rule prune_sequential:
@@ -27,12 +27,12 @@ rule prune_sequential:
     benchmark:
         "results/benchmarks/{model}/pruned/{calib}/{method}.tsv"
     wildcard_constraints:
-        method=rf"[a-z_]+-{PATTERN}(?:{ALLOC})?-seq",
+        method=SEQUENTIAL_ID,
     conda:
         "../envs/pruneflow.yaml"
     threads: THREADS
     resources:
-        mem_mb=lambda w: mem_mb(pruning_kind(w.method)),
+        mem_mb=lambda w: mem_mb(pruning_kind(w.method), f"pruned/{w.calib}/{w.method}"),
         runtime=RUNTIME_MIN["prune_sequential"],
         gpu=GPU,
     script:
@@ -65,31 +65,21 @@ rule activation_cache:
 rule prune_by_score:
     input:
         model="results/{model}/dense",
-        # magnitude reads no cache (with OWL its calibration shows in the allocation it reads)
-        cache=lambda w: (
-            f"results/{w.model}/acts/{w.calib}"
-            if CRITERIA[w.criterion].needs_calibration
-            else []
-        ),
-        allocation=allocation_input(
-            lambda w: f"{w.criterion}-{w.pattern}{w.alloc}{w.stream}"
-        ),
+        cache=method_cache,
+        allocation=allocation_input(lambda w: w.method),
     output:
-        directory("results/{model}/pruned/{calib}/{criterion}-{pattern}{alloc}{stream}"),
+        directory("results/{model}/pruned/{calib}/{method}"),
     log:
-        "results/logs/{model}/pruned/{calib}/{criterion}-{pattern}{alloc}{stream}.log",
+        "results/logs/{model}/pruned/{calib}/{method}.log",
     benchmark:
-        "results/benchmarks/{model}/pruned/{calib}/{criterion}-{pattern}{alloc}{stream}.tsv"
+        "results/benchmarks/{model}/pruned/{calib}/{method}.tsv"
     wildcard_constraints:
-        criterion=SCORE_CRITERIA,
-        pattern=PATTERN,
-        alloc=f"|{ALLOC}",
-        stream=r"|-dense",
+        method=SCORE_ID,
     conda:
         "../envs/pruneflow.yaml"
     threads: THREADS
     resources:
-        mem_mb=mem_mb("prune_by_score"),
+        mem_mb=lambda w: mem_mb("prune_by_score", f"pruned/{w.calib}/{w.method}"),
         runtime=RUNTIME_MIN["prune_by_score"],
     script:
         "../scripts/prune_by_score.py"
@@ -99,21 +89,20 @@ rule prune_from_cache:
     input:
         model="results/{model}/dense",
         cache="results/{model}/acts/{calib}",
-        allocation=allocation_input(lambda w: f"sparsegpt-{w.pattern}{w.alloc}-dense"),
+        allocation=allocation_input(lambda w: w.method),
     output:
-        directory("results/{model}/pruned/{calib}/sparsegpt-{pattern}{alloc}-dense"),
+        directory("results/{model}/pruned/{calib}/{method}"),
     log:
-        "results/logs/{model}/pruned/{calib}/sparsegpt-{pattern}{alloc}-dense.log",
+        "results/logs/{model}/pruned/{calib}/{method}.log",
     benchmark:
-        "results/benchmarks/{model}/pruned/{calib}/sparsegpt-{pattern}{alloc}-dense.tsv"
+        "results/benchmarks/{model}/pruned/{calib}/{method}.tsv"
     wildcard_constraints:
-        pattern=PATTERN,
-        alloc=f"|{ALLOC}",
+        method=SOLVER_ID,
     conda:
         "../envs/pruneflow.yaml"
     threads: THREADS
     resources:
-        mem_mb=mem_mb("prune_from_cache"),
+        mem_mb=lambda w: mem_mb("prune_from_cache", f"pruned/{w.calib}/{w.method}"),
         runtime=RUNTIME_MIN["prune_from_cache"],
         gpu=GPU,
     script:

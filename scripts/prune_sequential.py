@@ -5,8 +5,8 @@ from pathlib import Path
 from pruneflow.prune.allocation import method_block_sparsities
 from pruneflow.core.artifacts import artifact_folder
 from pruneflow.data.calibration import load_calibration
-from pruneflow.prune.criteria import get_criterion
-from pruneflow.spec.naming import parse_method_id
+from pruneflow.prune.criteria import method_criterion
+from pruneflow.spec.naming import known_parts, parse_method_id
 from pruneflow.core.mask_files import save_masks
 from pruneflow.prune.sequential import prune_model
 from pruneflow.core.runtime import job, resolve_device, runtime_settings
@@ -15,7 +15,7 @@ from pruneflow.core.summaries import variant_summary
 from pruneflow.core.writer import VariantWriter
 
 rt = runtime_settings(snakemake.config)
-method = parse_method_id(snakemake.wildcards.method)
+method = parse_method_id(snakemake.wildcards.method, known_parts(snakemake.config))  # settings hashes from the studies
 with job(snakemake.log[0], snakemake.threads, gpus=snakemake.resources.get("gpu", 0)):
     device = resolve_device(rt["device"])
     stream = open_stream(snakemake.input.model, tokenizer=False)
@@ -23,7 +23,7 @@ with job(snakemake.log[0], snakemake.threads, gpus=snakemake.resources.get("gpu"
     per_block = method_block_sparsities(method, snakemake.input.get("allocation"), stream)
     with artifact_folder(snakemake.output[0]) as out:
         stream.sink = writer = VariantWriter(out, stream, Path(snakemake.output[0]))
-        blocks = prune_model(stream, get_criterion(method.criterion), method.pattern, calib, method.stream, rt["batch_size"],
+        blocks = prune_model(stream, method_criterion(method), method.pattern, calib, method.stream, rt["batch_size"],
                              device, block_sparsities=per_block)
         for index, masks in blocks:  # the block's masks land before the writer stores the block
             save_masks(out / "masks", index, masks)

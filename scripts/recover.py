@@ -6,7 +6,7 @@ from pathlib import Path
 
 from pruneflow.core.artifacts import artifact_folder
 from pruneflow.data.calibration import load_calibration
-from pruneflow.spec.naming import Recovery, parse_method_id
+from pruneflow.spec.naming import Recovery, known_parts, parse_method_id
 from pruneflow.core.atomic import read_json
 from pruneflow.recover.run import recover
 from pruneflow.core.runtime import job, resolve_device, runtime_settings
@@ -23,7 +23,7 @@ with job(snakemake.log[0], snakemake.threads, gpus=snakemake.resources.get("gpu"
     dense = None if recovery.whole_model else open_stream(snakemake.input.dense, tokenizer=False)
     calib = load_calibration(snakemake.input.calib)
     if recovery.interleaved:
-        method = parse_method_id(snakemake.wildcards.method)
+        method = parse_method_id(snakemake.wildcards.method, known_parts(snakemake.config))
         parent, masks = Path(snakemake.input.dense), {}  # filled block by block as the recovery prunes
         base = variant_summary(method, snakemake.wildcards.pcalib)
     else:

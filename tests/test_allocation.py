@@ -5,7 +5,8 @@ import pytest
 import torch
 
 from pruneflow.core.activations import InputStats
-from pruneflow.prune.allocation import AllocationError, block_sparsities, model_outlier_ratios, outlier_ratio, owl_sparsities
+from pruneflow.prune.allocation import AllocationError, model_outlier_ratios, outlier_ratio, owl_sparsities
+from pruneflow.spec import registry
 from pruneflow.prune.dense_stream import build_activation_cache, load_block_stats
 
 
@@ -40,16 +41,13 @@ def test_model_ratios_from_the_dense_stream_cache(tiny, calib_ids, tmp_path):
     build_activation_cache(model, calib_ids, tmp_path, batch_size=4, gram=False)
     ratios = model_outlier_ratios(model, [load_block_stats(tmp_path, i) for i in range(2)], m=3)
     assert len(ratios) == 2 and all(0 < r < 0.2 for r in ratios)
-    per_block = block_sparsities("owl", 0.6, 2, ratios, lam=0.05)
+    per_block = owl_sparsities(ratios, 0.6, lam=0.05)
     assert sum(per_block) / 2 == pytest.approx(0.6) and max(per_block) - min(per_block) == pytest.approx(0.1)
 
 
-@pytest.mark.parametrize("args, words", [
-    (("owl", 0.5, 3, [0.1, 0.2]), ["one outlier ratio per block (3)"]),
-    (("tiered", 0.5, 2, None), ["'tiered'", "uniform, owl"]),
-    (("owl", 0.1, 2, [0.1, 0.2], 0.08), ["lambda 0.08", "[0, 0.05)"]),
-])
-def test_bad_allocations_name_value_and_allowed(args, words):
+def test_bad_allocations_name_value_and_allowed():
     with pytest.raises(AllocationError) as err:
-        block_sparsities(*args)
-    assert all(w in str(err.value) for w in words)
+        owl_sparsities([0.1, 0.2], 0.1, 0.08)
+    assert all(w in str(err.value) for w in ["lambda 0.08", "[0, 0.05)"])
+    with pytest.raises(registry.RegistryError, match=r"unknown allocation 'tiered'; allowed: uniform, owl"):
+        registry.get("allocation", "tiered")

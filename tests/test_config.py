@@ -111,6 +111,15 @@ def _owl(**keys):
          r"studies\.s: sparsegpt prunes each block from the dense-stream cache's Gram matrices, but activations\.gram is false"),
         (lambda c: c["studies"].update(s={"kind": "sensitivity", "criteria": ["wanda"], "patterns": [0.7], "stream": "dense"}),
          r"studies\.s: 'stream' does not belong to a sensitivity study"),
+        # hyperparameters where a study names a method (the registry's schemas)
+        (_owl(criteria=["wanda", {"name": "ria", "a": 5}]),
+         r"studies\.owl\.criteria\[1\]: criterion 'ria': a = 5\.0 is not allowed; allowed: a number >= 0 and <= 2$"),
+        (_owl(criteria=[{"name": "sparsegpt", "damp": 0.1}]),
+         r"studies\.owl\.criteria\[0\]: solver 'sparsegpt': unknown parameter 'damp'; allowed: blocksize, percdamp$"),
+        (_owl(criteria=[{"a": 0.3}]), r"studies\.owl\.criteria\[0\]: \{'a': 0\.3\} names no method"),
+        (_owl(allocation={"name": "owl", "lam": 0.2}),
+         r"studies\.owl\.allocation: 0\.2 is not allowed at sparsity 0\.7 \(studies\.owl\.patterns\[1\]\).*allowed: 0 <= lambda < 0\.15"),
+        (_owl(refinements=["dsnot_typo"]), r"studies\.owl\.refinements\[0\]: 'dsnot_typo' is not allowed; allowed: none"),
     ],
 )
 def test_bad_allocation_and_sensitivity_values_name_key_value_and_allowed(default_config, edit, message):
@@ -124,6 +133,8 @@ def test_good_allocation_spellings_validate(default_config):
     config["studies"]["b"] = {"kind": "recovery", "criteria": ["wanda"], "patterns": [0.7], "allocation": "owl",
                               "recoveries": ["none", "recon:sublayer"]}
     config["studies"]["c"] = {"kind": "sensitivity", "criteria": ["wanda", "magnitude"], "patterns": [0.7, "2:4"], "windows": 2}
+    config["studies"]["d"] = {"criteria": [{"name": "ria", "a": 0.25}, {"name": "sparsegpt", "blocksize": 64}], "patterns": [0.7],
+                              "allocation": ["uniform", {"name": "owl", "m": 3, "lam": 0.05}]}
     validate_config(config)
 
 

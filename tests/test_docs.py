@@ -60,13 +60,29 @@ def test_configuration_page_is_the_schema_rendered():
     assert "| `studies.<name>.owl_lambda` | number or list of number | `0.08` † |" in page
 
 
+def test_methods_page_tables_are_the_registry():
+    page = (REPO / "docs" / "methods.md").read_text()
+    assert reference.METHODS_BEGIN in page and reference.METHODS_END in page
+    assert page == reference.methods_page(page), "stale: run python -m pruneflow.spec.reference --write"
+    assert "| `ria` | relative importance" in page and "`blocksize` = `128`" in page
+
+
+def test_add_a_method_shows_the_ria_module_as_it_is():
+    """The worked example on docs/add-a-method.md is the module's code (from its first import on)."""
+    page = (REPO / "docs" / "add-a-method.md").read_text()
+    code = (REPO / "src/pruneflow/methods/ria.py").read_text()
+    shown = page.split("```python\n", 1)[1].split("```", 1)[0]
+    assert shown.rstrip() == code[code.index("from pruneflow"):code.index("ROW_ENTRY")].rstrip()
+
+
 def test_x_defaults_are_the_codes_defaults():
     """The reference's † defaults are what the code uses when a key is left out."""
     from pruneflow.recover.adapters import AdapterConfig
     from pruneflow.recover.run import RECON_DEFAULTS
     from pruneflow.recover.train import TrainConfig
     from pruneflow.spec.model_config import DEFAULT_DTYPE, TINY_DEFAULTS
-    from pruneflow.spec.naming import DEFAULT_DAMPING, OWL_DEFAULTS, SENSITIVITY_WINDOWS
+    from pruneflow.spec import registry
+    from pruneflow.spec.naming import DEFAULT_DAMPING, SENSITIVITY_WINDOWS
 
     props = reference.load_schema()["properties"]
 
@@ -81,7 +97,8 @@ def test_x_defaults_are_the_codes_defaults():
     model = x_defaults(props["models"]["additionalProperties"])
     assert model == {**TINY_DEFAULTS, "dtype": DEFAULT_DTYPE}
     study = x_defaults(props["studies"]["additionalProperties"])
-    assert (study["owl_m"], study["owl_lambda"]) == (OWL_DEFAULTS["owl_m"], OWL_DEFAULTS["owl_lambda"])
+    owl = registry.get("allocation", "owl")
+    assert {k: study[k] for k in owl.options["study_keys"]} == {k: owl.defaults[p] for k, p in owl.options["study_keys"].items()}
     assert study["windows"] == SENSITIVITY_WINDOWS and study["damping"] == DEFAULT_DAMPING
 
 

@@ -112,14 +112,15 @@ def test_variant_costs_sum_seconds_and_take_the_peak_memory(tmp_path):
 
 
 def test_owl_method_ids_spell_the_allocation_and_uniform_ids_do_not_change():
-    from pruneflow.spec.naming import Allocation, allocation_artifact, making_steps, parse_allocation_id
+    from pruneflow.spec.naming import allocation_artifact, making_steps, parse_allocation_id
 
-    owl = make_method("wanda", 0.7, "sequential", Allocation(5.0, 0.08))
+    owl = make_method("wanda", 0.7, "sequential", {"name": "owl", "m": 5, "lam": 0.08})
     assert owl.id == "wanda-u0.7-owl-m5-l0.08-seq" and parse_method_id(owl.id) == owl
-    magnitude = make_method("magnitude", 0.7, "dense", Allocation(3.0, 0.1))
+    magnitude = make_method("magnitude", 0.7, "dense", {"name": "owl", "m": 3.0, "lam": 0.1})
     assert magnitude.id == "magnitude-u0.7-owl-m3-l0.1" and parse_method_id(magnitude.id) == magnitude
     assert allocation_artifact(owl, "c") == "allocation/c/owl-m5-l0.08-u0.7"
-    assert parse_allocation_id("owl-m5-l0.08-u0.7") == (Allocation(5.0, 0.08), 0.7)
+    assert parse_allocation_id("owl-m5-l0.08-u0.7") == (owl.allocation, 0.7)
+    assert owl.allocation.settings == {"m": 5.0, "lam": 0.08}
     study = {"criteria": ["magnitude", "wanda"], "patterns": [0.6, 0.7], "stream": "dense", "allocation": ["uniform", "owl"]}
     calib = "brown-n32-l256-s0"
     assert study_variants(study, CAL) == [

@@ -15,7 +15,7 @@ from pruneflow.prune.criteria import get_criterion, prune_layer
 from pruneflow.prune.dense_stream import build_activation_cache, load_block_stats, masks_by_score, prune_from_cache
 from pruneflow.core.sparsity import SparsityError, check_masks_kept, check_sparsity, measured_sparsity
 from pruneflow.evaluate.perplexity import perplexity
-from pruneflow.spec.naming import Allocation, make_method, parse_recovery
+from pruneflow.spec.naming import make_method, parse_recovery
 from pruneflow.prune.masks import parse_pattern
 from pruneflow.prune.sequential import prune_model
 from pruneflow.recover.run import recover
@@ -134,11 +134,11 @@ def test_allocation_artifact_serves_only_the_method_it_was_made_for(tmp_path, al
     with artifact_folder(folder) as out:
         write_allocation(out, allocation)
     model, _ = _tiny()
-    owl = make_method("wanda", SPARSITY, "sequential", Allocation(3.0, LAMBDA))
+    owl = make_method("wanda", SPARSITY, "sequential", {"name": "owl", "m": 3.0, "lam": LAMBDA})
     assert method_block_sparsities(owl, folder, model) == allocation["block_sparsities"]
     assert method_block_sparsities(make_method("wanda", SPARSITY), folder, model) is None  # uniform
-    other = make_method("wanda", SPARSITY, "sequential", Allocation(3.0, 0.05))
-    with pytest.raises(AllocationError, match=r"was made for m=3, lambda=0.1, sparsity=0.6, not for method 'wanda-u0.6-owl-m3-l0.05-seq'"):
+    other = make_method("wanda", SPARSITY, "sequential", {"name": "owl", "m": 3.0, "lam": 0.05})
+    with pytest.raises(AllocationError, match=r"was made for owl \{'lam': 0.1, 'm': 3.0\} at sparsity 0.6, not for method 'wanda-u0.6-owl-m3-l0.05-seq'"):
         method_block_sparsities(other, folder, model)
 
 

@@ -17,6 +17,15 @@ def variant_summary(method: Method, calib: str) -> dict:
         "stream": method.stream,
         "calibration": calib,
     }
-    if method.allocation:  # uniform variants keep the summary they always had
-        summary.update(allocation=method.allocation.kind, owl_m=method.allocation.m, owl_lambda=method.allocation.lam)
+    # Defaults, uniform and no refinement keep the summary a variant always had; the rest is spelled out for the tables.
+    if method.scorer.changed:
+        summary["criterion_settings"] = dict(method.scorer.changed)
+    if method.refinement:
+        summary.update(refinement=method.refinement.name, refinement_settings=method.refinement.settings)
+    if method.allocation:
+        allocation = method.allocation
+        settings = allocation.settings
+        summary.update(allocation=allocation.name, allocation_token=allocation.token, allocation_settings=settings)
+        # an allocation's study keys (OWL's owl_m, owl_lambda) name its settings as the config does
+        summary.update({key: settings[param] for key, param in allocation.entry.options.get("study_keys", {}).items()})
     return summary

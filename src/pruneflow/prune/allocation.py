@@ -1,5 +1,6 @@
-"""How much to prune each block: uniform, or OWL (outlier-weighted layer-wise sparsity; Yin et al.,
-"Outlier Weighed Layerwise Sparsity", ICML 2024).
+"""How much to prune each block: OWL's math (outlier-weighted layer-wise sparsity; Yin et al., "Outlier Weighed
+Layerwise Sparsity", ICML 2024; its registry entry in methods/owl.py), and the allocation artifact every allocation
+writes and every method with one reads.
 
 OWL keeps more weights in blocks with more outliers. A block's outlier ratio D is the share of its
 Wanda scores |W_ij|·‖X_j‖ (all its linears together) above ``m`` times their mean. Keep ratios are
@@ -24,11 +25,9 @@ from tqdm.auto import tqdm
 
 from pruneflow.core.activations import InputStats
 from pruneflow.core.artifacts import verify_folder
-from pruneflow.prune.criteria import wanda_scores
-from pruneflow.spec.naming import owl_lambda_bound
 from pruneflow.core.atomic import read_json, write_json
-
-from pruneflow.spec.naming import ALLOCATIONS
+from pruneflow.methods.owl import lambda_bound
+from pruneflow.methods.wanda import wanda_scores
 
 
 class AllocationError(ValueError):
@@ -47,9 +46,9 @@ def owl_sparsities(ratios: list[float], sparsity: float, lam: float = 0.08, size
     the blocks' prunable ``sizes`` when given; equal sizes give OWL's plain mean)."""
     if not 0 < sparsity < 1:
         raise AllocationError(f"owl needs an unstructured sparsity in (0, 1), got {sparsity!r}")
-    if not 0 <= lam < owl_lambda_bound(sparsity):
+    if not 0 <= lam < lambda_bound(sparsity):
         raise AllocationError(
-            f"owl lambda {lam!r} must be in [0, {owl_lambda_bound(sparsity):g}) at sparsity {sparsity:g}, so that every "
+            f"owl lambda {lam!r} must be in [0, {lambda_bound(sparsity):g}) at sparsity {sparsity:g}, so that every "
             "block keeps some weights and loses some (block sparsities lie within 2·lambda of the mean)"
         )
     low, high = min(ratios), max(ratios)
@@ -62,18 +61,6 @@ def owl_sparsities(ratios: list[float], sparsity: float, lam: float = 0.08, size
         mean = sum(k * n for k, n in zip(keep, sizes)) / sum(sizes)
     shift = (1 - sparsity) - mean
     return [1 - (k + shift) for k in keep]
-
-
-def block_sparsities(allocation: str, sparsity: float, n_blocks: int, ratios: list[float] | None = None,
-                     lam: float = 0.08, sizes: list[int] | None = None) -> list[float]:
-    """Every block's sparsity for an ``allocation`` (``owl`` needs the blocks' outlier ``ratios``)."""
-    if allocation == "uniform":
-        return [sparsity] * n_blocks
-    if allocation == "owl":
-        if ratios is None or len(ratios) != n_blocks:
-            raise AllocationError(f"owl needs one outlier ratio per block ({n_blocks}), got {None if ratios is None else len(ratios)}")
-        return owl_sparsities(ratios, sparsity, lam, sizes)
-    raise AllocationError(f"allocation {allocation!r}: allowed {', '.join(ALLOCATIONS)}")
 
 
 def model_outlier_ratios(model, block_stats: Iterable[Mapping[str, InputStats]], m: float = 5.0) -> list[float]:
@@ -118,8 +105,8 @@ def owl_allocation(model, cache, sparsity: float, m: float = 5.0, lam: float = 0
     sizes = block_sizes(model)
     ratios = model_outlier_ratios(model, (load_block_stats(cache, i, gram=False) for i in range(len(sizes))), m)
     return {
-        "allocation": "owl", "m": m, "lambda": lam, "sparsity": sparsity,
-        "outlier_ratios": ratios, "block_sparsities": block_sparsities("owl", sparsity, len(sizes), ratios, lam, sizes),
+        "allocation": "owl", "m": m, "lambda": lam, "settings": {"m": m, "lam": lam}, "sparsity": sparsity,
+        "outlier_ratios": ratios, "block_sparsities": owl_sparsities(ratios, sparsity, lam, sizes),
         "block_params": sizes,
     }
 
@@ -144,8 +131,8 @@ def read_allocation(folder, n_blocks: int | None = None) -> dict:
 
 
 def method_block_sparsities(method, folder, model) -> list[float] | None:
-    """The per-block sparsities a pruning ``method`` (``experiments.Method``) asks of ``model``: None when
-    uniform, else its allocation artifact's, checked to be the one made for this method's M, λ and sparsity."""
+    """The per-block sparsities a pruning ``method`` (``naming.Method``) asks of ``model``: None when uniform, else
+    its allocation artifact's, checked to be the one made for this method's allocation, settings and sparsity."""
     from pruneflow.core.architectures import architecture_of
 
     if method.allocation is None:
@@ -155,10 +142,10 @@ def method_block_sparsities(method, folder, model) -> list[float] | None:
     if not folder:
         raise AllocationError(f"method {method.id!r} needs its allocation artifact (allocation/<calib>/{method.allocation.token}-...)")
     data = read_allocation(folder, n_blocks)
-    made = (data["m"], data["lambda"], data["sparsity"])
-    if made != (method.allocation.m, method.allocation.lam, method.pattern.sparsity):
+    settings = method.allocation.settings
+    made = (data["allocation"], data.get("settings", settings), data["sparsity"])  # older OWL artifacts: settings in the path
+    if made != (method.allocation.name, settings, method.pattern.sparsity):
         raise AllocationError(
-            f"{folder} was made for m={made[0]:g}, lambda={made[1]:g}, sparsity={made[2]:g}, not for method {method.id!r}; "
-            f"delete {folder} and rerun"
+            f"{folder} was made for {made[0]} {made[1]} at sparsity {made[2]:g}, not for method {method.id!r}; delete {folder} and rerun"
         )
     return data["block_sparsities"]

@@ -61,19 +61,21 @@ def load_block_stats(folder, index: int, device="cpu", gram: bool = True) -> dic
     return out
 
 
-@torch.no_grad()
-def model_scores(model, criterion: Criterion, cache=None) -> Iterator[tuple[int, dict[str, torch.Tensor]]]:
-    """Yield (block index, {linear: scores [out, in]}) for a score-based criterion (each block loaded meanwhile)."""
-    model = ModelStream.wrap(model)
+def _block_weights_and_stats(model: ModelStream, criterion: Criterion, cache) -> Iterator[tuple[int, dict]]:
+    """(block index, {linear: (weight [out, in], InputStats or None)}) with each block loaded meanwhile."""
     arch = model.arch
     if criterion.needs_calibration:
         verify_folder(cache)
     for index, block in tqdm(model.blocks(), total=model.num_blocks, desc=f"scores {criterion.name}", unit="block"):
         stats = load_block_stats(cache, index, gram=criterion.needs_gram) if criterion.needs_calibration else {}
-        yield index, {
-            name: scores_for(criterion, arch.weight(layer), stats.get(name))
-            for name, layer in arch.block_linears(block).items()
-        }
+        yield index, {name: (arch.weight(layer), stats.get(name)) for name, layer in arch.block_linears(block).items()}
+
+
+@torch.no_grad()
+def model_scores(model, criterion: Criterion, cache=None) -> Iterator[tuple[int, dict[str, torch.Tensor]]]:
+    """Yield (block index, {linear: scores [out, in]}) for a criterion (each block loaded meanwhile)."""
+    for index, layers in _block_weights_and_stats(ModelStream.wrap(model), criterion, cache):
+        yield index, {name: scores_for(criterion, weight, stats) for name, (weight, stats) in layers.items()}
 
 
 def masks_from_scores(scores: dict[str, torch.Tensor], pattern: Pattern, criterion: Criterion) -> dict[str, torch.Tensor]:
@@ -82,14 +84,21 @@ def masks_from_scores(scores: dict[str, torch.Tensor], pattern: Pattern, criteri
     return {name: make_mask(s, pattern, criterion.per_row) for name, s in scores.items()}
 
 
+@torch.no_grad()
 def masks_by_score(model, criterion: Criterion, pattern: Pattern, cache=None,
                    block_sparsities: list[float] | None = None) -> Iterator[tuple[int, dict[str, torch.Tensor]]]:
-    """Yield (block index, {linear: keep-mask}) of a score-based criterion, the model left unchanged;
+    """Yield (block index, {linear: keep-mask}) of a criterion (and its refinement, if any), the model left unchanged;
     ``block_sparsities`` (one ratio per block) replaces the pattern's ratio block by block."""
     model = ModelStream.wrap(model)
     patterns = block_patterns(pattern, block_sparsities, model.num_blocks)
-    for index, scores in model_scores(model, criterion, cache):
-        yield index, masks_from_scores(scores, patterns[index], criterion)
+    refinement = criterion.refinement
+    for index, layers in _block_weights_and_stats(model, criterion, cache):
+        scores = {name: scores_for(criterion, weight, stats) for name, (weight, stats) in layers.items()}
+        masks = masks_from_scores(scores, patterns[index], criterion)
+        if refinement is not None:  # the refinement reads the dense weight and edits the mask only
+            masks = {name: refinement.implementation(layers[name][0], keep, layers[name][1], patterns[index], **refinement.settings)
+                     for name, keep in masks.items()}
+        yield index, masks
 
 
 @torch.no_grad()
@@ -103,7 +112,7 @@ def apply_masks(model, masks: dict[int, dict[str, torch.Tensor]]) -> None:
 @torch.no_grad()
 def prune_from_cache(model, criterion: Criterion, pattern: Pattern, cache, device="cpu",
                      block_sparsities: list[float] | None = None) -> Iterator[tuple[int, dict]]:
-    """Prune every block in place from cached dense statistics (SparseGPT, or any criterion) without a forward
+    """Prune every block in place from cached dense statistics (a solver, or any criterion) without a forward
     pass, yielding (block index, keep-masks) while the block is loaded; ``block_sparsities`` (one ratio per
     block) replaces the pattern's ratio block by block."""
     model = ModelStream.wrap(model)

@@ -10,7 +10,7 @@ from pruneflow.core.stream import ModelStream
 from pruneflow.spec.naming import ADAPTER_KEYS, ADAPTER_NAMES, Method, Recovery
 from pruneflow.recover.adapters import AdapterConfig, retrain
 from pruneflow.recover.reconstruct import prune_and_reconstruct, reconstruct_model
-from pruneflow.spec.criteria import get_criterion
+from pruneflow.spec.criteria import method_criterion
 from pruneflow.recover.train import TrainConfig
 
 TRAIN_FIELDS = set(TrainConfig.__dataclass_fields__)
@@ -87,7 +87,7 @@ def _recover(dense, pruned, keep_masks, calib_ids, recovery, settings, device, m
     if recovery.interleaved:
         if method is None:
             raise ValueError(f"recovery {recovery.spec!r} prunes as it goes: it needs the pruning method")
-        masks, summary = prune_and_reconstruct(dense, pruned, get_criterion(method.criterion), method.pattern, calib_ids,
+        masks, summary = prune_and_reconstruct(dense, pruned, method_criterion(method), method.pattern, calib_ids,
                                                recovery.granularity, recovery.inputs, TrainConfig(**train), masks=keep_masks, **options)
         return {**summary, "masks": masks}
     return reconstruct_model(dense, pruned, keep_masks, calib_ids, recovery.granularity, recovery.inputs,

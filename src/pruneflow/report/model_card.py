@@ -15,6 +15,7 @@ from importlib import metadata
 
 import yaml
 
+from pruneflow.spec import registry
 from pruneflow.spec.naming import parse_calib_id
 
 PACKAGES = ("pruneflow", "torch", "transformers", "lm_eval")
@@ -75,8 +76,14 @@ def _method(variant: str, summary: dict) -> dict:
     method = {"kind": "n:m" if nm else "unstructured", "criterion": summary["criterion"],
               "pattern": f"{nm.group(1)}:{nm.group(2)}" if nm else f"{summary['sparsity']:g}",
               "requested_sparsity": summary["sparsity"], "stream": summary.get("stream")}
+    if summary.get("criterion_settings"):
+        method["settings"] = summary["criterion_settings"]
+    if summary.get("refinement"):
+        method["refinement"] = {"kind": summary["refinement"], **summary.get("refinement_settings", {})}
     if summary.get("allocation"):
-        method["allocation"] = {"kind": summary["allocation"], "owl_m": summary.get("owl_m"), "owl_lambda": summary.get("owl_lambda")}
+        study_keys = registry.get("allocation", summary["allocation"]).options.get("study_keys", {})
+        settings = summary.get("allocation_settings") or {param: summary.get(key) for key, param in study_keys.items()}
+        method["allocation"] = {"kind": summary["allocation"], **settings}
     return method
 
 
@@ -151,9 +158,14 @@ def _method_line(method: dict) -> str:
         repair = method["reconstruction"] + (f" (damping {method['damping']})" if method.get("damping") is not None else "")
         return f"{method['criterion']}: {_pct(method['ratio'])} of the {what} removed, output projections repaired by {repair}"
     line = f"{method['criterion']}" + (f", {method['stream']} calibration stream" if method.get("stream") else "")
+    if method.get("settings"):
+        line += " (" + ", ".join(f"{k} {v:g}" if isinstance(v, float) else f"{k} {v}" for k, v in method["settings"].items()) + ")"
+    if method.get("refinement"):
+        line += f", mask refined by {method['refinement']['kind']}"
     if method.get("allocation"):
-        a = method["allocation"]
-        line += f", {a['kind']} allocation (M {a['owl_m']:g}, λ {a['owl_lambda']:g})"
+        a = dict(method["allocation"])
+        kind = a.pop("kind")
+        line += f", {kind} allocation (" + ", ".join(f"{k} {v:g}" for k, v in a.items()) + ")"
     return line
 
 

@@ -12,6 +12,7 @@ import pandas as pd  # noqa: E402
 
 from pruneflow.core.atomic import atomic_path  # noqa: E402
 from pruneflow.report.paper_numbers import REFERENCES  # noqa: E402
+from pruneflow.spec import naming, registry  # noqa: E402
 
 STYLE = {"figure.figsize": (5.5, 3.6), "figure.dpi": 150, "axes.grid": True, "grid.alpha": 0.3, "font.size": 9}
 
@@ -133,6 +134,11 @@ def study_rows(model: str, ppl: list[dict], sparsity: list[dict], summaries: lis
         df["recover_peak_mb"] = [s.get("recover_peak_memory_mb", float("nan")) for s in summaries]
     if any("allocation" in s for s in summaries):  # uniform, or the allocation's path token (owl-m5-l0.08)
         df.insert(5, "allocation", [allocation_label(s) for s in summaries])
+    if any("refinement" in s for s in summaries):  # a mask refinement after the criterion, with its settings
+        df.insert(2, "refinement", [(f"{s['refinement']} {settings_label(s.get('refinement_settings'))}".removesuffix(" -")
+                                     if s.get("refinement") else "-") for s in summaries])
+    if any("criterion_settings" in s for s in summaries):  # the criterion's hyperparameters that are not its defaults
+        df.insert(2, "settings", [settings_label(s.get("criterion_settings")) for s in summaries])
     if reference:
         ref = REFERENCES[reference]
         df[ref["label"]] = [ref["values"].get((m, p), float("nan")) for m, p in zip(df.method, df.pattern)]
@@ -188,9 +194,19 @@ def add_seed_spread(df: pd.DataFrame) -> pd.DataFrame:
 
 
 def allocation_label(summary: dict) -> str:
-    if summary.get("allocation") != "owl":
-        return "uniform" if "criterion" in summary else "-"
-    return f"owl-m{summary['owl_m']:g}-l{summary['owl_lambda']:g}"
+    """The allocation's path token (owl-m5-l0.08), the implicit one's name (uniform), or - for the dense model."""
+    if not summary.get("allocation"):
+        return registry.implicit("allocation") if "criterion" in summary else "-"
+    if "allocation_token" in summary:
+        return summary["allocation_token"]
+    entry = registry.get("allocation", summary["allocation"])  # summaries written before the token was recorded
+    settings = {param: summary[key] for key, param in entry.options.get("study_keys", {}).items()}
+    return naming.Part.of("allocation", {"name": entry.name, **settings}).token
+
+
+def settings_label(settings: dict | None) -> str:
+    """Hyperparameters spelled out (``a=0.3 blocksize=64``), ``-`` for none changed."""
+    return " ".join(f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}" for k, v in (settings or {}).items()) or "-"
 
 
 def plot_block_sparsity(variants: list[dict], allocations: list[dict], png: str, pdf: str, title: str = "") -> None:
@@ -201,12 +217,13 @@ def plot_block_sparsity(variants: list[dict], allocations: list[dict], png: str,
     ``allocations``: the allocation artifacts' JSON (``outlier_ratios``, ``m``)."""
     sparsities = sorted({v["sparsity"] for v in variants})
     colours = {s: plt.cm.viridis(i / max(len(sparsities) - 1, 1) * 0.85) for i, s in enumerate(sparsities)}
-    labels = list(dict.fromkeys(v["allocation"] for v in variants if v["allocation"] != "uniform"))
+    uniform_label = registry.implicit("allocation")
+    labels = list(dict.fromkeys(v["allocation"] for v in variants if v["allocation"] != uniform_label))
     markers = dict(zip(dict.fromkeys(v["criterion"] for v in variants), "o^sDv<>"))
     styles = {label: ls for label, ls in zip(labels, ["-", "-.", ":", (0, (5, 1)), (0, (3, 1, 1, 1))] * 4)}
     with plt.rc_context({**STYLE, "figure.figsize": (6.5, 5.2)}):
         fig, (top, bottom) = plt.subplots(2, 1, sharex=True, height_ratios=[1, 2])
-        for m, alloc in {a["m"]: a for a in allocations}.items():
+        for m, alloc in {a["m"]: a for a in allocations if "outlier_ratios" in a}.items():  # OWL's input
             ratios = alloc["outlier_ratios"]
             top.plot(range(len(ratios)), [100 * r for r in ratios], marker=".", label=f"M = {m:g}")
         top.set_ylabel("outlier ratio (%)")
@@ -214,7 +231,7 @@ def plot_block_sparsity(variants: list[dict], allocations: list[dict], png: str,
             top.legend(fontsize=7)
         for v in variants:
             blocks = range(len(v["per_block"]))
-            uniform = v["allocation"] == "uniform"
+            uniform = v["allocation"] == uniform_label
             bottom.plot(blocks, [100 * x for x in v["per_block"]], color=colours[v["sparsity"]], marker=markers[v["criterion"]],
                         markersize=3, linewidth=1, linestyle="--" if uniform else styles[v["allocation"]],
                         label=f"{v['criterion']} {v['sparsity']:.0%} {v['allocation']}")

@@ -20,13 +20,13 @@ from pathlib import Path
 import jsonschema
 import yaml
 
+from pruneflow.spec import registry
 from pruneflow.spec.naming import (
-    ALLOCATIONS, OWL_DEFAULTS, SENSITIVITY_WINDOWS, STRUCTURED_CRITERIA, owl_lambda_bound, parse_recovery,
-    parse_structured_reconstruction,
+    SCORER_KINDS, SENSITIVITY_WINDOWS, STRUCTURED_CRITERIA, Part, parse_recovery, parse_structured_reconstruction, spec_name,
+    study_allocations,
 )
 from pruneflow.spec.model_config import TINY_DEFAULTS, ModelConfigError, read_model_config
 from pruneflow.spec.patterns import PatternError, parse_pattern
-from pruneflow.spec.criteria import CRITERIA
 from pruneflow.spec.zeroshot import LOCAL_TASKS
 
 SCHEMA_PATH = Path(__file__).with_name("config.schema.yaml")
@@ -58,7 +58,8 @@ CORPUS_KEYS = {
     "hf": ("source", "name", "config", "calib_split", "eval_split", "max_documents"),
 }
 # The keys each kind of study reads.
-_UNSTRUCTURED = ("kind", "title", "criteria", "patterns", "stream", "zeroshot", "reference", "allocation", "owl_m", "owl_lambda")
+_UNSTRUCTURED = ("kind", "title", "criteria", "patterns", "stream", "zeroshot", "reference", "allocation", "owl_m", "owl_lambda",
+                 "refinements")
 STUDY_KEYS = {
     "unstructured": (*_UNSTRUCTURED, "calibration_seeds"),
     "recovery": (*_UNSTRUCTURED, "recoveries"),
@@ -182,16 +183,22 @@ def validate_config(config: dict, base_dir: str | Path = ".") -> None:
                         "its pruning statistics from the pruned and reconstructed stream; allowed: stream: sequential, "
                         "or the order after"
                     )
-                if recovery and recovery.interleaved and "owl" in _as_list(study.get("allocation", "uniform")):
-                    raise ConfigError(
-                        f"{key}.recoveries[{i}]: {spec!r} is not allowed with allocation: owl: an interleaved recovery "
-                        "prunes every block at the study's uniform ratio; allowed: allocation: uniform, or the order after"
-                    )
         _check_patterns_and_criteria(key, study)
         _check_allocation(key, study)
-        if study.get("stream") == "dense" and "sparsegpt" in study["criteria"] and not cache_grams(config):
+        _check_refinements(key, study)
+        if kind == "recovery":
+            allocated = [a.name for a in study_allocations(study) if a]
+            for i, spec in enumerate(study["recoveries"]):
+                recovery = parse_recovery(spec)
+                if recovery and recovery.interleaved and allocated:
+                    raise ConfigError(
+                        f"{key}.recoveries[{i}]: {spec!r} is not allowed with allocation: {allocated[0]}: an interleaved "
+                        f"recovery prunes every block at the study's uniform ratio; allowed: allocation: "
+                        f"{registry.implicit('allocation')}, or the order after"
+                    )
+        if study.get("stream") == "dense" and (gram := _needing_gram(study)) and not cache_grams(config):
             raise ConfigError(
-                f"{key}: sparsegpt on the dense stream needs the cached Gram matrices, but activations.gram "
+                f"{key}: {gram} on the dense stream needs the cached Gram matrices, but activations.gram "
                 "is false; allowed: activations.gram: true, or stream: sequential"
             )
 
@@ -257,9 +264,9 @@ def _check_patterns_and_criteria(key: str, study: dict) -> None:
     if "patterns" not in study:
         raise ConfigError(f"{key}: {'a sensitivity' if study.get('kind') == 'sensitivity' else 'an unstructured'} study "
                           "needs 'patterns' (ratios such as 0.5, or N:M such as 2:4)")
+    names = [n for kind in SCORER_KINDS for n in registry.entries(kind)]
     for i, crit in enumerate(study["criteria"]):
-        if crit not in CRITERIA:
-            raise ConfigError(f"{key}.criteria[{i}]: {crit!r} is not allowed; allowed: {', '.join(CRITERIA)}")
+        _check_part(f"{key}.criteria[{i}]", SCORER_KINDS, crit, names)
     for i, pat in enumerate(study["patterns"]):
         try:
             pattern = parse_pattern(pat)
@@ -269,54 +276,102 @@ def _check_patterns_and_criteria(key: str, study: dict) -> None:
             _check_path_number(f"{key}.patterns[{i}]", pat, pattern.ratio)
 
 
+def _check_part(where: str, kinds, spec, names: list[str]) -> Part:
+    """A config item naming a registered method: a name, or {name: ..., <parameter>: <value>} (see Configuration)."""
+    try:
+        name, _ = spec_name(spec)
+    except ValueError as err:
+        raise ConfigError(f"{where}: {err}") from None
+    if name not in names:
+        raise ConfigError(f"{where}: {spec!r} is not allowed; allowed: {', '.join(names)}")
+    try:
+        part = Part.of(kinds, spec)
+    except ValueError as err:
+        raise ConfigError(f"{where}: {err}") from None
+    for param in part.entry.options.get("spelled", {}):  # spelled in paths: exactly
+        _check_path_number(f"{where}.{param}", part.settings[param], float(part.settings[param]))
+    return part
+
+
+def _needing_gram(study: dict) -> str | None:
+    """The first criterion (or refinement) of the study that reads Gram matrices."""
+    specs = [*study["criteria"], *[r for r in _as_list(study.get("refinements", [])) if r != "none"]]
+    return next((n for n, _ in map(spec_name, specs) if "gram" in registry.find(n, (*SCORER_KINDS, "refinement")).needs), None)
+
+
 def _as_list(value) -> list:
     return list(value) if isinstance(value, list) else [value]
 
 
+def _check_refinements(key: str, study: dict) -> None:
+    """``refinements``: mask refinements applied after each criterion (names or items; none for none)."""
+    specs = _as_list(study.get("refinements", "none"))
+    names = ["none", *registry.entries("refinement")]
+    if not specs:
+        raise ConfigError(f"{key}.refinements: [] is not allowed; allowed: a list of {', '.join(names)}")
+    for i, spec in enumerate(specs):
+        if spec != "none":
+            _check_part(f"{key}.refinements" + (f"[{i}]" if isinstance(study["refinements"], list) else ""), "refinement", spec, names)
+
+
 def _check_allocation(key: str, study: dict) -> None:
-    """``allocation: uniform | owl`` (or a list of both), OWL's ``owl_m`` and ``owl_lambda`` (numbers or lists)."""
-    kinds = _as_list(study.get("allocation", "uniform"))
-    if not kinds:
-        raise ConfigError(f"{key}.allocation: [] is not allowed; allowed: {', '.join(ALLOCATIONS)}, or a list of them")
-    for i, kind in enumerate(kinds):
-        if kind not in ALLOCATIONS:
-            where = f"{key}.allocation" + (f"[{i}]" if isinstance(study.get("allocation"), list) else "")
-            raise ConfigError(f"{where}: {kind!r} is not allowed; allowed: {', '.join(ALLOCATIONS)}")
-    if "owl" not in kinds:
-        for param in ("owl_m", "owl_lambda"):
-            if param in study:
+    """``allocation``: a registered allocation or a list of them (names or items); an allocation's study keys (OWL's
+    ``owl_m`` and ``owl_lambda``: numbers or lists) only beside it; its ratios unstructured, its settings fit them."""
+    specs = _as_list(study.get("allocation", registry.implicit("allocation")))
+    names = list(registry.entries("allocation"))
+    if not specs:
+        raise ConfigError(f"{key}.allocation: [] is not allowed; allowed: {', '.join(names)}, or a list of them")
+    chosen = []
+    for i, spec in enumerate(specs):
+        where = f"{key}.allocation" + (f"[{i}]" if isinstance(study.get("allocation"), list) else "")
+        chosen.append(_check_part(where, "allocation", spec, names).entry)
+    for entry in registry.entries("allocation").values():
+        for skey, param in entry.options.get("study_keys", {}).items():
+            if skey in study and entry not in chosen:
                 raise ConfigError(
-                    f"{key}.{param}: belongs to allocation owl, but this study's allocation is uniform (it would be "
-                    "ignored); allowed: allocation: owl (or [uniform, owl]) beside it, or no " + param
+                    f"{key}.{skey}: belongs to allocation {entry.name}, but this study's allocation is "
+                    f"{' and '.join(e.name for e in chosen)} (it would be ignored); allowed: allocation: {entry.name} (or "
+                    f"[{registry.implicit('allocation')}, {entry.name}]) beside it, or no {skey}"
                 )
-        return
-    minimum = {"owl_m": "> 0 (the OWL paper: 3 to 10)", "owl_lambda": ">= 0 (the OWL paper: 0.02 to 0.2)"}
-    for param in ("owl_m", "owl_lambda"):
-        values = _as_list(study.get(param, OWL_DEFAULTS[param]))
-        if not values:
-            raise ConfigError(f"{key}.{param}: [] is not allowed; allowed: a number {minimum[param]}, or a list of them")
-        for i, value in enumerate(values):
-            where = f"{key}.{param}" + (f"[{i}]" if isinstance(study.get(param), list) else "")
-            bad = isinstance(value, bool) or not isinstance(value, (int, float))
-            if bad or (value <= 0 if param == "owl_m" else value < 0):
-                raise ConfigError(f"{where}: {value!r} is not allowed; allowed: a number {minimum[param]}")
-            _check_path_number(where, value, float(value))
+            if skey not in study:
+                continue
+            values = _as_list(study[skey])
+            schema = next(p for p in entry.params if p.name == param)
+            if not values:
+                raise ConfigError(f"{key}.{skey}: [] is not allowed; allowed: {schema.allowed}, or a list of them")
+            for j, value in enumerate(values):
+                where = f"{key}.{skey}" + (f"[{j}]" if isinstance(study[skey], list) else "")
+                try:
+                    schema.check(value)
+                except ValueError:
+                    raise ConfigError(f"{where}: {value!r} is not allowed; allowed: {schema.allowed}") from None
+                if param in entry.options.get("spelled", {}):
+                    _check_path_number(where, value, float(value))
+    allocations = [a for a in study_allocations(study) if a]
     for i, pat in enumerate(study["patterns"]):
         pattern = parse_pattern(pat)
-        if pattern.is_nm or pattern.ratio == 0:
-            raise ConfigError(
-                f"{key}.patterns[{i}]: {pat!r} is not allowed with allocation owl: OWL moves an unstructured sparsity "
-                "between blocks, and " + ("N:M prunes every block alike" if pattern.is_nm else "0 has nothing to move")
-                + "; allowed: ratios in (0, 1) such as 0.7 (put N:M patterns in a study with allocation: uniform)"
-            )
-        for j, lam in enumerate(_as_list(study.get("owl_lambda", OWL_DEFAULTS["owl_lambda"]))):
-            bound = owl_lambda_bound(pattern.ratio)
-            if lam >= bound:
-                where = f"{key}.owl_lambda" + (f"[{j}]" if isinstance(study.get("owl_lambda"), list) else "")
+        for allocation in allocations:
+            if pattern.is_nm or pattern.ratio == 0:
                 raise ConfigError(
-                    f"{where}: {lam!r} is not allowed at sparsity {pattern.ratio:g} ({key}.patterns[{i}]): block "
-                    f"sparsities lie within 2·lambda of the mean and must stay inside (0, 1); allowed: 0 <= lambda < {bound:g}"
+                    f"{key}.patterns[{i}]: {pat!r} is not allowed with allocation {allocation.name}: an allocation moves an "
+                    "unstructured sparsity between blocks, and " + ("N:M prunes every block alike" if pattern.is_nm else "0 has nothing to move")
+                    + f"; allowed: ratios in (0, 1) such as 0.7 (put N:M patterns in a study with allocation: "
+                    f"{registry.implicit('allocation')})"
                 )
+            check = allocation.entry.options.get("check")
+            if check and (problem := check(allocation.settings, pattern.ratio)):
+                param, why = problem
+                value = allocation.settings[param]
+                raise ConfigError(f"{_param_where(key, study, allocation, param, value)}: {value!r} is not allowed at sparsity "
+                                  f"{pattern.ratio:g} ({key}.patterns[{i}]): {why}")
+
+
+def _param_where(key: str, study: dict, allocation: Part, param: str, value) -> str:
+    """Where the config set an allocation's parameter: its study key (at the value's index), or the allocation item."""
+    for skey, p in allocation.entry.options.get("study_keys", {}).items():
+        if p == param and skey in study and value in _as_list(study[skey]):
+            return f"{key}.{skey}" + (f"[{study[skey].index(value)}]" if isinstance(study[skey], list) else "")
+    return f"{key}.allocation"
 
 
 def _check_sensitivity(key: str, study: dict, config: dict) -> None:
@@ -327,10 +382,10 @@ def _check_sensitivity(key: str, study: dict, config: dict) -> None:
             f"{key}.windows: {windows} is not allowed: the sensitivity study scores the first windows of the perplexity "
             f"protocol, which has perplexity.windows = {total}; allowed: 1 to {total}"
         )
-    if "sparsegpt" in study["criteria"] and not cache_grams(config):
+    if (gram := _needing_gram(study)) and not cache_grams(config):
         raise ConfigError(
-            f"{key}: sparsegpt prunes each block from the dense-stream cache's Gram matrices, but activations.gram is "
-            "false; allowed: activations.gram: true, or criteria without sparsegpt"
+            f"{key}: {gram} prunes each block from the dense-stream cache's Gram matrices, but activations.gram is "
+            f"false; allowed: activations.gram: true, or criteria without {gram}"
         )
 
 

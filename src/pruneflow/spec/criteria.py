@@ -1,33 +1,80 @@
-"""The pruning criteria by name and what each needs (no torch here: the workflow imports this to build its DAG)."""
+"""A criterion or solver as pruning applies it: its registry entry, its settings and an optional mask refinement
+(no torch here: the workflow imports this to build its DAG; the entries' code is imported when a score is asked)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 
+from pruneflow.spec import registry
 
-@dataclass(frozen=True)
-class Criterion:
-    name: str
-    needs_calibration: bool
-    per_row: bool  # compare scores within each output row (else across the whole matrix)
-    needs_gram: bool = False
-
-
-CRITERIA = {
-    "magnitude": Criterion("magnitude", needs_calibration=False, per_row=False),
-    "magnitude_row": Criterion("magnitude_row", needs_calibration=False, per_row=True),
-    "wanda": Criterion("wanda", needs_calibration=True, per_row=True),
-    "wanda_matrix": Criterion("wanda_matrix", needs_calibration=True, per_row=False),
-    # Unstructured SparseGPT compares saliencies over [out, blocksize] column blocks, not rows.
-    "sparsegpt": Criterion("sparsegpt", needs_calibration=True, per_row=False, needs_gram=True),
-}
+SCORER_KINDS = ("criterion", "solver")
 
 
 class CriterionError(ValueError):
     pass
 
 
-def get_criterion(name: str) -> Criterion:
-    if name not in CRITERIA:
-        raise CriterionError(f"unknown pruning criterion {name!r}; allowed: {', '.join(CRITERIA)}")
-    return CRITERIA[name]
+@dataclass(frozen=True)
+class Criterion:
+    entry: registry.Entry  # a criterion (scores, then masks) or a solver (chooses and updates weights together)
+    params: tuple = ()  # every hyperparameter, (name, value) sorted
+    refinement: Criterion | None = None  # a refinement entry applied to the mask, with its params
+
+    @property
+    def name(self) -> str:
+        return self.entry.name
+
+    @property
+    def settings(self) -> dict:
+        return dict(self.params)
+
+    @property
+    def is_solver(self) -> bool:
+        return self.entry.kind == "solver"
+
+    @property
+    def needs(self) -> frozenset[str]:
+        return self.entry.needs | (self.refinement.needs if self.refinement else frozenset())
+
+    @property
+    def needs_calibration(self) -> bool:
+        return bool(self.needs)
+
+    @property
+    def needs_gram(self) -> bool:
+        return "gram" in self.needs
+
+    @property
+    def per_row(self) -> bool:
+        """Scores compared within each output row (else across the whole matrix)."""
+        return bool(self.entry.options.get("per_row", False))
+
+    @cached_property
+    def implementation(self):
+        return self.entry.load()
+
+
+def scorers() -> dict[str, registry.Entry]:
+    """Every criterion and solver by name."""
+    return {name: e for kind in SCORER_KINDS for name, e in registry.entries(kind).items()}
+
+
+def get_criterion(name: str, settings: dict | None = None, refinement: tuple[str, dict] | None = None) -> Criterion:
+    """The criterion or solver ``name`` with ``settings`` (defaults filled, each checked) and an optional refinement
+    (name, settings); errors name the value and what is allowed."""
+    found = scorers()
+    if name not in found:
+        raise CriterionError(f"unknown pruning criterion {name!r}; allowed: {', '.join(found)}")
+    entry = found[name]
+    refine = None
+    if refinement:
+        r = registry.get("refinement", refinement[0])
+        refine = Criterion(r, tuple(sorted(r.settings(refinement[1]).items())))
+    return Criterion(entry, tuple(sorted(entry.settings(settings).items())), refine)
+
+
+def method_criterion(method) -> Criterion:
+    """The criterion of a :class:`~pruneflow.spec.naming.Method`, with its settings and refinement."""
+    refine = method.refinement
+    return get_criterion(method.criterion, method.scorer.settings, refine and (refine.name, refine.settings))

@@ -51,9 +51,8 @@ def export_names(variants: list[str], calibration: dict) -> dict[str, str]:
 def _pruned_name(method_id: str) -> str:
     method = parse_method_id(method_id)
     pattern = method.pattern
-    parts = [method.criterion, pattern.token if pattern.is_nm else f"{pattern.ratio:g}"]
-    if method.allocation:
-        parts.append(method.allocation.token)
+    parts = [method.scorer.token, pattern.token if pattern.is_nm else f"{pattern.ratio:g}"]
+    parts += [p.token for p in (method.allocation, method.refinement) if p]
     if method.stream:
         parts.append(STREAM_WORDS[method.stream])
     return "-".join(parts)

@@ -11,11 +11,15 @@ protocol, the default, keeps the names it always had, so the two never share a f
 
 from __future__ import annotations
 
+import hashlib
+import itertools
+import json
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 
+from pruneflow.spec import registry
 from pruneflow.spec.patterns import Pattern, parse_pattern
-from pruneflow.spec.criteria import get_criterion
 
 STREAM_TOKENS = {"sequential": "seq", "dense": "dense"}
 
@@ -43,75 +47,199 @@ def parse_calib_id(text: str) -> dict:
     return {"corpus": corpus, "nsamples": int(n), "seqlen": int(seqlen), "seed": int(seed), "protocol": protocol}
 
 
-# Layer-wise sparsity allocation: uniform (every block at the requested ratio; no token, so uniform
-# variants keep their paths) or OWL (Yin et al. 2024: per-block ratios from the outlier share of the
-# blocks' Wanda scores), spelled ``owl-m<M>-l<lambda>`` in the method id, e.g. ``wanda-u0.7-owl-m5-l0.08-seq``.
-# Its per-block ratios are their own artifact, ``allocation/<calib>/owl-m<M>-l<lambda>-u<ratio>``, computed
-# from the dense-stream activation cache, so a changed lambda reruns the allocation, the masks and below.
-ALLOCATIONS = ("uniform", "owl")
-OWL_DEFAULTS = {"owl_m": 5.0, "owl_lambda": 0.08}  # the OWL paper's M and lambda
+# Pruning methods (spec/registry.py): a criterion or a solver, optionally a mask refinement after it, with a layer-wise
+# sparsity allocation. Method id: <scorer>-<pattern>[-<allocation>][-<refinement>][-seq|-dense], e.g. wanda-u0.5-seq,
+# sparsegpt-2of4-dense, wanda-u0.7-owl-m5-l0.08-seq. Each part is its registered name, then the hyperparameters its
+# entry spells (OWL: -m<M>-l<lambda>) and, where another one differs from its default, a token p<hash> of those settings
+# (ria-p1a2b3c4d-u0.5-seq): at the defaults every id is the one it always was, a changed value gets its own path
+# (switching back costs nothing), and the tables spell the settings out. The uniform allocation (an entry marked
+# implicit) has no token. An allocation's per-block ratios are their own artifact,
+# allocation/<calib or none>/<allocation token>-<pattern>, so a changed lambda reruns the allocation, the masks and below.
+SCORER_KINDS = ("criterion", "solver")
+DIGEST = r"p[0-9a-f]{8}"
 
 
-def owl_lambda_bound(sparsity: float) -> float:
-    """OWL's λ must stay below this: block sparsities lie within 2λ of their mean, and inside (0, 1)."""
-    return min(sparsity, 1 - sparsity) / 2
+def settings_digest(changed: Mapping) -> str:
+    """8 hex digits of the sorted JSON of the settings that differ from their defaults."""
+    return hashlib.sha256(json.dumps(dict(changed), sort_keys=True).encode()).hexdigest()[:8]
+
+
+def spec_name(spec) -> tuple[str, dict]:
+    """A config item naming a method: ``"ria"`` or ``{name: ria, a: 0.3}`` → (name, {parameter: value})."""
+    if isinstance(spec, Mapping):
+        given = dict(spec)
+        name = given.pop("name", None)
+        if not isinstance(name, str):
+            raise ValueError(f"{dict(spec)!r} names no method; allowed: a name, or {{name: <method>, <parameter>: <value>}}")
+        return name, given
+    if not isinstance(spec, str):
+        raise ValueError(f"{spec!r} is not allowed; allowed: a method's name, or {{name: <method>, <parameter>: <value>}}")
+    return spec, {}
+
+
+def _entry(kinds: tuple[str, ...], name: str):
+    found = {n: e for kind in kinds for n, e in registry.entries(kind).items()}
+    if name not in found:
+        raise registry.RegistryError(f"unknown {' or '.join(kinds)} {name!r}; allowed: {', '.join(found) or 'none'}")
+    return found[name]
 
 
 @dataclass(frozen=True)
-class Allocation:
-    """OWL's per-block sparsity: outlier threshold ``m`` (× the mean score) and spread ``lam`` (λ)."""
+class Part:
+    """One registered method in a variant's making (its criterion or solver, allocation, refinement): its name and
+    the settings that differ from the entry's defaults."""
 
-    m: float = 5.0
-    lam: float = 0.08
-    kind: str = "owl"
+    kind: str
+    name: str
+    changed: tuple = ()  # (parameter, value) pairs that differ from the defaults, sorted
+    digest: str = ""  # from an id whose settings were not given: the id is known, the settings are not
+
+    @classmethod
+    def of(cls, kinds: str | tuple[str, ...], spec) -> "Part":
+        """From a config item (a name, or {name: ..., <parameter>: <value>}); errors name the value and what is allowed."""
+        name, given = spec_name(spec)
+        entry = _entry((kinds,) if isinstance(kinds, str) else kinds, name)
+        return cls(entry.kind, name, tuple(sorted(entry.changed(given).items())))
+
+    @property
+    def entry(self) -> registry.Entry:
+        return registry.get(self.kind, self.name)
+
+    @property
+    def settings(self) -> dict:
+        """Every hyperparameter, defaults filled."""
+        if self.digest:
+            raise ValueError(f"{self.token}: no study of this configuration gives its settings (hash p{self.digest})")
+        return self.entry.settings(dict(self.changed))
 
     @property
     def token(self) -> str:
-        return f"owl-m{self.m:g}-l{self.lam:g}"
+        spelled = self.entry.options.get("spelled", {})
+        values = self.entry.settings(dict((k, v) for k, v in self.changed if k in spelled))
+        hidden = {k: v for k, v in self.changed if k not in spelled}
+        digest = self.digest or (settings_digest(hidden) if hidden else "")
+        return "-".join([self.name, *(f"{abbr}{values[p]:g}" for p, abbr in spelled.items()), *([f"p{digest}"] if digest else [])])
 
     @property
     def label(self) -> str:
-        return f"owl m{self.m:g} λ{self.lam:g}"
+        """The name and its changed settings, spelled out (the tables' words for the hash)."""
+        if self.digest:
+            return self.token
+        return self.name + "".join(f" {k}={v:g}" if isinstance(v, float) else f" {k}={v}" for k, v in self.changed)
+
+
+def part_regex(kinds: str | tuple[str, ...]) -> str:
+    """A regex (no groups) matching the token of any registered entry of ``kinds`` (implicit entries have none)."""
+    kinds = (kinds,) if isinstance(kinds, str) else kinds
+    alternatives = []
+    for kind in kinds:
+        for name, entry in registry.entries(kind).items():
+            if not entry.options.get("implicit"):
+                alternatives.append(name + "".join(f"-{abbr}[0-9.]+" for abbr in entry.options.get("spelled", {}).values()))
+    alternatives.sort(key=len, reverse=True)
+    return f"(?:{'|'.join(alternatives)})(?:-{DIGEST})?" if alternatives else "(?!)"
+
+
+def parse_part(kinds: str | tuple[str, ...], text: str, known: Mapping[str, Part] | None = None) -> Part:
+    """A part's token back into a :class:`Part`; a settings hash is looked up in ``known`` ({token: Part})."""
+    if known and text in known:
+        return known[text]
+    kinds = (kinds,) if isinstance(kinds, str) else kinds
+    head, *rest = text.split("-")
+    entry = _entry(kinds, head)
+    spelled = entry.options.get("spelled", {})
+    params = {p.name: p for p in entry.params}
+    digest = rest.pop() if rest and re.fullmatch(DIGEST, rest[-1]) else ""
+    if len(rest) != len(spelled) or not all(r.startswith(a) for r, a in zip(rest, spelled.values())):
+        raise ValueError(f"{text!r}: expected {entry.name}{''.join(f'-{a}<{p}>' for p, a in spelled.items())}[-p<hash>]")
+    given = {p: params[p].type(r[len(a):]) for r, (p, a) in zip(rest, spelled.items())}
+    return Part(entry.kind, entry.name, tuple(sorted(entry.changed(given).items())), digest[1:])
+
+
+def known_parts(config: dict) -> dict[str, Part]:
+    """{token: Part} of every criterion, solver, allocation and refinement the config's studies name (what a job
+    reads to turn a settings hash in its path back into settings)."""
+    out = {}
+    for study in config.get("studies", {}).values():
+        if study.get("kind") in (None, "unstructured", "recovery", "sensitivity"):
+            for method in study_methods(study):
+                out.update({p.token: p for p in (method.scorer, method.allocation, method.refinement) if p})
+    return out
 
 
 @dataclass(frozen=True)
 class Method:
-    criterion: str
+    scorer: Part  # the criterion or solver
     pattern: Pattern
-    stream: str | None  # None for criteria that need no calibration
-    allocation: Allocation | None = None  # None: uniform
+    stream: str | None  # None where neither the scorer nor the refinement reads statistics
+    allocation: Part | None = None  # None: uniform
+    refinement: Part | None = None
+
+    @property
+    def criterion(self) -> str:
+        return self.scorer.name
 
     @property
     def id(self) -> str:
-        parts = [self.criterion, self.pattern.token]
-        if self.allocation:
-            parts.append(self.allocation.token)
+        parts = [self.scorer.token, self.pattern.token]
+        parts += [p.token for p in (self.allocation, self.refinement) if p]
         if self.stream:
             parts.append(STREAM_TOKENS[self.stream])
         return "-".join(parts)
 
     @property
+    def needs_stats(self) -> bool:
+        """The scorer or the refinement reads input statistics (so the variant has a stream)."""
+        return any(p.entry.needs_calibration for p in (self.scorer, self.refinement) if p)
+
+    @property
     def needs_calibration(self) -> bool:
-        """Calibration samples shape the variant: the criterion's statistics, or OWL's outlier ratios."""
-        return get_criterion(self.criterion).needs_calibration or self.allocation is not None
+        """Calibration samples shape the variant: statistics, or an allocation that reads them (OWL's outlier ratios)."""
+        return self.needs_stats or bool(self.allocation and self.allocation.entry.needs_calibration)
 
 
-def make_method(criterion: str, pattern, stream: str = "sequential", allocation: Allocation | None = None) -> Method:
-    crit = get_criterion(criterion)
-    return Method(criterion, parse_pattern(pattern), stream if crit.needs_calibration else None, allocation)
+def _part(kinds, spec) -> Part | None:
+    if spec is None or isinstance(spec, Part):
+        return spec
+    part = Part.of(kinds, spec)
+    return None if part.entry.options.get("implicit") else part
 
 
-_METHOD_ID = re.compile(r"([a-z_]+)-(u[0-9.]+|\d+of\d+)(?:-owl-m([0-9.]+)-l([0-9.]+))?(?:-(seq|dense))?")
+def make_method(criterion, pattern, stream: str = "sequential", allocation=None, refinement=None) -> Method:
+    """``criterion``, ``allocation``, ``refinement``: Parts, names or config items ({name: ..., <parameter>: ...})."""
+    scorer, refine = _part(SCORER_KINDS, criterion), _part("refinement", refinement)
+    stats = any(p.entry.needs_calibration for p in (scorer, refine) if p)
+    return Method(scorer, parse_pattern(pattern), stream if stats else None, _part("allocation", allocation), refine)
 
 
-def parse_method_id(text: str) -> Method:
-    m = _METHOD_ID.fullmatch(text)
+def method_id_regex(kinds: tuple[str, ...] = SCORER_KINDS, streams: str = "seq|dense|") -> str:
+    """Method ids whose scorer is of ``kinds`` and whose stream token is one of ``streams`` ('' for none): the
+    rules' wildcard constraints, read from the registry."""
+    stream = "|".join(f"-{s}" if s else "" for s in streams.split("|"))
+    return (rf"{part_regex(kinds)}-{PATTERN_TOKEN}(?:-{part_regex('allocation')})?(?:-{part_regex('refinement')})?"
+            rf"(?:{stream})")
+
+
+PATTERN_TOKEN = r"(?:u[0-9.]+|\d+of\d+)"
+
+
+def parse_method_id(text: str, known: Mapping[str, Part] | None = None) -> Method:
+    """A method id back into a :class:`Method`; settings hashes are looked up in ``known`` (:func:`known_parts`)."""
+    groups = rf"({part_regex(SCORER_KINDS)})-({PATTERN_TOKEN})(?:-({part_regex('allocation')}))?" \
+             rf"(?:-({part_regex('refinement')}))?(?:-(seq|dense))?"
+    m = re.fullmatch(groups, text)
     if not m:
-        raise ValueError(f"method id {text!r}: expected <criterion>-<pattern>[-owl-m<M>-l<lambda>][-seq|-dense]")
-    criterion, pattern, owl_m, owl_lam, stream = m.groups()
-    allocation = Allocation(float(owl_m), float(owl_lam)) if owl_m else None
+        raise ValueError(f"method id {text!r}: expected <criterion or solver>-<pattern>[-<allocation>][-<refinement>]"
+                         f"[-seq|-dense], with criteria and solvers {', '.join(scorer_names())}")
+    scorer, pattern, allocation, refinement, stream = m.groups()
     streams = {v: k for k, v in STREAM_TOKENS.items()}
-    return make_method(criterion, pattern, streams[stream] if stream else "sequential", allocation)
+    return make_method(parse_part(SCORER_KINDS, scorer, known), pattern, streams[stream] if stream else "sequential",
+                       allocation and parse_part("allocation", allocation, known),
+                       refinement and parse_part("refinement", refinement, known))
+
+
+def scorer_names() -> list[str]:
+    return [n for kind in SCORER_KINDS for n in registry.entries(kind)]
 
 
 def pruned_variant(method: Method, calibration: dict) -> str:
@@ -119,43 +247,49 @@ def pruned_variant(method: Method, calibration: dict) -> str:
 
 
 def allocation_artifact(method: Method, calib: str) -> str | None:
-    """The per-block ratios of an OWL method (under ``results/<model>/``); None for uniform."""
+    """The per-block ratios of a method's allocation (under ``results/<model>/``); None for uniform."""
     if method.allocation is None:
         return None
+    calib = calib if method.allocation.entry.needs_calibration else "none"
     return f"allocation/{calib}/{method.allocation.token}-{method.pattern.token}"
 
 
-def parse_allocation_id(text: str) -> tuple[Allocation, float]:
-    """``owl-m5-l0.08-u0.7`` → (Allocation(5, 0.08), 0.7)."""
-    m = re.fullmatch(r"owl-m([0-9.]+)-l([0-9.]+)-u([0-9.]+)", text)
+def parse_allocation_id(text: str, known: Mapping[str, Part] | None = None) -> tuple[Part, float]:
+    """``owl-m5-l0.08-u0.7`` → (the OWL Part, 0.7)."""
+    m = re.fullmatch(rf"({part_regex('allocation')})-u([0-9.]+)", text)
     if not m:
-        raise ValueError(f"allocation id {text!r}: expected owl-m<M>-l<lambda>-u<ratio>")
-    return Allocation(float(m.group(1)), float(m.group(2))), float(m.group(3))
+        raise ValueError(f"allocation id {text!r}: expected <allocation>-u<ratio>, allocations "
+                         f"{', '.join(n for n, e in registry.entries('allocation').items() if not e.options.get('implicit'))}")
+    return parse_part("allocation", m.group(1), known), float(m.group(2))
 
 
 def _as_list(value) -> list:
     return list(value) if isinstance(value, (list, tuple)) else [value]
 
 
-def study_allocations(study: dict) -> list[Allocation | None]:
-    """The allocations a study compares (None = uniform), in the order given; OWL once per (M, λ)."""
-    out: list[Allocation | None] = []
-    for kind in _as_list(study.get("allocation", "uniform")):
-        if kind == "uniform":
-            out.append(None)
-        else:
-            out += [
-                Allocation(float(m), float(lam))
-                for m in _as_list(study.get("owl_m", OWL_DEFAULTS["owl_m"]))
-                for lam in _as_list(study.get("owl_lambda", OWL_DEFAULTS["owl_lambda"]))
-            ]
+def study_allocations(study: dict) -> list[Part | None]:
+    """The allocations a study compares (None = uniform), in the order given. An allocation named alone takes the
+    study keys its entry declares (``study_keys``, e.g. OWL's owl_m, owl_lambda: one value or a list to sweep)."""
+    out: list[Part | None] = []
+    for spec in _as_list(study.get("allocation", registry.implicit("allocation"))):
+        name, given = spec_name(spec)
+        keys = _entry(("allocation",), name).options.get("study_keys", {}) if name != registry.implicit("allocation") else {}
+        sweeps = [[(param, v) for v in _as_list(study[key])] for key, param in keys.items() if key in study and param not in given]
+        for combination in itertools.product(*sweeps):
+            out.append(_part("allocation", {"name": name, **given, **dict(combination)}))
     return list(dict.fromkeys(out))
+
+
+def study_refinements(study: dict) -> list[Part | None]:
+    """The mask refinements a study compares (``refinements``: names or items; ``none`` for none), default none."""
+    return list(dict.fromkeys(None if spec == "none" else _part("refinement", spec) for spec in _as_list(study.get("refinements", "none"))))
 
 
 def study_methods(study: dict) -> list[Method]:
     stream = study.get("stream", "sequential")
     return [
-        make_method(c, p, stream, a) for c in study["criteria"] for a in study_allocations(study) for p in study["patterns"]
+        make_method(c, p, stream, a, r) for c in study["criteria"] for a in study_allocations(study)
+        for r in study_refinements(study) for p in study["patterns"]
     ]
 
 
@@ -460,7 +594,8 @@ def making_steps(variant: str) -> dict[str, list[str]]:
         return {"prune": making_steps(variant_parent(variant))["prune"], "recover": [variant]}
     if kind == "pruned":
         method = parse_method_id(rest[1])
-        shared = [f"acts/{rest[0]}"] if method.stream == "dense" or method.allocation else []
+        reads_cache = method.stream == "dense" or (method.allocation and method.allocation.entry.needs_calibration)
+        shared = [f"acts/{rest[0]}"] if reads_cache else []
         shared += [a] if (a := allocation_artifact(method, rest[0])) else []
         return {"prune": [*shared, variant], "recover": []}
     if kind == "structured":
@@ -481,7 +616,7 @@ def sensitivity_artifacts(study: dict, config: dict) -> list[str]:
     out = []
     for method in (make_method(c, p, "dense") for c in study["criteria"] for p in study["patterns"]):
         calib = calib_id(config["calibration"]) if method.needs_calibration else "none"
-        out.append(f"sensitivity/{calib}/{method.criterion}-{method.pattern.token}/{ppl}")
+        out.append(f"sensitivity/{calib}/{method.scorer.token}-{method.pattern.token}/{ppl}")
     return list(dict.fromkeys(out))
 
 

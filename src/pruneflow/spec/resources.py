@@ -16,13 +16,16 @@ memory it would run in: the host's available memory (:func:`host_memory_availabl
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 import re
 from dataclasses import dataclass
 
 from pruneflow.spec.config import ConfigError, window_batch_size
-from pruneflow.spec.naming import making_steps, parse_recovery, ppl_name, sensitivity_artifacts, variants_of
+from pruneflow.spec.naming import (
+    making_steps, parse_allocation_id, parse_method_id, parse_recovery, ppl_name, sensitivity_artifacts, variants_of,
+)
 
 BYTES = {"float32": 4, "bfloat16": 2, "float16": 2, "float64": 8}
 # Python, torch and transformers imported (and lm-eval for zero-shot), before any weight: measured RSS.
@@ -156,6 +159,31 @@ def job_peaks(model_config: dict, dtype: str, config: dict) -> dict[str, dict[st
     return {kind: {"host": host[kind], "device": device.get(kind, 0.0)} for kind in host}
 
 
+def memory_shape(model_config: dict, dtype: str, config: dict) -> dict:
+    """What a registered method's memory term (``Entry.memory``) reads: the model's :class:`Shape` (hidden, ffn,
+    blocks, vocab, kv_width, tied, dtype_bytes) and the calibration ``tokens``."""
+    calib = config["calibration"]
+    return {**dataclasses.asdict(shape_of(model_config, dtype)), "tokens": calib["nsamples"] * calib["seqlen"]}
+
+
+def artifact_memory(artifact: str, shape: dict) -> float:
+    """Bytes the registered methods making ``artifact`` (``pruned/<calib>/<method id>``: its criterion or solver and
+    refinement; ``allocation/<calib>/<id>``: its allocation) declare beyond their rule's formula, which holds what
+    the built-ins need (SparseGPT's Gram and factor among them)."""
+    kind, _, name = artifact.rpartition("/")
+    try:
+        if kind.startswith("pruned/"):
+            method = parse_method_id(name)
+            parts = (method.scorer, method.refinement)
+        elif kind.startswith("allocation/"):
+            parts = (parse_allocation_id(name)[0],)
+        else:
+            return 0.0
+    except ValueError:
+        return 0.0
+    return float(sum(p.entry.memory(shape) for p in parts if p and p.entry.memory))
+
+
 def check_whole_model_recoveries(config: dict, peaks: dict) -> None:
     """Raise ConfigError for a ``recon:full`` / ``retrain:...+full`` whose need exceeds the memory that
     ``runtime.max_memory`` declares for the device it trains on (CPU: ``cpu``; GPU: ``runtime.gpus`` times
@@ -212,12 +240,19 @@ def recovery_kind(recovery: str) -> str:
 
 
 def pruning_kind(method: str) -> str:
-    """The memory kind of an unstructured or structured method id (``sparsegpt-u0.5-seq``, ``...-liar0.1``)."""
-    if method.endswith("-seq"):
-        return "prune_sparsegpt" if method.startswith("sparsegpt-") else "prune_sequential"
+    """The memory kind of an unstructured or structured method id (``sparsegpt-u0.5-seq``, ``...-liar0.1``): a
+    method that reads Gram matrices holds them (``prune_sparsegpt`` sequentially, ``prune_from_cache`` a solver on
+    the dense stream), the others a block's scores."""
     if re.search(r"-(liar|liar_weight)[0-9.e-]*$|-(liar|liar_weight)auto$", method):
         return "prune_structured_liar"
-    return "prune_from_cache" if method.startswith("sparsegpt-") else "prune_by_score"
+    try:
+        parsed = parse_method_id(method)
+    except ValueError:  # a structured method id
+        return "prune_by_score"
+    gram = any("gram" in p.entry.needs for p in (parsed.scorer, parsed.refinement) if p)
+    if parsed.stream == "sequential":
+        return "prune_sparsegpt" if gram else "prune_sequential"
+    return "prune_from_cache" if parsed.scorer.entry.kind == "solver" else "prune_by_score"
 
 
 def kind_of_benchmark(path: str) -> str:
@@ -297,10 +332,11 @@ def planned_jobs(config: dict) -> dict[str, list[str]]:
     return {kind: list(artifacts) for kind, artifacts in jobs.items()}
 
 
-def fit_problems(config: dict, peaks: dict, host, gpu: Limit | None = None) -> list[str]:
+def fit_problems(config: dict, peaks: dict, host, gpu: Limit | None = None, shape: dict | None = None) -> list[str]:
     """One line for each kind of planned job whose need exceeds its limit: on the host its ``mem_mb``
     (:func:`job_mem_mb`) against ``host(rule)`` (a :class:`Limit`, or None: not checked); on a GPU its device
-    peak against ``gpu`` (one GPU's memory; a whole-model recovery may take ``runtime.gpus`` of them)."""
+    peak against ``gpu`` (one GPU's memory; a whole-model recovery may take ``runtime.gpus`` of them). With
+    ``shape`` (:func:`memory_shape`), the largest memory term a kind's methods declare is added (:func:`artifact_memory`)."""
     lines = []
     for kind, artifacts in sorted(planned_jobs(config).items()):
         rule = RULE_OF_KIND.get(kind)
@@ -308,21 +344,22 @@ def fit_problems(config: dict, peaks: dict, host, gpu: Limit | None = None) -> l
             continue
         what = f"rule {rule}{f' ({kind})' if kind != rule else ''}, {len(artifacts)} job{'s' if len(artifacts) > 1 else ''}"
         limit = host(rule)
-        need = job_mem_mb(peaks[kind]["host"])
+        extra = max((artifact_memory(a, shape) for a in artifacts), default=0.0) if shape else 0.0
+        need = job_mem_mb(peaks[kind]["host"] + extra)
         if limit is not None and need * 2**20 > limit.bytes:
             lines.append(f"{what}: mem_mb {need:,} on the host; limit {limit.bytes // 2**20:,} MB ({limit.source})")
         gpus = config["runtime"].get("gpus", 1) if kind.endswith("_full") else 1
-        device = peaks[kind]["device"]
+        device = peaks[kind]["device"] + extra
         if gpu is not None and kind not in DISPATCHED and device > gpus * gpu.bytes:
             on = f"{gpus} GPUs" if gpus > 1 else "the GPU"
             lines.append(f"{what}: {device / 2**30:,.1f} GiB on {on}; limit {gpus * gpu.bytes / 2**30:,.1f} GiB ({gpu.source})")
     return lines
 
 
-def check_fit(config: dict, peaks: dict, host, gpu: Limit | None = None) -> None:
+def check_fit(config: dict, peaks: dict, host, gpu: Limit | None = None, shape: dict | None = None) -> None:
     """Raise :class:`ConfigError` naming every kind of planned job that does not fit (:func:`fit_problems`),
     with its need and limit, and the ways on."""
-    lines = fit_problems(config, peaks, host, gpu)
+    lines = fit_problems(config, peaks, host, gpu, shape)
     if lines:
         raise ConfigError(
             f"model {config['model']!r}: {len(lines)} kind{'s' if len(lines) > 1 else ''} of planned job would not fit "

@@ -1,0 +1,271 @@
+"""The method registries: entries validated, hyperparameters checked, plugins found, no torch while the DAG is built."""
+
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from pruneflow.spec import registry
+from pruneflow.spec.registry import Entry, Param, RegistryError
+
+SRC = str(Path(__file__).resolve().parents[1] / "src")
+
+
+@pytest.fixture
+def scratch_registry(monkeypatch):
+    """The registry as it is, restored after the test (entries a test registers do not leak)."""
+    registry.entries("criterion")  # built-ins and plugins loaded before the copy
+    monkeypatch.setattr(registry, "_REGISTRY", {kind: dict(found) for kind, found in registry._REGISTRY.items()})
+
+
+def test_param_check_converts_and_names_bad_values():
+    p = Param("a", 0.5, float, minimum=0.0, maximum=1.0)
+    assert p.check(1) == 1.0 and isinstance(p.check(1), float)  # YAML's 1 for a float
+    with pytest.raises(ValueError, match=r"a = 1\.5 is not allowed; allowed: a number >= 0 and <= 1$"):
+        p.check(1.5)
+    with pytest.raises(ValueError, match=r"a = 'x' is not allowed; allowed: a number"):
+        p.check("x")
+    with pytest.raises(ValueError, match="allowed: an integer > 0$"):
+        Param("n", 1, int, minimum=0, exclusive_minimum=True).check(0)
+    with pytest.raises(ValueError, match="n = True is not allowed; allowed: an integer$"):
+        Param("n", 1, int).check(True)  # a bool is no count
+    with pytest.raises(ValueError, match="allowed: one of seq, dense"):
+        Param("s", "seq", str, choices=("seq", "dense")).check("both")
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"kind": "criteria"}, "kind 'criteria' is not allowed"),
+    ({"name": "my-score"}, "name 'my-score' is not allowed"),
+    ({"name": "Score"}, "name 'Score' is not allowed"),
+    ({"implementation": "pkg.mod.scores"}, "expected 'package.module:attribute'"),
+    ({"needs": {"hessian"}}, "needs 'hessian' not allowed; allowed: calibration"),
+    ({"params": (Param("a", 2.0, maximum=1.0),)}, "the default fails its own schema"),
+    ({"params": (Param("a", 0.5), Param("a", 0.1))}, "distinct names"),
+])
+def test_entry_rejects_bad_declarations(kwargs, message):
+    fields = {"kind": "criterion", "name": "score", "implementation": "pkg.mod:scores", **kwargs}
+    with pytest.raises(RegistryError, match=message):
+        Entry(**fields)
+
+
+def test_settings_fill_defaults_and_name_unknown_keys():
+    entry = registry.get("solver", "sparsegpt")
+    assert entry.settings({}) == {"blocksize": 128, "percdamp": 0.01}
+    assert entry.settings({"percdamp": 0.1}) == {"blocksize": 128, "percdamp": 0.1}
+    assert entry.changed({"percdamp": 0.1, "blocksize": 128}) == {"percdamp": 0.1}
+    with pytest.raises(RegistryError, match=r"unknown parameter 'damp'; allowed: blocksize, percdamp"):
+        entry.settings({"damp": 0.1})
+    with pytest.raises(RegistryError, match=r"solver 'sparsegpt': blocksize = 0 is not allowed; allowed: an integer >= 1"):
+        entry.settings({"blocksize": 0})
+
+
+def test_get_names_the_allowed_entries():
+    with pytest.raises(RegistryError, match=r"unknown criterion 'wanda_ria'; allowed: magnitude, magnitude_row, wanda"):
+        registry.get("criterion", "wanda_ria")
+
+
+def test_a_name_registered_twice_by_different_code_is_refused(scratch_registry):
+    registry.register(Entry("criterion", "twice", "pkg.a:scores"))
+    registry.register(Entry("criterion", "twice", "pkg.a:scores"))  # the same module again (reloaded): fine
+    with pytest.raises(RegistryError, match="registered twice: by pkg.a:scores and by pkg.b:scores"):
+        registry.register(Entry("criterion", "twice", "pkg.b:scores"))
+
+
+def test_every_builtin_loads_and_matches_its_kind():
+    for kind in registry.KINDS:
+        for name, entry in registry.entries(kind).items():
+            impl = entry.load()
+            if kind == "solver":
+                assert callable(impl.prepare) and callable(impl.solve), name
+            else:
+                assert callable(impl), name
+
+
+def write_plugin(root: Path, module: str, body: str, value: str) -> None:
+    """A package as pip would install it: the module and a dist-info naming its entry point."""
+    (root / f"{module}.py").write_text(textwrap.dedent(body))
+    info = root / f"{module}-0.1.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {module}\nVersion: 0.1\n")
+    (info / "entry_points.txt").write_text(f"[{registry.ENTRY_POINT_GROUP}]\n{module} = {value}\n")
+
+
+def test_plugins_register_through_their_entry_point(tmp_path, monkeypatch, scratch_registry):
+    write_plugin(tmp_path, "halfscore", """
+        from pruneflow.spec.registry import Entry, Param, register
+        def scores(weight, stats, *, power):
+            return weight.abs().float() ** power
+        ENTRIES = [Entry("criterion", "halfscore", "halfscore:scores", params=(Param("power", 0.5, minimum=0.0),),
+                         options={"per_row": True})]
+    """, "halfscore:ENTRIES")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    registry.load_plugins()
+    entry = registry.get("criterion", "halfscore")
+    assert entry.settings({}) == {"power": 0.5} and entry.load().__name__ == "scores"
+
+
+def test_a_plugin_that_is_no_entry_is_named(tmp_path, monkeypatch, scratch_registry):
+    write_plugin(tmp_path, "notentry", "THING = 3\n", "notentry:THING")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    with pytest.raises(RegistryError, match=r"plugin 'notentry' \(notentry:THING\): expected an Entry or a list of them, got 3"):
+        registry.load_plugins()
+
+
+def test_building_the_dag_imports_no_torch():
+    """The Snakefile imports spec/ and every built-in entry to build its DAG: none of it may import torch."""
+    code = textwrap.dedent("""
+        import sys
+        from pruneflow.spec import registry, naming, config, resources, preflight  # what the rules read
+        for kind in registry.KINDS:
+            registry.entries(kind)
+        assert registry.entries("criterion") and registry.entries("solver")
+        print(sorted(m for m in sys.modules if m.split(".")[0] == "torch"))
+    """)
+    out = subprocess.run([sys.executable, "-c", code], env={"PYTHONPATH": SRC, "PATH": ""}, capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[]"
+
+
+REPO = Path(__file__).resolve().parents[1]
+# Files that may spell a registered name, and why (the check below fails on any other).
+NAME_LITERALS_ALLOWED = {
+    "src/pruneflow/prune/allocation.py": {"owl"},  # OWL's math, which its entry (methods/owl.py) calls
+    "src/pruneflow/report/paper_numbers.py": {"magnitude", "wanda", "sparsegpt"},  # published numbers, keyed as the papers name them
+    # structured pruning's own criteria (LIAR's family, not a registered unstructured criterion) share two names
+    "src/pruneflow/spec/naming.py": {"magnitude", "wanda"},
+    "src/pruneflow/structured/prune.py": {"magnitude", "wanda"},
+}
+
+
+def _string_literals(path: Path):
+    """(line, value) of every string literal of a Python file (tokens, so docstrings' words are not literals), or of a
+    rule file (quoted words, by a regex: Snakemake's syntax is no Python)."""
+    import io
+    import re
+    import tokenize
+
+    text = path.read_text()
+    if path.suffix == ".py":
+        for tok in tokenize.generate_tokens(io.StringIO(text).readline):
+            if tok.type == tokenize.STRING:
+                body = tok.string.lstrip("rbuRBUfF")
+                yield tok.start[0], body[3:-3] if body[:3] in ('"""', "'''") else body[1:-1]
+    else:
+        for number, line in enumerate(text.splitlines(), 1):
+            for match in re.finditer(r"([\"'])([a-z][a-z0-9_]*)\1", line):
+                yield number, match.group(2)
+
+
+def test_no_method_name_is_spelled_outside_its_own_module():
+    names = {name: e for kind in registry.KINDS for name, e in registry.entries(kind).items()}
+    own = {name: {e.implementation.partition(":")[0]} for name, e in names.items()}
+    files = [*REPO.glob("src/pruneflow/**/*.py"), *REPO.glob("rules/*.smk"), *REPO.glob("scripts/*.py"), REPO / "Snakefile"]
+    found = []
+    for path in files:
+        rel = path.relative_to(REPO).as_posix()
+        module = rel.removeprefix("src/").removesuffix(".py").replace("/", ".")
+        for line, value in _string_literals(path):
+            if value in names and module not in own[value] and value not in NAME_LITERALS_ALLOWED.get(rel, ()):
+                found.append(f"{rel}:{line}: {value!r}")
+    assert not found, "method names spelled outside their own modules (read them from the registry):\n" + "\n".join(found)
+
+
+@pytest.mark.slow
+def test_a_plugin_criterion_and_ria_with_a_setting_run_through_a_study(tmp_path, tiny_model_dir):
+    """A package installed beside PruneFlow (here: a folder on PYTHONPATH with its dist-info) adds a criterion that
+    keeps the smallest weights of each row; a study names it beside RIA with a = 0.25, and the workflow prunes both."""
+    import pandas as pd
+    import torch
+
+    from pruneflow.core.architectures import architecture_of
+    from pruneflow.core.stream import load_variant, load_variant_with_masks
+    from pruneflow.prune.masks import make_mask, parse_pattern
+    from pruneflow.spec.naming import settings_digest
+    from workflow_helpers import tiny_config, write_config
+
+    plugins = tmp_path / "site"
+    plugins.mkdir()
+    write_plugin(plugins, "smallest", """
+        from pruneflow.spec.registry import Entry, register
+        def scores(weight, stats):
+            return -weight.abs().float()  # the smallest weights score highest
+        ENTRY = Entry("criterion", "smallest", "smallest:scores", options={"per_row": True}, doc="keeps the smallest weights")
+    """, "smallest:ENTRY")
+    work = tmp_path / "work"
+    work.mkdir()
+    config = tiny_config(tiny_model_dir)
+    config["studies"] = {"plug": {"criteria": ["smallest", {"name": "ria", "a": 0.25}], "patterns": [0.5], "stream": "dense"}}
+    write_config(work, config)
+    cmd = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "--directory", str(work), "--configfile",
+           str(work / "config.yaml"), "--replace-workflow-config", "--cores", "2", "results/tables/plug.csv"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=900, env={**os.environ, "PYTHONPATH": str(plugins)})
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+
+    dense, _ = load_variant(work / "results/tiny/dense")
+    arch = architecture_of(dense)
+    _, _, masks = load_variant_with_masks(work / "results/tiny/pruned/none/smallest-u0.5")
+    for index, block in enumerate(arch.get_blocks(dense)):
+        for name, layer in arch.block_linears(block).items():
+            expected = make_mask(-arch.weight(layer).abs().float(), parse_pattern(0.5), per_row=True)
+            assert torch.equal(masks[index][name], expected), (index, name)
+    ria = f"ria-p{settings_digest({'a': 0.25})}-u0.5-dense"  # a non-default setting: its own path
+    assert (work / "results/tiny/pruned/brown-n4-l64-s0" / ria / "masks").is_dir()
+    table = pd.read_csv(work / "results/tables/plug.csv")
+    assert list(table.method) == ["dense", "smallest", "ria"] and list(table.settings) == ["-", "-", "a=0.25"]
+
+
+def flip_refine(weight, keep, stats, pattern, *, shift):
+    """A refinement for the tests: the mask rolled along the input dimension (counts per row kept)."""
+    return keep.roll(shift, dims=1)
+
+
+def test_a_refinement_is_a_token_of_the_method_id_and_edits_the_mask(scratch_registry):
+    import torch
+
+    from pruneflow.core.activations import InputStats
+    from pruneflow.prune.criteria import get_criterion, prune_layer
+    from pruneflow.prune.masks import make_mask, parse_pattern
+    from pruneflow.spec.criteria import method_criterion
+    from pruneflow.spec.naming import known_parts, make_method, parse_method_id, study_methods
+
+    registry.register(Entry("refinement", "flip", f"{__name__}:flip_refine", needs={"calibration", "input_norms"},
+                            params=(Param("shift", 1, int, minimum=1),)))
+    study = {"criteria": ["magnitude"], "patterns": [0.5], "refinements": ["none", "flip", {"name": "flip", "shift": 2}]}
+    ids = [m.id for m in study_methods(study)]
+    # magnitude reads no statistics, its refinement does: the variant gets a stream
+    assert ids[:2] == ["magnitude-u0.5", "magnitude-u0.5-flip-seq"] and ids[2].startswith("magnitude-u0.5-flip-p")
+    method = parse_method_id(ids[2], known_parts({"studies": {"s": study}}))
+    assert method == make_method("magnitude", 0.5, "sequential", refinement={"name": "flip", "shift": 2})
+    criterion = method_criterion(method)
+    assert criterion.refinement.settings == {"shift": 2} and criterion.needs_calibration
+
+    torch.manual_seed(0)
+    weight = torch.randn(4, 8)
+    stats = InputStats.from_tensors(1, torch.ones(8))
+    keep = prune_layer(criterion, pruned := weight.clone(), stats, parse_pattern(0.5))
+    expected = make_mask(weight.abs(), parse_pattern(0.5), per_row=False).roll(2, dims=1)
+    assert torch.equal(keep, expected) and torch.equal(pruned, weight * expected)
+    with pytest.raises(RegistryError, match=r"shift = 0 is not allowed; allowed: an integer >= 1"):
+        get_criterion("magnitude", refinement=("flip", {"shift": 0}))
+
+
+def flat_allocate(model, cache, sparsity, sizes):
+    return {"block_sparsities": [sparsity] * len(sizes)}
+
+
+def test_a_data_free_allocation_and_a_memory_term_reach_naming_and_resources(scratch_registry):
+    from pruneflow.spec.naming import allocation_artifact, make_method, making_steps, pruned_variant
+    from pruneflow.spec.resources import artifact_memory
+
+    registry.register(Entry("allocation", "flat", f"{__name__}:flat_allocate"))  # reads the weights alone
+    registry.register(Entry("criterion", "hungry", "pkg.hungry:scores", memory=lambda s: 10 * s["hidden"] * s["ffn"]))
+    method = make_method("magnitude", 0.7, allocation="flat")
+    variant = pruned_variant(method, {"corpus": "c", "nsamples": 1, "seqlen": 8, "seed": 0})
+    assert variant == "pruned/none/magnitude-u0.7-flat" and allocation_artifact(method, "none") == "allocation/none/flat-u0.7"
+    assert making_steps(variant)["prune"] == ["allocation/none/flat-u0.7", variant]  # no activation cache
+    shape = {"hidden": 4, "ffn": 8}
+    assert artifact_memory("pruned/none/hungry-u0.5", shape) == 320.0
+    assert artifact_memory(variant, shape) == 0.0 and artifact_memory("structured/none/wanda-neurons0.2-none", shape) == 0.0
