@@ -43,13 +43,14 @@ from tqdm.auto import tqdm
 
 from pruneflow.core.activations import (BlockInputs, block_output, call_arguments, capture_block_inputs, collect_stats, feed_inputs,
                                         input_groups, run_block, run_hooked)
-from pruneflow.core.architectures import StopForward, Sublayer
+from pruneflow.core.architectures import Architecture, StopForward, Sublayer, architecture_of
 from pruneflow.core.stream import ModelStream
 from pruneflow.prune.criteria import Criterion, prune_block_layers
 from pruneflow.prune.masks import Pattern
 from pruneflow.recover.least_squares import SOLVERS, linear_output_error, masked_least_squares
-from pruneflow.recover.adapters import AdapterConfig, merge_adapters, next_token_loss, parse_subsets, retrain, subset_parameters, wrap_block_linears
+from pruneflow.recover.adapters import AdapterConfig, merge_adapters, parse_subsets, subset_parameters, wrap_block_linears
 from pruneflow.recover.train import TrainConfig, peak_memory, reconstruction_loss, train
+from pruneflow.recover.whole_model import next_token_loss, train_whole_model
 
 GRANULARITIES = ("matrix", "matrix-adam", "sublayer", "block", "blocks:k", "full")
 from pruneflow.spec.naming import RECON_INPUTS as INPUTS, RECON_TARGETS as TARGETS
@@ -404,6 +405,7 @@ def reconstruct_model(
     damp: float = 0.01,
     solver: str = "cg",
     device="cpu",
+    arch: Architecture | None = None,
     _pruner=None,
 ) -> dict:
     """Reconstruct ``pruned`` (in place) towards ``dense`` on ``calib_ids`` [nsamples, seqlen].
@@ -414,6 +416,7 @@ def reconstruct_model(
     after each unit). ``lm_head``/``embeddings`` only exist for ``full``. ``damp`` and ``solver``:
     the closed form's ridge factor and solver (``matrix`` only; see :func:`masked_least_squares`:
     ``cg`` reaches the exact ``cholesky`` solution to a relative tolerance, several times faster).
+    ``arch``: the models' architecture (found here when not given).
 
     Returns a summary: seconds, peak memory, the most trainable parameters held at once, and per
     unit the loss before and after (``matrix``: mean squared output error over all calibration tokens;
@@ -427,8 +430,8 @@ def reconstruct_model(
     start = time.perf_counter()
     summary = {"granularity": granularity, "inputs": inputs, "targets": targets, "trainable": list(subsets), "solver": solver,
                "adapter": adapter.to_dict() if adapter else None, "config": cfg.to_dict(), "notes": []}
-    if granularity_name == "full":
-        units = _reconstruct_full(pruned, keep_masks, calib_ids, subsets, adapter, cfg, device, summary["notes"])
+    if granularity_name == "full":  # ``pruned`` is a whole model in memory
+        units = _reconstruct_full(pruned, arch or architecture_of(pruned), keep_masks, calib_ids, subsets, adapter, cfg, device, summary["notes"])
         return _finish(summary, units, start)
     skipped = [s for s in subsets if s in ("lm_head", "embeddings")]
     if skipped:
@@ -437,7 +440,7 @@ def reconstruct_model(
     p, d = ModelStream.wrap(pruned), ModelStream.wrap(dense)
     # shapes suffice to tell which subsets the model has: a stream's skeleton answers too
     summary["notes"] += [f"subset {s} unavailable: the model has none" for s in subset_parameters(p.model, block_subsets)[1]]
-    ctx = _Context(p.arch, p, d, keep_masks, granularity_name, inputs, targets, cfg, block_subsets, adapter, damp, solver,
+    ctx = _Context(arch or p.arch, p, d, keep_masks, granularity_name, inputs, targets, cfg, block_subsets, adapter, damp, solver,
                    device, _pruner)
     units = _reconstruct_blocks(ctx, calib_ids, granularity, k)
     return _finish(summary, units, start)
@@ -461,7 +464,7 @@ def _check_options(granularity_name, inputs, targets, trainable, adapter, solver
     return parse_subsets(trainable)
 
 
-def _reconstruct_full(pruned, keep_masks, calib_ids, subsets, adapter, cfg, device, notes: list) -> list[dict]:
+def _reconstruct_full(pruned, arch, keep_masks, calib_ids, subsets, adapter, cfg, device, notes: list) -> list[dict]:
     """Granularity full: retrain the whole model on next-token loss; one unit, its loss the calibration
     cross-entropy (before and after: on the first :data:`PROBE_CHUNKS` chunks). ``pruned``: a whole model (in
     memory, or a stream's, every block loaded)."""
@@ -470,7 +473,7 @@ def _reconstruct_full(pruned, keep_masks, calib_ids, subsets, adapter, cfg, devi
     with torch.no_grad():
         pruned.to(device).eval()
         before = sum(float(loss(b)) * len(b) for b in probe) / sum(len(b) for b in probe)
-    history = retrain(pruned, keep_masks, calib_ids, subsets, adapter, cfg, device)
+    history = train_whole_model(pruned, arch, keep_masks, calib_ids, subsets, adapter, cfg, device)
     with torch.no_grad():
         after = sum(float(loss(b)) * len(b) for b in probe) / sum(len(b) for b in probe)
     notes += [f"subset {s} unavailable" for s in history["unavailable"]]
@@ -488,10 +491,10 @@ def _reconstruct_blocks(ctx: "_Context", calib_ids, granularity: str, k: int) ->
     # The pruned stream also feeds the interleaved order's pruning statistics.
     need_p = ctx.inputs == "pruned" or ctx.pruner is not None
     need_d = ctx.inputs == "dense" or ctx.targets == "dense"
-    stream_p = capture_block_inputs(ctx.p.model, calib_ids, chunk, device, dtype) if need_p else None
+    stream_p = capture_block_inputs(ctx.p.model, calib_ids, chunk, device, dtype, arch=ctx.arch) if need_p else None
     if need_d:  # one skeleton (the same embeddings) gives the same inputs to both
         same = stream_p is not None and ctx.d.model is ctx.p.model
-        stream_d = stream_p if same else capture_block_inputs(ctx.d.model, calib_ids, chunk, device, ctx.d.compute_dtype)
+        stream_d = stream_p if same else capture_block_inputs(ctx.d.model, calib_ids, chunk, device, ctx.d.compute_dtype, arch=ctx.d.arch)
     else:
         stream_d = None
     units = []
