@@ -1,4 +1,5 @@
-"""Run one recovery (reconstruction or PERP retraining) on a pruned model, from config settings."""
+"""Run one recovery (reconstruction or PERP retraining) on a pruned model, from config settings; the mode's
+registry entry (spec/recovery.py) says which code runs it."""
 
 from __future__ import annotations
 
@@ -7,11 +8,11 @@ import contextlib
 import torch
 
 from pruneflow.core.stream import ModelStream
-from pruneflow.spec.naming import ADAPTER_KEYS, ADAPTER_NAMES, Method, Recovery
+from pruneflow.spec.naming import ADAPTER_NAMES, Method, Recovery
 from pruneflow.recover.adapters import AdapterConfig
 from pruneflow.recover.reconstruct import prune_and_reconstruct, reconstruct_model
-from pruneflow.recover.retrain import retrain
 from pruneflow.spec.criteria import get_criterion
+from pruneflow.spec.recovery import ADAPTER_KEYS
 from pruneflow.recover.train import TrainConfig
 
 TRAIN_FIELDS = set(TrainConfig.__dataclass_fields__)
@@ -81,9 +82,8 @@ def _recover(dense, pruned, arch, keep_masks, calib_ids, recovery, settings, dev
     train = {k: v for k, v in settings.items() if k in TRAIN_FIELDS}
     subsets, adapter_kind = split_trainable(recovery.trainable)
     adapter = AdapterConfig(adapter_kind, **{k: v for k, v in settings.items() if k in ADAPTER_FIELDS}) if adapter_kind else None
-    if recovery.mode == "retrain":
-        return retrain(pruned, keep_masks, calib_ids, subsets, adapter, TrainConfig.retraining(**train), device,
-                       gradient_checkpointing, arch)
+    if not recovery.is_reconstruction:  # a retraining: its entry's code runs it
+        return recovery.entry.load()(pruned, arch, keep_masks, calib_ids, subsets, adapter, train, device, gradient_checkpointing)
     trainable = "all" if recovery.trainable == "all" else (subsets or "none")
     options = dict(trainable=trainable, adapter=adapter, targets=settings.get("targets", RECON_DEFAULTS["targets"]),
                    damp=settings.get("damping", RECON_DEFAULTS["damping"]), device=device, arch=arch)
