@@ -301,7 +301,7 @@ def recover_gpus(wildcards):
     """A whole-model recovery (recon:full, retrain:...+full) may take runtime.gpus GPUs; the others one."""
     return GPU * (
         config["runtime"]["gpus"]
-        if recovery_kind(wildcards.recovery).endswith("_full")
+        if ex.parse_recovery_id(wildcards.recovery).trains_every_weight
         else 1
     )
 

@@ -19,7 +19,7 @@ rule recover:
     wildcard_constraints:
         pcalib=PATH_PART,
         method=PATH_PART,
-        recovery=r"(?:recon|retrain)-[^/]+",
+        recovery=ex.recovery_id_pattern(),
     conda:
         "../envs/pruneflow.yaml"
     threads: THREADS

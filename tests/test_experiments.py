@@ -155,7 +155,8 @@ def test_a_recovered_owl_variant_lives_under_its_owl_parent():
 
 
 def test_each_recovery_hashes_only_the_settings_it_reads():
-    from pruneflow.spec.naming import OPTIMISER_KEYS, recovery_settings
+    from pruneflow.spec.naming import recovery_settings
+    from pruneflow.spec.recovery import OPTIMISER_KEYS
     from pruneflow.recover.train import TrainConfig
 
     assert set(OPTIMISER_KEYS) == set(TrainConfig.__dataclass_fields__)

@@ -17,8 +17,8 @@ from pruneflow.recover.adapters import (
     merge_adapters,
     parse_subsets,
     prepare_retraining,
-    retrain,
 )
+from pruneflow.recover.retrain import retrain
 from pruneflow.prune.sequential import prune_model
 from pruneflow.core.tiny import build_tiny_model
 from pruneflow.recover.train import TrainConfig, train

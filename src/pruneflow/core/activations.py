@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from pruneflow.core.architectures import StopForward, architecture_of, in_features
+from pruneflow.core.architectures import Architecture, StopForward, architecture_of, in_features
 from pruneflow.core.stream import ModelStream
 
 
@@ -100,7 +100,7 @@ def _is_cache(value) -> bool:
 
 @torch.no_grad()
 def capture_block_inputs(model: nn.Module, input_ids: torch.Tensor, batch_size: int, device="cpu",
-                         dtype: torch.dtype | None = None, store="device") -> BlockInputs:
+                         dtype: torch.dtype | None = None, store="device", arch: Architecture | None = None) -> BlockInputs:
     """Run the embeddings only and record what every block receives: the first block's hidden
     states and each block's own arguments.
 
@@ -111,8 +111,9 @@ def capture_block_inputs(model: nn.Module, input_ids: torch.Tensor, batch_size: 
     ``dtype``: the hidden states (and the masks and rotary tables made from them) in that dtype, as a
     model cast to it would give them (blocks computing in float32 over a bfloat16 model). ``store``:
     ``"cpu"`` keeps the hidden states on the CPU between blocks (activations that do not fit the device).
+    ``arch``: the model's architecture, when the caller has it.
     """
-    arch = architecture_of(model)
+    arch = arch or architecture_of(model)
     blocks = arch.get_blocks(model)
     captured = BlockInputs(hidden=[], layer_kwargs=[[] for _ in blocks], store=store)
     moved: dict = {}

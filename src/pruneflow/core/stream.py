@@ -78,11 +78,12 @@ class ModelStream:
     # --- what the stream is -----------------------------------------------------------------
 
     @classmethod
-    def wrap(cls, model: nn.Module, keep_masks: Mapping | None = None) -> "ModelStream":
-        """A stream over a model already in memory: its blocks are loaded in place (moved, cast, moved back)."""
+    def wrap(cls, model: nn.Module, keep_masks: Mapping | None = None, arch: Architecture | None = None) -> "ModelStream":
+        """A stream over a model already in memory: its blocks are loaded in place (moved, cast, moved back).
+        ``arch``: the model's architecture, when the caller has it."""
         if isinstance(model, ModelStream):
             return model
-        return cls(model, _InMemory(model, keep_masks), arch=architecture_of(model))
+        return cls(model, _InMemory(model, keep_masks), arch=arch or architecture_of(model))
 
     @property
     def in_memory(self) -> bool:

@@ -17,13 +17,13 @@ Adapters on every prunable linear layer of the blocks (rank r, scaling α/r, mas
 - ``scalelora``: W ⊙ (BA), A and B initialised to 1/√r so BA starts as all ones.
 
 :func:`merge_adapters` folds adapters back into the original layers (plain ``nn.Linear`` /
-``Conv1D``), so the model saves and loads with ``from_pretrained`` without PruneFlow.
+``Conv1D``), so the model saves and loads with ``from_pretrained`` without PruneFlow. The training that uses
+them lives beside: :mod:`pruneflow.recover.whole_model` (PERP retraining, ``recon:full``) and the layer-wise
+units of :mod:`pruneflow.recover.reconstruct`.
 """
 
 from __future__ import annotations
 
-import contextlib
-import functools
 import math
 import re
 from collections.abc import Iterable, Mapping
@@ -31,12 +31,9 @@ from dataclasses import asdict, dataclass
 
 import torch
 import torch.nn.functional as F
-import torch.utils.checkpoint
 from torch import nn
 
-from pruneflow.core.architectures import architecture_of, find_blocks
-from pruneflow.recover.train import TrainConfig, peak_memory, train
-
+from pruneflow.core.architectures import Architecture, architecture_of
 from pruneflow.spec.naming import ADAPTER_NAMES as ADAPTERS, SUBSET_NAMES as SUBSETS
 
 
@@ -225,10 +222,12 @@ def wrap_block_linears(
 
 
 def add_adapters(
-    model, keep_masks: Mapping[int, Mapping[str, torch.Tensor]] | None, cfg: AdapterConfig, seed: int = 0
+    model, keep_masks: Mapping[int, Mapping[str, torch.Tensor]] | None, cfg: AdapterConfig, seed: int = 0,
+    arch: Architecture | None = None,
 ) -> dict[str, AdapterLinear]:
-    """Wrap the prunable linears of every block; returns {"<block>.<linear>": adapter}."""
-    arch = architecture_of(model)
+    """Wrap the prunable linears of every block; returns {"<block>.<linear>": adapter}. ``arch``: the model's
+    (found here when not given)."""
+    arch = arch or architecture_of(model)
     generator = torch.Generator().manual_seed(seed)
     wrapped = {}
     for index, block in enumerate(arch.get_blocks(model)):
@@ -322,11 +321,11 @@ def adapter_parameters(model) -> dict[str, nn.Parameter]:
     return {n: p for n, p in model.named_parameters() if n.rsplit(".", 1)[-1] in ("lora_A", "lora_B")}
 
 
-def weight_masks(model, keep_masks: Mapping[int, Mapping[str, torch.Tensor]] | None, names: Iterable[str]) -> dict[str, torch.Tensor]:
+def weight_masks(model, arch: Architecture, keep_masks: Mapping[int, Mapping[str, torch.Tensor]] | None,
+                 names: Iterable[str]) -> dict[str, torch.Tensor]:
     """{parameter name: keep-mask in that parameter's layout} for the pruned block weights among ``names``."""
     if not keep_masks:
         return {}
-    arch = architecture_of(model)
     params = dict(model.named_parameters())
     wanted = {id(params[n]) for n in names if n in params}
     by_id = {}
@@ -350,13 +349,16 @@ def trainable_fraction(model) -> dict:
     return {"trainable_params": trainable, "total_params": total, "trainable_fraction": trainable / total}
 
 
-def prepare_retraining(model, keep_masks, subsets, adapter: AdapterConfig | None, seed: int = 0) -> dict:
-    """Freeze ``model``, add the adapters, unfreeze the subsets; returns {params, masks, unavailable, fraction}."""
+def prepare_retraining(model, keep_masks, subsets, adapter: AdapterConfig | None, seed: int = 0,
+                       arch: Architecture | None = None) -> dict:
+    """Freeze ``model``, add the adapters, unfreeze the subsets; returns {params, masks, unavailable, fraction}.
+    ``arch``: the model's (found here when not given)."""
     subsets = parse_subsets(subsets)
+    arch = arch or architecture_of(model)
     for p in model.parameters():
         p.requires_grad_(False)
     if adapter is not None:
-        add_adapters(model, keep_masks, adapter, seed)
+        add_adapters(model, keep_masks, adapter, seed, arch)
     if "lm_head" in subsets:
         add_head_adapter(model, adapter or AdapterConfig("lora"), seed)
     params, unavailable = subset_parameters(model, subsets)
@@ -367,79 +369,7 @@ def prepare_retraining(model, keep_masks, subsets, adapter: AdapterConfig | None
         p.requires_grad_(True)
     return {
         "params": params,
-        "masks": weight_masks(model, keep_masks, params),
+        "masks": weight_masks(model, arch, keep_masks, params),
         "unavailable": unavailable,
         **trainable_fraction(model),
-    }
-
-
-def next_token_loss(model, device="cpu", dtype: torch.dtype = torch.float32):
-    """The causal LM loss of a batch of token ids [batch, seqlen] (Hugging Face shifts the labels). A model
-    stored in a half dtype runs under autocast to it: its frozen weights stay as stored, the float32
-    trainables are cast per use (their gradients reach the float32 masters)."""
-    half = dtype != torch.float32
-
-    def loss(ids):
-        with torch.autocast(torch.device(device).type, dtype=dtype if half else None, enabled=half):
-            return model(input_ids=ids.to(device), labels=ids.to(device), use_cache=False).loss
-    return loss
-
-
-@contextlib.contextmanager
-def checkpointed(blocks: Iterable[nn.Module], enabled: bool = True):
-    """Gradient checkpointing of each block: its activations are recomputed in the backward pass instead of
-    kept (device memory of one block's activations instead of all; about a third more compute). Works in
-    eval mode, which Hugging Face's own switch does not (retraining keeps dropout off)."""
-    saved = []
-    if enabled:
-        for block in blocks:
-            saved.append((block, block.forward))
-            block.forward = functools.partial(torch.utils.checkpoint.checkpoint, block.forward, use_reentrant=False)
-    try:
-        yield
-    finally:
-        for block, forward in saved:
-            block.forward = forward
-
-
-def retrain(
-    model,
-    keep_masks: Mapping[int, Mapping[str, torch.Tensor]] | None,
-    calib_ids: torch.Tensor,
-    subsets=("biases", "norms"),
-    adapter: AdapterConfig | None = None,
-    cfg: TrainConfig | None = None,
-    device="cpu",
-    gradient_checkpointing: bool = False,
-) -> dict:
-    """PERP: next-token loss on the calibration windows [nsamples, seqlen], training only ``subsets``
-    and ``adapter``; adapters are merged afterwards, pruned weights are exactly zero. In place.
-
-    The frozen model stays in its own dtype (one copy on ``device``); what trains gets float32 master
-    weights (bfloat16 steps of size lr·grad mostly round away), cast back when stored.
-    Returns {losses, seconds, steps, trainable_params, total_params, trainable_fraction, unavailable, ...}.
-    """
-    cfg = cfg or TrainConfig.retraining()
-    model.to(device)
-    model.eval()  # base-model dropout off: retraining is deterministic; adapter dropout stays on
-    if torch.cuda.is_available():
-        torch.cuda.reset_peak_memory_stats()
-    stored = model.get_input_embeddings().weight.dtype
-    setup = prepare_retraining(model, keep_masks, subsets, adapter, cfg.seed)
-    for p in setup["params"].values():
-        p.data = p.data.float()
-    batches = list(calib_ids.split(cfg.batch_size))
-    blocks = model.get_submodule(find_blocks(model))
-    with checkpointed(blocks, gradient_checkpointing):
-        history = train(setup["params"], next_token_loss(model, device, stored), batches, cfg, setup["masks"], desc="retrain")
-    merge_adapters(model)
-    for p in model.parameters():
-        p.requires_grad_(True)
-    return {
-        **history,
-        **{k: setup[k] for k in ("unavailable", "trainable_params", "total_params", "trainable_fraction")},
-        "subsets": list(parse_subsets(subsets)),
-        "adapter": adapter.to_dict() if adapter else None,
-        "config": cfg.to_dict(),
-        **peak_memory(),
     }

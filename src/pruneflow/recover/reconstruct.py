@@ -2,16 +2,12 @@
 Wagner, Roux, Zimmer, Pokutta).
 
 A *unit* of the pruned model is trained, with its kept weights only, so that its output matches the
-dense model's unit on the same inputs. Units, from finest to coarsest:
-
-- ``matrix``: each linear layer alone, a convex least-squares problem solved in closed form per
-  output row on the kept inputs, w_r = (X_Kᵀ X_K + λI)⁻¹ (X_Kᵀ y_r + λ w_r,dense), from the Gram XᵀX;
-- ``matrix-adam``: the same problem solved by gradient descent (for comparison);
-- ``sublayer``: the attention and the MLP of each block, one after the other, each with the norms
-  around it (pre_norm → module → post_norm, as the architecture adapter finds them: one norm before
-  for LLaMA, before and after for Gemma 2/3, after for OLMo 2); the paper's recommended unit;
-- ``block``: one transformer block; ``blocks:k``: k consecutive blocks together;
-- ``full``: the whole model on the next-token loss over the calibration windows.
+dense model's unit on the same inputs. Which units a reconstruction has is its granularity, a registry entry
+of kind ``reconstruction`` in its own module (:mod:`pruneflow.spec.recovery` says what an entry declares):
+``matrix`` and ``matrix-adam`` (each linear alone, closed form or Adam: :func:`reconstruct_matrices`),
+``sublayer`` (attention and MLP with their norms), ``block`` and ``blocks:k`` (:func:`reconstruct_units`) and
+``full`` (the whole model on the next-token loss). This module is what they share: the streams of inputs, a
+unit's training and the order.
 
 ``inputs``: ``pruned`` (our default) feeds every unit what the already reconstructed pruned model
 before it produces; ``dense`` feeds the dense model's stream, which is the Free Lunch reference
@@ -32,7 +28,6 @@ granularity. See :class:`pruneflow.recover.train.TrainConfig`.
 
 from __future__ import annotations
 
-import re
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -43,34 +38,32 @@ from tqdm.auto import tqdm
 
 from pruneflow.core.activations import (BlockInputs, block_output, call_arguments, capture_block_inputs, collect_stats, feed_inputs,
                                         input_groups, run_block, run_hooked)
-from pruneflow.core.architectures import StopForward, Sublayer
+from pruneflow.core.architectures import Architecture, StopForward, Sublayer
 from pruneflow.core.stream import ModelStream
 from pruneflow.prune.criteria import Criterion, prune_block_layers
 from pruneflow.prune.masks import Pattern
-from pruneflow.recover.least_squares import SOLVERS, linear_output_error, masked_least_squares
-from pruneflow.recover.adapters import AdapterConfig, merge_adapters, next_token_loss, parse_subsets, retrain, subset_parameters, wrap_block_linears
+from pruneflow.recover.least_squares import SOLVERS, linear_output_error
+from pruneflow.recover.adapters import AdapterConfig, merge_adapters, parse_subsets, subset_parameters, wrap_block_linears
 from pruneflow.recover.train import TrainConfig, peak_memory, reconstruction_loss, train
-
-GRANULARITIES = ("matrix", "matrix-adam", "sublayer", "block", "blocks:k", "full")
 from pruneflow.spec.naming import RECON_INPUTS as INPUTS, RECON_TARGETS as TARGETS
+from pruneflow.spec.recovery import granularity_entry, granularity_problem
 
 
 class ReconstructionError(ValueError):
     pass
 
 
-def parse_granularity(value: str) -> tuple[str, int]:
-    """``"block"`` → ("blocks", 1); ``"blocks:3"`` → ("blocks", 3); others unchanged with k = 1."""
-    text = str(value).strip()
-    if m := re.fullmatch(r"blocks:(\d+)", text):
-        if int(m.group(1)) < 1:
-            raise ReconstructionError(f"granularity {text!r}: k must be >= 1")
-        return "blocks", int(m.group(1))
-    if text == "block":
-        return "blocks", 1
-    if text not in GRANULARITIES:
-        raise ReconstructionError(f"granularity {text!r}: allowed {', '.join(GRANULARITIES)} (blocks:k with an integer k)")
-    return text, 1
+def find_granularity(text: str):
+    """The registry entry of a granularity and its parameters (``"blocks:3"`` → (entry, {"k": 3})); a bad one
+    raises ReconstructionError naming it and the allowed ones."""
+    try:
+        entry, params = granularity_entry(text)
+        problem = granularity_problem(text)
+    except ValueError as err:
+        raise ReconstructionError(str(err)) from None
+    if problem:
+        raise ReconstructionError(f"granularity {text!r}: {problem}")
+    return entry, params
 
 
 @torch.no_grad()
@@ -95,9 +88,25 @@ def _gram(xs: list[torch.Tensor], zs: list[torch.Tensor] | None = None) -> torch
     return total
 
 
-def _reconstruct_matrices(ctx: "_Context", index: int, p_block, d_block, stream_p, stream_d) -> list[dict]:
-    """Matrix granularity for one block: layer groups that share an input (q/k/v, o, gate/up, down)
-    in forward order, so each group sees the outputs of the groups already reconstructed."""
+def reconstruct_matrices(ctx: "Context", calib_ids, solve, chunk: int) -> list[dict]:
+    """Each linear layer of each block alone, block after block, towards the dense layer's output on the same
+    inputs. ``solve(ctx, layer, dense_weight, keep, xs, zs, gram, cross, name) -> (steps, trainable)`` updates the
+    layer's weight in place: ``dense_weight`` and ``keep`` [out, in], ``xs`` its inputs per chunk, ``zs`` the dense
+    layer's (None: the same), ``gram`` Σ xxᵀ and ``cross`` Σ xzᵀ (None: the Gram). ``chunk``: calibration samples per
+    chunk of the streams. Returns one record per linear."""
+    stream_p, stream_d = _streams(ctx, calib_ids, chunk)
+    records = []
+    for index in tqdm(range(ctx.p.num_blocks), desc=f"reconstruct {ctx.granularity}", unit="block"):
+        ctx.prune_before([index], stream_p)
+        p_block, d_block = ctx.p.load(index, ctx.device), ctx.d.load(index, ctx.device)
+        records += _reconstruct_matrices(ctx, index, p_block, d_block, stream_p, stream_d, solve)
+        stream_p, stream_d = _advance(ctx, [index], stream_p, stream_d)
+    return records
+
+
+def _reconstruct_matrices(ctx: "Context", index: int, p_block, d_block, stream_p, stream_d, solve) -> list[dict]:
+    """One block's linears: layer groups that share an input (q/k/v, o, gate/up, down) in forward order, so each
+    group sees the outputs of the groups already reconstructed."""
     arch, records = ctx.arch, []
     groups = arch.groups
     p_linears, d_linears = arch.block_linears(p_block), arch.block_linears(d_block)
@@ -123,57 +132,30 @@ def _reconstruct_matrices(ctx: "_Context", index: int, p_block, d_block, stream_
                 )
             gram, cross, target_gram, tokens = grams[key]
             before = linear_output_error(weight, dense, gram, cross, target_gram, tokens)
-            if ctx.granularity == "matrix":
-                with torch.no_grad():
-                    weight.copy_(masked_least_squares(dense, keep, gram, cross, ctx.damp, ctx.solver))
-                steps, trainable = 0, int(keep.sum())
-            else:
-                history = _train_linear(ctx, p_linears[name], dense, keep, xs[name], zs[name] if zs else xs[name], f"{index}.{name}")
-                steps, trainable = history["steps"], history["trainable_params"]
+            steps, trainable = solve(ctx, p_linears[name], dense, keep, xs[name], zs[name] if zs else None, gram, cross,
+                                     f"{index}.{name}")
             after = linear_output_error(weight, dense, gram, cross, target_gram, tokens)
             records.append({"unit": f"{index}.{name}", "before": before, "after": after, "steps": steps,
                             "trainable_params": trainable, "seconds": time.perf_counter() - start})
     return records
 
 
-def _train_linear(ctx, layer: nn.Module, dense_weight, keep, xs, zs, name) -> dict:
-    """Gradient-descent variant of the matrix problem: fit W x to W_dense z, W masked ([out, in] views)."""
-    param = layer.weight
-    param.requires_grad_(True)
-
-    def loss_fn(i):
-        with torch.no_grad():
-            target = zs[i] @ dense_weight.T
-        return reconstruction_loss(xs[i] @ ctx.arch.weight(layer).T, target, ctx.cfg.loss)
-
-    mask = keep.T if ctx.arch.transposed else keep
-    try:
-        return train({name: param}, loss_fn, list(range(len(xs))), ctx.cfg, {name: mask}, desc=f"matrix {name}")
-    finally:
-        param.requires_grad_(False)
-
-
 # ---------------------------------------------------------------- sublayer / block / blocks:k units
 
 
 @dataclass
-class _Unit:
+class Unit:
+    """What one reconstruction trains: ``part`` of ``blocks`` ("attn" or "mlp" of one block, or "blocks": the
+    blocks run in turn). ``finishes``: the streams move past its blocks once it is done."""
+
     name: str
     blocks: list[int]
-    part: str  # "attn", "mlp" or "blocks"
-
-
-def _units(granularity: str, k: int, n_blocks: int) -> list[_Unit]:
-    if granularity == "sublayer":
-        return [_Unit(f"{i}.{part}", [i], part) for i in range(n_blocks) for part in ("attn", "mlp")]
-    return [
-        _Unit(f"{i}" if k == 1 else f"{i}-{min(i + k, n_blocks) - 1}", list(range(i, min(i + k, n_blocks))), "blocks")
-        for i in range(0, n_blocks, k)
-    ]
+    part: str
+    finishes: bool = True
 
 
 @dataclass
-class _UnitInputs:
+class UnitInputs:
     """What a unit reads for every chunk: its input x and the arguments its module is called with
     (one dict, or one per block for a run of blocks)."""
 
@@ -182,7 +164,7 @@ class _UnitInputs:
 
 
 @torch.no_grad()
-def capture_sublayer_inputs(block: nn.Module, sub: Sublayer, stream: BlockInputs) -> _UnitInputs:
+def capture_sublayer_inputs(block: nn.Module, sub: Sublayer, stream: BlockInputs) -> UnitInputs:
     """Run ``block`` on ``stream`` until the sublayer's module is called; record the sublayer's input
     (what its first norm, or the module itself, reads) and the module's other arguments, per chunk."""
     entry = block.get_submodule(sub.entry)
@@ -200,13 +182,13 @@ def capture_sublayer_inputs(block: nn.Module, sub: Sublayer, stream: BlockInputs
     handles = [entry.register_forward_pre_hook(grab_entry, with_kwargs=True),
                target.register_forward_pre_hook(grab_call, with_kwargs=True)]
     run_hooked(block, stream, handles)
-    return _UnitInputs(xs, kws or [{} for _ in xs])
+    return UnitInputs(xs, kws or [{} for _ in xs])
 
 
-def _unit_inputs(ctx: "_Context", unit: _Unit, blocks, stream: BlockInputs) -> _UnitInputs:
+def _unit_inputs(ctx: "Context", unit: Unit, blocks, stream: BlockInputs) -> UnitInputs:
     if unit.part == "blocks":
         per_block = [stream.kwargs_at(j) for j in range(len(unit.blocks))]
-        return _UnitInputs(list(stream.hidden), [list(kws) for kws in zip(*per_block)])
+        return UnitInputs(list(stream.hidden), [list(kws) for kws in zip(*per_block)])
     return capture_sublayer_inputs(blocks[0], ctx.arch.sublayer(unit.part), stream)
 
 
@@ -222,7 +204,7 @@ def unit_forward(arch, blocks: Sequence[nn.Module], part: str, x: torch.Tensor, 
 
 
 @torch.no_grad()
-def _apply(arch, blocks, part, inputs: _UnitInputs) -> list[torch.Tensor]:
+def _apply(arch, blocks, part, inputs: UnitInputs) -> list[torch.Tensor]:
     return [unit_forward(arch, blocks, part, x, kw) for x, kw in zip(inputs.x, inputs.kwargs)]
 
 
@@ -236,7 +218,7 @@ def _mean_loss(outputs, targets, kind) -> float:
     return sum(float(reconstruction_loss(o, t, kind)) for o, t in zip(outputs, targets)) / len(outputs)
 
 
-def _reconstruct_unit(ctx: "_Context", unit: _Unit, stream_p: BlockInputs | None, stream_d: BlockInputs | None) -> dict:
+def _reconstruct_unit(ctx: "Context", unit: Unit, stream_p: BlockInputs | None, stream_d: BlockInputs | None) -> dict:
     """Train one unit of the pruned model (in place) to match the dense one; returns its record."""
     arch = ctx.arch
     start = time.perf_counter()
@@ -252,7 +234,7 @@ def _reconstruct_unit(ctx: "_Context", unit: _Unit, stream_p: BlockInputs | None
         del d_blocks
         for i in unit.blocks:
             ctx.d.release(i)
-    probe = _UnitInputs(source.x[:PROBE_CHUNKS], source.kwargs[:PROBE_CHUNKS])
+    probe = UnitInputs(source.x[:PROBE_CHUNKS], source.kwargs[:PROBE_CHUNKS])
     before = _mean_loss(_apply(arch, p_blocks, unit.part, probe), targets, ctx.cfg.loss)
 
     params, masks, wrapped = _unit_trainables(ctx, unit, p_blocks)
@@ -288,7 +270,7 @@ def _unit_linears(arch, part: str) -> tuple[str, ...]:
     return arch.linears if part == "blocks" else arch.sublayer(part).linears
 
 
-def _unit_trainables(ctx, unit: _Unit, p_blocks) -> tuple[dict, dict, bool]:
+def _unit_trainables(ctx, unit: Unit, p_blocks) -> tuple[dict, dict, bool]:
     """{name: parameter}, {name: keep-mask in the parameter's layout}, whether adapters were added."""
     arch = ctx.arch
     params: dict[str, nn.Parameter] = {}
@@ -324,12 +306,14 @@ def _unit_trainables(ctx, unit: _Unit, p_blocks) -> tuple[dict, dict, bool]:
 
 
 @dataclass
-class _Context:
+class Context:
+    """What a granularity's ``reconstruct(ctx, calib_ids, **params)`` works with."""
+
     arch: object
     p: ModelStream  # the pruned model, reconstructed in place (its blocks loaded a unit at a time)
     d: ModelStream  # the dense model
     keep_masks: Mapping
-    granularity: str
+    granularity: str  # as spelled (blocks:2): progress bars say it
     inputs: str
     targets: str
     cfg: TrainConfig
@@ -338,6 +322,7 @@ class _Context:
     damp: float
     solver: str
     device: object
+    notes: list  # said in the summary
     pruner: object = None  # interleaved order: prunes blocks (in place, filling keep_masks) before their units
 
     def prune_before(self, indices: list[int], stream_p: BlockInputs | None) -> None:
@@ -370,10 +355,11 @@ def prune_and_reconstruct(
     towards ``dense`` as in :func:`reconstruct_model` (``kwargs``: trainable, adapter, targets, damp,
     solver, device). ``masks``: the dict to fill (a variant writer saving each block's masks as it is released).
     Returns (keep-masks {block: {linear: bool [out, in]}}, summary)."""
-    if parse_granularity(granularity)[0] == "full":
-        raise ReconstructionError("granularity full trains the whole model at once: it cannot be interleaved with pruning block by block")
+    if find_granularity(granularity)[0].options["whole_model"]:
+        raise ReconstructionError(f"granularity {granularity} trains the whole model at once: it cannot be interleaved with "
+                                  "pruning block by block")
 
-    def prune_blocks(ctx: "_Context", indices: list[int], stream: BlockInputs) -> None:
+    def prune_blocks(ctx: Context, indices: list[int], stream: BlockInputs) -> None:
         for j, i in enumerate(indices):
             block = ctx.p.load(i, ctx.device)
             linears = ctx.arch.block_linears(block)
@@ -404,6 +390,7 @@ def reconstruct_model(
     damp: float = 0.01,
     solver: str = "cg",
     device="cpu",
+    arch: Architecture | None = None,
     _pruner=None,
 ) -> dict:
     """Reconstruct ``pruned`` (in place) towards ``dense`` on ``calib_ids`` [nsamples, seqlen].
@@ -414,44 +401,43 @@ def reconstruct_model(
     after each unit). ``lm_head``/``embeddings`` only exist for ``full``. ``damp`` and ``solver``:
     the closed form's ridge factor and solver (``matrix`` only; see :func:`masked_least_squares`:
     ``cg`` reaches the exact ``cholesky`` solution to a relative tolerance, several times faster).
+    ``arch``: the models' architecture (found here when not given).
 
     Returns a summary: seconds, peak memory, the most trainable parameters held at once, and per
     unit the loss before and after (``matrix``: mean squared output error over all calibration tokens;
     other units: their loss over the first :data:`PROBE_CHUNKS` chunks; ``full``: calibration cross-entropy).
     """
-    granularity_name, k = parse_granularity(granularity)
+    entry, params = find_granularity(granularity)
     cfg = cfg or TrainConfig()
-    subsets = _check_options(granularity_name, inputs, targets, trainable, adapter, solver, cfg)
+    subsets = _check_options(inputs, targets, trainable, adapter, solver)
     if torch.cuda.is_available():
         torch.cuda.reset_peak_memory_stats()
     start = time.perf_counter()
     summary = {"granularity": granularity, "inputs": inputs, "targets": targets, "trainable": list(subsets), "solver": solver,
                "adapter": adapter.to_dict() if adapter else None, "config": cfg.to_dict(), "notes": []}
-    if granularity_name == "full":
-        units = _reconstruct_full(pruned, keep_masks, calib_ids, subsets, adapter, cfg, device, summary["notes"])
-        return _finish(summary, units, start)
-    skipped = [s for s in subsets if s in ("lm_head", "embeddings")]
-    if skipped:
-        summary["notes"].append(f"subsets {skipped} are outside the blocks: only granularity full trains them")
-    block_subsets = tuple(s for s in subsets if s not in skipped)
-    p, d = ModelStream.wrap(pruned), ModelStream.wrap(dense)
-    # shapes suffice to tell which subsets the model has: a stream's skeleton answers too
-    summary["notes"] += [f"subset {s} unavailable: the model has none" for s in subset_parameters(p.model, block_subsets)[1]]
-    ctx = _Context(p.arch, p, d, keep_masks, granularity_name, inputs, targets, cfg, block_subsets, adapter, damp, solver,
-                   device, _pruner)
-    units = _reconstruct_blocks(ctx, calib_ids, granularity, k)
+    if entry.options["whole_model"]:  # ``pruned`` is a whole model in memory; no dense targets
+        p, d = ModelStream.wrap(pruned, arch=arch), None
+    else:
+        skipped = [s for s in subsets if s in ("lm_head", "embeddings")]
+        if skipped:
+            summary["notes"].append(f"subsets {skipped} are outside the blocks: only a whole-model granularity trains them")
+        subsets = tuple(s for s in subsets if s not in skipped)
+        p, d = ModelStream.wrap(pruned), ModelStream.wrap(dense)
+        # shapes suffice to tell which subsets the model has: a stream's skeleton answers too
+        summary["notes"] += [f"subset {s} unavailable: the model has none" for s in subset_parameters(p.model, subsets)[1]]
+    ctx = Context(arch or p.arch, p, d, keep_masks, granularity, inputs, targets, cfg, subsets, adapter, damp, solver, device,
+                  summary["notes"], _pruner)
+    units = entry.load()(ctx, calib_ids, **params)
     return _finish(summary, units, start)
 
 
-def _check_options(granularity_name, inputs, targets, trainable, adapter, solver, cfg) -> tuple[str, ...]:
+def _check_options(inputs, targets, trainable, adapter, solver) -> tuple[str, ...]:
     """The PERP subsets to train; a bad option raises naming it and what is allowed."""
     for name, value, allowed in (("inputs", inputs, INPUTS), ("targets", targets, TARGETS)):
         if value not in allowed:
             raise ReconstructionError(f"{name} {value!r}: allowed {', '.join(allowed)}")
     if solver not in SOLVERS:
         raise ReconstructionError(f"solver {solver!r}: allowed {', '.join(SOLVERS)}")
-    if granularity_name == "matrix" and cfg.loss != "mse":
-        raise ReconstructionError(f"granularity matrix (closed form) minimises the squared error; loss {cfg.loss!r} needs matrix-adam")
     if trainable == "all" or trainable == ("all",):
         if adapter is not None:
             raise ReconstructionError(
@@ -461,57 +447,36 @@ def _check_options(granularity_name, inputs, targets, trainable, adapter, solver
     return parse_subsets(trainable)
 
 
-def _reconstruct_full(pruned, keep_masks, calib_ids, subsets, adapter, cfg, device, notes: list) -> list[dict]:
-    """Granularity full: retrain the whole model on next-token loss; one unit, its loss the calibration
-    cross-entropy (before and after: on the first :data:`PROBE_CHUNKS` chunks). ``pruned``: a whole model (in
-    memory, or a stream's, every block loaded)."""
-    loss = next_token_loss(pruned, device)
-    probe = calib_ids.split(cfg.batch_size)[:PROBE_CHUNKS]
-    with torch.no_grad():
-        pruned.to(device).eval()
-        before = sum(float(loss(b)) * len(b) for b in probe) / sum(len(b) for b in probe)
-    history = retrain(pruned, keep_masks, calib_ids, subsets, adapter, cfg, device)
-    with torch.no_grad():
-        after = sum(float(loss(b)) * len(b) for b in probe) / sum(len(b) for b in probe)
-    notes += [f"subset {s} unavailable" for s in history["unavailable"]]
-    return [{"unit": "model", "before": before, "after": after, "steps": history["steps"],
-             "trainable_params": history["trainable_params"], "seconds": history["seconds"]}]
+def reconstruct_units(ctx: Context, calib_ids, units: list[Unit]) -> list[dict]:
+    """Train ``units`` in order (sublayers or blocks, forward order), the block inputs propagated as units finish;
+    returns one record per unit."""
+    stream_p, stream_d = _streams(ctx, calib_ids, ctx.cfg.batch_size)
+    records = []
+    for unit in tqdm(units, desc=f"reconstruct {ctx.granularity}", unit="unit"):
+        ctx.prune_before(unit.blocks, stream_p)
+        records.append(_reconstruct_unit(ctx, unit, stream_p, stream_d))
+        if unit.finishes:
+            stream_p, stream_d = _advance(ctx, unit.blocks, stream_p, stream_d)
+    return records
 
 
-def _reconstruct_blocks(ctx: "_Context", calib_ids, granularity: str, k: int) -> list[dict]:
-    """Matrices, sublayers or blocks, in forward order, with the block inputs propagated as units finish;
-    each block of either model is loaded (in float32 when the streams compute in it) for its units and
-    released once both streams have moved past it."""
-    device, dtype = ctx.device, ctx.p.compute_dtype
-    # Chunks are the micro-batches of training; the closed form only sums Grams, so bigger chunks are faster.
-    chunk = max(ctx.cfg.batch_size, 8) if ctx.granularity == "matrix" else ctx.cfg.batch_size
+def _streams(ctx: Context, calib_ids, chunk: int) -> tuple[BlockInputs | None, BlockInputs | None]:
+    """The inputs of block 0 in chunks of ``chunk`` samples, through the pruned model and the dense one (each None
+    when nothing reads it). Each block of either model is then loaded (in float32 when the streams compute in it) for
+    its units and released once both streams have moved past it (:func:`_advance`)."""
     # The pruned stream also feeds the interleaved order's pruning statistics.
     need_p = ctx.inputs == "pruned" or ctx.pruner is not None
     need_d = ctx.inputs == "dense" or ctx.targets == "dense"
-    stream_p = capture_block_inputs(ctx.p.model, calib_ids, chunk, device, dtype) if need_p else None
-    if need_d:  # one skeleton (the same embeddings) gives the same inputs to both
-        same = stream_p is not None and ctx.d.model is ctx.p.model
-        stream_d = stream_p if same else capture_block_inputs(ctx.d.model, calib_ids, chunk, device, ctx.d.compute_dtype)
-    else:
-        stream_d = None
-    units = []
-    if ctx.granularity.startswith("matrix"):
-        for index in tqdm(range(ctx.p.num_blocks), desc=f"reconstruct {granularity}", unit="block"):
-            ctx.prune_before([index], stream_p)
-            p_block, d_block = ctx.p.load(index, device), ctx.d.load(index, device)
-            units += _reconstruct_matrices(ctx, index, p_block, d_block, stream_p, stream_d)
-            stream_p, stream_d = _advance(ctx, [index], stream_p, stream_d)
-    else:
-        for unit in tqdm(_units(ctx.granularity, k, ctx.p.num_blocks), desc=f"reconstruct {granularity}", unit="unit"):
-            ctx.prune_before(unit.blocks, stream_p)
-            units.append(_reconstruct_unit(ctx, unit, stream_p, stream_d))
-            if unit.part != "attn":  # the unit finished its blocks: the streams move past them
-                stream_p, stream_d = _advance(ctx, unit.blocks, stream_p, stream_d)
-    return units
+    stream_p = capture_block_inputs(ctx.p.model, calib_ids, chunk, ctx.device, ctx.p.compute_dtype, arch=ctx.arch) if need_p else None
+    if not need_d:
+        return stream_p, None
+    if stream_p is not None and ctx.d.model is ctx.p.model:  # one skeleton (the same embeddings) gives the same inputs to both
+        return stream_p, stream_p
+    return stream_p, capture_block_inputs(ctx.d.model, calib_ids, chunk, ctx.device, ctx.d.compute_dtype, arch=ctx.d.arch)
 
 
 @torch.no_grad()
-def _advance(ctx: "_Context", indices: list[int], stream_p, stream_d):
+def _advance(ctx: "Context", indices: list[int], stream_p, stream_d):
     """Both streams past the blocks ``indices`` (the pruned one through the reconstructed blocks), which are
     released then (the pruned stream's writer stores them)."""
     for i in indices:

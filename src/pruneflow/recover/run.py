@@ -1,4 +1,5 @@
-"""Run one recovery (reconstruction or PERP retraining) on a pruned model, from config settings."""
+"""Run one recovery (reconstruction or PERP retraining) on a pruned model, from config settings; the mode's
+registry entry (spec/recovery.py) says which code runs it."""
 
 from __future__ import annotations
 
@@ -7,10 +8,11 @@ import contextlib
 import torch
 
 from pruneflow.core.stream import ModelStream
-from pruneflow.spec.naming import ADAPTER_KEYS, ADAPTER_NAMES, Method, Recovery
-from pruneflow.recover.adapters import AdapterConfig, retrain
+from pruneflow.spec.naming import ADAPTER_NAMES, Method, Recovery
+from pruneflow.recover.adapters import AdapterConfig
 from pruneflow.recover.reconstruct import prune_and_reconstruct, reconstruct_model
 from pruneflow.spec.criteria import method_criterion
+from pruneflow.spec.recovery import ADAPTER_KEYS
 from pruneflow.recover.train import TrainConfig
 
 TRAIN_FIELDS = set(TrainConfig.__dataclass_fields__)
@@ -41,16 +43,18 @@ def recover(dense, pruned, keep_masks, calib_ids: torch.Tensor, recovery: Recove
     straight there), with float32 masters of what trains. ``recon:full`` and ``retrain:full`` train every
     weight: they load the whole model in float32. Both return every block to the stream (its writer stores
     them). ``gradient_checkpointing`` recomputes block activations in retraining's backward pass.
+
+    The pruned model's architecture is found here, once (its stream's), and handed to every step below.
     """
     p = ModelStream.wrap(pruned)
     d = None if dense is None else ModelStream.wrap(dense)
     if recovery.whole_model:
         dtype = torch.float32 if recovery.trains_every_weight else None
         with _whole_model(p, device, dtype) as model:
-            return _recover(None, model, keep_masks, calib_ids, recovery, settings, device, method, gradient_checkpointing)
+            return _recover(None, model, p.arch, keep_masks, calib_ids, recovery, settings, device, method, gradient_checkpointing)
     p.compute_dtype = d.compute_dtype = torch.float32
     try:
-        return _recover(d, p, keep_masks, calib_ids, recovery, settings, device, method)
+        return _recover(d, p, p.arch, keep_masks, calib_ids, recovery, settings, device, method)
     finally:
         p.compute_dtype = d.compute_dtype = None
 
@@ -74,16 +78,15 @@ def _whole_model(stream: ModelStream, device, dtype: torch.dtype | None):
         stream.compute_dtype = None
 
 
-def _recover(dense, pruned, keep_masks, calib_ids, recovery, settings, device, method=None, gradient_checkpointing=False) -> dict:
+def _recover(dense, pruned, arch, keep_masks, calib_ids, recovery, settings, device, method=None, gradient_checkpointing=False) -> dict:
     train = {k: v for k, v in settings.items() if k in TRAIN_FIELDS}
     subsets, adapter_kind = split_trainable(recovery.trainable)
     adapter = AdapterConfig(adapter_kind, **{k: v for k, v in settings.items() if k in ADAPTER_FIELDS}) if adapter_kind else None
-    if recovery.mode == "retrain":
-        return retrain(pruned, keep_masks, calib_ids, subsets, adapter, TrainConfig.retraining(**train), device,
-                       gradient_checkpointing)
+    if not recovery.is_reconstruction:  # a retraining: its entry's code runs it
+        return recovery.entry.load()(pruned, arch, keep_masks, calib_ids, subsets, adapter, train, device, gradient_checkpointing)
     trainable = "all" if recovery.trainable == "all" else (subsets or "none")
     options = dict(trainable=trainable, adapter=adapter, targets=settings.get("targets", RECON_DEFAULTS["targets"]),
-                   damp=settings.get("damping", RECON_DEFAULTS["damping"]), device=device)
+                   damp=settings.get("damping", RECON_DEFAULTS["damping"]), device=device, arch=arch)
     if recovery.interleaved:
         if method is None:
             raise ValueError(f"recovery {recovery.spec!r} prunes as it goes: it needs the pruning method")

@@ -13,6 +13,7 @@ import pandas as pd  # noqa: E402
 from pruneflow.core.atomic import atomic_path  # noqa: E402
 from pruneflow.report.paper_numbers import REFERENCES  # noqa: E402
 from pruneflow.spec import naming, registry  # noqa: E402
+from pruneflow.spec.naming import parse_recovery  # noqa: E402
 
 STYLE = {"figure.figsize": (5.5, 3.6), "figure.dpi": 150, "axes.grid": True, "grid.alpha": 0.3, "font.size": 9}
 
@@ -155,14 +156,16 @@ def add_dtype_column(df: pd.DataFrame, summaries: list[dict]) -> pd.DataFrame:
 
 
 def recovery_optimiser(summary: dict) -> str:
-    """How a recovery trained: ``closed form`` (recon:matrix's ridge solve), or the optimiser and its loss."""
+    """How a recovery trained: ``closed form`` (a solved one, recon:matrix's ridge), or the optimiser and its loss
+    (a unit's loss towards the dense unit, or the next-token loss of a whole-model one): its registry entry says."""
     spec = summary.get("recovery")
     if not spec:
         return "-"
-    if spec.startswith("recon:matrix:"):
+    recovery = parse_recovery(spec)
+    if recovery.entry.options["closed_form"]:
         return "closed form"
     optimiser = summary.get("settings", {}).get("optimizer", "adamw")
-    unit_loss = spec.startswith("recon:") and not spec.startswith("recon:full:")
+    unit_loss = not recovery.whole_model
     return f"{optimiser} ({summary.get('settings', {}).get('loss', 'mse') if unit_loss else 'next-token'})"
 
 

@@ -27,6 +27,7 @@ from pruneflow.spec.naming import (
 )
 from pruneflow.spec.model_config import TINY_DEFAULTS, ModelConfigError, read_model_config
 from pruneflow.spec.patterns import PatternError, parse_pattern
+from pruneflow.spec.recovery import granularity_problem
 from pruneflow.spec.zeroshot import LOCAL_TASKS
 
 SCHEMA_PATH = Path(__file__).with_name("config.schema.yaml")
@@ -258,8 +259,9 @@ def _check_recovery(key: str, spec) -> None:
         recovery = parse_recovery(spec)
     except ValueError as err:
         raise ConfigError(f"{key}: {spec!r} is not allowed: {err}") from None
-    if recovery and recovery.granularity.startswith("blocks:") and int(recovery.granularity.split(":")[1]) < 1:
-        raise ConfigError(f"{key}: {spec!r} is not allowed: blocks:k needs k >= 1 (k consecutive blocks together)")
+    problem = granularity_problem(recovery.granularity) if recovery and recovery.is_reconstruction else None
+    if problem:
+        raise ConfigError(f"{key}: {spec!r} is not allowed: {problem}")
 def _check_patterns_and_criteria(key: str, study: dict) -> None:
     if "patterns" not in study:
         raise ConfigError(f"{key}: {'a sensitivity' if study.get('kind') == 'sensitivity' else 'an unstructured'} study "

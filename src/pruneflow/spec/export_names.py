@@ -8,14 +8,9 @@ hash) are left out; they are in the folder's card. Names are unique within a stu
 
 from __future__ import annotations
 
-import re
-
-from pruneflow.spec.naming import parse_calib_id, parse_method_id, parse_structured_id
+from pruneflow.spec.naming import parse_calib_id, parse_method_id, parse_recovery_id, parse_structured_id
 
 STREAM_WORDS = {"sequential": "sequential", "dense": "dense-stream"}
-
-_RECON = re.compile(r"recon-(matrix-adam|[a-z]+\d*)-(pruned|dense)-([a-z_+]+)(-interleaved)?-[0-9a-f]{8}")
-_RETRAIN = re.compile(r"retrain-([a-z_+]+)-[0-9a-f]{8}")
 
 
 def export_name(variant: str, calibration: dict) -> str:
@@ -61,17 +56,14 @@ def _pruned_name(method_id: str) -> str:
 def _recovery_name(token: str) -> str:
     """``recon-sublayer-pruned-all-<hash>`` → ``recon-sublayer``; the defaults (pruned inputs, every weight
     trainable) left out, ``+`` (not allowed in a Hub repository name) spelled ``-``."""
-    if m := _RETRAIN.fullmatch(token):
-        return "retrain-" + m.group(1).replace("+", "-")
-    if m := _RECON.fullmatch(token):
-        granularity, inputs, trainable, interleaved = m.groups()
-        parts = ["recon", granularity]
-        parts += [inputs] if inputs != "pruned" else []
-        parts += [trainable.replace("+", "-")] if trainable != "all" else []
-        parts += ["interleaved"] if interleaved else []
-        return "-".join(parts)
-    raise ValueError(f"recovery id {token!r}: expected recon-<granularity>-<inputs>-<trainable>[-interleaved]-<hash> "
-                     "or retrain-<trainable>-<hash>")
+    rec = parse_recovery_id(token)
+    if not rec.is_reconstruction:
+        return f"{rec.mode}-" + rec.trainable.replace("+", "-")
+    parts = [rec.mode, rec.granularity.replace(":", "")]
+    parts += [rec.inputs] if rec.inputs != "pruned" else []
+    parts += [rec.trainable.replace("+", "-")] if rec.trainable != "all" else []
+    parts += ["interleaved"] if rec.interleaved else []
+    return "-".join(parts)
 
 
 def _seed_suffix(calib: str, calibration: dict) -> str:

@@ -20,6 +20,8 @@ from dataclasses import dataclass
 
 from pruneflow.spec import registry
 from pruneflow.spec.patterns import Pattern, parse_pattern
+from pruneflow.spec.recovery import (ADAPTER_KEYS, RECON, RETRAINING, allowed_granularities, granularity_entry,
+                                     granularity_from_token, memory_kind, retrainings, split_granularity)
 
 STREAM_TOKENS = {"sequential": "seq", "dense": "dense"}
 
@@ -421,15 +423,15 @@ def structured_variants(study: dict, calibration: dict) -> list[str]:
 
 # Recovery after pruning: layer-wise reconstruction (Free Lunch) or parameter-efficient retraining
 # (PERP), applied to a pruned variant. Spelled in the config as
-#   none | retrain:<subsets and/or adapter joined by +> | recon:<granularity>[:<inputs>[:<trainable>]][:<order>]
+#   none | <retraining>:<subsets and/or adapter joined by +> | recon:<granularity>[:<inputs>[:<trainable>]][:<order>]
 # e.g. retrain:norms, retrain:norms+masklora, recon:sublayer, recon:matrix:dense, recon:block:pruned:norms,
-# recon:sublayer:dense:interleaved. Order ``after`` (default): the pruned variant's masks are kept and the whole
-# model is reconstructed afterwards; ``interleaved`` (the Free Lunch reference code): block by block, prune
-# with statistics from the pruned and reconstructed stream, then reconstruct, so the masks are the job's own.
+# recon:sublayer:dense:interleaved. Granularities and retrainings are registry entries (spec/recovery.py says what
+# one declares). Order ``after`` (default): the pruned variant's masks are kept and the whole model is reconstructed
+# afterwards; ``interleaved`` (the Free Lunch reference code): block by block, prune with statistics from the pruned
+# and reconstructed stream, then reconstruct, so the masks are the job's own.
 # Variant: recovered/<prune calib>/<method id>/<calib id>/<recovery id>; the recovery id ends in a short
 # hash of the effective optimiser settings, so changing one (the learning rate, say) gives a new path
 # and switching it back costs nothing; the table spells the settings out.
-GRANULARITY_NAMES = ("matrix", "matrix-adam", "sublayer", "block", "full")  # and blocks:k
 RECON_INPUTS = ("pruned", "dense")
 RECON_TARGETS = ("same", "dense")
 SUBSET_NAMES = ("biases", "norms", "lm_head", "embeddings", "full")
@@ -439,11 +441,27 @@ ORDERS = ("after", "interleaved")
 
 @dataclass(frozen=True)
 class Recovery:
-    mode: str  # recon | retrain
-    granularity: str = ""  # recon only
+    mode: str  # recon, or a retraining's name (retrain)
+    granularity: str = ""  # recon only: as spelled, with its parameters (blocks:2)
     inputs: str = "pruned"  # recon only
     trainable: str = "all"  # subsets and adapter joined by +, or "all" (recon: every weight of the unit)
     order: str = "after"  # recon only: after (masks of the pruned variant) | interleaved (prune, reconstruct per block)
+
+    @property
+    def entry(self):
+        """Its registry entry: the granularity's (recon) or the retraining's."""
+        if self.mode == RECON:
+            return granularity_entry(self.granularity)[0]
+        return registry.get(RETRAINING, self.mode)
+
+    @property
+    def params(self) -> dict:
+        """The granularity's parameters ({"k": 2} for blocks:2); a retraining has none."""
+        return granularity_entry(self.granularity)[1] if self.mode == RECON else {}
+
+    @property
+    def is_reconstruction(self) -> bool:
+        return self.mode == RECON
 
     @property
     def interleaved(self) -> bool:
@@ -452,18 +470,23 @@ class Recovery:
     @property
     def whole_model(self) -> bool:
         """Trains on the next-token loss of the whole model (retraining, recon:full): no dense targets."""
-        return self.mode == "retrain" or self.granularity == "full"
+        return self.entry.options["whole_model"]
 
     @property
     def trains_every_weight(self) -> bool:
         """Trains every weight at once (recon:full, retrain:...+full): float32 throughout, memory of the whole model."""
-        return self.granularity == "full" or (self.mode == "retrain" and "full" in self.trainable.split("+"))
+        return self.entry.options["every_weight"] or (self.whole_model and "full" in self.trainable.split("+"))
+
+    @property
+    def memory_kind(self) -> str:
+        """Its jobs' kind in the memory formulas (spec/resources.py): its entry's, for its trainable set."""
+        return memory_kind(self.entry, self.trainable)
 
     @property
     def spec(self) -> str:
-        if self.mode == "retrain":
-            return f"retrain:{self.trainable}"
-        base = f"recon:{self.granularity}:{self.inputs}:{self.trainable}"
+        if not self.is_reconstruction:
+            return f"{self.mode}:{self.trainable}"
+        base = f"{RECON}:{self.granularity}:{self.inputs}:{self.trainable}"
         return base + (":interleaved" if self.interleaved else "")
 
     def token(self, settings: dict) -> str:
@@ -471,10 +494,29 @@ class Recovery:
         import json
 
         digest = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:8]
-        what = self.trainable if self.mode == "retrain" else f"{self.granularity.replace(':', '')}-{self.inputs}-{self.trainable}"
+        what = self.trainable if not self.is_reconstruction else f"{self.granularity.replace(':', '')}-{self.inputs}-{self.trainable}"
         if self.interleaved:
             what += "-interleaved"
         return f"{self.mode}-{what}-{digest}"
+
+
+def recovery_id_pattern() -> str:
+    """A recovery id, as a rule's wildcard constraint: a reconstruction's or a registered retraining's."""
+    return f"(?:{'|'.join([RECON, *retrainings()])})-[^/]+"
+
+
+def parse_recovery_id(text: str) -> Recovery:
+    """``recon-blocks2-pruned-norms+masklora-1a2b3c4d`` → its :class:`Recovery` (the settings hash dropped);
+    the inverse of :meth:`Recovery.token`."""
+    m = re.fullmatch(r"([a-z_]+)-(.+?)(-interleaved)?-([0-9a-f]{8})", text)
+    if m and m.group(1) == RECON and m.group(2).count("-") >= 2:
+        granularity, inputs, trainable = m.group(2).rsplit("-", 2)
+        order = "interleaved" if m.group(3) else "after"
+        return Recovery(RECON, granularity_from_token(granularity), inputs, trainable, order)
+    if m and m.group(1) in retrainings() and not m.group(3):
+        return Recovery(m.group(1), trainable=m.group(2))
+    raise ValueError(f"recovery id {text!r}: expected {RECON}-<granularity>-<inputs>-<trainable>[-interleaved]-<hash> "
+                     f"or <{'|'.join(retrainings())}>-<trainable>-<hash>")
 
 
 def parse_recovery(text: str) -> Recovery | None:
@@ -483,19 +525,18 @@ def parse_recovery(text: str) -> Recovery | None:
     if text == "none":
         return None
     mode, _, rest = text.partition(":")
-    if mode == "retrain":
-        return Recovery("retrain", trainable=_check_trainable(text, rest, allow_all=False))
-    if mode == "recon":
+    if mode in retrainings():
+        return Recovery(mode, trainable=_check_trainable(text, rest, allow_all=False))
+    if mode == RECON:
         parts = rest.split(":")
         orders = [p for p in parts[1:] if p in ORDERS]
         if len(orders) > 1 or (orders and parts[-1] not in ORDERS):
             raise ValueError(f"recovery {text!r}: the order ({' or '.join(ORDERS)}) comes once, last")
         parts = [p for p in parts if p not in ORDERS] if orders else parts
-        gran = parts[0]
-        if gran == "blocks" and len(parts) > 1 and parts[1].isdigit():  # blocks:k
-            gran, parts = f"blocks:{parts[1]}", [None, *parts[2:]]
-        if gran not in GRANULARITY_NAMES and not re.fullmatch(r"blocks:\d+", gran or ""):
-            raise ValueError(f"recovery {text!r}: granularity {gran!r} is not allowed; allowed: {', '.join(GRANULARITY_NAMES)}, blocks:k")
+        found = split_granularity(parts)
+        if found is None:
+            raise ValueError(f"recovery {text!r}: granularity {parts[0]!r} is not allowed; allowed: {allowed_granularities()}")
+        gran, parts = found[0], [None, *found[1]]
         inputs = parts[1] if len(parts) > 1 else "pruned"
         if inputs not in RECON_INPUTS:
             raise ValueError(f"recovery {text!r}: inputs {inputs!r} is not allowed; allowed: pruned, dense (then an order: {', '.join(ORDERS)})")
@@ -503,11 +544,12 @@ def parse_recovery(text: str) -> Recovery | None:
         if len(parts) > 3:
             raise ValueError(f"recovery {text!r}: too many parts; allowed: recon:<granularity>[:<inputs>[:<trainable>]][:{'|'.join(ORDERS)}]")
         order = orders[0] if orders else "after"
-        if order == "interleaved" and gran == "full":
-            raise ValueError(f"recovery {text!r}: granularity full trains the whole model at once, so it cannot be interleaved with "
-                             "pruning block by block; allowed: matrix, matrix-adam, sublayer, block, blocks:k")
-        return Recovery("recon", gran, inputs, trainable, order)
-    raise ValueError(f"recovery {text!r}: allowed: none, retrain:<subsets/adapter>, recon:<granularity>[:<inputs>[:<trainable>]][:<order>]")
+        if order == "interleaved" and granularity_entry(gran)[0].options["whole_model"]:
+            raise ValueError(f"recovery {text!r}: granularity {gran} trains the whole model at once, so it cannot be interleaved "
+                             f"with pruning block by block; allowed: {allowed_granularities(whole_model=False)}")
+        return Recovery(RECON, gran, inputs, trainable, order)
+    retrain = ", ".join(f"{name}:<subsets/adapter>" for name in retrainings())
+    raise ValueError(f"recovery {text!r}: allowed: none, {retrain}, recon:<granularity>[:<inputs>[:<trainable>]][:<order>]")
 
 
 def _check_trainable(text: str, value: str, allow_all: bool) -> str:
@@ -524,24 +566,14 @@ def _check_trainable(text: str, value: str, allow_all: bool) -> str:
     return "+".join(items)
 
 
-# The settings each recovery reads (its hash covers these only, so a setting reruns only the jobs that use it):
-# the optimiser for trained units and retraining, the ridge factor for recon:matrix's closed form, the adapter
-# shape only where an adapter is trained. TrainConfig's fields are OPTIMISER_KEYS (tested).
-OPTIMISER_KEYS = ("optimizer", "lr", "weight_decay", "schedule", "warmup", "steps", "batch_size", "grad_accum",
-                  "max_grad_norm", "loss", "seed", "momentum")
-CLOSED_FORM_KEYS = ("damping", "batch_size", "loss")  # loss: the closed form accepts mse only
-ADAPTER_KEYS = ("rank", "alpha", "dropout")
-
-
 def recovery_settings(recovery: Recovery, config: dict) -> dict:
-    """The settings of the config's reconstruction/retraining section that this recovery reads."""
-    section = config.get("reconstruction" if recovery.mode == "recon" else "retraining", {})
-    if recovery.mode == "recon" and recovery.granularity == "matrix":
-        keys = CLOSED_FORM_KEYS + ("targets",)
-    else:
-        keys = OPTIMISER_KEYS + (("targets",) if recovery.mode == "recon" else ())
+    """The settings of the config's reconstruction/retraining section that this recovery reads (its entry's keys,
+    an adapter's where one trains)."""
+    entry = recovery.entry
+    keys = entry.options["settings"]
     if any(item in ADAPTER_NAMES for item in recovery.trainable.split("+")):
         keys += ADAPTER_KEYS
+    section = config.get(entry.kind, {})  # the config's sections are named as the kinds: reconstruction, retraining
     return {"recovery": recovery.spec, **{k: v for k, v in section.items() if k in keys}}
 
 

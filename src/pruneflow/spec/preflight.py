@@ -9,7 +9,7 @@ and split when small) and what the jobs check exactly:
   resolved to those positions (:func:`perplexity_seqlen`; a model whose config cannot be read stops here),
   and the perplexity job's memory at that length is then checked against ``runtime.max_memory``;
 - every N:M pattern's M against the inputs of the model's layers (hidden and intermediate sizes),
-  and ``recon:blocks:k`` against its number of blocks;
+  and each recovery mode's own check of the model (``recon:blocks:k`` against its number of blocks);
 - a ``recon:full`` / ``retrain:...+full`` against the memory ``runtime.max_memory`` declares
   (:func:`pruneflow.spec.resources.check_whole_model_recoveries`; the one job that holds the whole model);
 - zero-shot task names: a local task, or one lm-eval knows (its task files, read as text), of a kind PruneFlow
@@ -28,9 +28,10 @@ from pathlib import Path
 
 from pruneflow.spec.config import ConfigError, with_defaults
 from pruneflow.data.corpora import CorpusError, corpus_bounds
-from pruneflow.spec.naming import sensitivity_artifacts, variants_of
+from pruneflow.spec.naming import parse_recovery, sensitivity_artifacts, variants_of
 from pruneflow.spec.model_config import POSITION_KEYS, ModelConfigError, max_positions, read_model_config, resolve_dtype
 from pruneflow.spec.patterns import parse_pattern
+from pruneflow.spec.recovery import model_problem as recovery_model_problem
 from pruneflow.spec.resources import check_whole_model_recoveries, job_peaks, memory_caps
 
 SPEED_SEQLEN = 256  # structured studies with speed: true measure throughput on inputs this long (rules/report.smk)
@@ -138,7 +139,6 @@ def _check_positions(config, name, model_config):
 
 def _check_layer_sizes(config, name, model_config):
     widths = {model_config.get(k) for k in ("hidden_size", "intermediate_size")} - {None}
-    layers = model_config.get("num_hidden_layers")
     for s, study in config["studies"].items():
         for i, value in enumerate(study.get("patterns", [])):
             pattern = parse_pattern(value)
@@ -150,12 +150,9 @@ def _check_layer_sizes(config, name, model_config):
                     f"{', '.join(map(str, sorted(widths)))}); allowed: an M that divides them, such as 4 or 8"
                 )
         for i, spec in enumerate(study.get("recoveries", [])):
-            parts = str(spec).split(":")
-            if layers and len(parts) > 2 and parts[1] == "blocks" and parts[2].isdigit() and int(parts[2]) > layers:
-                raise ConfigError(
-                    f"studies.{s}.recoveries[{i}]: {spec!r} is not allowed for model {name!r}: it has {layers} blocks; "
-                    f"allowed: blocks:1 to blocks:{layers}"
-                )
+            problem = recovery_model_problem(parse_recovery(spec), model_config)
+            if problem:
+                raise ConfigError(f"studies.{s}.recoveries[{i}]: {spec!r} is not allowed for model {name!r}: {problem}")
 
 
 def _check_zeroshot_tasks(config):

@@ -39,6 +39,12 @@ BUILTIN_MODULES = (
     "pruneflow.methods.sparsegpt",
     "pruneflow.methods.uniform",
     "pruneflow.methods.owl",
+    "pruneflow.methods.recon_matrix",
+    "pruneflow.methods.recon_matrix_adam",
+    "pruneflow.methods.recon_sublayer",
+    "pruneflow.methods.recon_blocks",
+    "pruneflow.methods.recon_full",
+    "pruneflow.methods.retrain",
 )
 _NAME = re.compile(r"[a-z][a-z0-9_]*")
 _IMPLEMENTATION = re.compile(r"[A-Za-z_][\w.]*:[A-Za-z_][\w.]*")

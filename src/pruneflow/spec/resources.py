@@ -24,8 +24,10 @@ from dataclasses import dataclass
 
 from pruneflow.spec.config import ConfigError, window_batch_size
 from pruneflow.spec.naming import (
-    making_steps, parse_allocation_id, parse_method_id, parse_recovery, ppl_name, sensitivity_artifacts, variants_of,
+    making_steps, parse_allocation_id, parse_method_id, parse_recovery, parse_recovery_id, ppl_name, sensitivity_artifacts,
+    variants_of,
 )
+from pruneflow.spec.recovery import memory_kinds as recovery_memory_kinds
 
 BYTES = {"float32": 4, "bfloat16": 2, "float16": 2, "float64": 8}
 # Python, torch and transformers imported (and lm-eval for zero-shot), before any weight: measured RSS.
@@ -122,10 +124,10 @@ def job_peaks(model_config: dict, dtype: str, config: dict) -> dict[str, dict[st
     cap = memory_caps(rt).get("cpu")
     dispatched = min(cap, s.blocks * block) if cap is not None else s.blocks * block
     streamed = outer + block  # what any streaming job holds of the model
-    # the whole model once, float32 masters of the norms, the activations kept, logits and their gradient; and
-    # as each block is written, it is compared with its parent's block as read (that block, its keep-masks and
-    # the kept values of both: about four blocks' bytes, measured)
-    retrain = s.model_bytes + s.blocks * s.hidden * 2 * ADAM + saved + 2 * logits + 4 * block
+    # What a recovery mode's memory formula reads (its registry entry's, spec/recovery.py): bytes, but for the
+    # shape's counts and ``adam``, the bytes per trained parameter.
+    terms = dict(outer=outer, block=block, model_bytes=s.model_bytes, params=s.params, mlp_params=s.mlp_params, blocks=s.blocks,
+                 hidden=s.hidden, hidden32=hidden32, saved=saved, logits=logits, merged=merged, adam=ADAM)
     device = {
         "activation_cache": streamed + 2 * hidden_states + grams64 + 2 * grams32,  # sums, float32 copy, file bytes
         "prune_by_score": streamed + 2.5 * scores,  # scores and the sort that thresholds them
@@ -143,11 +145,7 @@ def job_peaks(model_config: dict, dtype: str, config: dict) -> dict[str, dict[st
         "zeroshot": outer + dispatched + 2 * block + 3 * logits,
         "speed": outer + dispatched,
         "sensitivity": streamed + block + 2 * logits,
-        "recon": outer + 2 * block + s.mlp_params * ADAM + 3 * hidden32,
-        "retrain": retrain,
-        "retrain_adapter": retrain + merged,
-        "recon_full": 2 * s.model_bytes + s.params * ADAM + saved,
-        "retrain_full": s.model_bytes + s.params * ADAM + saved + 2 * logits,
+        **{kind: formula(terms) for kind, formula in recovery_memory_kinds().items()},
     }
     host = {kind: BASE + need for kind, need in device.items()}
     host["zeroshot"] = BASE + BASE_LM_EVAL + device["zeroshot"]
@@ -200,7 +198,7 @@ def check_whole_model_recoveries(config: dict, peaks: dict) -> None:
             rec = parse_recovery(spec)
             if rec is None or not rec.trains_every_weight:
                 continue
-            need = peaks[f"{rec.mode}_full"]["host" if on_cpu else "device"]
+            need = peaks[rec.memory_kind]["host" if on_cpu else "device"]
             if need > limit:
                 where = "the CPU" if on_cpu else f"{rt['gpus']} GPU(s)"
                 raise ConfigError(
@@ -231,12 +229,8 @@ def parse_size(value) -> int:
 
 
 def recovery_kind(recovery: str) -> str:
-    """The memory kind of a recovery id (``recon-sublayer-...``, ``retrain-norms+full-...``)."""
-    family, units = recovery.split("-")[:2]
-    units = units.split("+")
-    if "full" in units:
-        return f"{family}_full"
-    return "retrain_adapter" if family == "retrain" and ({"masklora", "scalelora"} & set(units)) else family
+    """The memory kind of a recovery id (``recon-sublayer-...``, ``retrain-norms+full-...``): its registry entry's."""
+    return parse_recovery_id(recovery).memory_kind
 
 
 def pruning_kind(method: str) -> str:
@@ -289,7 +283,7 @@ RULE_OF_KIND = {
     "prune_from_cache": "prune_from_cache", "prune_sequential": "prune_sequential", "prune_sparsegpt": "prune_sequential",
     "prune_structured": "prune_structured", "prune_structured_liar": "prune_structured", "allocation": "allocation",
     "sensitivity": "sensitivity", "perplexity": "perplexity", "zeroshot": "zeroshot", "speed": "speed",
-    "recon": "recover", "retrain": "recover", "retrain_adapter": "recover", "recon_full": "recover", "retrain_full": "recover",
+    **{kind: "recover" for kind in recovery_memory_kinds()},  # the recovery modes' kinds (recon, retrain_adapter, ...)
 }
 DISPATCHED = ("zeroshot", "speed")
 
