@@ -1,0 +1,70 @@
+"""AlphaPruning (Lu et al., "AlphaPruning: Using Heavy-Tailed Self Regularization Theory for Improved Layer-wise
+Pruning of Large Language Models", NeurIPS 2024): block sparsities from the weights alone, no calibration.
+
+Each weight matrix's empirical spectral density (the eigenvalues λ₁ ≤ … ≤ λ_N of WᵀW, the squared singular values)
+has a power-law tail p(λ) ∝ λ^(−α) above some λ_min. α by the Hill (maximum-likelihood) estimator, as the reference
+(``alpha_peak``) fits it: for every candidate λ_min = λ_i with n = N − i eigenvalues at or above it,
+
+    α_i = 1 + n / Σ_{k ≥ i} ln(λ_k / λ_i),     D_i = max_k |1 − (λ_k / λ_i)^(1 − α_i) − (k − i)/n|  (Kolmogorov-Smirnov),
+
+and α is the α_i of least D_i. The candidates are the reference's: λ_i ≤ 1.5 · p, with p the left edge of the fullest
+of 100 bins of log₁₀ λ, and λ_i ≥ log₁₀(0.95 · p) (the reference compares an eigenvalue with that logarithm: kept
+so that α is the reference's). A block's metric is its matrices' mean α; metrics are mapped linearly onto
+[1 − ε, 1 + ε] and scaled by one factor so that the blocks' sparsities, weighted by their prunable weights, average
+to the target: a heavier tail (lower α, a better-trained block) is pruned less. Default ε = 0.3 (the reference's).
+"""
+
+from __future__ import annotations
+
+BINS = 100
+
+
+def hill_alpha(weight) -> float:
+    """The heavy-tail exponent α of ``weight`` [out, in]'s spectral density (float64 eigenvalues)."""
+    import torch
+
+    w = weight.detach().double()
+    eigs = torch.linalg.eigvalsh(w.T @ w if w.shape[1] <= w.shape[0] else w @ w.T)  # ascending; 4x an SVD's speed
+    eigs = eigs[eigs > 0]  # a rank-deficient matrix's zeros (rounded either way) have no logarithm
+    logs = eigs.log()
+    log10 = eigs.log10()
+    counts = torch.histc(log10, BINS, min=float(log10.min()), max=float(log10.max()))
+    peak = 10 ** float(torch.linspace(float(log10.min()), float(log10.max()), BINS + 1)[counts.argmax()])
+    n_eigs = len(eigs)
+    index = torch.arange(n_eigs - 1)
+    candidates = index[(eigs[:-1] >= torch.log10(torch.tensor(0.95 * peak, dtype=eigs.dtype))) & (eigs[:-1] <= 1.5 * peak)]
+    best_d, best_alpha = torch.inf, 0.0
+    suffix = logs.flip(0).cumsum(0).flip(0)  # Σ_{k ≥ i} ln λ_k
+    for i in candidates.tolist():
+        n = n_eigs - i
+        alpha = 1 + n / float(suffix[i] - n * logs[i])
+        if alpha <= 1:
+            continue
+        fitted = 1 - (eigs[i:] / eigs[i]).pow(1 - alpha)
+        d = float((fitted - torch.arange(n, dtype=eigs.dtype) / n).abs().max())
+        if d < best_d:
+            best_d, best_alpha = d, alpha
+    return best_alpha
+
+
+def block_sparsities(weights_by_block, target: float, *, epsilon: float = 0.3) -> list[float]:
+    """Each block's sparsity from its weight matrices ({name: W [out, in]} per block), for a ``target`` sparsity."""
+    from pruneflow.prune.allocation import AllocationError
+
+    if not 0 < target < 1:
+        raise AllocationError(f"alphapruning needs a target sparsity in (0, 1), got {target!r}")
+    if not 0 <= epsilon < 1:
+        raise AllocationError(f"alphapruning epsilon {epsilon!r} must be in [0, 1)")
+    if not weights_by_block or not all(weights_by_block):
+        raise AllocationError("alphapruning needs at least one weight matrix in every block")
+    metrics = [sum(hill_alpha(w) for w in block.values()) / len(block) for block in weights_by_block]
+    sizes = [sum(w.numel() for w in block.values()) for block in weights_by_block]
+    low, high = min(metrics), max(metrics)
+    spread = [(m - low) / (high - low) if high > low else 0.5 for m in metrics]
+    ratios = [1 - epsilon + 2 * epsilon * s for s in spread]
+    factor = target * sum(sizes) / sum(r * n for r, n in zip(ratios, sizes))
+    sparsities = [r * factor for r in ratios]
+    if bad := [(i, s) for i, s in enumerate(sparsities) if not 0 < s < 1]:
+        raise AllocationError(f"alphapruning at sparsity {target:g}, epsilon {epsilon:g}: block {bad[0][0]} would get "
+                              f"sparsity {bad[0][1]:.3g}, outside (0, 1); use a smaller epsilon")
+    return sparsities
