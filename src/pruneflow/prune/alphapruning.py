@@ -16,7 +16,9 @@ to the target: a heavier tail (lower α, a better-trained block) is pruned less.
 
 from __future__ import annotations
 
-BINS = 100
+from pruneflow.spec.registry import Entry, Param, register
+
+BINS = 100  # the histogram of log10 λ whose fullest bin places λ_min
 
 
 def hill_alpha(weight) -> float:
@@ -47,24 +49,62 @@ def hill_alpha(weight) -> float:
     return best_alpha
 
 
-def block_sparsities(weights_by_block, target: float, *, epsilon: float = 0.3) -> list[float]:
-    """Each block's sparsity from its weight matrices ({name: W [out, in]} per block), for a ``target`` sparsity."""
-    from pruneflow.prune.allocation import AllocationError
+def block_alphas(weights_by_block) -> tuple[list[float], list[int]]:
+    """(each block's mean α, its number of weights) from an iterable of {name: W [out, in]} (one block held at a time)."""
+    metrics, sizes = [], []
+    for block in weights_by_block:
+        if not block:
+            raise _error("alphapruning needs at least one weight matrix in every block")
+        metrics.append(sum(hill_alpha(w) for w in block.values()) / len(block))
+        sizes.append(sum(w.numel() for w in block.values()))
+    return metrics, sizes
 
+
+def sparsities_from_alphas(metrics: list[float], sizes: list[int], target: float, epsilon: float = 0.3) -> list[float]:
+    """Block sparsities: ``metrics`` mapped onto [1 − ε, 1 + ε], scaled so that their mean weighted by ``sizes`` is
+    ``target``."""
     if not 0 < target < 1:
-        raise AllocationError(f"alphapruning needs a target sparsity in (0, 1), got {target!r}")
+        raise _error(f"alphapruning needs a target sparsity in (0, 1), got {target!r}")
     if not 0 <= epsilon < 1:
-        raise AllocationError(f"alphapruning epsilon {epsilon!r} must be in [0, 1)")
-    if not weights_by_block or not all(weights_by_block):
-        raise AllocationError("alphapruning needs at least one weight matrix in every block")
-    metrics = [sum(hill_alpha(w) for w in block.values()) / len(block) for block in weights_by_block]
-    sizes = [sum(w.numel() for w in block.values()) for block in weights_by_block]
+        raise _error(f"alphapruning epsilon {epsilon!r} must be in [0, 1)")
     low, high = min(metrics), max(metrics)
-    spread = [(m - low) / (high - low) if high > low else 0.5 for m in metrics]
-    ratios = [1 - epsilon + 2 * epsilon * s for s in spread]
+    ratios = [1 - epsilon + 2 * epsilon * ((m - low) / (high - low) if high > low else 0.5) for m in metrics]
     factor = target * sum(sizes) / sum(r * n for r, n in zip(ratios, sizes))
     sparsities = [r * factor for r in ratios]
     if bad := [(i, s) for i, s in enumerate(sparsities) if not 0 < s < 1]:
-        raise AllocationError(f"alphapruning at sparsity {target:g}, epsilon {epsilon:g}: block {bad[0][0]} would get "
-                              f"sparsity {bad[0][1]:.3g}, outside (0, 1); use a smaller epsilon")
+        raise _error(f"alphapruning at sparsity {target:g}, epsilon {epsilon:g}: block {bad[0][0]} would get sparsity "
+                     f"{bad[0][1]:.3g}, outside (0, 1); use a smaller epsilon")
     return sparsities
+
+
+def block_sparsities(weights_by_block, target: float, *, epsilon: float = 0.3) -> list[float]:
+    """Each block's sparsity from its weight matrices ({name: W [out, in]} per block), for a ``target`` sparsity."""
+    return sparsities_from_alphas(*block_alphas(weights_by_block), target, epsilon)
+
+
+def allocate(model, cache, sparsity: float, sizes, *, epsilon: float = 0.3) -> dict:
+    """The allocation artifact of ``model`` (in memory or a :class:`~pruneflow.core.stream.ModelStream`, a block
+    loaded at a time); data-free, so ``cache`` is not read."""
+    from pruneflow.core.stream import ModelStream
+
+    stream = ModelStream.wrap(model)
+    arch = stream.arch
+    blocks = ({name: arch.weight(layer) for name, layer in arch.block_linears(block).items()} for _, block in stream.blocks())
+    alphas, params = block_alphas(blocks)
+    return {"allocation": "alphapruning", "epsilon": epsilon, "sparsity": sparsity, "block_alphas": alphas,
+            "block_sparsities": sparsities_from_alphas(alphas, params, sparsity, epsilon), "block_params": params}
+
+
+def _error(message: str):
+    from pruneflow.prune.allocation import AllocationError
+
+    return AllocationError(message)
+
+
+ENTRY = register(Entry(
+    "allocation", "alphapruning", "pruneflow.prune.alphapruning:allocate", needs=(),
+    params=(Param("epsilon", 0.3, float, minimum=0.0, maximum=0.99,
+                  doc="block sparsities span target·[1 − ε, 1 + ε] before scaling (the reference's default 0.3)"),),
+    memory=lambda shape: 8 * (shape["hidden"] * shape["ffn"] + 2 * shape["hidden"] ** 2),  # float64 W and its Gram
+    doc="layer sparsities from each weight matrix's heavy-tail exponent α, no data (AlphaPruning, NeurIPS 2024)",
+))

@@ -20,6 +20,8 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
+from pruneflow.spec.registry import Entry, Param, Solver, register
+
 
 class AlpsState(NamedTuple):
     """What depends on the input alone (shared by the linears that read one input)."""
@@ -30,7 +32,7 @@ class AlpsState(NamedTuple):
     eigenvectors: object
 
 
-def prepare(gram, weight, *, percdamp: float = 0.01) -> AlpsState:
+def prepare(gram, weight, *, percdamp: float = 0.01, **_solve_settings) -> AlpsState:
     """Ĥ and its eigendecomposition from ``gram`` [in, in] (XᵀX, any positive scale) on ``weight``'s device, float32
     (float64 when the weight or Gram is). Inputs never nonzero get a unit diagonal, as SparseGPT's."""
     import torch
@@ -55,8 +57,9 @@ def _support(z, pattern):
 
 
 def solve(weight, state: AlpsState, pattern, *, rho: float = 0.1, max_iterations: int = 300, update_every: int = 3,
-          switch_iteration: int = 30, pcg_iterations: int = 10, pcg_rtol: float = 1e-4):
-    """Prune ``weight`` [out, in] in place and update its kept weights; returns the keep-mask [out, in] (bool)."""
+          switch_iteration: int = 30, pcg_iterations: int = 10, pcg_rtol: float = 1e-4, percdamp=None):
+    """Prune ``weight`` [out, in] in place and update its kept weights; returns the keep-mask [out, in] (bool).
+    (``percdamp`` was applied by :func:`prepare`.)"""
     import torch
 
     hat, scale, eigenvalues, q = state
@@ -126,3 +129,18 @@ def _conjugate_gradients(a, b, x, mask, iterations, rtol):
         rr, previous = (r * r).sum(1, keepdim=True), rr
         p = r + rr / previous.clamp_min(torch.finfo(a.dtype).tiny) * p
     return x
+
+
+SOLVER = Solver(prepare, solve)
+ENTRY = register(Entry(
+    "solver", "alps", "pruneflow.prune.alps:SOLVER", needs={"calibration", "gram"},
+    params=(Param("percdamp", 0.01, float, minimum=0.0, maximum=1.0, doc="damping, a fraction of mean(diag H)"),
+            Param("rho", 0.1, float, minimum=1e-9, doc="ADMM's initial penalty ρ (the reference's 0.1)"),
+            Param("max_iterations", 300, int, minimum=0, doc="ADMM iterations at most"),
+            Param("update_every", 3, int, minimum=1, doc="iterations between support checks and ρ updates"),
+            Param("switch_iteration", 30, int, minimum=0, doc="after it, ADMM stops once the support changes < 0.03 %"),
+            Param("pcg_iterations", 10, int, minimum=0, doc="conjugate-gradient steps on the final support"),
+            Param("pcg_rtol", 1e-4, float, minimum=0.0, doc="they stop early below this relative residual")),
+    memory=lambda shape: 8 * 3 * shape["ffn"] ** 2 + 4 * 6 * shape["hidden"] * shape["ffn"],  # Ĥ, Q, (Ĥ+ρI)⁻¹; Z₀, Z₀Ĥ, Z, D, V
+    doc="ADMM under the ℓ0 / N:M constraint, then conjugate gradients on the support (ALPS, NeurIPS 2024)",
+))

@@ -19,7 +19,8 @@ once. The weights are never changed: the caller applies the returned mask to the
 
 from __future__ import annotations
 
-from pruneflow.prune.masks import Pattern
+from pruneflow.spec.patterns import Pattern
+from pruneflow.spec.registry import Entry, Param, register
 
 
 def refine(weight, keep, stats, pattern: Pattern, *, max_cycles: int = 50, update_threshold: float = 0.1,
@@ -93,3 +94,15 @@ def refine(weight, keep, stats, pattern: Pattern, *, max_cycles: int = 50, updat
         used[:, 0] += active & (side == 0)
         used[:, 1] += active & (side == 1)
     return keep
+
+
+ENTRY = register(Entry(
+    "refinement", "dsnot", "pruneflow.prune.dsnot:refine", needs={"calibration", "input_norms", "channel_means"},
+    params=(Param("max_cycles", 50, int, minimum=0, doc="prune-and-grow cycles per row at most (the reference's 50)"),
+            Param("update_threshold", 0.1, float, minimum=0.0,
+                  doc="a row stops once |ε| is at most this, per calibration sample (the reference's 0.1)"),
+            Param("pow_of_var_regrowing", 1.0, float, minimum=0.0,
+                  doc="growing divides by Var(X_j) to this power (the reference's 1)")),
+    memory=lambda shape: 4 * 8 * shape["hidden"] * shape["ffn"],  # float64 W, c, Wanda scores, a temporary
+    doc="training-free prune-and-grow of any criterion's mask (DSnoT, ICLR 2024)",
+))

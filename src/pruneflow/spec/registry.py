@@ -26,6 +26,9 @@ BUILTIN_MODULES = (
     "pruneflow.methods.sparsegpt",
     "pruneflow.methods.uniform",
     "pruneflow.methods.owl",
+    "pruneflow.prune.dsnot",
+    "pruneflow.prune.alps",
+    "pruneflow.prune.alphapruning",
 )
 _NAME = re.compile(r"[a-z][a-z0-9_]*")
 _IMPLEMENTATION = re.compile(r"[A-Za-z_][\w.]*:[A-Za-z_][\w.]*")
