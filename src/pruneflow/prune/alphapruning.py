@@ -5,7 +5,7 @@ Each weight matrix's empirical spectral density (the eigenvalues λ₁ ≤ … �
 has a power-law tail p(λ) ∝ λ^(−α) above some λ_min. α by the Hill (maximum-likelihood) estimator, as the reference
 (``alpha_peak``) fits it: for every candidate λ_min = λ_i with n = N − i eigenvalues at or above it,
 
-    α_i = 1 + n / Σ_{k ≥ i} ln(λ_k / λ_i),     D_i = max_k |1 − (λ_k / λ_i)^(1 − α_i) − (k − i)/n|  (Kolmogorov-Smirnov),
+    α_i = 1 + n / Σ_{k ≥ i} ln(λ_k / λ_i),   D_i = max_k |1 − (λ_k / λ_i)^(1 − α_i) − (k − i)/n|  (Kolmogorov-Smirnov),
 
 and α is the α_i of least D_i. The candidates are the reference's: λ_i ≤ 1.5 · p, with p the left edge of the fullest
 of 100 bins of log₁₀ λ, and λ_i ≥ log₁₀(0.95 · p) (the reference compares an eigenvalue with that logarithm: kept
@@ -15,6 +15,8 @@ to the target: a heavier tail (lower α, a better-trained block) is pruned less.
 """
 
 from __future__ import annotations
+
+import math
 
 from pruneflow.spec.registry import Entry, Param, register
 
@@ -33,15 +35,16 @@ def hill_alpha(weight) -> float:
     counts = torch.histc(log10, BINS, min=float(log10.min()), max=float(log10.max()))
     peak = 10 ** float(torch.linspace(float(log10.min()), float(log10.max()), BINS + 1)[counts.argmax()])
     n_eigs = len(eigs)
-    index = torch.arange(n_eigs - 1)
-    candidates = index[(eigs[:-1] >= torch.log10(torch.tensor(0.95 * peak, dtype=eigs.dtype))) & (eigs[:-1] <= 1.5 * peak)]
+    low = math.log10(0.95 * peak)  # the reference's lower end: an eigenvalue compared with a logarithm
+    candidates = torch.arange(n_eigs - 1)[(eigs[:-1] >= low) & (eigs[:-1] <= 1.5 * peak)]
     best_d, best_alpha = torch.inf, 0.0
     suffix = logs.flip(0).cumsum(0).flip(0)  # Σ_{k ≥ i} ln λ_k
     for i in candidates.tolist():
         n = n_eigs - i
-        alpha = 1 + n / float(suffix[i] - n * logs[i])
-        if alpha <= 1:
+        spread = float(suffix[i] - n * logs[i])
+        if spread <= 0:  # no tail above λ_i (equal eigenvalues)
             continue
+        alpha = 1 + n / spread
         fitted = 1 - (eigs[i:] / eigs[i]).pow(1 - alpha)
         d = float((fitted - torch.arange(n, dtype=eigs.dtype) / n).abs().max())
         if d < best_d:
@@ -50,7 +53,7 @@ def hill_alpha(weight) -> float:
 
 
 def block_alphas(weights_by_block) -> tuple[list[float], list[int]]:
-    """(each block's mean α, its number of weights) from an iterable of {name: W [out, in]} (one block held at a time)."""
+    """(each block's mean α, its number of weights) from an iterable of {name: W [out, in]}, one block at a time."""
     metrics, sizes = [], []
     for block in weights_by_block:
         if not block:
@@ -89,7 +92,8 @@ def allocate(model, cache, sparsity: float, sizes, *, epsilon: float = 0.3) -> d
 
     stream = ModelStream.wrap(model)
     arch = stream.arch
-    blocks = ({name: arch.weight(layer) for name, layer in arch.block_linears(block).items()} for _, block in stream.blocks())
+    blocks = ({name: arch.weight(linear) for name, linear in arch.block_linears(block).items()}
+              for _, block in stream.blocks())
     alphas, params = block_alphas(blocks)
     return {"allocation": "alphapruning", "epsilon": epsilon, "sparsity": sparsity, "block_alphas": alphas,
             "block_sparsities": sparsities_from_alphas(alphas, params, sparsity, epsilon), "block_params": params}

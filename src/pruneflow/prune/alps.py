@@ -66,8 +66,8 @@ def solve(weight, state: AlpsState, pattern, *, rho: float = 0.1, max_iterations
     if hat.shape != (weight.shape[1],) * 2:
         raise ValueError(f"ALPS: state for {hat.shape[0]} inputs, weight {tuple(weight.shape)}")
     if rho <= 0 or max_iterations < 0 or update_every < 1 or pcg_iterations < 0:
-        raise ValueError(f"ALPS: rho={rho} must be > 0, max_iterations={max_iterations} ≥ 0, update_every={update_every} "
-                         f"≥ 1, pcg_iterations={pcg_iterations} ≥ 0")
+        raise ValueError(f"ALPS: rho={rho} must be > 0, max_iterations={max_iterations} ≥ 0, "
+                         f"update_every={update_every} ≥ 1, pcg_iterations={pcg_iterations} ≥ 0")
     pattern.check(weight.shape[1])
     z0 = weight.detach().to(hat.dtype) * scale
     target = z0 @ hat  # Z₀Ĥ
@@ -141,6 +141,7 @@ ENTRY = register(Entry(
             Param("switch_iteration", 30, int, minimum=0, doc="after it, ADMM stops once the support changes < 0.03 %"),
             Param("pcg_iterations", 10, int, minimum=0, doc="conjugate-gradient steps on the final support"),
             Param("pcg_rtol", 1e-4, float, minimum=0.0, doc="they stop early below this relative residual")),
-    memory=lambda shape: 8 * 3 * shape["ffn"] ** 2 + 4 * 6 * shape["hidden"] * shape["ffn"],  # Ĥ, Q, (Ĥ+ρI)⁻¹; Z₀, Z₀Ĥ, Z, D, V
+    # float64 Ĥ and Q while prepared, float32 Ĥ, Q, (Ĥ + ρI)⁻¹; Z₀, Z₀Ĥ, Z, D, V and a temporary
+    memory=lambda shape: 8 * 3 * shape["ffn"] ** 2 + 4 * 6 * shape["hidden"] * shape["ffn"],
     doc="ADMM under the ℓ0 / N:M constraint, then conjugate gradients on the support (ALPS, NeurIPS 2024)",
 ))

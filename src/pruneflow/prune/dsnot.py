@@ -64,25 +64,25 @@ def refine(weight, keep, stats, pattern: Pattern, *, max_cycles: int = 50, updat
         prune = [best(-wanda, keep & (contribution < 0)), best(-wanda, keep & (contribution > 0))]
     del wanda
     used = torch.zeros(2, 2, out_f, dtype=torch.long, device=w.device)  # [grow/prune, ε>0/ε<0, row]: candidates used
+
+    def pick(lists, which, side):
+        """Each row's next candidate (index, valid) from the list for its sign of ε."""
+        at = used[which].gather(0, side[None])[0]
+        return tuple(torch.where(side == 0, lists[0][k][rows, at], lists[1][k][rows, at]) for k in (0, 1))
+
     active = error.abs() > update_threshold
     for _ in range(cycles):
         if not active.any():
             break
         side = (error < 0).long()  # 0: ε > 0, 1: ε < 0
-
-        def pick(lists, which):
-            at = used[which].gather(0, side[None])[0]
-            index = torch.where(side == 0, lists[0][0][rows, at], lists[1][0][rows, at])
-            return index, torch.where(side == 0, lists[0][1][rows, at], lists[1][1][rows, at])
-
-        grown, ok = pick(grow, 0)
+        grown, ok = pick(grow, 0, side)
         if pattern.is_nm:
             start = grown - grown % pattern.m
             group = start[:, None] + torch.arange(pattern.m, device=w.device)
             low, offset = prunable.gather(1, group).min(1)
             pruned, ok = start + offset, ok & low.isfinite()
         else:
-            pruned, ok_prune = pick(prune, 1)
+            pruned, ok_prune = pick(prune, 1, side)
             ok = ok & ok_prune
         after = error - contribution[rows, grown] + contribution[rows, pruned]
         active = active & ok & (after.abs() < error.abs()) & (error.abs() > update_threshold)
