@@ -22,6 +22,9 @@ def _layer(out_f=32, in_f=128, samples=8, tokens=64, seed=0):
     stats = InputStats(in_f, gram=False)
     for sample in x.split(3):  # in chunks: the statistics must not depend on it
         stats.add(sample)
+    flat = x.double().reshape(-1, in_f)
+    assert stats.samples == samples and torch.allclose(stats.channel_sum, flat.sum(0), rtol=1e-6)
+    assert torch.allclose(stats.channel_var, flat.var(0, unbiased=False), rtol=1e-5)
     return weight, x, stats
 
 

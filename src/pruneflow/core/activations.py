@@ -231,7 +231,8 @@ class InputStats:
     """
 
     def __init__(self, in_features: int, gram: bool, device="cpu"):
-        self.count, self.samples, self.dtype = 0, 0, torch.float32  # products and results: float32, or float64 for float64 inputs
+        self.count, self.dtype = 0, torch.float32  # products and results: float32, or float64 for float64 inputs
+        self.samples = 0  # calibration samples (a [tokens, in] input counts as one)
         self._sq_sum = torch.zeros(in_features, dtype=torch.float64, device=device)
         self._sum = torch.zeros(in_features, dtype=torch.float64, device=device)
         self._gram = torch.zeros(in_features, in_features, dtype=torch.float64, device=device) if gram else None
@@ -305,14 +306,14 @@ class InputStats:
     @property
     def channel_sum(self) -> torch.Tensor | None:
         """Σ_t X[t, j] [in], float64 (None for statistics stored without it)."""
-        return None if self._sum is None else self._sum.clone()
+        return None if self._sum is None else self._sum.to(torch.float64, copy=True)
 
     @property
     def channel_var(self) -> torch.Tensor | None:
         """Each channel's variance over all calibration tokens, Σ_t X² / n − mean², float64 (≥ 0)."""
         if self._sum is None or not self.count:
             return None
-        mean = self._sum / self.count
+        mean = self._sum.double() / self.count
         return (self._sq_sum.double() / self.count - mean.pow(2)).clamp_min(0)
 
 
