@@ -221,7 +221,8 @@ class InputStats:
 
     ``sq_sum[j]`` = Σ_t X[t, j]² (Wanda's ‖X_j‖² up to the sample count);
     ``gram`` = XᵀX (SparseGPT's Hessian up to a factor 2/n) when requested; both float32 (float64 for
-    float64 inputs: the exact arbiter, a model stored in float64).
+    float64 inputs: the exact arbiter, a model stored in float64). ``channel_sum[j]`` = Σ_t X[t, j] and the number
+    of ``samples`` give each channel's mean and variance (DSnoT's statistics).
 
     Float order. Each calibration sample's products are computed in float32 on its own, and the
     samples are summed in float64, rounded to float32 once when read. So the statistics do not depend
@@ -232,15 +233,19 @@ class InputStats:
 
     def __init__(self, in_features: int, gram: bool, device="cpu"):
         self.count, self.dtype = 0, torch.float32  # products and results: float32, or float64 for float64 inputs
+        self.samples = 0  # calibration samples (a [tokens, in] input counts as one)
         self._sq_sum = torch.zeros(in_features, dtype=torch.float64, device=device)
+        self._sum = torch.zeros(in_features, dtype=torch.float64, device=device)
         self._gram = torch.zeros(in_features, in_features, dtype=torch.float64, device=device) if gram else None
         self._upper_only = False  # the Gram sums hold their upper triangle only (samples added since it was read)
 
     @classmethod
-    def from_tensors(cls, count: int, sq_sum: torch.Tensor, gram: torch.Tensor | None = None) -> "InputStats":
+    def from_tensors(cls, count: int, sq_sum: torch.Tensor, gram: torch.Tensor | None = None,
+                     channel_sum: torch.Tensor | None = None, samples: int = 0) -> "InputStats":
         """Statistics read back from storage (the dense-stream activation cache): float32, as they are read."""
         stats = cls.__new__(cls)
         stats.count, stats._sq_sum, stats._gram, stats.dtype = count, sq_sum, gram, torch.float32
+        stats._sum, stats.samples = channel_sum, samples
         stats._upper_only = False
         return stats
 
@@ -251,7 +256,9 @@ class InputStats:
         for sample in samples:
             sample = sample.reshape(-1, sample.shape[-1]).to(self.dtype)
             self.count += sample.shape[0]
+            self.samples += 1
             self._sq_sum += sample.pow(2).sum(0)  # in-place: float32 added into float64, no float64 copy
+            self._sum += sample.sum(0)
             if self._gram is not None:
                 add_upper_gram(self._gram, sample)
                 self._upper_only = True
@@ -296,6 +303,19 @@ class InputStats:
     def col_norms(self) -> torch.Tensor:
         """‖X_j‖₂ over all calibration tokens, float32."""
         return self._sq_sum.sqrt().to(self.dtype)
+
+    @property
+    def channel_sum(self) -> torch.Tensor | None:
+        """Σ_t X[t, j] [in], float64 (None for statistics stored without it)."""
+        return None if self._sum is None else self._sum.to(torch.float64, copy=True)
+
+    @property
+    def channel_var(self) -> torch.Tensor | None:
+        """Each channel's variance over all calibration tokens, Σ_t X² / n − mean², float64 (≥ 0)."""
+        if self._sum is None or not self.count:
+            return None
+        mean = self._sum.double() / self.count
+        return (self._sq_sum.double() / self.count - mean.pow(2)).clamp_min(0)
 
 
 def add_upper_gram(total: torch.Tensor, x: torch.Tensor, chunk_bytes: int = 16 * 2**20) -> None:
