@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from pruneflow.core.tiny import build_tiny_model
-from pruneflow.prune.alphapruning import allocate, block_sparsities, hill_alpha
+from pruneflow.methods.alphapruning import allocate, block_sparsities, hill_alpha
 from pruneflow.prune.allocation import AllocationError
 from pruneflow.spec import registry
 

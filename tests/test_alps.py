@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from pruneflow.core.activations import InputStats
-from pruneflow.prune import alps
+from pruneflow.methods import alps
 from pruneflow.prune.masks import parse_pattern
 from pruneflow.prune.sparsegpt import sparsegpt_prune
 from pruneflow.spec import registry

@@ -6,7 +6,7 @@ import torch
 
 from pruneflow.core.activations import InputStats
 from pruneflow.prune.criteria import wanda_scores
-from pruneflow.prune.dsnot import refine
+from pruneflow.methods.dsnot import refine
 from pruneflow.prune.masks import make_mask, parse_pattern
 from pruneflow.spec import registry
 

@@ -45,9 +45,9 @@ BUILTIN_MODULES = (
     "pruneflow.methods.recon_blocks",
     "pruneflow.methods.recon_full",
     "pruneflow.methods.retrain",
-    "pruneflow.prune.dsnot",
-    "pruneflow.prune.alps",
-    "pruneflow.prune.alphapruning",
+    "pruneflow.methods.dsnot",
+    "pruneflow.methods.alps",
+    "pruneflow.methods.alphapruning",
 )
 _NAME = re.compile(r"[a-z][a-z0-9_]*")
 _IMPLEMENTATION = re.compile(r"[A-Za-z_][\w.]*:[A-Za-z_][\w.]*")

@@ -133,7 +133,7 @@ def _conjugate_gradients(a, b, x, mask, iterations, rtol):
 
 SOLVER = Solver(prepare, solve)
 ENTRY = register(Entry(
-    "solver", "alps", "pruneflow.prune.alps:SOLVER", needs={"calibration", "gram"},
+    "solver", "alps", "pruneflow.methods.alps:SOLVER", needs={"calibration", "gram"},
     params=(Param("percdamp", 0.01, float, minimum=0.0, maximum=1.0, doc="damping, a fraction of mean(diag H)"),
             Param("rho", 0.1, float, minimum=1e-9, doc="ADMM's initial penalty ρ (the reference's 0.1)"),
             Param("max_iterations", 300, int, minimum=0, doc="ADMM iterations at most"),

@@ -97,7 +97,7 @@ def refine(weight, keep, stats, pattern: Pattern, *, max_cycles: int = 50, updat
 
 
 ENTRY = register(Entry(
-    "refinement", "dsnot", "pruneflow.prune.dsnot:refine", needs={"calibration", "input_norms", "channel_means"},
+    "refinement", "dsnot", "pruneflow.methods.dsnot:refine", needs={"calibration", "input_norms", "channel_means"},
     params=(Param("max_cycles", 50, int, minimum=0, doc="prune-and-grow cycles per row at most (the reference's 50)"),
             Param("update_threshold", 0.1, float, minimum=0.0,
                   doc="a row stops once |ε| is at most this, per calibration sample (the reference's 0.1)"),

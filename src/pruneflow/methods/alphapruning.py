@@ -106,7 +106,7 @@ def _error(message: str):
 
 
 ENTRY = register(Entry(
-    "allocation", "alphapruning", "pruneflow.prune.alphapruning:allocate", needs=(),
+    "allocation", "alphapruning", "pruneflow.methods.alphapruning:allocate", needs=(),
     params=(Param("epsilon", 0.3, float, minimum=0.0, maximum=0.99,
                   doc="block sparsities span target·[1 − ε, 1 + ε] before scaling (the reference's default 0.3)"),),
     memory=lambda shape: 8 * (shape["hidden"] * shape["ffn"] + 2 * shape["hidden"] ** 2),  # float64 W and its Gram
