@@ -1,6 +1,5 @@
 """A local job claims GPUs of its own (pruneflow.core.gpus): lock files stand in for devices, so these run on a CPU."""
 
-import ctypes
 import fcntl
 import os
 import stat
@@ -12,6 +11,8 @@ import pytest
 from pruneflow.core import gpus
 from pruneflow.core.gpus import GpuLockError, check_gpu_resource, claim_gpus
 
+from workflow_helpers import as_ordinary_user
+
 CLAIM = """
 import sys
 from pathlib import Path
@@ -22,10 +23,10 @@ print(claim_gpus(int(sys.argv[1]), sys.argv[2].split(","), Path(sys.argv[3]), po
 
 def other_job(count, candidates, locks, timeout=0.5, as_other_user=False):
     """A second process (another Snakemake job) claiming GPUs; its answer, or its error. ``as_other_user``: with file
-    permissions applied as to an ordinary user and umask 077 (see :func:`_as_ordinary_user`)."""
+    permissions applied as to any user and umask 077 (see :func:`_as_another_user`)."""
     env = {k: v for k, v in os.environ.items() if k not in ("CUDA_VISIBLE_DEVICES", "SLURM_JOB_ID")}
     proc = subprocess.run([sys.executable, "-c", CLAIM, str(count), ",".join(candidates), str(locks), str(timeout)],
-                          capture_output=True, text=True, env=env, preexec_fn=_as_ordinary_user if as_other_user else None)
+                          capture_output=True, text=True, env=env, preexec_fn=_as_another_user if as_other_user else None)
     return (proc.stdout + proc.stderr).strip().splitlines()[-1]
 
 
@@ -73,17 +74,11 @@ def test_visible_devices_are_the_candidates(monkeypatch):
 
 # ---------------------------------------------------------------- another user's lock files
 NOBODY = 65534
-PR_CAPBSET_DROP, CAP_DAC_OVERRIDE, CAP_DAC_READ_SEARCH, CAP_FOWNER = 24, 1, 2, 3
 
 
-def _as_ordinary_user():
-    """In the child before it starts: drop the capabilities that let root ignore file permissions, so the permissions
-    of another user's files apply to it as to any user (it cannot run as nobody itself: this interpreter may lie
-    under /root, which nobody cannot enter); a strict umask, as some users have."""
-    libc = ctypes.CDLL(None, use_errno=True)
-    for cap in (CAP_DAC_OVERRIDE, CAP_DAC_READ_SEARCH, CAP_FOWNER):
-        if libc.prctl(PR_CAPBSET_DROP, cap, 0, 0, 0):
-            raise OSError(ctypes.get_errno(), "prctl(PR_CAPBSET_DROP)")
+def _as_another_user():
+    """In the child before it starts: file permissions as any user meets them, and a strict umask as some have."""
+    as_ordinary_user()
     os.umask(0o077)
 
 
