@@ -211,6 +211,8 @@ def check_gguf_file(path: str | Path) -> None:
             for _ in range(tensors):
                 name = _read_string(f)
                 (dims,) = struct.unpack("<I", f.read(4))
+                if dims > 8:  # GGML tensors have at most 4 dimensions
+                    raise ValueError(f"tensor {name!r} has {dims} dimensions")
                 shape = struct.unpack(f"<{dims}Q", f.read(8 * dims))
                 kind, offset = struct.unpack("<IQ", f.read(12))
                 if kind not in GGML_QUANT_SIZES:
