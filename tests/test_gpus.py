@@ -130,6 +130,11 @@ def test_an_unusable_lock_file_or_folder_stops_with_its_owner_and_the_fix(tmp_pa
     told = other_job(1, ["0"], locks, as_other_user=True)
     assert (f"{locks / 'gpu0.lock'}: cannot open this GPU lock file (Permission denied; the folder's owner nobody "
             f"(uid 65534), mode 755); ask nobody (uid 65534) to run `chmod 1777 {locks}`") in told
+    (locks / "gpu0.lock").symlink_to(tmp_path / "elsewhere.lock")  # not followed, wherever it points
+    with pytest.raises(GpuLockError, match=rf"{locks / 'gpu0.lock'}: a symbolic link where a GPU lock file belongs "
+                                           rf"\(owner root \(uid 0\)\); delete it"):
+        claim_gpus(1, ["0"], locks)
+    assert not (tmp_path / "elsewhere.lock").exists()
     (tmp_path / "elsewhere").mkdir()
     (tmp_path / "link").symlink_to(tmp_path / "elsewhere")
     with pytest.raises(GpuLockError, match=rf"{tmp_path / 'link'}: the GPU lock folder is not a folder \(a symlink"):

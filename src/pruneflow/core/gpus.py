@@ -128,6 +128,8 @@ def _try_lock(path: Path):
 
 def _cannot(path: Path, what: str, err: OSError) -> str:
     """Why a GPU lock file could not be opened or locked, whose it is, and the fix."""
+    if err.errno == errno.ELOOP:  # not followed: it could point anywhere
+        return f"{path}: a symbolic link where a GPU lock file belongs (owner {_owner(path.lstat().st_uid)}); delete it"
     if err.errno not in (errno.EACCES, errno.EPERM):  # no locks on this file system, read-only, ...
         return (f"{path}: cannot {what} this GPU lock file ({err.strerror}); put the lock folder on a local file "
                 f"system that takes locks: set TMPDIR (the folder is $TMPDIR/{path.parent.name})")
