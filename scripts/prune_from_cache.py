@@ -4,6 +4,7 @@ from pathlib import Path
 
 from pruneflow.prune.allocation import method_block_sparsities
 from pruneflow.core.artifacts import artifact_folder
+from pruneflow.core.fallbacks import recording
 from pruneflow.prune.criteria import method_criterion
 from pruneflow.prune.dense_stream import prune_from_cache
 from pruneflow.spec.naming import known_parts, parse_method_id
@@ -19,9 +20,9 @@ with job(snakemake.log[0], snakemake.threads, gpus=snakemake.resources.get("gpu"
     device = resolve_device(rt["device"])
     stream = open_stream(snakemake.input.model, tokenizer=False)
     per_block = method_block_sparsities(method, snakemake.input.get("allocation"), stream)
-    with artifact_folder(snakemake.output[0]) as out:
+    with artifact_folder(snakemake.output[0]) as out, recording() as fallbacks:
         stream.sink = writer = VariantWriter(out, stream, Path(snakemake.output[0]))
         for index, masks in prune_from_cache(stream, method_criterion(method), method.pattern, snakemake.input.cache, device, per_block):
             save_masks(out / "masks", index, masks)
-        writer.finish(stream.model, variant_summary(method, snakemake.wildcards.calib), requested=method.pattern.sparsity,
+        writer.finish(stream.model, variant_summary(method, snakemake.wildcards.calib, fallbacks), requested=method.pattern.sparsity,
                       block_requested=per_block)

@@ -4,6 +4,7 @@ from pathlib import Path
 
 from pruneflow.prune.allocation import method_block_sparsities
 from pruneflow.core.artifacts import artifact_folder
+from pruneflow.core.fallbacks import recording
 from pruneflow.data.calibration import load_calibration
 from pruneflow.prune.criteria import method_criterion
 from pruneflow.spec.naming import known_parts, parse_method_id
@@ -21,11 +22,11 @@ with job(snakemake.log[0], snakemake.threads, gpus=snakemake.resources.get("gpu"
     stream = open_stream(snakemake.input.model, tokenizer=False)
     calib = load_calibration(snakemake.input.calib)
     per_block = method_block_sparsities(method, snakemake.input.get("allocation"), stream)
-    with artifact_folder(snakemake.output[0]) as out:
+    with artifact_folder(snakemake.output[0]) as out, recording() as fallbacks:
         stream.sink = writer = VariantWriter(out, stream, Path(snakemake.output[0]))
         blocks = prune_model(stream, method_criterion(method), method.pattern, calib, method.stream, rt["batch_size"],
                              device, block_sparsities=per_block)
         for index, masks in blocks:  # the block's masks land before the writer stores the block
             save_masks(out / "masks", index, masks)
-        writer.finish(stream.model, variant_summary(method, snakemake.wildcards.calib), requested=method.pattern.sparsity,
+        writer.finish(stream.model, variant_summary(method, snakemake.wildcards.calib, fallbacks), requested=method.pattern.sparsity,
                       block_requested=per_block)

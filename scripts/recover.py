@@ -5,6 +5,7 @@ import json
 from pathlib import Path
 
 from pruneflow.core.artifacts import artifact_folder
+from pruneflow.core.fallbacks import merged, recording
 from pruneflow.data.calibration import load_calibration
 from pruneflow.spec.naming import Recovery, known_parts, parse_method_id
 from pruneflow.core.atomic import read_json
@@ -32,7 +33,7 @@ with job(snakemake.log[0], snakemake.threads, gpus=snakemake.resources.get("gpu"
     work = open_stream(parent, tokenizer=False, skeleton_of=dense)
     masks = work.keep_masks if masks is None else masks
     total = count_parameters(work.model)
-    with artifact_folder(snakemake.output[0]) as out:
+    with artifact_folder(snakemake.output[0]) as out, recording() as fallbacks:
         work.sink = writer = VariantWriter(out, work, Path(snakemake.output[0]), masks=masks if recovery.interleaved else None)
         result = recover(dense, work, masks, calib, recovery, spec["settings"], device, method, rt["gradient_checkpointing"])
         # retraining reports its trainable set; reconstruction the largest set held at once
@@ -45,5 +46,6 @@ with job(snakemake.log[0], snakemake.threads, gpus=snakemake.resources.get("gpu"
             "trainable_fraction": trainable / total,
             "unavailable": result.get("unavailable", []),
             "notes": result.get("notes", []),
+            "fallbacks": merged(base.get("fallbacks"), fallbacks),  # the pruning's (its parent's) and this job's
         }
         writer.finish(work.model, summary, requested=method.pattern.sparsity if method else None)

@@ -22,6 +22,7 @@ with job(snakemake.log[0], snakemake.threads):
     else:
         sparsity = [p["sparsity"] for p in ppl]
         df = report.study_rows(par.model, ppl, sparsity, summaries, par.reference)
+        df = report.add_fallback_column(df, summaries)  # numerical fallbacks of the variants' solves, if any
         if "bands" in inp.keys():  # the noise band measured for a row's method and pattern, if any
             df = report.add_band_column(df, read_bands(inp.bands[0]))
     df = report.add_dtype_column(df, [p["summary"] for p in ppl])

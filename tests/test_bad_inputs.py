@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -22,7 +23,7 @@ import yaml
 from pruneflow.spec.config import ConfigError, check_config, coerce_cli_values, duplicate_names
 
 from conftest import REPO
-from workflow_helpers import snakemake, tiny_config, write_config
+from workflow_helpers import config_errors_as_ordinary_user, snakemake, tiny_config, write_config
 
 LONG_DOC = "The committee met on Tuesday and talked about the budget for the coming year. " * 8  # ~620 bytes
 
@@ -171,6 +172,9 @@ CASES = [
      r"studies\.liar\.speed: 256 tokens is more than model 'tiny' takes \(128 positions"),
     ("gpt2-positions", lambda c, t, m: c["models"]["tiny"].update(path=str(_model_copy(t, m, max_position_embeddings=None, n_positions=32))),
      r"calibration\.seqlen: 64 tokens is more than model 'tiny' takes \(32 positions"),
+    ("weights-truncated", lambda c, t, m: c["models"]["tiny"].update(path=str(_cut_weights(t, m))),
+     r"models\.tiny\.path: .*model_copy/model\.safetensors: truncated weights file: its header lists tensors ending at byte "
+     r"[\d,]+, but the file has [\d,]+ bytes; copy or download it again"),
     # ---- sizes against the data
     ("nsamples-billion", lambda c, t, m: c["calibration"].update(nsamples=1_000_000_000),
      r"calibration: nsamples × seqlen = 1000000000 × 64 = 64,000,000,000 tokens, but the calibration part of corpus 'brown' holds at most"),
@@ -231,6 +235,16 @@ def _broken_config(tmp, model_dir):
     return folder
 
 
+def _cut_weights(tmp, model_dir):
+    """A copy of the tiny model whose weights file lost its last 100 bytes (a copy cut short)."""
+    folder = _model_copy(tmp, model_dir)
+    weights = folder / "model.safetensors"
+    data = weights.read_bytes()
+    weights.unlink()
+    weights.write_bytes(data[:-100])
+    return folder
+
+
 def _without(tmp, model_dir, name):
     folder = _model_copy(tmp, model_dir)
     (folder / name).unlink()
@@ -245,6 +259,39 @@ def test_bad_input_is_stopped_with_a_clear_message(base, tiny_model_dir, case, e
     with pytest.raises(ConfigError) as err:
         check_config(config, tmp, REPO)
     assert re.search(message, str(err.value)), f"{case}: {err.value}"
+
+
+def test_unreadable_model_folder_or_file_stops_before_any_job_naming_it(base, tiny_model_dir):
+    """A weights or tokenizer file this user cannot read, or a model folder it cannot list, stops the checks before
+    any job with the path and what is wrong (they once reached the model job, or raised a bare PermissionError).
+    The checks run in a child that meets file permissions as any user does (the tests run as root)."""
+    config, tmp = base
+    cases = {  # a model copy each: what in it is unreadable ("": the folder), its mode, what the message says
+        "weights": ("model.safetensors", 0o000, "the model file cannot be read"),
+        "tokenizer": ("tokenizer.json", 0o000, "the model file cannot be read"),
+        "closed": ("", 0o000, "the model folder cannot be read"),
+        "unlisted": ("", 0o111, "the model folder cannot be read"),  # entered, not listed
+    }
+    configs, paths = [], []
+    for case, (name, mode, _) in cases.items():
+        (tmp / case).mkdir()
+        folder = _model_copy(tmp / case, tiny_model_dir)
+        if name:  # a file of its own, not a link to the shared model's
+            data = (folder / name).read_bytes()
+            (folder / name).unlink()
+            (folder / name).write_bytes(data)
+        os.chmod(folder / name, mode)
+        paths.append(folder / name if name else folder)
+        configs.append(copy.deepcopy(config))
+        configs[-1]["models"]["tiny"]["path"] = str(folder)
+    try:
+        told = config_errors_as_ordinary_user(configs, tmp)
+    finally:
+        for path in paths:
+            os.chmod(path, 0o755)
+    for (name, mode, what), path, message in zip(cases.values(), paths, told):
+        assert message.startswith(f"models.tiny.path: {path}: {what} (permission denied: owner uid {os.getuid()}, mode {mode:o}"), message
+        assert message.endswith("allowed: a file this user can read (chmod a+r)" if name else "(chmod a+rx)"), message
 
 
 def test_there_are_enough_cases():

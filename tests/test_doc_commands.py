@@ -30,7 +30,7 @@ import yaml
 from conftest import REPO
 
 REGISTRY = yaml.safe_load((REPO / "tests" / "doc_commands.yaml").read_text())
-RUNNERS = {"setup", "tiny", "hub", "slurm"}
+RUNNERS = {"setup", "tiny", "hub", "slurm", "faults"}
 PAGES = [REPO / "README.md", *sorted((REPO / "docs").rglob("*.md"))]
 FENCE = re.compile(r"^```(\w*)[^\n]*\n(.*?)^```", re.M | re.S)
 COMMAND_WORDS = re.compile(r"^((snakemake|python|bash|pip) |\.venv/bin/\S)")  # a word, not the tool's name alone
@@ -78,10 +78,11 @@ def test_setup_commands_are_what_ci_and_the_default_run():
     assert proc.returncode == 0 and "study_report" in proc.stdout, proc.stdout[-3000:] + proc.stderr[-3000:]
 
 
-def test_slurm_commands_have_their_runner():
-    if any(e["runner"] == "slurm" for e in REGISTRY):
-        runner = REPO / "tests" / "test_slurm.py"
-        assert runner.is_file() and "doc_commands.yaml" in runner.read_text()
+@pytest.mark.parametrize("runner", ["slurm", "faults"])
+def test_slurm_and_fault_commands_have_their_runner(runner):
+    if any(e["runner"] == runner for e in REGISTRY):
+        module = REPO / "tests" / f"test_{runner}.py"
+        assert module.is_file() and "doc_commands.yaml" in module.read_text()
 
 
 def _env() -> dict:

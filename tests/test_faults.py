@@ -1,12 +1,19 @@
 """Faults: a failed job's log holds its traceback; temporaries of killed jobs are removed by the next
 run while those of running jobs are kept; an edited local corpus or model folder reruns what depends
-on it; two runs of one target at once do not both write it; a truncated or deleted artifact file
-fails the job that reads it, naming the file and the fix (the checksums of pruneflow.core.artifacts)."""
+on it; two runs of one target at once do not both write it; a truncated, deleted or flipped artifact file
+fails the job that reads it, naming the file and the fix (the checksums of pruneflow.core.artifacts).
+
+After Snakemake is killed (its job runs on, and the check docs/validation.md gives sees it), Ctrl-C, a write
+failing midway (a full disk), two runs at once and a flipped byte, a plain rerun gives the clean run's variant
+(tensors and summary) or result. A kill of Snakemake and its job together mid-write: tests/test_robustness.py.
+Every workflow test here shares one module run (``finished``), copied for a test that changes it."""
 
 from __future__ import annotations
 
 import gc
+import json
 import os
+import resource
 import shutil
 import signal
 import subprocess
@@ -15,9 +22,14 @@ import time
 
 import pytest
 import torch
+import yaml
+from safetensors.torch import load_file, save_file
 
+from pruneflow.core.artifacts import ArtifactError, verify_folder
 from pruneflow.core.atomic import _HOST, atomic_path, remove_stale_temporaries
 from pruneflow.core.runtime import PEAK_RSS_LINE, job
+from pruneflow.core.stream import load_variant
+from pruneflow.data.calibration import load_calibration
 
 from conftest import REPO
 from workflow_helpers import planned, snakemake, tiny_config, write_config
@@ -25,7 +37,13 @@ from workflow_helpers import planned, snakemake, tiny_config, write_config
 CALIB = "results/tiny/calib/text-n4-l64-s0.safetensors"
 MAGNITUDE = "results/tiny/pruned/none/magnitude-u0.5"
 DENSE_PPL = "results/tiny/eval/dense/ppl-text-l64-w2-bosauto.json"
-TARGETS = (CALIB, MAGNITUDE, DENSE_PPL)
+SPARSEGPT = "results/tiny/pruned/text-n4-l64-s0/sparsegpt-u0.5-dense"  # a variant with values: SparseGPT updates weights
+SPARSEGPT_PPL = f"results/tiny/eval/{SPARSEGPT.removeprefix('results/tiny/')}/ppl-text-l64-w2-bosauto.json"
+TARGETS = (CALIB, MAGNITUDE, SPARSEGPT_PPL, DENSE_PPL)
+DEAD_NORM = "model.layers.1.input_layernorm.weight"  # one channel at zero: a dead input of block 1's q, k and v
+# After Snakemake was killed: the jobs of its run still running here (docs/validation.md; tests/doc_commands.yaml)
+STILL_RUNNING = next(e["command"] for e in yaml.safe_load((REPO / "tests" / "doc_commands.yaml").read_text())
+                     if e["runner"] == "faults")
 
 
 # ---------------------------------------------------------------- job logs
@@ -108,11 +126,15 @@ def test_a_new_writer_of_the_same_path_removes_what_a_killed_one_left(tmp_path):
 
 @pytest.fixture(scope="module")
 def finished(tmp_path_factory, tiny_model_dir):
-    """A run of calibration, magnitude pruning and dense perplexity on a local text corpus and a
+    """A run of calibration, magnitude and SparseGPT pruning and perplexity on a local text corpus and a
     local copy of the tiny model (both edited by tests below, on copies of this folder)."""
     workdir = tmp_path_factory.mktemp("faults") / "work"
     workdir.mkdir()
     shutil.copytree(tiny_model_dir, workdir / "model")
+    weights = workdir / "model" / "model.safetensors"
+    state = load_file(weights)
+    state[DEAD_NORM][5] = 0  # SparseGPT meets a dead input there: a numerical fallback its summary records
+    save_file(state, weights, metadata={"format": "pt"})
     doc = "The committee met on Tuesday and talked about the budget for the coming year. " * 6
     (workdir / "corpus.txt").write_text("\n\n".join(f"Document {i}. {doc}" for i in range(40)))
     config = tiny_config(workdir / "model")
@@ -120,7 +142,7 @@ def finished(tmp_path_factory, tiny_model_dir):
     config["corpora"] = {"text": {"source": "text", "path": "corpus.txt", "eval_fraction": 0.5}}
     config["calibration"]["corpus"] = "text"
     config["perplexity"].update(corpus="text", windows=2)
-    config["studies"] = {"s": {"criteria": ["magnitude", "wanda"], "patterns": [0.5], "stream": "dense"}}
+    config["studies"] = {"s": {"criteria": ["magnitude", "wanda", "sparsegpt"], "patterns": [0.5], "stream": "dense"}}
     config.pop("zeroshot")
     write_config(workdir, config)
     snakemake(workdir, *TARGETS)
@@ -144,7 +166,8 @@ def test_an_edited_local_corpus_reruns_what_reads_it(copy_of):
     corpus = copy_of / "corpus.txt"
     corpus.write_text(corpus.read_text() + "\n\nA new document about the weather in the hills. " * 3)
     rules, reasons = planned(copy_of, *TARGETS)
-    assert rules == {"corpus": 1, "calibration": 1, "perplexity": 1}  # magnitude reads no text
+    # magnitude reads no text; SparseGPT's statistics come from the calibration samples
+    assert rules == {"corpus": 1, "calibration": 1, "activation_cache": 1, "prune_from_cache": 1, "perplexity": 2}
     assert any("corpus.txt" in r for r in reasons)
 
 
@@ -180,7 +203,7 @@ def test_killed_writers_temporaries_go_at_the_next_run_running_ones_stay(copy_of
 
 
 @pytest.mark.slow
-def test_two_runs_of_one_target_at_once_do_not_both_write_it(copy_of):
+def test_two_runs_of_one_target_at_once_do_not_both_write_it(finished, copy_of):
     shutil.rmtree(copy_of / MAGNITUDE)
     os.remove(copy_of / CALIB)
     first = subprocess.Popen(
@@ -195,7 +218,9 @@ def test_two_runs_of_one_target_at_once_do_not_both_write_it(copy_of):
     assert second.returncode != 0 and "cannot be locked" in second.stdout + second.stderr
     out, _ = first.communicate(timeout=600)
     assert first.returncode == 0, out[-3000:]
-    assert planned(copy_of, *TARGETS)[0] == {}
+    assert planned(copy_of, CALIB, MAGNITUDE)[0] == {}
+    assert torch.equal(load_calibration(copy_of / CALIB), load_calibration(finished / CALIB))  # the clean run's
+    _assert_same_variant(copy_of, finished, MAGNITUDE)
 
 
 @pytest.mark.slow
@@ -239,3 +264,156 @@ def test_a_deleted_mask_block_is_noticed(copy_of):
     path = copy_of / MAGNITUDE / "masks" / "block001.safetensors"
     os.remove(path)
     _failure_names(copy_of, "results/tiny/eval/pruned/none/magnitude-u0.5/ppl-text-l64-w2-bosauto.json", MAGNITUDE)
+
+
+# ---------------------------------------------------------------- every kind of artifact, one byte flipped (issue 39)
+@pytest.mark.slow
+def test_one_flipped_byte_in_any_file_of_any_artifact_is_refused_naming_it(copy_of):
+    """Every file of the dense model, a masks-only and a values variant, the activation cache and the calibration
+    samples (results, tables and corpus splits: their own tests), one byte in its middle flipped: its reader (the one
+    the jobs use) refuses it, naming the file (or the manifest that lists it) and the fix."""
+    readers = {"results/tiny/dense": load_variant, MAGNITUDE: load_variant, SPARSEGPT: load_variant,
+               "results/tiny/acts/text-n4-l64-s0": verify_folder, CALIB: load_calibration}
+    checked = 0
+    for artifact, read in readers.items():
+        path = copy_of / artifact
+        files = [path] if path.is_file() else sorted(f for f in path.rglob("*") if f.is_file() and not f.name.startswith("."))
+        for f in files:
+            clean = f.read_bytes()
+            flipped = bytearray(clean)
+            flipped[len(clean) // 2] ^= 0x04
+            f.write_bytes(bytes(flipped))
+            with pytest.raises(ArtifactError) as err:
+                read(path)
+            f.write_bytes(clean)
+            named = str(f) in str(err.value) or str(path / "manifest.json") in str(err.value)
+            assert named and f"delete {path} and rerun" in str(err.value), (f, str(err.value))
+            checked += 1
+    assert checked >= 30
+
+
+@pytest.mark.slow
+def test_a_flipped_value_fails_the_reading_job_and_the_fix_gives_the_clean_result(finished, copy_of):
+    """SparseGPT's stored values with one bit flipped: its perplexity job fails naming the file and "delete … and
+    rerun"; done as said, the rerun gives the clean run's perplexity, to the last digit."""
+    part = copy_of / SPARSEGPT / "values" / "block001.safetensors"
+    data = bytearray(part.read_bytes())
+    data[-100] ^= 0x01  # the last bit of a stored float32 weight
+    part.write_bytes(bytes(data))
+    os.remove(copy_of / SPARSEGPT_PPL)  # so that something reads the variant
+    _failure_names(copy_of, SPARSEGPT_PPL, part.relative_to(copy_of))
+    shutil.rmtree(copy_of / SPARSEGPT)  # what the message says
+    snakemake(copy_of, SPARSEGPT_PPL)
+    result, clean = (json.loads((w / SPARSEGPT_PPL).read_text()) for w in (copy_of, finished))
+    assert result["perplexity"] == clean["perplexity"] and result["nll"] == clean["nll"]
+
+
+# ---------------------------------------------------------------- killed, interrupted, out of space (issue 39)
+def _start(workdir, *targets, **popen) -> subprocess.Popen:
+    """A Snakemake run of ``targets`` (as :func:`workflow_helpers.snakemake` runs it), not waited for; its output
+    goes to ``run.log`` (a file: a job that outlives Snakemake must not write into a closed pipe)."""
+    cmd = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "--directory", str(workdir), "--configfile",
+           str(workdir / "config.yaml"), "--replace-workflow-config", "--cores", "2", *targets]
+    with open(workdir / "run.log", "w") as log:
+        return subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, **popen)
+
+
+def _jobs(workdir) -> list[int]:
+    """Processes running a job of a Snakemake run in ``workdir`` (each runs a script Snakemake wrote there)."""
+    marker = f"{workdir}/.snakemake/scripts/".encode()
+    pids = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            if marker in open(f"/proc/{pid}/cmdline", "rb").read():
+                pids.append(int(pid))
+        except OSError:  # gone meanwhile
+            pass
+    return pids
+
+
+def _wait_for_job(workdir, run: subprocess.Popen) -> int:
+    """The first job's process, as soon as it starts (its imports alone take seconds: it is surely still running)."""
+    deadline = time.time() + 300
+    while not (pids := _jobs(workdir)):
+        assert run.poll() is None and time.time() < deadline, (workdir / "run.log").read_text()[-3000:]
+        time.sleep(0.02)
+    return pids[0]
+
+
+def _tensors(folder) -> dict:
+    return {str(f.relative_to(folder)): load_file(f) for f in sorted(folder.rglob("*.safetensors"))}
+
+
+def _assert_same_variant(workdir, clean, variant) -> None:
+    """The same stored tensors (masks, values) and summary as the clean run's variant, and no temporary left."""
+    got, want = _tensors(workdir / variant), _tensors(clean / variant)
+    assert got.keys() == want.keys() and got
+    assert all(torch.equal(got[f][n], want[f][n]) for f in want for n in want[f])
+    assert json.loads((workdir / variant / "summary.json").read_text()) == json.loads((clean / variant / "summary.json").read_text())
+    assert not list((workdir / "results").rglob("*.tmp"))
+
+
+@pytest.mark.slow
+def test_after_snakemake_alone_is_killed_its_job_runs_on_and_the_documented_check_sees_it(finished, copy_of):
+    """`kill -9` of Snakemake (not its job): the job runs on and writes its variant. docs/validation.md's check lists
+    it while it runs and nothing once it ended; then --unlock and a plain rerun (the job was never marked complete)
+    give the clean run's variant."""
+    shutil.rmtree(copy_of / SPARSEGPT)
+    run = _start(copy_of, SPARSEGPT)
+    job = _wait_for_job(copy_of, run)
+    run.send_signal(signal.SIGKILL)
+    run.wait()
+    check = subprocess.run(["bash", "-c", STILL_RUNNING], cwd=copy_of, capture_output=True, text=True)
+    assert check.returncode == 0 and f"{job} " in check.stdout and "prune_from_cache.py" in check.stdout, check
+    deadline = time.time() + 300
+    while os.path.exists(f"/proc/{job}") and time.time() < deadline:
+        time.sleep(0.1)
+    check = subprocess.run(["bash", "-c", STILL_RUNNING], cwd=copy_of, capture_output=True, text=True)
+    assert check.returncode == 1 and check.stdout == "", check  # pgrep: nothing matched
+    snakemake(copy_of, "--unlock")
+    snakemake(copy_of, SPARSEGPT)
+    _assert_same_variant(copy_of, finished, SPARSEGPT)
+
+
+@pytest.mark.slow
+def test_ctrl_c_stops_run_and_job_and_a_plain_rerun_gives_the_clean_variant(finished, copy_of):
+    """Ctrl-C in the terminal (SIGINT to Snakemake and its jobs, one process group): nothing runs on, no variant, no
+    lock left (the rerun needs no --unlock), and the rerun gives the clean run's variant."""
+    shutil.rmtree(copy_of / SPARSEGPT)
+    run = _start(copy_of, SPARSEGPT, start_new_session=True)
+    _wait_for_job(copy_of, run)
+    os.killpg(run.pid, signal.SIGINT)
+    assert run.wait(timeout=300) != 0
+    assert not _jobs(copy_of) and not (copy_of / SPARSEGPT).exists()
+    snakemake(copy_of, SPARSEGPT)
+    _assert_same_variant(copy_of, finished, SPARSEGPT)
+
+
+@pytest.mark.slow
+def test_a_write_failing_midway_leaves_no_variant_and_a_rerun_gives_the_clean_one(finished, copy_of):
+    """The disk fills while the SparseGPT variant is written: a file-size limit of 32 KiB on the run stands in for it
+    (the same OSError at write, needing neither root nor a mount): the masks (5 KB a block) fit, the first values
+    file (74 KB) does not. No variant is left, and the rerun with space again gives the clean run's variant."""
+    limit = 32 * 1024
+    sizes = {f.parent.name: f.stat().st_size for f in (finished / SPARSEGPT).rglob("block000.safetensors")}
+    assert sizes["masks"] < limit < sizes["values"]
+    shutil.rmtree(copy_of / SPARSEGPT)
+    run = _start(copy_of, SPARSEGPT, preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit)))
+    assert run.wait(timeout=600) != 0
+    log = (copy_of / "results/logs" / f"{SPARSEGPT.removeprefix('results/')}.log").read_text()
+    assert "File too large" in log and 'save_tensors(block_file(self.out / "values", index)' in log, log[-3000:]
+    assert not (copy_of / SPARSEGPT).exists()
+    snakemake(copy_of, SPARSEGPT)
+    _assert_same_variant(copy_of, finished, SPARSEGPT)
+
+
+# ---------------------------------------------------------------- a numerical fallback in a workflow run (issue 39)
+@pytest.mark.slow
+def test_the_sparsegpt_variant_records_its_fallback_per_layer_and_logs_it(finished):
+    """The fixture's model has a dead input in block 1 (its attention norm's channel 5 is zero): the SparseGPT job's
+    summary counts it at the layer whose inverse factor met it, and its log names that layer."""
+    summary = json.loads((finished / SPARSEGPT / "summary.json").read_text())
+    assert summary["fallbacks"] == {"model.layers.1.self_attn.q_proj": {"dead_inputs": 1}}
+    log = (finished / "results/logs" / f"{SPARSEGPT.removeprefix('results/')}.log").read_text()
+    assert "numerical fallback at model.layers.1.self_attn.q_proj: 1 of 64 inputs were never nonzero" in log
+    assert json.loads((finished / SPARSEGPT_PPL).read_text())["summary"]["fallbacks"] == summary["fallbacks"]  # the tables' input

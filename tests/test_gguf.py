@@ -3,6 +3,8 @@ and q/k layout), and its clear errors; the real SmolLM2 GGUF is tested in test_s
 
 from __future__ import annotations
 
+import os
+
 import gguf
 import pytest
 import torch
@@ -12,7 +14,7 @@ from pruneflow.spec.config import ConfigError, validate_config
 from pruneflow.core.models import ModelSourceError, check_model_supported, load_model, materialize, read_gguf_metadata
 from pruneflow.core.tiny import build_tiny_model
 
-from workflow_helpers import tiny_config
+from workflow_helpers import config_errors_as_ordinary_user, tiny_config
 
 GGUF_NAMES = {"self_attn.q_proj": "attn_q", "self_attn.k_proj": "attn_k", "self_attn.v_proj": "attn_v",
               "self_attn.o_proj": "attn_output", "mlp.gate_proj": "ffn_gate", "mlp.up_proj": "ffn_up",
@@ -94,6 +96,35 @@ def test_unreadable_architecture_lists_the_readable_ones(tmp_path):
     (tmp_path / "text.gguf").write_text("not a model")
     with pytest.raises(ModelSourceError, match="not a GGUF file"):
         check_model_supported({"source": "gguf", "path": str(tmp_path / "text.gguf")})
+
+
+def test_a_truncated_gguf_stops_before_any_job_naming_it(tmp_path, tiny_model_dir):
+    """Its header's tensor table is read against the file's size (no tensor is read): a file cut anywhere stops
+    before any job (a file cut in its tensor data once passed, and the model job failed with 'cannot reshape')."""
+    write_tiny_gguf(tmp_path / "tiny.gguf")
+    data = (tmp_path / "tiny.gguf").read_bytes()
+    config = tiny_config(tiny_model_dir)
+    for cut, message in [(1, r"truncated GGUF file: its header lists 20 tensors ending at byte 368,640, but the file has "
+                             r"368,639 bytes; download or copy it again"),
+                         (len(data) // 2, r"truncated GGUF file: .* but the file has 184,320 bytes"),
+                         (len(data) - 3000, r"truncated or corrupt GGUF header \(.*\); download or copy it again")]:
+        (tmp_path / "cut.gguf").write_bytes(data[:len(data) - cut])
+        with pytest.raises(ModelSourceError, match=rf"{tmp_path / 'cut.gguf'}: {message}"):
+            check_model_supported({"source": "gguf", "path": str(tmp_path / "cut.gguf")})
+        config["models"]["tiny"] = {"source": "gguf", "path": str(tmp_path / "cut.gguf")}
+        with pytest.raises(ConfigError, match=rf"models\.tiny: {tmp_path / 'cut.gguf'}: {message}"):
+            validate_config(config, tmp_path)
+
+
+def test_an_unreadable_gguf_stops_before_any_job_naming_it(tmp_path, tiny_model_dir):
+    """Checked as any user meets file permissions (the tests run as root, whom mode 000 does not stop)."""
+    write_tiny_gguf(tmp_path / "tiny.gguf")
+    (tmp_path / "tiny.gguf").chmod(0)
+    config = tiny_config(tiny_model_dir)
+    config["models"]["tiny"] = {"source": "gguf", "path": str(tmp_path / "tiny.gguf")}
+    (told,) = config_errors_as_ordinary_user([config], tmp_path)
+    assert told.startswith(f"models.tiny: {tmp_path / 'tiny.gguf'}: the GGUF model file cannot be read (permission denied: "
+                           f"owner uid {os.getuid()}, mode 0;") and told.endswith("allowed: a file this user can read (chmod a+r)"), told
 
 
 def test_unsupported_family_stops_the_config_before_any_job(tmp_path, tiny_model_dir):

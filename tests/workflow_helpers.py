@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import copy
+import ctypes
+import json
+import os
 import re
 import subprocess
 import sys
@@ -145,3 +148,34 @@ def fill_hub_cache(hf_home: Path, repo_id: str, config: dict) -> None:
     (repo / "refs").mkdir(exist_ok=True)
     (repo / "refs" / "main").write_text(commit)
     (repo / "snapshots" / commit / "config.json").write_text(json.dumps(config))
+
+
+# ---------------------------------------------------------------- file permissions as any user meets them
+PR_CAPBSET_DROP, CAP_DAC_OVERRIDE, CAP_DAC_READ_SEARCH, CAP_FOWNER = 24, 1, 2, 3  # linux/prctl.h, capability.h
+
+
+def as_ordinary_user() -> None:
+    """For ``subprocess``'s ``preexec_fn``: the child meets file permissions as any user does. The tests run as root,
+    whom a mode of 000 does not stop, so the capabilities that let root ignore permissions are dropped from the child
+    (it cannot become another user instead: this interpreter may lie under /root, closed to others)."""
+    if os.geteuid() != 0:
+        return
+    libc = ctypes.CDLL(None, use_errno=True)
+    for cap in (CAP_DAC_OVERRIDE, CAP_DAC_READ_SEARCH, CAP_FOWNER):
+        if libc.prctl(PR_CAPBSET_DROP, cap, 0, 0, 0):
+            raise OSError(ctypes.get_errno(), "prctl(PR_CAPBSET_DROP)")
+
+
+def config_errors_as_ordinary_user(configs: list[dict], base: Path) -> list[str]:
+    """What ``check_config`` (everything checked before any job) says of each config when run as any user
+    (:func:`as_ordinary_user`), one child process for all: each one's error message, or "passed"."""
+    code = (
+        "import json, sys\nfrom pruneflow.spec.config import ConfigError, check_config\n"
+        "for config in json.loads(sys.argv[1]):\n"
+        "    try:\n        check_config(config, sys.argv[2], sys.argv[3])\n        print('passed')\n"
+        "    except ConfigError as err:\n        print(str(err).replace('\\n', ' '))\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code, json.dumps(configs), str(base), str(REPO)], capture_output=True,
+                          text=True, timeout=300, preexec_fn=as_ordinary_user, env={**os.environ, "PYTHONPATH": str(REPO / "src")})
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+    return proc.stdout.splitlines()

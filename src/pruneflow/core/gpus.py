@@ -6,14 +6,23 @@ torch touches CUDA: an exclusive ``flock`` on one lock file per GPU, held until 
 releases it even after a crash), then ``CUDA_VISIBLE_DEVICES`` set to the claimed ones. Under SLURM the
 scheduler has already given the job its GPUs and set ``CUDA_VISIBLE_DEVICES``: nothing is claimed.
 
+The lock folder is shared by every user of the machine, so two users' runs do not take one GPU: it is made
+sticky and writable by all (like /tmp), and a lock file is opened read-only and made readable by all (``flock``
+needs no write permission), so any user can lock a file another user made. What still fails (a file or folder
+made unreadable or unwritable by hand or by an old version) stops the job with :class:`GpuLockError` naming the
+path, its owner and the fix.
+
 Nothing here imports torch: torch reads ``CUDA_VISIBLE_DEVICES`` once, when CUDA starts, and the workflow
 checks ``--resources gpu=N`` against :func:`gpu_ids` while it builds the DAG.
 """
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import os
+import pwd
+import stat
 import subprocess
 import tempfile
 import time
@@ -21,6 +30,10 @@ from pathlib import Path
 
 LOCKS = Path(tempfile.gettempdir()) / "pruneflow-gpu-locks"
 _held: list = []  # open lock files: closing one (or the process ending) frees its GPU
+
+
+class GpuLockError(RuntimeError):
+    """A GPU's lock file could not be made or locked; the message names the path, its owner and the fix."""
 
 
 def gpu_ids() -> list[str]:
@@ -56,7 +69,7 @@ def claim_gpus(count: int, candidates: list[str] | None = None, locks: Path = LO
     candidates = gpu_ids() if candidates is None else candidates
     if count > len(candidates):
         raise ValueError(f"a job asked for {count} GPU(s) but {len(candidates)} are visible ({', '.join(candidates) or 'none'})")
-    locks.mkdir(parents=True, exist_ok=True)
+    _lock_folder(locks)
     start, told = time.monotonic(), False
     while True:
         claimed = []
@@ -79,11 +92,61 @@ def claim_gpus(count: int, candidates: list[str] | None = None, locks: Path = LO
     return ids
 
 
-def _try_lock(path: Path):
-    f = open(path, "a")
+def _lock_folder(locks: Path) -> None:
+    """Make the shared lock folder (sticky and writable by every user, whatever the umask) or check the one there."""
     try:
-        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        locks.mkdir(parents=True, exist_ok=True)
+        info = locks.lstat()
+        if not stat.S_ISDIR(info.st_mode):
+            raise GpuLockError(f"{locks}: the GPU lock folder is not a folder (a symlink or a file, owned by "
+                               f"{_owner(info.st_uid)}); delete it, and the next job makes the folder")
+        if info.st_uid == os.geteuid() and stat.S_IMODE(info.st_mode) != 0o1777:
+            os.chmod(locks, 0o1777)  # every user may add a lock file; only its owner may delete it
+    except OSError as err:
+        raise GpuLockError(f"{locks}: the GPU lock folder cannot be made or opened ({err.strerror})") from None
+
+
+def _try_lock(path: Path):
+    """The open lock file of a free GPU, or None while another process holds it."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
+    except OSError as err:
+        raise GpuLockError(_cannot(path, "open", err)) from None
+    f = os.fdopen(fd, "rb")
+    try:
+        if os.fstat(fd).st_uid == os.geteuid():
+            os.fchmod(fd, 0o644)  # readable, so lockable, by every user whatever this one's umask
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
         f.close()
         return None
+    except OSError as err:
+        f.close()
+        raise GpuLockError(_cannot(path, "lock", err)) from None
     return f
+
+
+def _cannot(path: Path, what: str, err: OSError) -> str:
+    """Why a GPU lock file could not be opened or locked, whose it is, and the fix."""
+    if err.errno == errno.ELOOP:  # not followed: it could point anywhere
+        return f"{path}: a symbolic link where a GPU lock file belongs (owner {_owner(path.lstat().st_uid)}); delete it"
+    if err.errno not in (errno.EACCES, errno.EPERM):  # no locks on this file system, read-only, ...
+        return (f"{path}: cannot {what} this GPU lock file ({err.strerror}); put the lock folder on a local file "
+                f"system that takes locks: set TMPDIR (the folder is $TMPDIR/{path.parent.name})")
+    try:
+        info = path.lstat()
+        whose = f"owner {_owner(info.st_uid)}, mode {stat.S_IMODE(info.st_mode):o}"
+        fix = (f"ask {_owner(info.st_uid)} to run `chmod a+r {path}` (or to delete it while no job of theirs runs)"
+               if info.st_uid != os.geteuid() else "delete it while no job of yours runs")
+    except FileNotFoundError:  # not made: the folder does not let this user add a file
+        folder = path.parent.stat()
+        whose = f"the folder's owner {_owner(folder.st_uid)}, mode {stat.S_IMODE(folder.st_mode):o}"
+        fix = f"ask {_owner(folder.st_uid)} to run `chmod 1777 {path.parent}`"
+    return f"{path}: cannot {what} this GPU lock file ({err.strerror}; {whose}); {fix}"
+
+
+def _owner(uid: int) -> str:
+    try:
+        return f"{pwd.getpwuid(uid).pw_name} (uid {uid})"
+    except KeyError:
+        return f"uid {uid}"

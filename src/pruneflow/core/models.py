@@ -25,7 +25,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 from pruneflow.core.experts import unfuse_experts
 from pruneflow.core.atomic import save_model
 from pruneflow.spec.model_config import (  # noqa: F401 (read before any job, no weights)
-    ModelConfigError, hub_model_config, max_positions, package_gguf_file, read_gguf_metadata, read_model_config,
+    ModelConfigError, check_gguf_file, hub_model_config, max_positions, package_gguf_file, read_gguf_metadata, read_model_config,
     resolve_dtype,
 )
 
@@ -66,6 +66,7 @@ def check_gguf_architecture(path: Path) -> str:
     from transformers.modeling_gguf_pytorch_utils import GGUF_SUPPORTED_ARCHITECTURES
 
     try:
+        check_gguf_file(path)  # its header's tensor table against its size: a truncated file stops here
         arch = read_gguf_metadata(path).get("general.architecture")
     except ModelConfigError as err:
         raise ModelSourceError(str(err)) from None

@@ -9,13 +9,16 @@ from __future__ import annotations
 from pruneflow.spec.naming import Method
 
 
-def variant_summary(method: Method, calib: str) -> dict:
+def variant_summary(method: Method, calib: str, fallbacks: dict | None = None) -> dict:
+    """``fallbacks``: the numerical fallbacks of the job that made it, {layer: {kind: count}}
+    (:func:`pruneflow.core.fallbacks.recording`; none for a score criterion, which solves nothing)."""
     summary = {
         "criterion": method.criterion,
         "pattern": method.pattern.token,
         "sparsity": method.pattern.sparsity,
         "stream": method.stream,
         "calibration": calib,
+        "fallbacks": fallbacks or {},
     }
     # Defaults, uniform and no refinement keep the summary a variant always had; the rest is spelled out for the tables.
     if method.scorer.changed:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import torch
 from tqdm.auto import tqdm
 
+from pruneflow.core import fallbacks
 from pruneflow.core.activations import capture_block_inputs, head_logits, run_block
 from pruneflow.core.stream import ModelStream
 from pruneflow.core.artifacts import verify_folder
@@ -50,7 +51,8 @@ def block_sensitivity(model, criterion: Criterion, pattern: Pattern, windows: to
                 linears = arch.block_linears(block)
                 saved = {name: arch.weight(layer).detach().clone() for name, layer in linears.items()}
                 stats = load_block_stats(cache, index, device) if criterion.needs_calibration else {}
-                keeps = prune_block_layers(criterion, arch, block, stats, pattern).values()
+                with fallbacks.layer(f"{arch.blocks}.{index}"):
+                    keeps = prune_block_layers(criterion, arch, block, stats, pattern).values()
                 pruned, total = sum(int((~k).sum()) for k in keeps), sum(k.numel() for k in keeps)
                 hidden = inputs.replace(run_block(block, inputs))
                 for name, layer in linears.items():  # the block is dense again before anything else runs

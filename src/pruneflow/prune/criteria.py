@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import torch
 
+from pruneflow.core import fallbacks
 from pruneflow.core.activations import InputStats
 from pruneflow.methods.magnitude import scores as magnitude_scores  # noqa: F401 (re-exported)
 from pruneflow.methods.wanda import wanda_scores  # noqa: F401 (re-exported)
@@ -71,5 +72,6 @@ def prune_block_layers(criterion: Criterion, arch, block, stats: dict[str, Input
     for name, layer in arch.block_linears(block).items():
         layer_stats = stats.pop(name, None)
         last = layer_stats is not None and all(s is not layer_stats for s in stats.values())
-        masks[name] = prune_layer(criterion, arch.weight(layer), layer_stats, pattern, consume=last, factors=factors).cpu()
+        with fallbacks.layer(name):  # a numerical fallback's log line and count name the linear
+            masks[name] = prune_layer(criterion, arch.weight(layer), layer_stats, pattern, consume=last, factors=factors).cpu()
     return masks

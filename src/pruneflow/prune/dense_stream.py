@@ -18,6 +18,7 @@ from collections.abc import Iterator
 import torch
 from tqdm.auto import tqdm
 
+from pruneflow.core import fallbacks
 from pruneflow.core.activations import InputStats, capture_block_inputs, collect_stats, input_groups
 from pruneflow.core.architectures import architecture_of
 from pruneflow.core.stream import ModelStream
@@ -121,4 +122,6 @@ def prune_from_cache(model, criterion: Criterion, pattern: Pattern, cache, devic
     patterns = block_patterns(pattern, block_sparsities, model.num_blocks)
     desc = f"prune {criterion.name} {pattern.token}{' per block' if block_sparsities else ''}"
     for index, block in tqdm(model.blocks(device), total=model.num_blocks, desc=desc, unit="block"):
-        yield index, prune_block_layers(criterion, arch, block, load_block_stats(cache, index, device), patterns[index])
+        with fallbacks.layer(f"{arch.blocks}.{index}"):
+            masks = prune_block_layers(criterion, arch, block, load_block_stats(cache, index, device), patterns[index])
+        yield index, masks

@@ -12,6 +12,7 @@ from collections.abc import Iterator
 import torch
 from tqdm.auto import tqdm
 
+from pruneflow.core import fallbacks
 from pruneflow.core.activations import capture_block_inputs, collect_stats, input_groups, run_block
 from pruneflow.core.stream import ModelStream
 from pruneflow.prune.criteria import Criterion, prune_block_layers
@@ -58,7 +59,8 @@ def prune_model(
                             if inputs else ({}, None))
         for group_stats in {id(s): s for s in stats.values()}.values():
             group_stats.round_gram()
-        masks = prune_block_layers(criterion, arch, block, stats, patterns[index])  # empties stats
+        with fallbacks.layer(f"{arch.blocks}.{index}"):
+            masks = prune_block_layers(criterion, arch, block, stats, patterns[index])  # empties stats
         del stats
         if inputs is not None:
             inputs = inputs.replace(run_block(block, inputs) if stream == "sequential" else dense_out)

@@ -19,6 +19,7 @@ from typing import NamedTuple
 
 import torch
 
+from pruneflow.core import fallbacks
 from pruneflow.prune.masks import Pattern, lowest
 
 
@@ -62,11 +63,14 @@ def one_cpu_thread(device):
 
 def _reversed_inverse_factor(gram: torch.Tensor, percdamp: float, overwrite: bool) -> tuple[torch.Tensor, torch.Tensor]:
     dead = torch.diagonal(gram).to(torch.promote_types(gram.dtype, torch.float32)) == 0  # in the input order
+    if dead_count := int(dead.sum()):
+        fallbacks.note("dead_inputs", f"{dead_count} of {dead.numel()} inputs were never nonzero in calibration: unit "
+                       "Hessian diagonal there, their weights set to zero (every layer reading this input)", dead_count)
     h = _flipped(gram, dead)
     damp = percdamp * torch.diagonal(h).mean()
     info = torch.empty((), dtype=torch.int32, device=h.device)
     damps = []
-    for _ in range(5):
+    for raised in range(5):
         damps.append(damp)
         torch.diagonal(h).add_(damp)
         torch.linalg.cholesky_ex(h, out=(h, info))  # in place: h becomes its lower factor (the same values)
@@ -78,6 +82,10 @@ def _reversed_inverse_factor(gram: torch.Tensor, percdamp: float, overwrite: boo
         damp = damp * 10  # not positive definite in float32: damp more, as some reimplementations do
     else:
         raise ValueError(f"SparseGPT: the Hessian is not positive definite even with dampening {damp:.3g}")
+    if raised:
+        fallbacks.note("dampening_raised", f"the Hessian was not positive definite in {h.dtype}: dampening multiplied by 10 "
+                       f"{raised} time(s), {float(sum(damps)):.3g} added to its diagonal in all ({percdamp:g} × its mean "
+                       f"at first; every layer reading this input)", raised)
     lower = h
     del h
     # L⁻¹ solved into the identity in place (in the gram's memory when it may be overwritten): two [in, in]

@@ -11,6 +11,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from pruneflow.core.atomic import atomic_path  # noqa: E402
+from pruneflow.core.fallbacks import totals  # noqa: E402
 from pruneflow.report.paper_numbers import REFERENCES  # noqa: E402
 from pruneflow.spec import naming, registry  # noqa: E402
 from pruneflow.spec.naming import parse_recovery  # noqa: E402
@@ -152,6 +153,18 @@ def add_dtype_column(df: pd.DataFrame, summaries: list[dict]) -> pd.DataFrame:
     dtype = next((s["dtype"] for s in summaries if s.get("variant") == "dense" and "dtype" in s), None)
     if dtype is not None and "model" in df.columns:
         df.insert(list(df.columns).index("model") + 1, "dtype", dtype)
+    return df
+
+
+def add_fallback_column(df: pd.DataFrame, summaries: list[dict]) -> pd.DataFrame:
+    """A ``fallbacks`` column when a variant's solve fell back (:mod:`pruneflow.core.fallbacks`): per kind, how often
+    and in how many layers (``dampening_raised ×3 in 2 layers``); ``none``, or ``-`` where not recorded (dense)."""
+    if any(s.get("fallbacks") for s in summaries):
+        df["fallbacks"] = [
+            ("; ".join(f"{kind} ×{n} in {layers} layer{'s' * (layers != 1)}" for kind, (layers, n) in totals(s["fallbacks"]).items())
+             or "none") if "fallbacks" in s else "-"
+            for s in summaries
+        ]
     return df
 
 

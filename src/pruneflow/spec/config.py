@@ -25,7 +25,7 @@ from pruneflow.spec.naming import (
     SCORER_KINDS, SENSITIVITY_WINDOWS, STRUCTURED_CRITERIA, Part, parse_recovery, parse_structured_reconstruction, spec_name,
     study_allocations,
 )
-from pruneflow.spec.model_config import TINY_DEFAULTS, ModelConfigError, read_model_config
+from pruneflow.spec.model_config import TINY_DEFAULTS, ModelConfigError, check_model_folder, read_model_config
 from pruneflow.spec.patterns import PatternError, parse_pattern
 from pruneflow.spec.recovery import granularity_problem
 from pruneflow.spec.zeroshot import LOCAL_TASKS
@@ -436,6 +436,10 @@ def _check_model(key, spec, base: Path):
         raise ConfigError(f"{key}: source 'gguf' needs exactly one of 'path' (a .gguf file) or 'package' (an installed package carrying one)")
     if source == "local":
         path = base / Path(spec["path"]).expanduser()
+        try:
+            check_model_folder(path)  # listed, every file readable, no weights file cut short
+        except ModelConfigError as err:
+            raise ConfigError(f"{key}.path: {err}") from None
         if not (path / "config.json").is_file():
             raise ConfigError(
                 f"{key}.path: {spec['path']!r} is not a Hugging Face model folder (no config.json at {path}); "

@@ -9,8 +9,11 @@ A hub model's ``config.json`` comes from the Hugging Face cache, else is fetched
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import json
+import os
+import stat
 import struct
 from pathlib import Path
 
@@ -174,11 +177,8 @@ def read_gguf_metadata(path: str | Path, stop_at: str = "tokenizer.") -> dict:
     """Key-value metadata of a GGUF file, read from its header up to the first key starting with
     ``stop_at`` (the tokenizer's large arrays come last; pass ``""`` to read everything)."""
     path = Path(path)
-    with open(path, "rb") as f:
-        head = f.read(24)
-        if len(head) < 24 or head[:4] != b"GGUF":
-            raise ModelConfigError(f"{path}: not a GGUF file (no GGUF magic number)")
-        _version, _tensors, count = struct.unpack("<IQQ", head[4:])
+    with _open_source(path, "GGUF model file") as f:
+        _version, _tensors, count = _gguf_head(f, path)
         out = {}
         try:
             for _ in range(count):
@@ -190,6 +190,114 @@ def read_gguf_metadata(path: str | Path, stop_at: str = "tokenizer.") -> dict:
         except (struct.error, UnicodeDecodeError, ValueError) as err:
             raise ModelConfigError(f"{path}: truncated or corrupt GGUF header ({err})") from None
     return out
+
+
+def check_gguf_file(path: str | Path) -> None:
+    """Raise :class:`ModelConfigError` naming ``path`` when a GGUF file is shorter than its header says (a download
+    or copy cut short): its whole header and tensor table (name, shape, type and offset of each tensor) are read and
+    the end of the last tensor compared with the file's size; no tensor is read."""
+    from gguf.constants import GGML_QUANT_SIZES  # (elements per block, bytes per block) of each tensor type
+
+    path = Path(path)
+    with _open_source(path, "GGUF model file") as f:
+        _version, tensors, count = _gguf_head(f, path)
+        alignment, end = 32, 0  # the data section starts at the next multiple of general.alignment
+        try:
+            for _ in range(count):
+                key = _read_string(f)
+                (vtype,) = struct.unpack("<I", f.read(4))
+                value = _read_value(f, vtype)
+                alignment = value if key == "general.alignment" and isinstance(value, int) and value > 0 else alignment
+            for _ in range(tensors):
+                name = _read_string(f)
+                (dims,) = struct.unpack("<I", f.read(4))
+                if dims > 8:  # GGML tensors have at most 4 dimensions
+                    raise ValueError(f"tensor {name!r} has {dims} dimensions")
+                shape = struct.unpack(f"<{dims}Q", f.read(8 * dims))
+                kind, offset = struct.unpack("<IQ", f.read(12))
+                if kind not in GGML_QUANT_SIZES:
+                    raise ValueError(f"tensor {name!r} has unknown type {kind}")
+                block, block_bytes = GGML_QUANT_SIZES[kind]
+                elements = 1
+                for n in shape:
+                    elements *= n
+                end = max(end, offset + elements // block * block_bytes)
+        except (struct.error, UnicodeDecodeError, ValueError) as err:
+            raise ModelConfigError(f"{path}: truncated or corrupt GGUF header ({err}); download or copy it again") from None
+        data = -(-f.tell() // alignment) * alignment
+        size = os.fstat(f.fileno()).st_size
+    if tensors and data + end > size:
+        raise ModelConfigError(
+            f"{path}: truncated GGUF file: its header lists {tensors} tensors ending at byte {data + end:,}, but the file "
+            f"has {size:,} bytes; download or copy it again"
+        )
+
+
+def check_model_folder(folder: str | Path) -> None:
+    """Raise :class:`ModelConfigError` naming the folder or file when a local model folder cannot be listed, a file in
+    it cannot be opened, or a ``*.safetensors`` file is shorter than its header says (its table of tensor offsets
+    against the file's size; no tensor is read). A missing folder passes: the caller says what a folder needs."""
+    folder = Path(folder)
+    try:
+        names = sorted(os.listdir(folder))
+        files = [folder / n for n in names if not n.startswith(".") and (folder / n).is_file()]
+    except (FileNotFoundError, NotADirectoryError):
+        return
+    except OSError as err:
+        raise ModelConfigError(f"{folder}: the model folder cannot be read ({_why(folder, err)}); allowed: a folder this "
+                               "user can list and enter (chmod a+rx)") from None
+    for path in files:
+        with _open_source(path, "model file") as f:
+            if path.suffix == ".safetensors":
+                _check_safetensors_size(f, path)
+
+
+def _check_safetensors_size(f, path: Path) -> None:
+    size = os.fstat(f.fileno()).st_size
+    try:
+        (n,) = struct.unpack("<Q", f.read(8))
+        header = json.loads(f.read(n)) if n <= size - 8 else None
+        end = max((e["data_offsets"][1] for k, e in header.items() if k != "__metadata__"), default=0) if header else 0
+    except (struct.error, UnicodeDecodeError, ValueError, TypeError, KeyError, IndexError, AttributeError):
+        header = None
+    if header is None:
+        raise ModelConfigError(f"{path}: not a safetensors file (its header is cut short or unreadable); copy or download it again")
+    if 8 + n + end > size:
+        raise ModelConfigError(
+            f"{path}: truncated weights file: its header lists tensors ending at byte {8 + n + end:,}, but the file has "
+            f"{size:,} bytes; copy or download it again"
+        )
+
+
+@contextlib.contextmanager
+def _open_source(path: Path, what: str):
+    """``open(path, "rb")`` whose failure is a :class:`ModelConfigError` naming the file and why (owner and mode)."""
+    try:
+        f = open(path, "rb")
+    except OSError as err:
+        raise ModelConfigError(f"{path}: the {what} cannot be read ({_why(path, err)}); allowed: a file this user can "
+                               "read (chmod a+r)") from None
+    with f:
+        yield f
+
+
+def _why(path: Path, err: OSError) -> str:
+    """An OSError as a reason, with the path's owner and mode where it is a permission."""
+    if not isinstance(err, PermissionError):
+        return err.strerror or str(err)
+    try:
+        info = path.stat()
+        return f"permission denied: owner uid {info.st_uid}, mode {stat.S_IMODE(info.st_mode):o}; this user is uid {os.geteuid()}"
+    except OSError:
+        return "permission denied (a folder above it cannot be entered)"
+
+
+def _gguf_head(f, path: Path) -> tuple[int, int, int]:
+    """(version, tensors, metadata keys) from a GGUF file's first 24 bytes."""
+    head = f.read(24)
+    if len(head) < 24 or head[:4] != b"GGUF":
+        raise ModelConfigError(f"{path}: not a GGUF file (no GGUF magic number)")
+    return struct.unpack("<IQQ", head[4:])
 
 
 def gguf_model_config(path: str | Path) -> dict:
