@@ -20,6 +20,7 @@ import pytest
 import torch
 import yaml
 
+from pruneflow.spec import registry
 from pruneflow.spec.config import ConfigError, check_config, coerce_cli_values, duplicate_names
 
 from conftest import REPO
@@ -207,9 +208,9 @@ CASES = [
         allocation="owl", recoveries=["none", "recon:sublayer:pruned:all:interleaved"]),
      r"studies\.recovery\.recoveries\[1\]: 'recon:sublayer:pruned:all:interleaved' is not allowed with allocation: owl"),
     ("allocation-foo", lambda c, t, m: c["studies"]["sweep"].update(allocation="foo"),
-     r"studies\.sweep\.allocation: 'foo' is not allowed; allowed: uniform, owl$"),
+     r"studies\.sweep\.allocation: 'foo' is not allowed; allowed: " + ", ".join(registry.entries("allocation")) + "$"),
     ("allocation-list-foo", lambda c, t, m: c["studies"]["recovery"].update(allocation=["uniform", "foo"]),
-     r"studies\.recovery\.allocation\[1\]: 'foo' is not allowed; allowed: uniform, owl$"),
+     r"studies\.recovery\.allocation\[1\]: 'foo' is not allowed; allowed: " + ", ".join(registry.entries("allocation")) + "$"),
     ("owl-lambda-negative", lambda c, t, m: c["studies"]["recovery"].update(allocation="owl", owl_lambda=-0.01),
      r"studies\.recovery\.owl_lambda: -0\.01 is not allowed; allowed: a number >= 0"),
     ("owl-lambda-at-headroom", lambda c, t, m: c["studies"]["recovery"].update(allocation="owl", owl_lambda=0.25),
