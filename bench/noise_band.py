@@ -18,7 +18,9 @@ The reference implementations run from checkouts given on the command line (neve
 on the same model, calibration windows and evaluation windows as the entry (float32, both sample orders); each
 run records which reference and which version. A reference's result is a number a user meets, so it enters the
 band like any perturbation (``references``: each result and its distance from the float32 number). Without a
-checkout the benchmark says which reference it did not run. Every run records its date and the commit measured.
+checkout the benchmark says which reference it did not run. Every run records its date, the commit measured and
+its CPU; the JSON's ``tables_cpu`` names the CPU that made the tables' numbers: its workflow-settings run is an
+entry's ``float32``, a run on another CPU one more perturbation.
 ``--timing-only``: PruneFlow's and the reference's prune time only, interleaved, to bench/results/prune_speed.json.
 
 Needs the workflow's dense model, calibration samples (the seeds' too: ``snakemake --cores 2
@@ -72,14 +74,21 @@ def family(calibration: str) -> str:
     return calibration.rsplit("-s", 1)[0]
 
 
-def is_default(r: dict) -> bool:
-    return all(r[k] == v for k, v in RUN_DEFAULTS.items())
+def is_default(r: dict, cpu: str | None = None) -> bool:
+    """A PruneFlow run with the workflow's settings (on ``cpu``, when given)."""
+    return all(r[k] == v for k, v in RUN_DEFAULTS.items()) and cpu in (None, r["cpu"])
 
 
-def setting_name(r: dict) -> str:
-    """What a run changed from the workflow's settings: "threads=2,isa=avx2", or "workflow"."""
+def setting_name(r: dict, cpu: str | None = None) -> str:
+    """What a run changed from the workflow's settings on ``cpu``: "threads=2,isa=avx2", or "workflow"."""
     changed = [f"{k}={r[k]}" for k, v in RUN_DEFAULTS.items() if k != "impl" and r[k] != v]
+    changed += [f"cpu={r['cpu']}"] if cpu not in (None, r["cpu"]) else []
     return ",".join(changed) or "workflow"
+
+
+def workflow_run(rs: list[dict], cpu: str | None) -> dict | None:
+    """The workflow-settings run among ``rs``: the one on ``cpu`` (the machine that made the tables) if measured."""
+    return next((r for r in rs if is_default(r, cpu)), None) or next((r for r in rs if is_default(r)), None)
 
 
 def spread(values: list[float]) -> float:
@@ -95,11 +104,12 @@ def within(value: float | None, centre: float, band: float | None, digits: int |
     return abs(value / centre - 1) <= band / 100 + rounding + 1e-12
 
 
-def bands(runs: list[dict], band_label: str, other: dict | None = None) -> list[dict]:
+def bands(runs: list[dict], band_label: str, other: dict | None = None, tables_cpu: str | None = None) -> list[dict]:
     """Per (calibration, criterion, pattern) of the PruneFlow runs: each label's spread at that calibration, and
     for ``band_label``: the float-order, seed and whole band in % over PruneFlow's runs and the references' (a band
     needs two runs: one run is no spread), the float32 (workflow settings) and float64 numbers, each reference's
-    result, and what the band covers."""
+    result, and what the band covers. ``tables_cpu``: the CPU whose workflow-settings run the tables show (the
+    float32 number); a run on another CPU is one more perturbation."""
     complete(runs)
     ours = [r for r in runs if r["impl"] == "pruneflow"]
     references = [r for r in runs if r["impl"] == "reference" and r["label"] == band_label]
@@ -117,21 +127,22 @@ def bands(runs: list[dict], band_label: str, other: dict | None = None) -> list[
         seeds = {}
         for r in kin:  # a seed's number: its workflow-settings run, else the median of its runs
             seeds.setdefault(r["calibration"], []).append(r)
-        seed_values = [next((r["perplexity"] for r in rs if is_default(r)), statistics.median(r["perplexity"] for r in rs))
+        seed_values = [(workflow_run(rs, tables_cpu) or {}).get("perplexity", statistics.median(r["perplexity"] for r in rs))
                        for rs in seeds.values()]
         if mine:  # each float-order run by what it changed from the workflow's settings
-            entry["runs"] = {setting_name(r): r["perplexity"] for r in mine}
+            entry["runs"] = {setting_name(r, tables_cpu): r["perplexity"] for r in mine}
         if len(mine) >= 2:
             entry["float_pct"] = spread([r["perplexity"] for r in mine])
         if len(seed_values) >= 2:
             entry["seed_pct"] = spread(seed_values)
             entry["seeds"] = len(seed_values)
         refs = [r for r in references if (r["criterion"], r["pattern"]) == (criterion, pattern) and family(r["calibration"]) == family(calibration)]
+        if len(kin) >= 2:
+            entry["pruneflow_pct"] = spread([r["perplexity"] for r in kin])
         if len(kin) + len(refs) >= 2:  # the references' results are numbers a user meets: inside the band
             entry["band_pct"] = spread([r["perplexity"] for r in kin + refs])
-        table = next((r["perplexity"] for r in mine if is_default(r)), None)
-        f64 = next((r["perplexity"] for r in mine if r["dtype"] == "float64" and r["threads"] == 1 and r["order"] == "forward"
-                    and r["isa"] == "native"), None)
+        table = (workflow_run(mine, tables_cpu) or {}).get("perplexity")
+        f64 = next((r["perplexity"] for r in mine if setting_name(r, tables_cpu) == "dtype=float64"), None)
         if table is not None:
             entry["float32"] = table
             covers = {}
@@ -156,7 +167,7 @@ def bands(runs: list[dict], band_label: str, other: dict | None = None) -> list[
 
 def write(report: dict, out: Path, band_label: str) -> None:
     other = json.loads(OTHER_MACHINE.read_text()) if OTHER_MACHINE.is_file() else None
-    report.update(band_label=band_label, bands=bands(report["runs"], band_label, other))
+    report.update(band_label=band_label, bands=bands(report["runs"], band_label, other, report.get("tables_cpu")))
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report, indent=1) + "\n")
 
@@ -217,12 +228,14 @@ def main() -> None:
             extra = complete(json.loads(Path(path).read_text())["runs"])
             keys = {tuple(r[k] for k in KEY) for r in extra}
             report["runs"] = [r for r in complete(report["runs"]) if tuple(r[k] for k in KEY) not in keys] + extra
+            report.setdefault("machines", {}).update(json.loads(Path(path).read_text()).get("machines", {}))
         return write(report, out, args.band_label)
     refs = load_references(args)
     inputs = br.Inputs()
     report = json.loads(out.read_text()) if out.is_file() else {"runs": []}
     report.update(model=br.MODEL, eval=f"{inputs.evals.shape[0]} x {inputs.evals.shape[1]} held-out Wikipedia windows",
-                  stream="sequential", machine=br.machine())
+                  stream="sequential")
+    report.setdefault("machines", {})[CPU] = br.machine()  # each CPU's record, named by runs' ``cpu``
     build = br.build()  # the code this process loaded: later edits of the checkout are not what it measures
     jobs = [(None, *j) for j in plan(args.criteria, args.patterns, args.perturb, args.seeds, inputs.seed)]
     jobs += [(ref, c, p, {"order": o}, inputs.seed) for ref in refs for c in args.criteria if c in ref.criteria
