@@ -13,7 +13,6 @@ from pruneflow.spec.config import (
     NAME,
     ConfigError,
     cache_grams,
-    check_config,
     coerce_cli_values,
     duplicate_names,
     with_defaults,
@@ -22,7 +21,7 @@ from pruneflow.core.gpus import check_gpu_resource, gpu_ids
 from pruneflow.spec.hub import HubSourceError, check_hub_needs, run_needs
 from pruneflow.spec.zeroshot import LOCAL_TASKS
 from pruneflow.spec.model_config import read_model_config, resolved_spec
-from pruneflow.spec.preflight import perplexity_seqlen
+from pruneflow.spec.preflight import check_config, perplexity_seqlen
 from pruneflow.spec.resources import (
     Limit,
     artifact_memory,

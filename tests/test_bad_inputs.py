@@ -21,7 +21,8 @@ import torch
 import yaml
 
 from pruneflow.spec import registry
-from pruneflow.spec.config import ConfigError, check_config, coerce_cli_values, duplicate_names
+from pruneflow.spec.preflight import check_config
+from pruneflow.spec.config import ConfigError, coerce_cli_values, duplicate_names
 
 from conftest import REPO
 from workflow_helpers import config_errors_as_ordinary_user, snakemake, tiny_config, write_config

@@ -79,3 +79,37 @@ def test_every_imported_package_is_declared():
             REPO / "Snakefile"]
     assert undeclared(code, declared) == {}
     assert undeclared((REPO / "tests").glob("*.py"), dev) == {}
+
+
+def _pruneflow_imports(root) -> dict[str, set[str]]:
+    """{module: the pruneflow modules it imports}, at module level or inside a function alike."""
+    import ast
+
+    modules = {".".join(("pruneflow", *f.relative_to(root).with_suffix("").parts)).removesuffix(".__init__"): f
+               for f in root.rglob("*.py")}
+    graph = {}
+    for name, path in modules.items():
+        found = set()
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("pruneflow"):
+                found |= {f"{node.module}.{a.name}" if f"{node.module}.{a.name}" in modules else node.module for a in node.names}
+            elif isinstance(node, ast.Import):
+                found |= {a.name for a in node.names if a.name.startswith("pruneflow")}
+        graph[name] = {m for m in found if m in modules and m != name}
+    return graph
+
+
+def test_the_library_has_no_import_cycle():
+    """Each module can be read on its own: none imports, even inside a function, a module that imports it back."""
+    graph = _pruneflow_imports(REPO / "src" / "pruneflow")
+    cycles = set()
+    for start in graph:  # a path from start back to start, depth first
+        stack = [(start, (start,))]
+        while stack:
+            module, path = stack.pop()
+            for nxt in graph[module]:
+                if nxt == start:
+                    cycles.add(" -> ".join((*path, start)))
+                elif nxt not in path and len(path) < 6:
+                    stack.append((nxt, (*path, nxt)))
+    assert not cycles, "import cycles:\n" + "\n".join(sorted(cycles))

@@ -8,7 +8,8 @@ import json
 import pytest
 import torch
 
-from pruneflow.prune.allocation import AllocationError, method_block_sparsities, owl_allocation, write_allocation
+from pruneflow.methods.owl import owl_allocation
+from pruneflow.prune.allocation import AllocationError, method_block_sparsities, write_allocation
 from pruneflow.core.architectures import architecture_of
 from pruneflow.core.artifacts import artifact_folder
 from pruneflow.prune.criteria import get_criterion, prune_layer
@@ -99,7 +100,7 @@ def test_uniform_masks_fail_the_owl_check_and_owl_masks_fail_the_uniform_one(cal
 
 
 def test_owl_ratios_spread_with_the_outliers_and_weighted_mean_for_unequal_blocks(allocation):
-    from pruneflow.prune.allocation import owl_sparsities
+    from pruneflow.methods.owl import owl_sparsities
 
     ratios, per_block = allocation["outlier_ratios"], allocation["block_sparsities"]
     assert per_block.index(min(per_block)) == ratios.index(max(ratios))  # most outliers: pruned least

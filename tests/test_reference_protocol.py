@@ -235,7 +235,7 @@ def test_seqlen_model_is_the_models_positions_and_needs_them(tiny_model_dir):
 
 
 def test_seqlen_model_is_checked_against_the_declared_memory(tiny_model_dir):
-    from pruneflow.spec.config import check_config
+    from pruneflow.spec.preflight import check_config
 
     config = _config(tiny_model_dir, seqlen="model", protocol="reference")
     check_config(config)  # nothing declared: nothing to check

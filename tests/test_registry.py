@@ -132,7 +132,6 @@ def test_building_the_dag_imports_no_torch():
 REPO = Path(__file__).resolve().parents[1]
 # Files that may spell a registered name, and why (the check below fails on any other).
 NAME_LITERALS_ALLOWED = {
-    "src/pruneflow/prune/allocation.py": {"owl"},  # OWL's math, which its entry (methods/owl.py) calls
     "src/pruneflow/report/paper_numbers.py": {"magnitude", "wanda", "sparsegpt"},  # published numbers, keyed as the papers name them
     # structured pruning's own criteria (LIAR's family, not a registered unstructured criterion) share two names
     "src/pruneflow/spec/naming.py": {"magnitude", "wanda"},

@@ -5,7 +5,8 @@ import copy
 
 import pytest
 
-from pruneflow.spec.config import ConfigError, check_config, with_defaults
+from pruneflow.spec.preflight import check_config
+from pruneflow.spec.config import ConfigError, with_defaults
 from pruneflow.spec.resources import check_whole_model_recoveries, job_peaks, kind_of_benchmark, parse_size, shape_of
 
 from conftest import REPO

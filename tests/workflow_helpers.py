@@ -170,7 +170,7 @@ def config_errors_as_ordinary_user(configs: list[dict], base: Path) -> list[str]
     """What ``check_config`` (everything checked before any job) says of each config when run as any user
     (:func:`as_ordinary_user`), one child process for all: each one's error message, or "passed"."""
     code = (
-        "import json, sys\nfrom pruneflow.spec.config import ConfigError, check_config\n"
+        "import json, sys\nfrom pruneflow.spec.config import ConfigError\nfrom pruneflow.spec.preflight import check_config\n"
         "for config in json.loads(sys.argv[1]):\n"
         "    try:\n        check_config(config, sys.argv[2], sys.argv[3])\n        print('passed')\n"
         "    except ConfigError as err:\n        print(str(err).replace('\\n', ' '))\n"

@@ -27,11 +27,8 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
+from pruneflow.core.errors import UnsupportedModelError
 from pruneflow.core.experts import UnfusedExperts, experts_fused, unfuse_experts
-
-
-class UnsupportedModelError(ValueError):
-    """PruneFlow cannot find a part it needs in this model; the message says which and how to add it."""
 
 
 HOW_TO_ADD = (

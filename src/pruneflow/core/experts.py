@@ -14,6 +14,8 @@ import contextlib
 import torch
 from torch import nn
 
+from pruneflow.core.errors import UnsupportedModelError
+
 
 class ExpertMLP(nn.Module):
     """One expert: down(act(gate(x)) · up(x))."""
@@ -85,9 +87,7 @@ def is_fused_experts(module: nn.Module) -> bool:
 
 def unfuse_experts(model: nn.Module, config=None) -> int:
     """Replace every fused experts module of ``model`` in place; returns how many. A layout that cannot
-    be read raises :class:`~pruneflow.core.architectures.UnsupportedModelError`."""
-    from pruneflow.core.architectures import UnsupportedModelError
-
+    be read raises :class:`~pruneflow.core.errors.UnsupportedModelError`."""
     found = [(path, m) for path, m in model.named_modules() if is_fused_experts(m) and not isinstance(m, UnfusedExperts)]
     for path, module in found:
         if (reason := fused_layout_error(module)) is not None:

@@ -5,7 +5,7 @@ Errors name the key, the bad value and what is allowed, e.g.
 
 :func:`validate_config` checks the configuration itself (schema, names, keys that belong to each
 source and study kind, values that must be spelled exactly in artifact paths, files that must
-exist); :func:`check_config` adds the checks against the model and the data
+exist); :func:`pruneflow.spec.preflight.check_config` adds the checks against the model and the data
 (:mod:`pruneflow.spec.preflight`). Both run when the workflow builds its DAG, before any job.
 """
 
@@ -202,15 +202,6 @@ def validate_config(config: dict, base_dir: str | Path = ".") -> None:
                 f"{key}: {gram} on the dense stream needs the cached Gram matrices, but activations.gram "
                 "is false; allowed: activations.gram: true, or stream: sequential"
             )
-
-
-def check_config(config: dict, base_dir: str | Path = ".", workflow_dir: str | Path = ".") -> None:
-    """Everything checked before any job: :func:`validate_config`, then sizes against the model and
-    the data (:func:`pruneflow.spec.preflight.check_against_model_and_data`)."""
-    from pruneflow.spec.preflight import check_against_model_and_data
-
-    validate_config(config, base_dir)
-    check_against_model_and_data(config, base_dir, workflow_dir)
 
 
 def _check_names(config) -> None:

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pruneflow.spec.config import ConfigError, with_defaults
+from pruneflow.spec.config import ConfigError, validate_config, with_defaults
 from pruneflow.data.corpora import CorpusError, corpus_bounds
 from pruneflow.spec.naming import parse_recovery, sensitivity_artifacts, variants_of
 from pruneflow.spec.model_config import POSITION_KEYS, ModelConfigError, max_positions, read_model_config, resolve_dtype
@@ -35,6 +35,13 @@ from pruneflow.spec.recovery import model_problem as recovery_model_problem
 from pruneflow.spec.resources import check_whole_model_recoveries, job_peaks, memory_caps
 
 SPEED_SEQLEN = 256  # structured studies with speed: true measure throughput on inputs this long (rules/report.smk)
+
+
+def check_config(config: dict, base_dir: str | Path = ".", workflow_dir: str | Path = ".") -> None:
+    """Everything checked before any job: :func:`~pruneflow.spec.config.validate_config` (the configuration on
+    its own), then sizes against the model and the data (:func:`check_against_model_and_data`)."""
+    validate_config(config, base_dir)
+    check_against_model_and_data(config, base_dir, workflow_dir)
 
 
 def check_against_model_and_data(config: dict, base_dir: str | Path = ".", workflow_dir: str | Path = ".") -> None:
