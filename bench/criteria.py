@@ -100,7 +100,7 @@ def main() -> None:
         "results": results,
     }
     Path(args.out).write_text(json.dumps(report, indent=2) + "\n")
-    print(f"| step | seconds | × dense forward | peak RSS (MB) |\n|---|---|---|---|")
+    print("| step | seconds | × dense forward | peak RSS (MB) |\n|---|---|---|---|")
     for label, r in results.items():
         print(f"| {label} | {r['seconds']:.1f} | {r['dense_forwards']:.2f} | {r['peak_memory_mb']:.0f} |")
 

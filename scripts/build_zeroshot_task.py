@@ -1,7 +1,6 @@
 """Build one local zero-shot task (JSONL items + lm-eval YAML) from held-out text, deterministically."""
 from pathlib import Path
 
-from pruneflow.core.atomic import atomic_path
 from pruneflow.core.runtime import job
 from pruneflow.evaluate.local_tasks import build_task, heldout_documents
 

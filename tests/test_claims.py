@@ -288,7 +288,7 @@ def test_results_provenance_is_this_checkout_and_machine(tmp_path):
     readme_results = bench_module("readme_results")
     args, docs, _ = _results_run(tmp_path)
     readme_results.main(args)
-    line = next(l for l in (docs / "results.md").read_text().splitlines() if l.startswith("*Provenance*"))
+    line = next(x for x in (docs / "results.md").read_text().splitlines() if x.startswith("*Provenance*"))
     commit = subprocess.run(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
     assert f"commit `{commit}" in line and platform.platform() in line and f"torch {torch.__version__} (" in line
     assert f"{os.cpu_count()} cores" in line and re.search(r", \d{4}-\d\d-\d\d \d\d:\d\d UTC, ", line)

@@ -110,7 +110,7 @@ def test_temporaries_name_their_writer_and_only_dead_writers_lose_them(tmp_path)
 
 def test_a_new_writer_of_the_same_path_removes_what_a_killed_one_left(tmp_path):
     stale = tmp_path / f".out.{_dead_pid()}@{_HOST}.abc123.tmp"
-    other_host = tmp_path / f".out.123@another-host.abc123.tmp"  # Snakemake lets one job write a path at a time
+    other_host = tmp_path / ".out.123@another-host.abc123.tmp"  # Snakemake lets one job write a path at a time
     live = tmp_path / f".out.{os.getpid()}@{_HOST}.abc123.tmp"
     unrelated = tmp_path / f".other.{_dead_pid()}@{_HOST}.abc123.tmp"
     for d in (stale, other_host, live, unrelated):

@@ -1,7 +1,7 @@
 import pytest
 
 from pruneflow.spec.naming import (
-    calib_id, make_method, parse_method_id, parse_ppl_name, parse_recovery, ppl_name,
+    make_method, parse_method_id, parse_ppl_name, parse_recovery, ppl_name,
     recovery_settings, recovery_variants, study_variants,
 )
 

@@ -77,7 +77,7 @@ def test_per_block_sparsities_reach_the_masks_exactly(route, calib_ids, cache, a
     measured = measured_sparsity(model, masks)
     arch = architecture_of(model)
     for index, block in enumerate(arch.get_blocks(model)):
-        expected = sum(_pruned_count(route[0], tuple(arch.weight(l).shape), per_block[index]) for l in arch.block_linears(block).values())
+        expected = sum(_pruned_count(route[0], tuple(arch.weight(layer).shape), per_block[index]) for layer in arch.block_linears(block).values())
         pruned = sum(int((~keep).sum()) for keep in masks[index].values())
         assert pruned == expected, (route, index)  # exactly the block's ratio, rounded as the pattern rounds
         assert measured["per_block"][index]["sparsity"] == pytest.approx(per_block[index], abs=1 / 64)

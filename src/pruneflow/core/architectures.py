@@ -217,7 +217,7 @@ def _children_roles(block: nn.Module, config, family: str):
     """(attention child name, MLP child name or "", prunable linear names) from the module tree."""
     linears = [n for n, m in block.named_modules() if n and is_linear(m) and not _is_router(m, config)]
     children = dict(block.named_children())
-    holders = [n for n in children if any(l.startswith(n + ".") for l in linears)]
+    holders = [n for n in children if any(name.startswith(n + ".") for name in linears)]
     attn = [n for n in holders if "attention" in type(children[n]).__name__.lower()]
     if len(attn) != 1:
         raise UnsupportedModelError(
@@ -225,7 +225,7 @@ def _children_roles(block: nn.Module, config, family: str):
             f"{[type(c).__name__ for c in children.values()]}, found {len(attn)}; {HOW_TO_ADD}"
         )
     others = [n for n in holders if n != attn[0]]
-    direct = [l for l in linears if "." not in l]
+    direct = [name for name in linears if "." not in name]
     if len(others) + bool(direct) != 1:
         raise UnsupportedModelError(
             f"model family {family!r}: expected one MLP module (or MLP linears on the block), found modules {others} "

@@ -49,7 +49,7 @@ from tqdm.auto import tqdm
 
 from pruneflow.core.activations import capture_block_inputs, run_block
 from pruneflow.core.stream import ModelStream
-from pruneflow.core.architectures import (CONCATENATED, Architecture, AttentionShape, architecture_of, attention_shape,
+from pruneflow.core.architectures import (CONCATENATED, Architecture, AttentionShape, attention_shape,
                                           is_transposed, new_block, out_features, rebuild_block, set_config)
 from pruneflow.structured.liar import (DAMPED, ChannelStats, check_reconstruction, choose_damping, collect_channel_stats,
                    collect_split_channel_stats, reconstruct)
