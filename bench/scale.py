@@ -43,6 +43,7 @@ GB = 1e9
 SHAPES = {  # hidden, FFN, heads, key/value heads, vocabulary, tied embeddings
     "1b": (2048, 5632, 16, 4, 49152, True),  # TinyLlama-1.1B's block with SmolLM2's vocabulary
     "llama-7b": (4096, 11008, 32, 32, 32000, False),
+    "0.4b": (1536, 4096, 12, 4, 49152, True),  # another shape (issue 39): narrower blocks, more of them (--blocks 12)
 }
 
 
