@@ -16,6 +16,7 @@ limit = int(w.nitems) if scope is None else None if scope == "all" else int(scop
 with job(snakemake.log[0], snakemake.threads, gpus=snakemake.resources.get("gpu", 0)) as info, scratch_folder(snakemake.output[0], "offload") as offload:
     stream, device = open_stream(snakemake.input.model), resolve_device(rt["device"])
     held = zeroshot_held_blocks(rt, device.type == "cuda")
+    stream.model.config.use_cache = False  # lm-eval scores whole requests: a key/value cache would only hold every block's
     model = dispatch_stream(stream, device, rt["max_memory"], offload) if held is None else stream_dispatch(stream, device, held)
     task_dir = snakemake.input.get("task")
     result = evaluate_zeroshot(model, stream.tokenizer, [w.task], task_dir, limit=limit, batch_size=rt["eval_batch_size"])

@@ -56,7 +56,6 @@ def stream_dispatch(stream, device="cpu", held: int = 1):
     if stream.in_memory:
         raise DispatchError("a model in memory is whole already: evaluate it as it is (a stored variant streams)")
     model = stream.model
-    model.config.use_cache = False  # a forward scores its tokens; a key/value cache would keep every block's
     with stream.arch.blocks_detached(model):
         model.to(device)
     for index, template in enumerate(stream.blocks_list()):
