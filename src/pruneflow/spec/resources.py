@@ -28,7 +28,8 @@ from pruneflow.spec.zeroshot import LOCAL_REQUEST_BYTES
 BYTES = {"float32": 4, "bfloat16": 2, "float16": 2, "float64": 8}
 # Python, torch and transformers imported (and lm-eval for zero-shot), before any weight: measured RSS.
 BASE = 0.48e9
-BASE_LM_EVAL = 0.05e9  # what lm-eval adds to BASE
+# what a zero-shot job adds before its first forward: lm-eval, datasets and the task loaded (0.14 GB, measured)
+BASE_LM_EVAL = 0.15e9
 LM_EVAL_CONTEXT = 2048  # lm-eval's context where a model's config gives none
 LM_EVAL_AUTO_BATCH = 64  # the batch lm-eval starts from with eval_batch_size auto (and keeps on a CPU)
 FP32 = 4
@@ -177,10 +178,10 @@ def zeroshot_request_tokens(model_config: dict, config: dict) -> int:
 
 
 def zeroshot_need(s: Shape, model_config: dict, config: dict, on_gpu: bool) -> float:
-    """Bytes a zero-shot job holds beyond the libraries: the embeddings and head; the blocks it holds (a compact
-    variant's block is rebuilt beside its keep-masks and stored values: about a block more while it is read), or
-    the blocks accelerate places in memory (runtime.zeroshot_blocks: all); the longest batch's activations, and
-    its logits and their log-softmax (in the model's dtype, as lm-eval takes them)."""
+    """Bytes a zero-shot job holds beyond the libraries: the embeddings and head; the blocks it holds, or the
+    blocks accelerate places in memory (runtime.zeroshot_blocks: all); while a block is read, a compact
+    variant's keep-masks unpacked (a byte a weight) and its stored values or the parent's pages (a block); the
+    longest batch's activations, and its logits and their log-softmax (in the model's dtype, as lm-eval takes them)."""
     rt = config.get("runtime", {})
     b, block = s.dtype_bytes, s.block_params * s.dtype_bytes
     batch = rt.get("eval_batch_size", AUTO_WINDOW_BATCH)
@@ -192,7 +193,8 @@ def zeroshot_need(s: Shape, model_config: dict, config: dict, on_gpu: bool) -> f
     else:
         blocks = min(held, s.blocks) * block
     activations = tokens * (4 * s.hidden + 3 * s.ffn) * b  # the residual stream, attention's and the MLP's
-    return s.outer_params * b + blocks + block + activations + 2 * tokens * s.vocab * b
+    rebuild = s.block_params + block
+    return s.outer_params * b + blocks + rebuild + activations + 2 * tokens * s.vocab * b
 
 
 def check_whole_model_recoveries(config: dict, peaks: dict) -> None:
