@@ -1,15 +1,17 @@
 """Memory at scale: peak RSS of every job of the workflow on a random-weight model of real block width.
 
-A LLaMA built from a config in code (hidden 2048, FFN 5632, 8 blocks, GQA 16/4, tied 49,152-token embeddings:
-0.46B parameters, 0.92 GB in bfloat16; nothing downloaded) runs through every rule kind of the default
+A LLaMA built from a config in code (shape 1b: hidden 2048, FFN 5632, 8 blocks, GQA 16/4, tied 49,152-token
+embeddings: 0.46B parameters, 0.92 GB in bfloat16; shape 0.4b with --blocks 12: hidden 1536, FFN 4096, GQA 12/4,
+the same embeddings: 0.38B, 0.75 GB; nothing downloaded) runs through every rule kind of the default
 (calibration, dense model, activation cache, magnitude, Wanda dense-stream and sequential, SparseGPT, OWL
 allocation, structured pruning with and without LIAR, layer-wise reconstruction, PERP retraining, perplexity,
-zero-shot with disk offload, speed) with Snakemake in a temporary folder. Each job's peak RSS comes from the
+zero-shot holding runtime.zeroshot_blocks, speed with disk offload) with Snakemake in a temporary folder. Each job's peak RSS comes from the
 benchmark file Snakemake writes for it; it is compared with the issue's targets (0.5 x the model's bytes + 1 GB
 for everything but PERP retraining, 1 x + 1.5 GB for retraining) and with the formula the workflow sizes
 SLURM's ``--mem`` from (:mod:`pruneflow.spec.resources`, which must be within +-30% of each measured peak).
 
-Usage: PYTHONPATH=src .venv/bin/python bench/scale.py [--blocks 8] [--cores 2] [--out bench/results/scale.json]
+Usage: PYTHONPATH=src .venv/bin/python bench/scale.py [--shape 1b] [--blocks 8] [--cores 2] [--out FILE]
+(default FILE: bench/results/scale.json for shape 1b, bench/results/scale-<shape>.json for another)
 On a GPU (bench/gpu_run.sh): ... --shape llama-7b --blocks 4 --nsamples 128 --seqlen 2048 --device cuda
 (the device's peak is polled from nvidia-smi while the workflow runs, one GPU job at a time).
 """
@@ -43,6 +45,7 @@ GB = 1e9
 SHAPES = {  # hidden, FFN, heads, key/value heads, vocabulary, tied embeddings
     "1b": (2048, 5632, 16, 4, 49152, True),  # TinyLlama-1.1B's block with SmolLM2's vocabulary
     "llama-7b": (4096, 11008, 32, 32, 32000, False),
+    "0.4b": (1536, 4096, 12, 4, 49152, True),  # another shape (issue 39): narrower blocks, more of them (--blocks 12)
 }
 
 
@@ -65,7 +68,8 @@ def build_model(folder: Path, shape: str, blocks: int, dtype: torch.dtype) -> di
     return config.to_dict()
 
 
-def workflow_config(model_dir: Path, dtype: str, offload_cpu: str, device: str, nsamples: int, seqlen: int) -> dict:
+def workflow_config(model_dir: Path, dtype: str, offload_cpu: str, device: str, nsamples: int, seqlen: int,
+                    zeroshot_blocks="auto") -> dict:
     """Every rule kind of the default, at a small calibration (memory is set by the blocks, not the tokens)."""
     return {
         "model": "scale",
@@ -74,6 +78,7 @@ def workflow_config(model_dir: Path, dtype: str, offload_cpu: str, device: str, 
         "calibration": {"corpus": "brown", "nsamples": nsamples, "seqlen": seqlen, "seed": 0},
         "perplexity": {"corpus": "wiki", "seqlen": seqlen, "windows": 4, "bos": "auto"},
         "runtime": {"device": device, "batch_size": 4, "eval_batch_size": 2, "max_memory": {"cpu": offload_cpu},
+                    "zeroshot_blocks": zeroshot_blocks,
                     "gradient_checkpointing": True},
         "studies": {
             "dense": {"criteria": ["magnitude", "wanda", "sparsegpt"], "patterns": [0.5], "stream": "dense", "zeroshot": True},
@@ -101,14 +106,15 @@ PROJECTED = ("prune_sequential", "prune_sparsegpt", "prune_structured_liar", "ac
 
 def projections() -> dict:
     """Host and device peaks per kind of job by the formula, for LLaMA-2 in bfloat16 at the papers' 128 x 2048
-    calibration, 2048-token evaluation windows, gradient checkpointing, and zero-shot dispatched with 16 GB of CPU."""
+    calibration, 2048-token evaluation windows, gradient checkpointing, and zero-shot holding one block (the CPU's
+    default) with requests of the model's whole 4096-token context (an lm-eval task: its lengths are not known)."""
     config = {"calibration": {"nsamples": 128, "seqlen": 2048}, "perplexity": {"seqlen": 2048},
-              "runtime": {"eval_batch_size": 1, "gradient_checkpointing": True, "max_memory": {"cpu": "16GB"}},
+              "runtime": {"eval_batch_size": 1, "gradient_checkpointing": True}, "zeroshot": {"tasks": ["hellaswag"]},
               "retraining": {"batch_size": 1}}
     out = {}
     for name, (h, f, blocks, heads, kv) in LLAMA_2.items():
         model = {"hidden_size": h, "intermediate_size": f, "num_hidden_layers": blocks, "num_attention_heads": heads,
-                 "num_key_value_heads": kv, "vocab_size": 32000, "tie_word_embeddings": False}
+                 "num_key_value_heads": kv, "vocab_size": 32000, "tie_word_embeddings": False, "max_position_embeddings": 4096}
         peaks = job_peaks(model, "bfloat16", config)
         out[name] = {kind: {k: round(v / GB, 1) for k, v in peaks[kind].items()} for kind in PROJECTED}
     return out
@@ -126,7 +132,8 @@ def peaks(results: Path) -> list[dict]:
         exact = [float(line.split()[-1]) for line in log.read_text().splitlines() if line.startswith(PEAK_RSS_LINE)]
         sampled = float(row["max_rss"]) * 2**20
         rows.append({"job": rel, "kind": kind_of_benchmark(rel), "max_rss_bytes": max([sampled, *(e * 2**20 for e in exact)]),
-                     "benchmark_max_rss_bytes": sampled, "seconds": float(row["s"])})
+                     "benchmark_max_rss_bytes": sampled, "exact_max_rss_bytes": max(exact) * 2**20 if exact else None,
+                     "seconds": float(row["s"])})
     return rows
 
 
@@ -142,6 +149,11 @@ def markdown(result: dict) -> str:
         count = sum(r["kind"] == kind for r in result["per_job"])
         lines.append(f"| {kind} | {count} | {row['max_rss_bytes'] / GB:.2f} GB | {row['formula_bytes'] / GB:.2f} GB | "
                      f"{row['formula_ratio']:.2f} | {row['target_bytes'] / GB:.2f} GB | {'yes' if row['meets_target'] else '**no**'} |")
+    lines += ["", "| zero-shot job | benchmark max_rss | the job's own peak (ru_maxrss) | formula | formula / peak |", "|---|---|---|---|---|"]
+    for row in (r for r in result["per_job"] if r["kind"] == "zeroshot"):
+        exact = "-" if row.get("exact_max_rss_bytes") is None else f"{row['exact_max_rss_bytes'] / GB:.2f} GB"
+        lines.append(f"| {row['job'].split('/eval/')[-1]} | {row['benchmark_max_rss_bytes'] / GB:.2f} GB | {exact} | "
+                     f"{row['formula_bytes'] / GB:.2f} GB | {row['formula_ratio']:.2f} |")
     kinds = list(next(iter(result["projections_gb"].values())))
     lines += ["", "| model | " + " | ".join(kinds) + " |", "|---|" + "---|" * len(kinds)]
     for model, peaks in result["projections_gb"].items():
@@ -158,12 +170,17 @@ def main() -> None:
     ap.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     ap.add_argument("--cores", type=int, default=2)
     ap.add_argument("--dtype", default="bfloat16", choices=["bfloat16", "float16", "float32"])
-    ap.add_argument("--offload-cpu", default="300MB", help="runtime.max_memory.cpu for zero-shot and speed (the rest goes to disk)")
+    ap.add_argument("--offload-cpu", default="300MB", help="runtime.max_memory.cpu for speed (and zero-shot with all; the rest goes to disk)")
+    ap.add_argument("--zeroshot-blocks", default="auto", type=lambda v: v if v in ("auto", "all") else int(v),
+                    help="runtime.zeroshot_blocks: decoder blocks a zero-shot job holds (auto: 1 on the CPU)")
     ap.add_argument("--workdir", type=Path, help="keep the run here (default: a temporary folder)")
-    ap.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "scale.json")
+    ap.add_argument("--out", type=Path, help="the result (default: bench/results/scale.json, or scale-<shape>.json)")
     ap.add_argument("--reuse", action="store_true", help="compare the finished run in --workdir again (no new run)")
     ap.add_argument("--markdown", type=Path, help="print the docs' tables from this result file and stop")
+    ap.add_argument("--provenance", help="how the run in --workdir was made, recorded in the result (with --reuse: which "
+                                         "code ran which jobs)")
     args = ap.parse_args()
+    args.out = args.out or ROOT / "bench" / "results" / ("scale.json" if args.shape == "1b" else f"scale-{args.shape}.json")
     if args.markdown:
         print(markdown(json.loads(args.markdown.read_text())))
         return
@@ -177,7 +194,8 @@ def main() -> None:
         else:
             work.mkdir(parents=True, exist_ok=True)
             model_config = build_model(work / "model", args.shape, args.blocks, getattr(torch, args.dtype))
-            config = workflow_config(work / "model", args.dtype, args.offload_cpu, args.device, args.nsamples, args.seqlen)
+            config = workflow_config(work / "model", args.dtype, args.offload_cpu, args.device, args.nsamples, args.seqlen,
+                                     args.zeroshot_blocks)
             (work / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
             start = time.perf_counter()
             with GpuPeak() as gpu_peak:
@@ -203,10 +221,11 @@ def main() -> None:
     result = {
         "model": f"random LLaMA, {args.shape} shape {SHAPES[args.shape]}, {args.blocks} blocks, {args.dtype}",
         "calibration": f"{args.nsamples} x {args.seqlen}", "device": args.device,
+        "zeroshot_blocks": config["runtime"].get("zeroshot_blocks", "auto"),
         "gpu_peak_bytes": gpu_peak.bytes if args.device == "cuda" and not args.reuse else None,
         "model_bytes": model_bytes,
         "machine": {"cpu": platform.processor() or platform.machine(), "cores": args.cores, "torch": torch.__version__},
-        "commit": _commit(), "date": time.strftime("%Y-%m-%d"),
+        "commit": _commit(), "date": time.strftime("%Y-%m-%d"), "provenance": args.provenance,
         "jobs": len(jobs), "wall_seconds": None if wall is None else round(wall, 1),
         "all_targets_met": all(r["meets_target"] is not False for r in jobs),
         "formula_within_30pct": all(0.7 <= r["formula_ratio"] <= 1.3 for r in checked),

@@ -147,7 +147,7 @@ def test_left_out_keys_take_the_schema_defaults(default_config):
     del config["perplexity"]["bos"], config["zeroshot"]["seed"]
     config["reconstruction"] = {}
     filled = with_defaults(config)
-    assert filled["runtime"] == {"device": "cpu", "batch_size": 8, "eval_batch_size": 4, "threads": 1, "gpus": 1, "max_memory": {},
+    assert filled["runtime"] == {"device": "cpu", "batch_size": 8, "eval_batch_size": 4, "threads": 1, "gpus": 1, "max_memory": {}, "zeroshot_blocks": "auto",
                                  "gradient_checkpointing": False}
     assert filled["activations"] == {"temporary": False, "gram": True}
     assert filled["variants"] == {"temporary": False}

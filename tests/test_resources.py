@@ -5,9 +5,11 @@ import copy
 
 import pytest
 
-from pruneflow.spec.preflight import check_config
 from pruneflow.spec.config import ConfigError, with_defaults
-from pruneflow.spec.resources import check_whole_model_recoveries, job_peaks, kind_of_benchmark, parse_size, shape_of
+from pruneflow.spec.preflight import check_config
+from pruneflow.spec.resources import (check_whole_model_recoveries, job_peaks, kind_of_benchmark, parse_size, shape_of,
+                                      zeroshot_request_tokens)
+from pruneflow.spec.zeroshot import LOCAL_REQUEST_BYTES
 
 from conftest import REPO
 from workflow_helpers import tiny_config
@@ -26,10 +28,38 @@ def test_shape_counts_llama_7b():
 
 def test_streamed_jobs_do_not_grow_with_depth_and_retraining_does():
     shallow, deep = (job_peaks({**LLAMA, "num_hidden_layers": n}, "bfloat16", CONFIG) for n in (8, 80))
-    for kind in ("prune_sequential", "prune_from_cache", "prune_structured", "activation_cache", "recon", "perplexity"):
+    for kind in ("prune_sequential", "prune_from_cache", "prune_structured", "activation_cache", "recon", "perplexity", "zeroshot"):
         assert deep[kind]["host"] == shallow[kind]["host"], kind  # a block at a time, however many blocks
     assert deep["retrain"]["host"] > 5 * shallow["retrain"]["host"] / 2  # the frozen model is held once
     assert deep["recon_full"]["device"] > deep["retrain"]["device"] > deep["recon"]["device"]
+
+
+def test_zeroshot_holds_its_blocks_not_the_model_unless_told():
+    """runtime.zeroshot_blocks: a CPU run holds a block (auto) or N, whatever the depth; all holds what accelerate
+    places in memory (runtime.max_memory.cpu), and a GPU run (auto: all) the whole model on the device."""
+    def peaks(blocks, **runtime):
+        return job_peaks({**LLAMA, "num_hidden_layers": blocks}, "bfloat16", {**CONFIG, "runtime": {**CONFIG["runtime"], **runtime}})["zeroshot"]
+
+    block = shape_of(LLAMA, "bfloat16").block_params * 2
+    assert peaks(8)["host"] == peaks(80)["host"] == peaks(80, zeroshot_blocks=1)["host"]
+    assert peaks(80, zeroshot_blocks=4)["host"] - peaks(80)["host"] == 3 * block
+    assert peaks(80, zeroshot_blocks="all")["host"] - peaks(8, zeroshot_blocks="all")["host"] == 72 * block
+    capped = {"zeroshot_blocks": "all", "max_memory": {"cpu": "8GB"}}  # 20 blocks: the rest on disk
+    assert peaks(80, **capped)["host"] == peaks(24, **capped)["host"]
+    assert peaks(80)["device"] - peaks(8)["device"] == 72 * block
+
+
+def test_zeroshot_logits_are_sized_by_the_longest_request():
+    """A local task's longest request in bytes, an lm-eval task's context (the model's positions, else lm-eval's 2048)."""
+    model = {**LLAMA, "max_position_embeddings": 4096}
+    assert zeroshot_request_tokens(model, {"zeroshot": {"tasks": ["lastword", "browncloze"]}}) == LOCAL_REQUEST_BYTES["lastword"] + 1
+    assert zeroshot_request_tokens(model, {"zeroshot": {"tasks": ["browncloze", "hellaswag"]}}) == 4096
+    assert zeroshot_request_tokens(LLAMA, {"zeroshot": {"tasks": ["hellaswag"]}}) == 2048
+    assert zeroshot_request_tokens({**LLAMA, "max_position_embeddings": 256}, {"zeroshot": {"tasks": ["lastword"]}}) == 256
+    short, long = ({**CONFIG, "zeroshot": {"tasks": tasks}} for tasks in (["browncloze"], ["lastword"]))
+    grows = job_peaks(model, "bfloat16", long)["zeroshot"]["host"] - job_peaks(model, "bfloat16", short)["zeroshot"]["host"]
+    tokens = LOCAL_REQUEST_BYTES["lastword"] - LOCAL_REQUEST_BYTES["browncloze"]  # x eval_batch_size 1
+    assert grows == tokens * (2 * 32000 + 4 * 4096 + 3 * 11008) * 2  # logits and log-softmax, activations; bfloat16
 
 
 def test_every_rule_kind_is_read_from_its_benchmark_file():

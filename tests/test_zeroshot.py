@@ -271,6 +271,36 @@ def test_zeroshot_of_a_stored_variant_dispatched_to_disk_equals_the_whole_model(
     assert evaluate_zeroshot(dispatched, stream.tokenizer, list(BUILDS), built, limit=6, batch_size=4) == tiny_results
 
 
+def test_zeroshot_of_a_stored_variant_read_block_by_block_equals_the_whole_model(built, tiny_results, tmp_path):
+    """runtime.zeroshot_blocks 1 (the CPU's default): every batch reads each block from the variant; the same numbers."""
+    from pruneflow.core.artifacts import artifact_folder
+    from pruneflow.core.dispatch import stream_dispatch
+    from pruneflow.core.stream import open_stream
+    from pruneflow.core.writer import write_full_variant
+
+    model, tok = build_tiny_model()
+    with artifact_folder(tmp_path / "dense") as out:
+        write_full_variant(out, model, tok, {})
+    stream = open_stream(tmp_path / "dense")
+    streamed = stream_dispatch(stream, "cpu", 1)
+    assert all(p.is_meta for p in stream.blocks_list().parameters())  # nothing of a block stays between batches
+    assert evaluate_zeroshot(streamed, stream.tokenizer, list(BUILDS), built, limit=6, batch_size=4) == tiny_results
+
+
+def test_local_requests_are_within_the_bytes_the_memory_formula_assumes(tmp_path):
+    """Every request (context and continuation) of 300 items of each local task, built from the held-out text."""
+    from pruneflow.evaluate.local_tasks import build_task, heldout_documents
+    from pruneflow.spec.zeroshot import LOCAL_REQUEST_BYTES
+
+    wiki = heldout_documents("lastword")  # nextsentence's too
+    for name in BUILDS:
+        build_task(name, heldout_documents(name) if name == "browncloze" else wiki, tmp_path, n_items=300, seed=1)
+        requests = [(item["context"], " " + c) for item in read_items(tmp_path, name)
+                    for c in item.get("choices", [item.get("target")])]
+        longest = max(len((context + cont).encode()) for context, cont in requests)
+        assert 0.8 * LOCAL_REQUEST_BYTES[name] < longest <= LOCAL_REQUEST_BYTES[name], name
+
+
 # ---------------------------------------------------------------- lm-eval's own numbers, groups, tags, the Hub
 
 

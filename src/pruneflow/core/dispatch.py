@@ -1,5 +1,8 @@
-"""A streamed variant as one model object spread over devices by accelerate (for code that needs a model:
-lm-eval's zero-shot scoring, the speed job).
+"""A streamed variant as one model object (for code that needs a model: lm-eval's zero-shot scoring, the speed job).
+
+:func:`stream_dispatch` (zero-shot) keeps a declared number of decoder blocks loaded and reads every other block
+from the variant when its forward runs, freeing it after: the job holds the embeddings and head, those blocks
+and a batch's activations, whatever the model's size (as the perplexity job, which streams blocks itself).
 
 :func:`dispatch_stream` asks accelerate's ``infer_auto_device_map`` where each decoder block fits within
 ``max_memory`` (every visible GPU first, then the CPU, then disk), loads each block from the stream straight
@@ -41,6 +44,34 @@ def memory_budget(device, max_memory: dict | None) -> dict | None:
         else:
             raise DispatchError(f"runtime.max_memory key {key!r}: allowed cpu, cuda (every GPU) or cuda:<index>")
     return budget
+
+
+def stream_dispatch(stream, device="cpu", held: int = 1):
+    """The whole model of ``stream`` on ``device``, holding at most ``held`` decoder blocks at once: blocks
+    0 .. held-2 are loaded once and kept; each other block is loaded from the stream when its forward runs and
+    released when it returns (so every batch reads them again). ``held`` >= the number of blocks: the whole
+    model, loaded once. lm-eval's numbers are those of the whole model: the same blocks run on the same inputs."""
+    if held < 1:
+        raise DispatchError(f"blocks held at once: {held!r}; allowed an integer >= 1")
+    if stream.in_memory:
+        raise DispatchError("a model in memory is whole already: evaluate it as it is (a stored variant streams)")
+    model = stream.model
+    with stream.arch.blocks_detached(model):
+        model.to(device)
+    for index, template in enumerate(stream.blocks_list()):
+        if index < held - 1 or held >= stream.num_blocks:
+            stream.load(index, device, place=True)
+        else:  # the meta shell stays in the skeleton (its attributes are read by the model's forward); it runs the stored block
+            template.forward = _streamed_forward(stream, index, device)
+    return model
+
+
+def _streamed_forward(stream, index: int, device):
+    def forward(*args, **kwargs):
+        with stream.loaded(index, device) as block:
+            return block(*args, **kwargs)
+
+    return forward
 
 
 def dispatch_stream(stream, device="cpu", max_memory: dict | None = None, offload_dir=None):

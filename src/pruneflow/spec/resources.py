@@ -22,17 +22,21 @@ import os
 import re
 from dataclasses import dataclass
 
-from pruneflow.spec.config import ConfigError, window_batch_size
+from pruneflow.spec.config import AUTO_WINDOW_BATCH, ConfigError, window_batch_size
 from pruneflow.spec.naming import (
     making_steps, parse_allocation_id, parse_method_id, parse_recovery, parse_recovery_id, ppl_name, sensitivity_artifacts,
     variants_of,
 )
 from pruneflow.spec.recovery import memory_kinds as recovery_memory_kinds
+from pruneflow.spec.zeroshot import LOCAL_REQUEST_BYTES
 
 BYTES = {"float32": 4, "bfloat16": 2, "float16": 2, "float64": 8}
 # Python, torch and transformers imported (and lm-eval for zero-shot), before any weight: measured RSS.
 BASE = 0.48e9
-BASE_LM_EVAL = 0.05e9  # what lm-eval adds to BASE
+# what a zero-shot job adds before its first forward: lm-eval, datasets and the task loaded (0.14 GB, measured)
+BASE_LM_EVAL = 0.15e9
+LM_EVAL_CONTEXT = 2048  # lm-eval's context where a model's config gives none
+LM_EVAL_AUTO_BATCH = 64  # the batch lm-eval starts from with eval_batch_size auto (and keeps on a CPU)
 FP32 = 4
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(B|KB|MB|GB|TB|KIB|MIB|GIB|TIB)?\s*$", re.IGNORECASE)
 _UNITS = {"b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12, "kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40}
@@ -140,15 +144,13 @@ def job_peaks(model_config: dict, dtype: str, config: dict) -> dict[str, dict[st
         "prune_structured_liar": streamed + 2 * hidden_states + 3 * s.ffn**2 * 8,
         "allocation": streamed + scores + ffn_square,
         "perplexity": streamed + 2 * eval_tokens * s.hidden * FP32 + 2 * logits,
-        # lm-eval's logits and their log-softmax; a block read back from the offload folder (accelerate maps
-        # it: its pages count while it runs) beside the one before it
-        "zeroshot": outer + dispatched + 2 * block + 3 * logits,
+        "zeroshot": zeroshot_need(s, model_config, config, on_gpu=True),
         "speed": outer + dispatched,
         "sensitivity": streamed + block + 2 * logits,
         **{kind: formula(terms) for kind, formula in recovery_memory_kinds().items()},
     }
     host = {kind: BASE + need for kind, need in device.items()}
-    host["zeroshot"] = BASE + BASE_LM_EVAL + device["zeroshot"]
+    host["zeroshot"] = BASE + BASE_LM_EVAL + zeroshot_need(s, model_config, config, on_gpu=False)
     host.update(
         model=BASE + s.model_bytes,  # transformers loads the source whole, once (not streamed yet)
         export=BASE + s.model_bytes,  # a Hugging Face folder is written from a whole model
@@ -180,6 +182,45 @@ def artifact_memory(artifact: str, shape: dict) -> float:
     except ValueError:
         return 0.0
     return float(sum(p.entry.memory(shape) for p in parts if p and p.entry.memory))
+
+
+def zeroshot_held_blocks(runtime: dict, on_gpu: bool) -> int | None:
+    """Decoder blocks a zero-shot job holds at once (``runtime.zeroshot_blocks``; auto: 1 on the CPU, all on a
+    GPU); None: all, spread by accelerate within ``runtime.max_memory``."""
+    held = runtime.get("zeroshot_blocks", "auto")
+    if held == "auto":
+        held = "all" if on_gpu else 1
+    return None if held == "all" else int(held)
+
+
+def zeroshot_request_tokens(model_config: dict, config: dict) -> int:
+    """The longest request a zero-shot job may batch, in tokens, at most lm-eval's context (the model's
+    positions): a local task's longest request in bytes (a tokenizer makes at most about a token a byte), an
+    lm-eval task's context (its items are not known before they are read)."""
+    cfg = {**(model_config.get("text_config") or {}), **model_config}
+    context = next((cfg[k] for k in ("n_positions", "max_position_embeddings", "n_ctx") if cfg.get(k)), LM_EVAL_CONTEXT)
+    tasks = (config.get("zeroshot") or {}).get("tasks") or []
+    return min(context, max((LOCAL_REQUEST_BYTES.get(t, context) + 1 for t in tasks), default=context))  # + a BOS
+
+
+def zeroshot_need(s: Shape, model_config: dict, config: dict, on_gpu: bool) -> float:
+    """Bytes a zero-shot job holds beyond the libraries: the embeddings and head; the blocks it holds, or the
+    blocks accelerate places in memory (runtime.zeroshot_blocks: all); while a block is read, a compact
+    variant's keep-masks unpacked (a byte a weight) and its stored values or the parent's pages (a block); the
+    longest batch's activations, and its logits and their log-softmax (in the model's dtype, as lm-eval takes them)."""
+    rt = config.get("runtime", {})
+    b, block = s.dtype_bytes, s.block_params * s.dtype_bytes
+    batch = rt.get("eval_batch_size", AUTO_WINDOW_BATCH)
+    tokens = (LM_EVAL_AUTO_BATCH if batch == "auto" else int(batch)) * zeroshot_request_tokens(model_config, config)
+    held = zeroshot_held_blocks(rt, on_gpu)
+    if held is None:
+        cap = None if on_gpu else memory_caps(rt).get("cpu")
+        blocks = min(cap, s.blocks * block) if cap is not None else s.blocks * block
+    else:
+        blocks = min(held, s.blocks) * block
+    activations = tokens * (4 * s.hidden + 3 * s.ffn) * b  # the residual stream, attention's and the MLP's
+    rebuild = s.block_params + block
+    return s.outer_params * b + blocks + rebuild + activations + 2 * tokens * s.vocab * b
 
 
 def check_whole_model_recoveries(config: dict, peaks: dict) -> None:
@@ -361,7 +402,7 @@ def check_fit(config: dict, peaks: dict, host, gpu: Limit | None = None, shape: 
             + "\n  - ".join(lines)
             + "\nNothing was run. Ways on: a smaller configuration (config/own-model.yaml: the Wanda table and "
             "sublayer reconstruction; or fewer calibration.nsamples, a shorter seqlen, no whole-model recovery); "
-            "runtime.max_memory: {cpu: ...} to offload zero-shot and speed blocks to disk; a machine with more "
+            "runtime.max_memory: {cpu: ...} to offload speed blocks to disk (zero-shot holds runtime.zeroshot_blocks); a machine with more "
             "memory (or a GPU: runtime.device: auto); or `--resources mem_mb=N` to declare the memory (MB) a job "
             "may take here yourself"
         )

@@ -15,6 +15,9 @@ from pathlib import Path
 LOCAL_TASKS = ("lastword", "nextsentence", "browncloze")
 # Output types of the local tasks: lastword is scored as LAMBADA (a target's loglikelihood), the others choose.
 LOCAL_OUTPUT_TYPES = {"lastword": "loglikelihood", "nextsentence": "multiple_choice", "browncloze": "multiple_choice"}
+# The longest request (context and continuation, UTF-8 bytes) of any item a local task's builder can draw from
+# the held-out text (tests/test_zeroshot.py checks it): it sizes a zero-shot job's logits (pruneflow.spec.resources).
+LOCAL_REQUEST_BYTES = {"lastword": 605, "nextsentence": 562, "browncloze": 280}
 # What PruneFlow scores: an accuracy from loglikelihoods. generate_until (free generation, scored by its own
 # metrics) and loglikelihood_rolling (perplexity of whole documents) have no acc.
 SUPPORTED_OUTPUT_TYPES = ("loglikelihood", "multiple_choice")
