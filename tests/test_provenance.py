@@ -13,7 +13,7 @@ import pytest
 from pruneflow import __version__
 from pruneflow.core.artifacts import ArtifactError, artifact_folder, load_json, save_json, sidecar
 from pruneflow.core.models import load_source
-from pruneflow.core.provenance import MANIFEST, InputChangedError, code_digest, file_checksum, loaded_modules
+from pruneflow.core.provenance import MANIFEST, InputChangedError, code_digest, file_checksum, loaded_modules, record_name
 from pruneflow.core.runtime import job
 from pruneflow.core.writer import write_full_variant
 from pruneflow.data.corpora import corpus_splits
@@ -78,7 +78,7 @@ def test_a_source_only_touched_passes_and_the_manifest_records_it_as_read(tmp_pa
         os.utime(corpus, ns=(before.st_atime_ns + 10**9, before.st_mtime_ns + 10**9))  # same bytes, new times
         save_texts(out, ["x"])
     made = json.loads(sidecar(out).read_text())["made_by"]
-    assert made["sources"] == {os.path.abspath(corpus): {"bytes": len(DOCS), "mtime_ns": before.st_mtime_ns,
+    assert made["sources"] == {record_name(corpus): {"bytes": len(DOCS), "mtime_ns": before.st_mtime_ns,
                                                          "xxh3_128": file_checksum(corpus)}}
     assert made["pruneflow"] == __version__ and made["code"] == code_digest(loaded_modules())
     assert "pruneflow/core/provenance.py" in {str(p).split("src/")[-1] for p in loaded_modules()}

@@ -79,7 +79,7 @@ def note_read(path, data: bytes | None = None, checksum: str | None = None, stat
     workflow's results, recorded in every manifest the job writes."""
     if _READS is None or in_temporary(path):  # the job's own work in progress, renamed when done
         return
-    key = os.path.abspath(path)
+    key = record_name(path)
     if data is not None:
         checksum = xxhash.xxh3_128(data).hexdigest()
     elif checksum is None and hashed:
@@ -88,6 +88,14 @@ def note_read(path, data: bytes | None = None, checksum: str | None = None, stat
     _READS[key] = {**_stat(key, stat), "xxh3_128": checksum}
     if source:
         _SOURCES.add(key)
+
+
+def record_name(path) -> str:
+    """How records name a file: relative to the working directory when inside it (a workflow's folder may move),
+    else absolute."""
+    path = os.path.abspath(path)
+    inside = os.path.relpath(path)
+    return path if inside.startswith(os.pardir) else inside
 
 
 def note_sources(paths) -> None:

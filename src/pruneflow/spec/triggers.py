@@ -26,7 +26,7 @@ from pathlib import Path
 import xxhash
 
 from pruneflow.core.atomic import write_json
-from pruneflow.core.provenance import file_checksum, manifest_of, module_name
+from pruneflow.core.provenance import file_checksum, manifest_of, module_name, record_name
 
 
 class Triggers:
@@ -90,8 +90,8 @@ def changed_since(artifact, sums: dict[str, str]) -> list[str]:
         recorded = json.loads(manifest_of(artifact).read_text())["made_by"]["sources"]
     except (OSError, ValueError, KeyError, TypeError):
         return []
-    return [path for path, checksum in sums.items()
-            if os.path.abspath(path) in recorded and recorded[os.path.abspath(path)]["xxh3_128"] != checksum]
+    named = {path: record_name(path) for path in sums}
+    return [path for path, checksum in sums.items() if named[path] in recorded and recorded[named[path]]["xxh3_128"] != checksum]
 
 
 def _module_facts(path) -> dict:
