@@ -185,7 +185,7 @@ def test_an_undecodable_or_unlisted_small_file_names_itself_and_the_fix(tmp_path
         load_json(garbled)
     alone = tmp_path / "alone.json"
     alone.write_text("{}")  # no manifest beside it (an older PruneFlow, or a crash between the two writes)
-    with pytest.raises(ArtifactError, match=rf"{alone}: no alone.json.manifest.json beside it .*delete {alone} and rerun"):
+    with pytest.raises(ArtifactError, match=rf"{alone}: no alone.json.manifest beside it .*delete {alone} and rerun"):
         load_json(alone)
     sidecar(garbled).write_bytes(b"\xff")
     with pytest.raises(ArtifactError, match=rf"{sidecar(garbled)}: unreadable .*delete {garbled} and rerun"):

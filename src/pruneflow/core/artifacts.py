@@ -8,7 +8,7 @@
 - Block files are named by their index (``block007.safetensors``); readers ask for block i by name,
   never by sort order, so a missing block is an error, not a shifted list.
 - A file artifact (a result JSON, a table CSV, a corpus split) has its manifest beside it,
-  ``<name>.manifest.json``; :func:`load_file` is the one reader of both kinds of small files (in a folder
+  ``<name>.manifest``; :func:`load_file` is the one reader of both kinds of small files (in a folder
   artifact or alone), and :func:`load_json` decodes one. Every manifest also records what made the artifact
   (:func:`pruneflow.core.provenance.record`: the sources a job read, the library version, its code).
 

@@ -24,7 +24,7 @@ from pruneflow.core.atomic import in_temporary
 
 CHUNK = 1 << 24
 MANIFEST = "manifest.json"  # a folder artifact's, inside it
-SIDECAR = ".manifest.json"  # a file artifact's: <name>.manifest.json beside it
+SIDECAR = ".manifest"  # a file artifact's: <name>.manifest beside it (JSON; not *.json, so a glob for results finds none)
 _READS: dict[str, dict] | None = None  # path -> what was noted; None outside a job: nothing is noted
 _SOURCES: set[str] = set()
 
@@ -42,7 +42,7 @@ def file_checksum(path) -> str:
 
 
 def sidecar(path) -> Path:
-    """The manifest of the file artifact ``path``: ``<name>.manifest.json`` beside it."""
+    """The manifest of the file artifact ``path``: ``<name>.manifest`` beside it."""
     path = Path(path)
     return path.with_name(path.name + SIDECAR)
 
