@@ -55,3 +55,14 @@ rule all:
     default_target: True
     input:
         all_targets(),
+
+
+# Every job also runs pruneflow's modules, not only its script: a checksum of those its script imports is a
+# param of its rule, so an edit of the code a step runs reruns what it made (pruneflow.spec.triggers).
+for _rule in workflow.rules:
+    if _rule.script:
+        _rule.set_params(
+            code=TRIGGERS.script_code(
+                Path(workflow.basedir, "scripts", Path(str(_rule.script)).name), SRC
+            )
+        )

@@ -20,7 +20,7 @@ import yaml
 
 from pruneflow.core.stream import load_variant
 from pruneflow.data.calibration import load_calibration
-from pruneflow.data.jsonl import read_texts
+from pruneflow.data.jsonl import load_texts
 from pruneflow.evaluate.perplexity import eval_windows, perplexity
 from pruneflow.prune.criteria import get_criterion
 from pruneflow.prune.masks import parse_pattern
@@ -44,7 +44,7 @@ class Inputs:
         self.dense = RESULTS / MODEL / "dense"
         tok = load_variant(self.dense)[1]
         p = self.config["perplexity"]
-        self.evals = eval_windows(read_texts(RESULTS / f"corpora/{p['corpus']}/eval.jsonl"), tok, p["seqlen"], p["windows"], p["bos"])
+        self.evals = eval_windows(load_texts(RESULTS / f"corpora/{p['corpus']}/eval.jsonl"), tok, p["seqlen"], p["windows"], p["bos"])
 
     def calibration_id(self, seed: int) -> str:
         return calib_id({**self.config["calibration"], "seed": seed})

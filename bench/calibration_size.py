@@ -21,7 +21,7 @@ from transformers import AutoTokenizer
 from pruneflow.data.calibration import sample_windows
 from pruneflow.prune.criteria import get_criterion
 from pruneflow.evaluate.perplexity import eval_windows, perplexity
-from pruneflow.data.jsonl import read_texts
+from pruneflow.data.jsonl import load_texts
 from pruneflow.prune.masks import parse_pattern
 from pruneflow.core.models import load_model
 from pruneflow.prune.sequential import prune_model
@@ -42,8 +42,8 @@ def main() -> None:
     torch.set_num_threads(args.threads)
 
     tok = AutoTokenizer.from_pretrained(args.model)  # the model itself is loaded fresh per run below
-    docs = read_texts(RESULTS / "corpora/brown/calib.jsonl")
-    evals = eval_windows(read_texts(RESULTS / "corpora/wiki/eval.jsonl"), tok, 512, args.windows, "auto")
+    docs = load_texts(RESULTS / "corpora/brown/calib.jsonl")
+    evals = eval_windows(load_texts(RESULTS / "corpora/wiki/eval.jsonl"), tok, 512, args.windows, "auto")
     rows = []
     for n in args.sizes:
         calib = sample_windows(docs, tok, n, args.seqlen, seed=0)

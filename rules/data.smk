@@ -18,6 +18,7 @@ rule model:
         runtime=RUNTIME_MIN["model"],
     params:
         spec=lambda w: as_json(model_spec(w.model)),
+        sources=source_checksums(model_files, lambda w: f"results/{w.model}/dense"),
     script:
         "../scripts/materialize_model.py"
 
@@ -37,6 +38,9 @@ rule corpus:
     threads: 1
     params:
         spec=lambda w: as_json(corpus_spec(w.corpus)),
+        sources=source_checksums(
+            corpus_files, lambda w: f"results/corpora/{w.corpus}/calib.jsonl"
+        ),
     script:
         "../scripts/prepare_corpus.py"
 

@@ -18,6 +18,11 @@ rule zeroshot_task:
     conda:
         "../envs/pruneflow.yaml"
     threads: 1
+    params:
+        sources=source_checksums(
+            task_sources,
+            lambda w: f"results/zeroshot/tasks/{w.task}-n{w.nitems}-s{w.seed}",
+        ),
     script:
         "../scripts/build_zeroshot_task.py"
 

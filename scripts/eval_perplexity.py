@@ -7,8 +7,8 @@ from pathlib import Path
 
 from pruneflow.data.corpora import describe
 from pruneflow.evaluate.perplexity import perplexity, protocol_windows
-from pruneflow.core.atomic import read_json, write_json
-from pruneflow.data.jsonl import read_texts
+from pruneflow.core.artifacts import load_json, save_json
+from pruneflow.data.jsonl import load_texts
 from pruneflow.core.runtime import job, resolve_device, runtime_settings
 from pruneflow.core.stream import open_stream
 from pruneflow.spec.config import window_batch_size
@@ -19,9 +19,9 @@ with job(snakemake.log[0], snakemake.threads, gpus=snakemake.resources.get("gpu"
     stream = open_stream(snakemake.input.model)
     corpus = snakemake.wildcards.corpus
     source = f"{describe(snakemake.config['corpora'][corpus], corpus)}, held-out part {snakemake.input.docs},"
-    windows = protocol_windows(read_texts(snakemake.input.docs), stream.tokenizer, spec, source)
+    windows = protocol_windows(load_texts(snakemake.input.docs), stream.tokenizer, spec, source)
     result = perplexity(stream, windows, window_batch_size(rt), resolve_device(rt["device"]))
     print(result)
-folder = Path(snakemake.input.model)
-about = {name: read_json(folder / f"{name}.json") for name in ("summary", "sparsity")}
-write_json(snakemake.output[0], {**result, "protocol": "pruneflow", **spec, "variant": snakemake.wildcards.variant, "seconds": info["seconds"], **about})
+    folder = Path(snakemake.input.model)
+    about = {name: load_json(folder / f"{name}.json") for name in ("summary", "sparsity")}
+save_json(snakemake.output[0], {**result, "protocol": "pruneflow", **spec, "variant": snakemake.wildcards.variant, "seconds": info["seconds"], **about})

@@ -1,6 +1,7 @@
 """Forward throughput (tokens/s) and parameter count of one model variant, dispatched as zero-shot is
 (runtime.max_memory); the result says where the blocks were, since blocks read from disk time the disk too."""
-from pruneflow.core.atomic import scratch_folder, write_json
+from pruneflow.core.artifacts import save_json
+from pruneflow.core.atomic import scratch_folder
 from pruneflow.core.dispatch import dispatch_stream, placement
 from pruneflow.core.runtime import job, resolve_device, runtime_settings
 from pruneflow.core.stream import open_stream
@@ -15,5 +16,5 @@ with job(snakemake.log[0], snakemake.threads), scratch_folder(snakemake.output[0
     where = placement(model)
     params = count_parameters(model)  # offloaded blocks are meta tensors of the right shapes
 note = "blocks offloaded to disk: the throughput includes reading them" if "disk" in where else ""
-write_json(snakemake.output[0], {"tokens_per_second": tps, "parameters": params, "threads": snakemake.threads,
+save_json(snakemake.output[0], {"tokens_per_second": tps, "parameters": params, "threads": snakemake.threads,
                                  "placement": where, "note": note})

@@ -4,15 +4,15 @@ from pathlib import Path
 
 from pruneflow.report import tables as report
 from pruneflow.prune.allocation import read_allocation
-from pruneflow.core.atomic import read_json
+from pruneflow.core.artifacts import load_json
 from pruneflow.core.runtime import job
 
 inp, out, par = snakemake.input, snakemake.output, snakemake.params
 with job(snakemake.log[0], snakemake.threads):
     variants = []
     for folder in inp.variants:
-        summary = read_json(Path(folder) / "summary.json")
-        blocks = read_json(Path(folder) / "sparsity.json")["per_block"]
+        summary = load_json(Path(folder) / "summary.json")
+        blocks = load_json(Path(folder) / "sparsity.json")["per_block"]
         variants.append({"criterion": summary["criterion"], "sparsity": summary["sparsity"],
                          "allocation": report.allocation_label(summary),
                          "per_block": [b["sparsity"] for b in blocks]})

@@ -8,7 +8,7 @@ from pruneflow.core.artifacts import artifact_folder
 from pruneflow.core.fallbacks import merged, recording
 from pruneflow.data.calibration import load_calibration
 from pruneflow.spec.naming import Recovery, known_parts, parse_method_id
-from pruneflow.core.atomic import read_json
+from pruneflow.core.artifacts import load_json
 from pruneflow.recover.run import recover
 from pruneflow.core.runtime import job, resolve_device, runtime_settings
 from pruneflow.core.stream import open_stream
@@ -29,7 +29,7 @@ with job(snakemake.log[0], snakemake.threads, gpus=snakemake.resources.get("gpu"
         base = variant_summary(method, snakemake.wildcards.pcalib)
     else:
         method, parent = None, Path(snakemake.input.pruned)
-        base, masks = read_json(parent / "summary.json"), None
+        base, masks = load_json(parent / "summary.json"), None
     work = open_stream(parent, tokenizer=False, skeleton_of=dense)
     masks = work.keep_masks if masks is None else masks
     total = count_parameters(work.model)

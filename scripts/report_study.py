@@ -3,21 +3,21 @@ import json
 
 from pruneflow.report import tables as report
 from pruneflow.report.claims import read_bands
-from pruneflow.core.atomic import read_json
+from pruneflow.core.artifacts import load_json
 from pruneflow.core.runtime import job
 
 inp, out, par = snakemake.input, snakemake.output, snakemake.params
 with job(snakemake.log[0], snakemake.threads):
-    ppl = [read_json(p) for p in inp.ppl]
+    ppl = [load_json(p) for p in inp.ppl]
     benchmarks = {path: report.read_benchmark(path) for path in inp.benchmarks}
     costs = json.loads(par.costs)
     summaries = [{**p["summary"], **report.variant_costs(costs[p["variant"]], benchmarks)} for p in ppl]
     title = f"{par.title} ({par.model})"
     if par.kind == "sensitivity":  # one row per block pruned alone, with its job's time
         seconds = [report.read_benchmark(b)["seconds"] for b in inp.sensitivity_benchmarks]
-        df = report.sensitivity_rows(par.model, [read_json(p) for p in inp.sensitivity], seconds)
+        df = report.sensitivity_rows(par.model, [load_json(p) for p in inp.sensitivity], seconds)
     elif par.kind == "structured":
-        speed = [read_json(p) for p in inp.speed] if "speed" in inp.keys() else None
+        speed = [load_json(p) for p in inp.speed] if "speed" in inp.keys() else None
         df = report.structured_rows(par.model, ppl, summaries, speed)
     else:
         sparsity = [p["sparsity"] for p in ppl]
@@ -27,7 +27,7 @@ with job(snakemake.log[0], snakemake.threads):
             df = report.add_band_column(df, read_bands(inp.bands[0]))
     df = report.add_dtype_column(df, [p["summary"] for p in ppl])
     if "zeroshot" in inp.keys():
-        df = report.add_zeroshot_columns(df, [read_json(p) for p in inp.zeroshot], json.loads(par.zeroshot_metric))
+        df = report.add_zeroshot_columns(df, [load_json(p) for p in inp.zeroshot], json.loads(par.zeroshot_metric))
     report.write_table(df, out.csv, out.md, out.tex)
     if par.kind == "sensitivity":
         report.plot_sensitivity(df, out.png, out.pdf, title)

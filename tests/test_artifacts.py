@@ -1,13 +1,18 @@
-"""Checksums and manifests: a corrupt, truncated or missing file fails on read with its path and the fix."""
+"""Checksums and manifests: a corrupt, truncated or missing file fails on read with its path and the fix (tensor
+files, folders, and small files: results, tables, corpus splits)."""
 
 import json
 
+import pandas as pd
 import pytest
 import torch
+import yaml
 
 from pruneflow.core.artifacts import (
-    MANIFEST, ArtifactError, artifact_folder, block_file, load_tensors, save_tensors, verify_folder,
+    MANIFEST, ArtifactError, artifact_folder, block_file, load_json, load_tensors, save_file, save_json,
+    save_tensors, sidecar, verify_folder,
 )
+from pruneflow.data.jsonl import load_texts, save_texts
 from pruneflow.data.calibration import load_calibration, save_calibration
 from pruneflow.prune.criteria import get_criterion
 from pruneflow.prune.dense_stream import build_activation_cache, load_block_stats, model_scores
@@ -120,3 +125,78 @@ def test_cache_with_a_damaged_or_missing_block_fails_before_scoring(tmp_path, ca
     block_file(cache, 1).unlink()
     with pytest.raises(ArtifactError, match=rf"{block_file(cache, 1)}: missing"):
         next(model_scores(model, get_criterion("wanda"), cache))
+
+
+# ---------------------------------------------------------------- small files: results, tables, corpus splits
+
+
+def _flip_bit(path, old: bytes, bit: int) -> None:
+    """Flip one bit of the first byte of ``old`` in the file (a disk or memory error, a stray write)."""
+    data = path.read_bytes()
+    i = data.index(old)
+    path.write_bytes(data[:i] + bytes([data[i] ^ bit]) + data[i + 1:])
+
+
+def test_a_bit_flipped_in_a_perplexity_result_stops_its_reader_with_the_file_and_the_fix(tmp_path):
+    path = tmp_path / "ppl-wiki-l64-w4-bosauto.json"
+    save_json(path, {"perplexity": 253.72, "windows": 4})
+    assert load_json(path)["perplexity"] == 253.72 and sidecar(path).is_file()
+    _flip_bit(path, b"253.72", 0x01)  # "2" -> "3": 353.72, still valid JSON
+    assert json.loads(path.read_text())["perplexity"] == 353.72
+    with pytest.raises(ArtifactError, match=rf"{path}: .*checksum differs from {sidecar(path)} .*delete {path} and rerun"):
+        load_json(path)
+
+
+def test_a_bit_flipped_in_a_table_stops_the_claims_ledger_instead_of_turning_its_verdict(tmp_path):
+    from pruneflow.report.claims import evaluate, load_claims, read_tables
+    from pruneflow.report.tables import write_table
+
+    csv = tmp_path / "tables" / "t.csv"
+    rows = pd.DataFrame({"model": "m", "method": ["wanda", "magnitude"], "pattern": ["0.5", "0.5"], "stream": "-",
+                         "calibration": "c", "perplexity": [36.06, 52.8]})
+    write_table(rows, csv, tmp_path / "tables" / "t.md")
+    (tmp_path / "claims.yaml").write_text(yaml.safe_dump({"claims": [{
+        "id": "w", "paper": "P", "claim": "c", "holds_if": "<",
+        "compare": [{"table": "t", "method": "wanda", "pattern": "0.5"}, {"table": "t", "method": "magnitude", "pattern": "0.5"}]}]}))
+    claims, _ = load_claims(tmp_path / "claims.yaml")
+    assert evaluate(claims, read_tables([csv])).outcome.tolist() == ["holds"]
+    _flip_bit(csv, b"36.06", 0x04)  # "3" -> "7": wanda 76.06, worse than magnitude
+    assert evaluate(claims, {"t": pd.read_csv(csv)}).outcome.tolist() == ["does not hold"]  # what an unchecked read says
+    with pytest.raises(ArtifactError, match=rf"{csv}: .*checksum differs .*delete {csv} and rerun"):
+        read_tables([csv])
+
+
+def test_a_bit_flipped_in_a_corpus_split_stops_its_reader(tmp_path):
+    path = tmp_path / "corpora" / "brown" / "eval.jsonl"
+    save_texts(path, ["The jury said.", "A second document."])
+    assert load_texts(path) == ["The jury said.", "A second document."]
+    _flip_bit(path, b"jury", 0x20)  # "j" -> "J"
+    with pytest.raises(ArtifactError, match=rf"{path}: .*checksum differs .*delete {path} and rerun"):
+        load_texts(path)
+
+
+def test_an_undecodable_or_unlisted_small_file_names_itself_and_the_fix(tmp_path):
+    garbled = tmp_path / "r.json"
+    save_file(garbled, b'{"perplexity": \xff}')  # what its writer wrote, checksum and all: not UTF-8
+    with pytest.raises(ArtifactError, match=rf"{garbled}: not UTF-8 text .*delete {garbled} and rerun"):
+        load_json(garbled)
+    save_file(garbled, b'{"perplexity": 1')
+    with pytest.raises(ArtifactError, match=rf"{garbled}: not JSON .*delete {garbled} and rerun"):
+        load_json(garbled)
+    alone = tmp_path / "alone.json"
+    alone.write_text("{}")  # no manifest beside it (an older PruneFlow, or a crash between the two writes)
+    with pytest.raises(ArtifactError, match=rf"{alone}: no alone.json.manifest beside it .*delete {alone} and rerun"):
+        load_json(alone)
+    sidecar(garbled).write_bytes(b"\xff")
+    with pytest.raises(ArtifactError, match=rf"{sidecar(garbled)}: unreadable .*delete {garbled} and rerun"):
+        load_json(garbled)
+
+
+def test_a_json_file_in_a_folder_artifact_is_checked_against_the_folders_manifest(tmp_path):
+    folder = tmp_path / "variant"
+    with artifact_folder(folder) as out:
+        (out / "summary.json").write_text(json.dumps({"sparsity": 0.5}))
+    assert load_json(folder / "summary.json") == {"sparsity": 0.5} and not sidecar(folder / "summary.json").exists()
+    _flip_bit(folder / "summary.json", b"0.5", 0x01)  # "0" -> "1"
+    with pytest.raises(ArtifactError, match=rf"{folder / 'summary.json'}: .*{folder / MANIFEST} .*delete {folder} and rerun"):
+        load_json(folder / "summary.json")

@@ -11,6 +11,7 @@ import pandas as pd
 import pytest
 import yaml
 
+from pruneflow.core.artifacts import save_file
 from pruneflow.report.claims import ClaimsError, evaluate, ledger_markdown, load_claims
 
 from conftest import REPO, bench_module
@@ -232,18 +233,23 @@ def test_results_page_ledger_states_every_claim_with_an_outcome():
     assert summary in (REPO / "README.md").read_text()
 
 
+def _csv(df, path):
+    """A table as the workflow writes it: with its manifest beside it (readers check it)."""
+    save_file(path, df.to_csv(index=False).encode())
+
+
 def _results_run(tmp_path):
     """A finished run's tables in ``tmp_path``: two studies of a config (one not made), a figure, claims.csv."""
     tables, figures, docs = tmp_path / "tables", tmp_path / "figures", tmp_path / "docs"
     for d in (tables, figures, docs):
         d.mkdir()
-    _tables()["wanda_table"].assign(prune_s=1.5).to_csv(tables / "wanda_table.csv", index=False)
+    _csv(_tables()["wanda_table"].assign(prune_s=1.5), tables / "wanda_table.csv")
     (figures / "wanda_table.png").write_bytes(b"\x89PNG figure")
     claims, _ = load_claims(_claims(tmp_path, [
         _claim("a", [{**W, "method": "wanda", "pattern": 0.5}, {**W, "method": "magnitude", "pattern": 0.5}]),
         _claim("e", [{"table": "recon_sweep", "method": "wanda"}, {**W, "method": "wanda", "pattern": 0.5}]),
     ]))
-    evaluate(claims, _tables()).to_csv(tables / "claims.csv", index=False)
+    _csv(evaluate(claims, _tables()), tables / "claims.csv")
     config = tmp_path / "config.yaml"
     config.write_text(yaml.safe_dump({"studies": {"wanda_table": {"title": "The Wanda table"}, "perp_table": {}}}))
     readme = tmp_path / "README.md"
@@ -315,7 +321,7 @@ def test_a_claim_on_limited_zero_shot_numbers_says_so(tmp_path):
 def test_results_provenance_names_the_libraries_that_scored_zero_shot(tmp_path):
     readme_results = bench_module("readme_results")
     table = tmp_path / "zeroshot_table.csv"
-    pd.DataFrame({"method": ["dense"], "zeroshot_versions": ["lm_eval 0.4.13, transformers 5.25.0, torch 2.13.0+cpu"]}).to_csv(table, index=False)
+    _csv(pd.DataFrame({"method": ["dense"], "zeroshot_versions": ["lm_eval 0.4.13, transformers 5.25.0, torch 2.13.0+cpu"]}), table)
     prov = {"commit": "abc", "date": "2026-12-01", "machine": "L", "cpu": "C", "cores": 2, "torch": "2.13.0+cpu"}
     assert readme_results.provenance_line(prov, table).endswith(
         "torch 2.13.0+cpu; zero-shot scored with lm_eval 0.4.13, transformers 5.25.0, torch 2.13.0+cpu.")

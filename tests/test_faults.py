@@ -1,7 +1,8 @@
 """Faults: a failed job's log holds its traceback; temporaries of killed jobs are removed by the next
 run while those of running jobs are kept; an edited local corpus or model folder reruns what depends
-on it; two runs of one target at once do not both write it; a truncated, deleted or flipped artifact file
-fails the job that reads it, naming the file and the fix (the checksums of pruneflow.core.artifacts).
+on it, also when the edit landed while its job ran or put back an older file, and so does an edit of the
+code a step runs; two runs of one target at once do not both write it; a truncated, deleted or flipped artifact
+file fails the job that reads it, naming the file and the fix (the checksums of pruneflow.core.artifacts).
 
 After Snakemake is killed (its job runs on, and the check docs/validation.md gives sees it), Ctrl-C, a write
 failing midway (a full disk), two runs at once and a flipped byte, a plain rerun gives the clean run's variant
@@ -25,11 +26,13 @@ import torch
 import yaml
 from safetensors.torch import load_file, save_file
 
-from pruneflow.core.artifacts import ArtifactError, verify_folder
+from pruneflow.core.artifacts import ArtifactError, load_json, verify_folder
 from pruneflow.core.atomic import _HOST, atomic_path, remove_stale_temporaries
 from pruneflow.core.runtime import PEAK_RSS_LINE, job
 from pruneflow.core.stream import load_variant
 from pruneflow.data.calibration import load_calibration
+from pruneflow.data.corpora import corpus_splits
+from pruneflow.data.jsonl import load_texts
 
 from conftest import REPO
 from workflow_helpers import planned, snakemake, tiny_config, write_config
@@ -235,6 +238,66 @@ def test_a_failed_jobs_log_holds_the_traceback(tmp_path, tiny_model_dir):
     log = (tmp_path / "results/logs/corpora/c4.log").read_text()
     assert "Traceback (most recent call last)" in log and "CorpusError: could not load Hugging Face dataset 'allenai/c4'" in log
     assert not (tmp_path / "results/corpora/c4").exists() or not any((tmp_path / "results/corpora/c4").iterdir())
+
+
+# ---------------------------------------------------------------- inputs changed during and between runs (issue 39)
+# A change that lands while a job reads a file fails that job (tests/test_provenance.py); one that slips past it
+# leaves what these tests make: the file edited, its modification time older than the job's outputs (Snakemake
+# touches them when the job ends), which Snakemake's own trigger does not see. So does an older file put back.
+
+
+def _edit_keeping_time(path, edit) -> None:
+    before = os.stat(path)
+    edit(path)
+    os.utime(path, ns=(before.st_atime_ns, before.st_mtime_ns))
+
+
+@pytest.mark.slow
+def test_a_corpus_appended_during_its_job_and_then_put_back_gives_the_clean_runs_values(finished, copy_of):
+    corpus, splits = copy_of / "corpus.txt", copy_of / "results/corpora/text"
+    original, clean = corpus.read_bytes(), load_json(copy_of / DENSE_PPL)["perplexity"]
+    added = "".join(f"\n\nNew document {i}: rain fell on the hills and the rivers rose by noon." for i in range(6))
+    _edit_keeping_time(corpus, lambda p: p.write_bytes(original + added.encode()))
+    assert planned(copy_of, *TARGETS)[0] == {"corpus": 1, "calibration": 1, "perplexity": 1}  # magnitude reads no text
+    run = snakemake(copy_of, *TARGETS)
+    assert "corpus.txt: changed since results/corpora/text/calib.jsonl was made from it" in run.stdout + run.stderr
+    clean_splits = corpus_splits({"source": "text", "path": str(corpus), "eval_fraction": 0.5})  # a clean run's
+    assert [load_texts(splits / f"{p}.jsonl") for p in ("calib", "eval")] == list(clean_splits.values())
+    assert all(any(d.startswith("New document") for d in docs) for docs in clean_splits.values())
+    _edit_keeping_time(corpus, lambda p: p.write_bytes(original))  # the older file put back (a backup, a checkout)
+    snakemake(copy_of, *TARGETS)
+    assert load_json(copy_of / DENSE_PPL)["perplexity"] == clean
+    assert (splits / "eval.jsonl").read_bytes() == (finished / "results/corpora/text/eval.jsonl").read_bytes()
+
+
+@pytest.mark.slow
+def test_a_local_models_config_changed_during_the_model_job_is_read_again(copy_of):
+    config = copy_of / "model" / "config.json"
+    _edit_keeping_time(config, lambda p: p.write_text(p.read_text().replace('"rms_norm_eps": 1e-06', '"rms_norm_eps": 1e-05')))
+    rules, _ = planned(copy_of, *TARGETS)
+    assert rules == {"model": 1, "calibration": 1, "prune_by_score": 1, "perplexity": 1}  # the corpus does not read the model
+    snakemake(copy_of, "results/tiny/dense")
+    stored = copy_of / "results/tiny/dense/model/config.json"
+    assert json.loads(stored.read_text())["rms_norm_eps"] == 1e-05
+
+
+@pytest.mark.slow
+def test_an_edit_of_the_code_a_step_runs_plans_it_again_and_a_comment_does_not(copy_of, tmp_path):
+    checkout = tmp_path / "checkout"  # this checkout's workflow and library, elsewhere: a moved checkout reruns nothing
+    skip = shutil.ignore_patterns("__pycache__", "*.egg-info")
+    for part in ("Snakefile", "claims.yaml", "rules", "scripts", "src", "bench/results", "envs"):
+        source, target = REPO / part, checkout / part
+        if source.is_dir():
+            shutil.copytree(source, target, ignore=skip)
+        else:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(source, target)
+    module = checkout / "src/pruneflow/evaluate/perplexity.py"
+    module.write_text(module.read_text().replace('"""', '"""A docstring edited. ', 1) + "# a comment\n")
+    assert planned(copy_of, *TARGETS, checkout=checkout)[0] == {}
+    module.write_text(module.read_text() + "EDITED = True\n")  # code: perplexity jobs run it, nothing else does
+    rules, reasons = planned(copy_of, *TARGETS, checkout=checkout)
+    assert rules == {"perplexity": 1} and any("Params have changed" in r for r in reasons)
 
 
 # ---------------------------------------------------------------- corrupted artifacts (issue #13)

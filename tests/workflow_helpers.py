@@ -49,9 +49,9 @@ def write_config(workdir: Path, config: dict, comment: str = "") -> Path:
     return path
 
 
-def snakemake(workdir: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+def snakemake(workdir: Path, *args: str, check: bool = True, checkout: Path = REPO) -> subprocess.CompletedProcess:
     cmd = [
-        sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "--directory", str(workdir),
+        sys.executable, "-m", "snakemake", "-s", str(checkout / "Snakefile"), "--directory", str(workdir),
         "--configfile", str(workdir / "config.yaml"), "--replace-workflow-config", "--cores", "2", *args,
     ]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
@@ -60,9 +60,9 @@ def snakemake(workdir: Path, *args: str, check: bool = True) -> subprocess.Compl
     return proc
 
 
-def planned(workdir: Path, *targets: str) -> tuple[Counter, list[str]]:
+def planned(workdir: Path, *targets: str, checkout: Path = REPO) -> tuple[Counter, list[str]]:
     """Jobs a dry run would execute (rule -> count, 'all' excluded) and their reasons."""
-    out = snakemake(workdir, "--dry-run", *targets).stdout
+    out = snakemake(workdir, "--dry-run", *targets, checkout=checkout).stdout
     rules = Counter(m.group(1) for m in re.finditer(r"^(?:local)?rule (\w+):", out, re.M))
     rules.pop("all", None)
     reasons = re.findall(r"^\s+reason: (.*)$", out, re.M)

@@ -7,6 +7,10 @@
   standalone file (calibration windows) is verified too, and so is every block file in a folder.
 - Block files are named by their index (``block007.safetensors``); readers ask for block i by name,
   never by sort order, so a missing block is an error, not a shifted list.
+- A file artifact (a result JSON, a table CSV, a corpus split) has its manifest beside it,
+  ``<name>.manifest``; :func:`load_file` is the one reader of both kinds of small files (in a folder
+  artifact or alone), and :func:`load_json` decodes one. Every manifest also records what made the artifact
+  (:func:`pruneflow.core.provenance.record`: the sources a job read, the library version, its code).
 
 Every failure names the file and the fix: delete the artifact that holds it and rerun.
 xxh3-128 is not a cryptographic hash: it detects corruption and truncation at ~10 GB/s, which keeps
@@ -17,16 +21,17 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 from pathlib import Path
 
 import torch
 import xxhash
 from safetensors import safe_open
-from safetensors.torch import save_file
+from safetensors.torch import save_file as save_safetensors
 
+from pruneflow.core import provenance
 from pruneflow.core.atomic import atomic_path
-
-MANIFEST = "manifest.json"
+from pruneflow.core.provenance import MANIFEST, file_checksum, sidecar
 CHECKSUM_KEY = "pruneflow.xxh3_128"
 CHUNK = 1 << 24
 
@@ -48,14 +53,6 @@ def fix(path) -> str:
     return f"delete {artifact_of(path)} and rerun"
 
 
-def file_checksum(path) -> str:
-    h = xxhash.xxh3_128()
-    with open(path, "rb") as f:
-        while chunk := f.read(CHUNK):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 # --- folders ---------------------------------------------------------------------------------
 
 
@@ -65,6 +62,7 @@ def artifact_folder(path):
     with atomic_path(path) as tmp:
         tmp.mkdir(parents=True)
         yield tmp
+        provenance.check_reads()  # what the job read is unchanged: else nothing is put in place
         write_manifest(tmp)
 
 
@@ -74,6 +72,7 @@ def write_manifest(folder) -> dict:
     manifest = {
         "algorithm": "xxh3_128",
         "files": {p.relative_to(folder).as_posix(): {"bytes": p.stat().st_size, "xxh3_128": file_checksum(p)} for p in files},
+        "made_by": provenance.record(),
     }
     (folder / MANIFEST).write_text(json.dumps(manifest, indent=1, sort_keys=True) + "\n")
     return manifest
@@ -116,11 +115,14 @@ def verify_folder(folder, only: list[str] | None = None) -> dict:
                 f"delete {folder} and rerun"
             )
     for name in names:
-        if file_checksum(folder / name) != listed[name]["xxh3_128"]:
+        path = folder / name
+        before = os.stat(path)  # noted as read before it is hashed: a change while hashing shows at the job's end
+        if file_checksum(path) != listed[name]["xxh3_128"]:
             raise ArtifactError(
-                f"{folder / name}: checksum differs from {folder / MANIFEST} (corrupt, or changed after it was "
+                f"{path}: checksum differs from {folder / MANIFEST} (corrupt, or changed after it was "
                 f"written); delete {folder} and rerun"
             )
+        provenance.note_read(path, checksum=listed[name]["xxh3_128"], stat=before)
     return manifest
 
 
@@ -149,6 +151,82 @@ def block_count(folder) -> int:
     if not indices:
         raise ArtifactError(f"{folder}: no block files; {fix(folder)}")
     return max(indices) + 1
+
+
+# --- small files: results, tables, corpus splits ----------------------------------------------------
+
+
+def save_file(path, data: bytes) -> None:
+    """Write the file artifact ``path`` atomically, then its manifest beside it (its size and checksum, and what
+    made it); nothing is put in place if a file the job read has changed."""
+    path = Path(path)
+    provenance.check_reads()
+    manifest = {"algorithm": "xxh3_128", "files": {path.name: {"bytes": len(data), "xxh3_128": xxhash.xxh3_128(data).hexdigest()}},
+                "made_by": provenance.record()}
+    with atomic_path(path) as tmp:  # a crash between the two leaves a file its manifest does not match: refused
+        tmp.write_bytes(data)
+    with atomic_path(sidecar(path)) as tmp:
+        tmp.write_text(json.dumps(manifest, indent=1, sort_keys=True) + "\n")
+
+
+def load_file(path) -> bytes:
+    """The bytes of a file PruneFlow wrote, checked against the manifest of the folder artifact that holds it,
+    or against its own manifest beside it; noted as read (:mod:`pruneflow.core.provenance`). A missing,
+    changed or unlisted file, or a missing or unreadable manifest, raises :class:`ArtifactError` naming the
+    file and the fix."""
+    path = Path(path)
+    holder = artifact_of(path)
+    if holder != path:
+        manifest_path, name = holder / MANIFEST, path.relative_to(holder).as_posix()
+        listed = read_manifest(holder)["files"].get(name)
+    else:
+        manifest_path, name = sidecar(path), path.name
+        listed = _read_sidecar(path).get("files", {}).get(name)
+    if listed is None:
+        raise ArtifactError(f"{path}: not listed in {manifest_path}; {fix(path)}")
+    try:
+        before = os.stat(path)
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise ArtifactError(f"{path}: missing (listed in {manifest_path}); {fix(path)}") from None
+    if len(data) != listed["bytes"] or xxhash.xxh3_128(data).hexdigest() != listed["xxh3_128"]:
+        raise ArtifactError(f"{path}: {len(data)} bytes whose checksum differs from {manifest_path} (corrupt, truncated, "
+                            f"or changed after it was written); {fix(path)}")
+    provenance.note_read(path, data=data, stat=before)
+    return data
+
+
+def _read_sidecar(path: Path) -> dict:
+    manifest = sidecar(path)
+    if not manifest.is_file():
+        what = "missing" if not path.is_file() else f"no {manifest.name} beside it (incomplete, or written by an older PruneFlow)"
+        raise ArtifactError(f"{path}: {what}; delete {path} and rerun")
+    try:
+        return json.loads(manifest.read_text())
+    except ValueError as err:
+        raise ArtifactError(f"{manifest}: unreadable ({err}); delete {path} and rerun") from None
+
+
+def decode_text(path, data: bytes) -> str:
+    """UTF-8 text of a checked file; bytes that are not (a writer's fault) name the file and the fix."""
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise ArtifactError(f"{path}: not UTF-8 text ({err}); {fix(path)}") from None
+
+
+def save_json(path, data: dict) -> None:
+    """A JSON file artifact (a result), with its manifest beside it."""
+    save_file(path, (json.dumps(data, indent=2, sort_keys=True) + "\n").encode())
+
+
+def load_json(path) -> dict:
+    """A JSON file PruneFlow wrote (alone, or in a folder artifact), checked (:func:`load_file`) and decoded."""
+    text = decode_text(path, load_file(path))
+    try:
+        return json.loads(text)
+    except ValueError as err:
+        raise ArtifactError(f"{path}: not JSON ({err}); {fix(path)}") from None
 
 
 # --- tensor files ------------------------------------------------------------------------------
@@ -201,7 +279,7 @@ def save_tensors(path, tensors: dict[str, torch.Tensor], metadata: dict[str, str
     tensors = {k: v.detach().contiguous().cpu() for k, v in tensors.items()}
     meta = {**(metadata or {}), CHECKSUM_KEY: tensors_checksum(tensors)}
     with atomic_path(path) as tmp:
-        save_file(tensors, str(tmp), metadata=meta)
+        save_safetensors(tensors, str(tmp), metadata=meta)
 
 
 def load_tensors(path, device="cpu", keep=None) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
@@ -215,6 +293,7 @@ def load_tensors(path, device="cpu", keep=None) -> tuple[dict[str, torch.Tensor]
     if not path.is_file():
         raise ArtifactError(f"{path}: missing; {fix(path)}")
     try:
+        before = os.stat(path)
         checksum = _file_checksum(path)
         with safe_open(str(path), "pt") as f:
             meta = f.metadata() or {}
@@ -226,6 +305,7 @@ def load_tensors(path, device="cpu", keep=None) -> tuple[dict[str, torch.Tensor]
         raise ArtifactError(f"{path}: no checksum in its metadata (written by an older PruneFlow); {fix(path)}")
     if checksum != recorded:
         raise ArtifactError(f"{path}: checksum of its tensors differs from the one recorded in it (corrupt); {fix(path)}")
+    provenance.note_read(path, stat=before, hashed=False)  # its bytes' checksum is not taken: a change fails
     if str(device) != "cpu":
         tensors = {k: v.to(device) for k, v in tensors.items()}
     return tensors, meta

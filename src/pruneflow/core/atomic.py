@@ -59,6 +59,11 @@ def scratch_folder(near: str | os.PathLike, name: str = "scratch"):
         shutil.rmtree(tmp, ignore_errors=True)
 
 
+def in_temporary(path) -> bool:
+    """Whether ``path`` lies in a temporary of :func:`atomic_path` or :func:`scratch_folder` (work in progress)."""
+    return any(_OWNER.search(part) for part in Path(path).parts)
+
+
 def _owner_alive(tmp: Path) -> bool:
     """Whether the process that made a temporary may still be writing it: only a live process on this
     host counts (a temporary from another host or of the old unnamed form has no checkable owner)."""
@@ -95,10 +100,6 @@ def remove_stale_temporaries(root: str | os.PathLike = "results") -> list[Path]:
 def write_json(path, data: dict) -> None:
     with atomic_path(path) as tmp:
         tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
-
-
-def read_json(path) -> dict:
-    return json.loads(Path(path).read_text())
 
 
 def save_model(model, tokenizer, folder) -> None:

@@ -22,6 +22,7 @@ from pathlib import Path
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
+from pruneflow.core import provenance
 from pruneflow.core.experts import unfuse_experts
 from pruneflow.core.atomic import save_model
 from pruneflow.spec.model_config import (  # noqa: F401 (read before any job, no weights)
@@ -81,6 +82,7 @@ def check_gguf_architecture(path: Path) -> str:
 def load_gguf(path: Path):
     """(model, tokenizer) dequantised to float32 from a GGUF file."""
     check_gguf_architecture(path)
+    provenance.note_sources([path])
     tok = AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name)
     model = AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name, dtype=torch.float32)
     # save_pretrained refuses a "quantized" model; the weights are already dequantised floats.
@@ -106,6 +108,7 @@ def load_source(spec: dict):
         path = Path(spec["path"]).expanduser()
         if not (path / "config.json").is_file():
             raise ModelSourceError(f"models.*.path: {str(path)!r} is not a Hugging Face model folder (no config.json)")
+        provenance.note_sources(local_model_files(path))  # as they are now: a change before the job ends fails it
         return AutoModelForCausalLM.from_pretrained(path, dtype=dtype), AutoTokenizer.from_pretrained(path)
     if source == "hub":
         try:
@@ -123,6 +126,11 @@ def load_source(spec: dict):
 
         return build_tiny_model(**{k: v for k, v in spec.items() if k not in ("source", "dtype")})
     raise ModelSourceError(f"models.*.source: unknown value {source!r}; allowed: {', '.join(SOURCES)}")
+
+
+def local_model_files(folder) -> list[Path]:
+    """The files of a local model folder a job depends on: every file in it but hidden ones."""
+    return sorted(p for p in Path(folder).expanduser().iterdir() if p.is_file() and not p.name.startswith("."))
 
 
 def torch_dtype(name: str) -> torch.dtype:

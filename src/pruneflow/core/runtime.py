@@ -12,6 +12,7 @@ from pathlib import Path
 
 import torch
 
+from pruneflow.core import provenance
 from pruneflow.core.gpus import claim_gpus
 from pruneflow.spec.config import with_defaults
 
@@ -38,7 +39,8 @@ def job(log_path: str | None = None, threads: int = 1, seed: int = 0, gpus: int 
 
     Yields a dict; ``seconds`` is filled in on exit. An exception in the body writes its full traceback
     to the log (on a cluster the terminal that started the job is gone) and is re-raised, so the job
-    still fails. Meant once per process, around a job's work: on exit, the objects alive are frozen out
+    still fails. Files the body reads through PruneFlow's readers are noted as read
+    (:mod:`pruneflow.core.provenance`); one changed before the body ends fails the job, naming it. Meant once per process, around a job's work: on exit, the objects alive are frozen out
     of garbage collection, as the process ends soon after.
     """
     torch.set_num_threads(max(1, threads))
@@ -50,16 +52,19 @@ def job(log_path: str | None = None, threads: int = 1, seed: int = 0, gpus: int 
         sys.stdout = sys.stderr = log
     start = time.perf_counter()
     print(f"pruneflow library: {Path(__file__).parents[1]}")  # which checkout's code made this result
+    provenance.start_job()
     try:
         if claimed := claim_gpus(gpus):
             print(f"GPUs claimed: {','.join(claimed)}")
         yield info
+        provenance.check_reads()
     except BaseException:
         if log:
             traceback.print_exc(file=log)
             log.flush()
         raise
     finally:
+        provenance.end_job()
         info["seconds"] = time.perf_counter() - start
         sys.stdout, sys.stderr = old
         if log:

@@ -15,10 +15,12 @@ Two protocols (``calibration.protocol``):
 
 from __future__ import annotations
 
+import json
 import random
 
 import torch
 
+from pruneflow.core import provenance
 from pruneflow.core.artifacts import load_tensors, save_tensors
 from pruneflow.data.corpora import BYTE_SLACK, CorpusError
 
@@ -123,8 +125,9 @@ def _check_enough_tokens(documents, tokenizer, nsamples, seqlen, source, chunk=6
 
 
 def save_calibration(path, ids: torch.Tensor, **metadata: str) -> None:
-    """Store token windows [nsamples, seqlen] as safetensors (key ``input_ids``), atomically."""
-    save_tensors(path, {"input_ids": ids}, metadata=metadata)
+    """Store token windows [nsamples, seqlen] as safetensors (key ``input_ids``), atomically, with what made them."""
+    made_by = json.dumps(provenance.record(), sort_keys=True)
+    save_tensors(path, {"input_ids": ids}, metadata={**metadata, "pruneflow.made_by": made_by})
 
 
 def load_calibration(path) -> torch.Tensor | None:

@@ -21,9 +21,12 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import json
+import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
+
+from pruneflow.core import provenance
 
 SOURCES = ("brown", "wiki-summaries", "text", "jsonl", "hf")
 
@@ -86,8 +89,16 @@ def brown_files(path: str | Path | None = None) -> list[Path]:
     return files
 
 
+def read_source(path: Path) -> bytes:
+    """A corpus file's bytes, noted as read (a change before the job ends fails it: pruneflow.core.provenance)."""
+    before = os.stat(path)
+    data = path.read_bytes()
+    provenance.note_read(path, data=data, stat=before, source=True)
+    return data
+
+
 def brown_documents(path: str | None = None) -> list[str]:
-    return [brown_document(p.read_text(encoding="utf-8", errors="replace")) for p in brown_files(path)]
+    return [brown_document(read_source(p).decode("utf-8", errors="replace")) for p in brown_files(path)]
 
 
 def wiki_summaries_file() -> Path:
@@ -98,7 +109,7 @@ def wiki_summaries_file() -> Path:
 
 
 def wiki_summary_documents() -> list[str]:
-    data = json.loads(wiki_summaries_file().read_text())
+    data = json.loads(read_source(wiki_summaries_file()))
     # Sorted by title so the order never depends on the JSON writer.
     return [data[key]["extract"] for key in sorted(data)]
 
@@ -152,7 +163,7 @@ def parse_documents(text: str, fmt: str, path) -> list[str]:
 
 def local_documents(path: str, fmt: str) -> list[str]:
     try:
-        data = Path(path).read_bytes()
+        data = read_source(Path(path))
     except OSError as err:
         raise CorpusError(f"{path}: cannot read the corpus file ({err.strerror})") from None
     return parse_documents(decode_text(data, path), fmt, path)

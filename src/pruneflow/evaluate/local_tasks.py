@@ -28,7 +28,7 @@ from pathlib import Path
 
 import yaml
 
-from pruneflow.data.corpora import CorpusError, brown_document, corpus_splits, is_heldout
+from pruneflow.data.corpora import CorpusError, brown_document, corpus_splits, is_heldout, read_source
 
 NUM_CHOICES = 4
 
@@ -185,7 +185,7 @@ def brown_tagged_documents(path, part: str = "eval", eval_fraction: float = 0.2)
     files = sorted(p for p in Path(path).glob("c[a-r][0-9][0-9]") if p.is_file())
     if not files:
         raise CorpusError(f"no Brown Corpus files (ca01 ... cr09) in {str(path)!r}")
-    raws = [p.read_text(encoding="utf-8", errors="replace") for p in files]
+    raws = [read_source(p).decode("utf-8", errors="replace") for p in files]
     # The split hashes the detagged text, exactly as corpora.split_documents does.
     return [raw for raw in raws if brown_document(raw).strip() and is_heldout(brown_document(raw), eval_fraction) == (part == "eval")]
 

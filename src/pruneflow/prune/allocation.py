@@ -10,8 +10,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pruneflow.core.artifacts import verify_folder
-from pruneflow.core.atomic import read_json, write_json
+from pruneflow.core.artifacts import load_json, verify_folder
+from pruneflow.core.atomic import write_json
 
 
 class AllocationError(ValueError):
@@ -46,7 +46,7 @@ def write_allocation(folder, allocation: dict) -> None:
 def read_allocation(folder, n_blocks: int | None = None) -> dict:
     """An allocation artifact, verified against its manifest (and the model's number of blocks)."""
     verify_folder(folder)
-    data = read_json(Path(folder) / ALLOCATION_FILE)
+    data = load_json(Path(folder) / ALLOCATION_FILE)
     if n_blocks is not None and len(data["block_sparsities"]) != n_blocks:
         raise AllocationError(
             f"{folder}: {len(data['block_sparsities'])} block sparsities for a model of {n_blocks} blocks; delete {folder} and rerun"

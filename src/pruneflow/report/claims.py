@@ -357,5 +357,15 @@ def ledger_markdown(df: pd.DataFrame) -> str:
 
 
 def read_tables(paths) -> dict[str, pd.DataFrame]:
-    """{study: table} from results/tables/<study>.csv paths (the ledger's own files excluded)."""
-    return {Path(p).stem: pd.read_csv(p) for p in paths if Path(p).stem != "claims"}
+    """{study: table} from results/tables/<study>.csv paths (the ledger's own files excluded), each checked against
+    its manifest first: a changed byte stops the ledger (naming the file) rather than change a verdict."""
+    return {Path(p).stem: read_table(p) for p in paths if Path(p).stem != "claims"}
+
+
+def read_table(path, **kwargs) -> pd.DataFrame:
+    """A table CSV PruneFlow wrote, checked (:func:`pruneflow.core.artifacts.load_file`); ``kwargs`` go to pandas."""
+    import io
+
+    from pruneflow.core.artifacts import load_file
+
+    return pd.read_csv(io.BytesIO(load_file(path)), **kwargs)

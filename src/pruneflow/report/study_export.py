@@ -12,7 +12,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from pruneflow.core.atomic import read_json, write_json
+from pruneflow.core.artifacts import load_json
+from pruneflow.core.atomic import write_json
 from pruneflow.core.writer import write_hf_folder
 from pruneflow.report.model_card import export_record, index_row, package_versions, render_card
 
@@ -21,7 +22,7 @@ INDEX = "index.csv"
 
 def _results(entry: dict) -> tuple[dict, list[dict], dict | None]:
     speed = entry.get("speed")
-    return read_json(entry["ppl"]), [read_json(p) for p in entry.get("zeroshot", [])], read_json(speed) if speed else None
+    return load_json(entry["ppl"]), [load_json(p) for p in entry.get("zeroshot", [])], load_json(speed) if speed else None
 
 
 def export_study(plan: dict, out, commit: str = "unknown") -> list[dict]:
@@ -39,10 +40,10 @@ def export_study(plan: dict, out, commit: str = "unknown") -> list[dict]:
         target = out / entry["name"]
         target.mkdir()
         facts = write_hf_folder(entry["folder"], target)
-        summary = read_json(Path(entry["folder"]) / "summary.json")
+        summary = load_json(Path(entry["folder"]) / "summary.json")
         record = export_record(
             name=entry["name"], variant=entry["variant"], model=plan["model"], base_model=plan["base_model"],
-            study=plan["study"], summary=summary, sparsity=read_json(Path(entry["folder"]) / "sparsity.json"), facts=facts,
+            study=plan["study"], summary=summary, sparsity=load_json(Path(entry["folder"]) / "sparsity.json"), facts=facts,
             dense_parameters=summary.get("params_before", facts["parameters"]),  # only structured pruning changes the count
             ppl=ppl, zeroshot=zeroshot, dense_ppl=dense_ppl, dense_zeroshot=dense_zeroshot,
             speed=speed, dense_speed=dense_speed if speed else None, commit=commit, versions=versions)

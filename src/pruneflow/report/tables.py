@@ -10,6 +10,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 
+from pruneflow.core.artifacts import save_file  # noqa: E402
 from pruneflow.core.atomic import atomic_path  # noqa: E402
 from pruneflow.core.fallbacks import totals  # noqa: E402
 from pruneflow.report.paper_numbers import REFERENCES  # noqa: E402
@@ -20,8 +21,8 @@ STYLE = {"figure.figsize": (5.5, 3.6), "figure.dpi": 150, "axes.grid": True, "gr
 
 
 def write_table(df: pd.DataFrame, csv: str, md: str, tex: str | None = None, floatfmt: str = ".2f") -> None:
-    with atomic_path(csv) as tmp:
-        df.to_csv(tmp, index=False)
+    """The CSV is the table read back (the claims ledger): a file artifact with its manifest (checked when read)."""
+    save_file(csv, df.to_csv(index=False).encode())
     with atomic_path(md) as tmp:
         tmp.write_text(df.to_markdown(index=False, floatfmt=floatfmt) + "\n")
     if tex:

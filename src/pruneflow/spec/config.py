@@ -468,8 +468,11 @@ def _check_model_supported(config: dict, base: Path) -> None:
     name = config["model"]
     spec = config["models"][name]
     made = base / "results" / name / "dense" / "summary.json"
-    if made.is_file() and _without_dtype(json.loads(made.read_text()).get("source")) == _without_dtype(spec):
-        return
+    try:
+        if _without_dtype(json.loads(made.read_bytes()).get("source")) == _without_dtype(spec):
+            return
+    except (OSError, ValueError):  # not made, or damaged (its job's readers name it): check the source
+        pass
     from pruneflow.core.architectures import UnsupportedModelError
     from pruneflow.core.models import ModelSourceError, check_model_supported
 
