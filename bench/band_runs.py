@@ -17,6 +17,8 @@ from pathlib import Path
 import numpy as np
 import torch
 import yaml
+from reference_shims import Reference
+from reference_wanda import load_reference  # noqa: F401 (re-exported: prune_speed.py's reference)
 
 from pruneflow.core.stream import load_variant
 from pruneflow.data.calibration import load_calibration
@@ -26,8 +28,6 @@ from pruneflow.prune.criteria import get_criterion
 from pruneflow.prune.masks import parse_pattern
 from pruneflow.prune.sequential import prune_model
 from pruneflow.spec.naming import calib_id
-from reference_shims import Reference
-from reference_wanda import load_reference  # noqa: F401 (re-exported: prune_speed.py's reference)
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "results"

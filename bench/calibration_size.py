@@ -18,12 +18,12 @@ from pathlib import Path
 import torch
 from transformers import AutoTokenizer
 
-from pruneflow.data.calibration import sample_windows
-from pruneflow.prune.criteria import get_criterion
-from pruneflow.evaluate.perplexity import eval_windows, perplexity
-from pruneflow.data.jsonl import load_texts
-from pruneflow.prune.masks import parse_pattern
 from pruneflow.core.models import load_model
+from pruneflow.data.calibration import sample_windows
+from pruneflow.data.jsonl import load_texts
+from pruneflow.evaluate.perplexity import eval_windows, perplexity
+from pruneflow.prune.criteria import get_criterion
+from pruneflow.prune.masks import parse_pattern
 from pruneflow.prune.sequential import prune_model
 
 ROOT = Path(__file__).resolve().parents[1]

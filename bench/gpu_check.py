@@ -18,15 +18,14 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
 
 from families import build, token_ids  # noqa: E402
-
-from pruneflow.prune.criteria import get_criterion  # noqa: E402
 from pruneflow.core.sparsity import check_masks_kept  # noqa: E402
 from pruneflow.evaluate.perplexity import perplexity  # noqa: E402
+from pruneflow.prune.criteria import get_criterion  # noqa: E402
 from pruneflow.prune.masks import parse_pattern  # noqa: E402
 from pruneflow.prune.sequential import prune_model  # noqa: E402
 from pruneflow.recover.reconstruct import reconstruct_model  # noqa: E402
-from pruneflow.structured.prune import prune_structured  # noqa: E402
 from pruneflow.recover.train import TrainConfig  # noqa: E402
+from pruneflow.structured.prune import prune_structured  # noqa: E402
 
 
 def agreement(a: dict, b: dict) -> float:

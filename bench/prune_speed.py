@@ -15,9 +15,8 @@ import json
 import os
 import statistics
 
-import torch
-
 import band_runs as br
+import torch
 
 OUT = br.ROOT / "bench/results/prune_speed.json"
 

@@ -25,6 +25,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
 from pruneflow.report.claims import read_table as checked_table  # noqa: E402 (tables are checked against their manifests)
+
 TABLES = ROOT / "results" / "tables"
 FIGURES = ROOT / "results" / "figures"
 

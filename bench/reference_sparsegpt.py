@@ -15,7 +15,6 @@ import types
 from pathlib import Path
 
 import torch
-
 from reference_shims import Reference, checkout_version, import_module, reference_environment
 
 SOURCE = "IST-DASLab/sparsegpt"

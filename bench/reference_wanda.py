@@ -13,7 +13,6 @@ import types
 from pathlib import Path
 
 import torch
-
 from reference_shims import Reference, checkout_version, import_module, reference_environment
 
 SOURCE = "locuslab/wanda"

@@ -31,17 +31,22 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
 from pruneflow.core.artifacts import artifact_folder  # noqa: E402
+from pruneflow.core.mask_files import save_masks  # noqa: E402
+from pruneflow.core.models import load_source  # noqa: E402
+from pruneflow.core.stream import load_variant, load_variant_with_masks  # noqa: E402
+from pruneflow.core.writer import (  # noqa: E402
+    export_variant,
+    stored_bytes,
+    write_full_variant,
+    write_masked_variant,
+    write_structured_variant,
+    write_variant,
+)
 from pruneflow.prune.criteria import get_criterion  # noqa: E402
 from pruneflow.prune.dense_stream import masks_from_scores, model_scores  # noqa: E402
 from pruneflow.prune.masks import parse_pattern  # noqa: E402
-from pruneflow.core.mask_files import save_masks  # noqa: E402
-from pruneflow.core.models import load_source  # noqa: E402
 from pruneflow.prune.sequential import prune_model  # noqa: E402
 from pruneflow.structured.prune import prune_structured  # noqa: E402
-from pruneflow.core.stream import load_variant, load_variant_with_masks  # noqa: E402
-from pruneflow.core.writer import (  # noqa: E402
-    export_variant, stored_bytes, write_full_variant, write_masked_variant, write_structured_variant, write_variant,
-)
 
 SOURCES = {"smollm2": {"source": "smollm2-gguf"}, "tiny": {"source": "tiny"}}
 

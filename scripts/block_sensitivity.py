@@ -1,15 +1,15 @@
 """Per-block sensitivity: perplexity on the first windows of the protocol with one block at a time pruned."""
-from pruneflow.data.corpora import describe
-from pruneflow.prune.criteria import get_criterion
-from pruneflow.spec.naming import SCORER_KINDS, known_parts, parse_part
-from pruneflow.evaluate.perplexity import protocol_windows
 from pruneflow.core.artifacts import save_json
-from pruneflow.data.jsonl import load_texts
-from pruneflow.spec.patterns import parse_pattern
 from pruneflow.core.runtime import job, resolve_device, runtime_settings
-from pruneflow.evaluate.sensitivity import block_sensitivity
 from pruneflow.core.stream import open_stream
+from pruneflow.data.corpora import describe
+from pruneflow.data.jsonl import load_texts
+from pruneflow.evaluate.perplexity import protocol_windows
+from pruneflow.evaluate.sensitivity import block_sensitivity
+from pruneflow.prune.criteria import get_criterion
 from pruneflow.spec.config import window_batch_size
+from pruneflow.spec.naming import SCORER_KINDS, known_parts, parse_part
+from pruneflow.spec.patterns import parse_pattern
 
 rt = runtime_settings(snakemake.config)
 w = snakemake.wildcards

@@ -1,10 +1,10 @@
 """One dense pass over the calibration samples: per-block input statistics for every criterion."""
 from pruneflow.core.artifacts import artifact_folder
-from pruneflow.data.calibration import load_calibration
-from pruneflow.prune.dense_stream import build_activation_cache
 from pruneflow.core.atomic import write_json
 from pruneflow.core.runtime import job, resolve_device, runtime_settings
 from pruneflow.core.stream import open_stream
+from pruneflow.data.calibration import load_calibration
+from pruneflow.prune.dense_stream import build_activation_cache
 
 rt = runtime_settings(snakemake.config)
 with job(snakemake.log[0], snakemake.threads, gpus=snakemake.resources.get("gpu", 0)):

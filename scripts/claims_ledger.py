@@ -1,8 +1,8 @@
 """The claims ledger: every claim of claims.yaml evaluated over the study tables (holds / does not hold / not run)."""
-from pruneflow.report import claims
 from pruneflow.core.artifacts import save_file
 from pruneflow.core.atomic import atomic_path
 from pruneflow.core.runtime import job
+from pruneflow.report import claims
 
 inp, out = snakemake.input, snakemake.output
 with job(snakemake.log[0], snakemake.threads):

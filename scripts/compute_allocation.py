@@ -1,10 +1,10 @@
 """A registered allocation's per-block sparsities (OWL: outlier ratios of the dense model's Wanda scores from the
 activation cache's input norms), whose mean is the requested ratio; what made them recorded beside them."""
-from pruneflow.prune.allocation import block_sizes, write_allocation
 from pruneflow.core.artifacts import artifact_folder
-from pruneflow.spec.naming import known_parts, parse_allocation_id
 from pruneflow.core.runtime import job
 from pruneflow.core.stream import open_stream
+from pruneflow.prune.allocation import block_sizes, write_allocation
+from pruneflow.spec.naming import known_parts, parse_allocation_id
 
 allocation, sparsity = parse_allocation_id(snakemake.wildcards.allocation, known_parts(snakemake.config))
 settings = allocation.settings

@@ -5,12 +5,12 @@ The result carries the variant's summary and measured sparsity, so tables need o
 temporary variant is gone by the time its table is made)."""
 from pathlib import Path
 
-from pruneflow.data.corpora import describe
-from pruneflow.evaluate.perplexity import perplexity, protocol_windows
 from pruneflow.core.artifacts import load_json, save_json
-from pruneflow.data.jsonl import load_texts
 from pruneflow.core.runtime import job, resolve_device, runtime_settings
 from pruneflow.core.stream import open_stream
+from pruneflow.data.corpora import describe
+from pruneflow.data.jsonl import load_texts
+from pruneflow.evaluate.perplexity import perplexity, protocol_windows
 from pruneflow.spec.config import window_batch_size
 
 rt = runtime_settings(snakemake.config)

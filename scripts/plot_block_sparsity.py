@@ -2,10 +2,10 @@
 sparsity measured in every block of its variants (from their sparsity.json)."""
 from pathlib import Path
 
-from pruneflow.report import tables as report
-from pruneflow.prune.allocation import read_allocation
 from pruneflow.core.artifacts import load_json
 from pruneflow.core.runtime import job
+from pruneflow.prune.allocation import read_allocation
+from pruneflow.report import tables as report
 
 inp, out, par = snakemake.input, snakemake.output, snakemake.params
 with job(snakemake.log[0], snakemake.threads):

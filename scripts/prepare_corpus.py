@@ -1,9 +1,9 @@
 """Split a corpus into calibration and held-out evaluation documents (JSONL, one {"text": ...} a line)."""
 import json
 
+from pruneflow.core.runtime import job
 from pruneflow.data.corpora import corpus_splits
 from pruneflow.data.jsonl import save_texts
-from pruneflow.core.runtime import job
 
 with job(snakemake.log[0], snakemake.threads):
     spec = json.loads(snakemake.params.spec)

@@ -3,16 +3,16 @@
 allocation artifact), stored as the dense model + masks. One block is read at a time."""
 from pathlib import Path
 
-from pruneflow.prune.allocation import method_block_sparsities
 from pruneflow.core.artifacts import artifact_folder
-from pruneflow.prune.criteria import method_criterion
-from pruneflow.prune.dense_stream import masks_by_score
-from pruneflow.spec.naming import known_parts, parse_method_id
 from pruneflow.core.mask_files import save_masks
 from pruneflow.core.runtime import job
 from pruneflow.core.stream import open_stream
 from pruneflow.core.summaries import variant_summary
 from pruneflow.core.writer import VariantWriter
+from pruneflow.prune.allocation import method_block_sparsities
+from pruneflow.prune.criteria import method_criterion
+from pruneflow.prune.dense_stream import masks_by_score
+from pruneflow.spec.naming import known_parts, parse_method_id
 
 method = parse_method_id(snakemake.wildcards.method, known_parts(snakemake.config))  # settings hashes from the studies
 criterion = method_criterion(method)

@@ -2,17 +2,17 @@
 pass); per-block sparsities from an allocation artifact for methods with one (OWL). Each block is written as it is done."""
 from pathlib import Path
 
-from pruneflow.prune.allocation import method_block_sparsities
 from pruneflow.core.artifacts import artifact_folder
 from pruneflow.core.fallbacks import recording
-from pruneflow.prune.criteria import method_criterion
-from pruneflow.prune.dense_stream import prune_from_cache
-from pruneflow.spec.naming import known_parts, parse_method_id
 from pruneflow.core.mask_files import save_masks
 from pruneflow.core.runtime import job, resolve_device, runtime_settings
 from pruneflow.core.stream import open_stream
 from pruneflow.core.summaries import variant_summary
 from pruneflow.core.writer import VariantWriter
+from pruneflow.prune.allocation import method_block_sparsities
+from pruneflow.prune.criteria import method_criterion
+from pruneflow.prune.dense_stream import prune_from_cache
+from pruneflow.spec.naming import known_parts, parse_method_id
 
 rt = runtime_settings(snakemake.config)
 method = parse_method_id(snakemake.wildcards.method, known_parts(snakemake.config))  # settings hashes from the studies

@@ -2,18 +2,18 @@
 (per-block sparsities from an allocation artifact for OWL methods); each block is written as it is done."""
 from pathlib import Path
 
-from pruneflow.prune.allocation import method_block_sparsities
 from pruneflow.core.artifacts import artifact_folder
 from pruneflow.core.fallbacks import recording
-from pruneflow.data.calibration import load_calibration
-from pruneflow.prune.criteria import method_criterion
-from pruneflow.spec.naming import known_parts, parse_method_id
 from pruneflow.core.mask_files import save_masks
-from pruneflow.prune.sequential import prune_model
 from pruneflow.core.runtime import job, resolve_device, runtime_settings
 from pruneflow.core.stream import open_stream
 from pruneflow.core.summaries import variant_summary
 from pruneflow.core.writer import VariantWriter
+from pruneflow.data.calibration import load_calibration
+from pruneflow.prune.allocation import method_block_sparsities
+from pruneflow.prune.criteria import method_criterion
+from pruneflow.prune.sequential import prune_model
+from pruneflow.spec.naming import known_parts, parse_method_id
 
 rt = runtime_settings(snakemake.config)
 method = parse_method_id(snakemake.wildcards.method, known_parts(snakemake.config))  # settings hashes from the studies

@@ -3,11 +3,11 @@ dense model's blocks sliced, plus the repaired projections, each block written a
 from pathlib import Path
 
 from pruneflow.core.artifacts import artifact_folder
-from pruneflow.data.calibration import load_calibration
-from pruneflow.spec.naming import parse_structured_id
 from pruneflow.core.runtime import job, resolve_device, runtime_settings
 from pruneflow.core.stream import open_stream
 from pruneflow.core.writer import VariantWriter
+from pruneflow.data.calibration import load_calibration
+from pruneflow.spec.naming import parse_structured_id
 from pruneflow.structured.prune import prune_structured
 
 rt = runtime_settings(snakemake.config)

@@ -4,16 +4,15 @@ by block as it goes: it is stored as changes to the dense model, with its own ma
 import json
 from pathlib import Path
 
-from pruneflow.core.artifacts import artifact_folder
+from pruneflow.core.artifacts import artifact_folder, load_json
 from pruneflow.core.fallbacks import merged, recording
-from pruneflow.data.calibration import load_calibration
-from pruneflow.spec.naming import Recovery, known_parts, parse_method_id
-from pruneflow.core.artifacts import load_json
-from pruneflow.recover.run import recover
 from pruneflow.core.runtime import job, resolve_device, runtime_settings
 from pruneflow.core.stream import open_stream
 from pruneflow.core.summaries import variant_summary
 from pruneflow.core.writer import VariantWriter
+from pruneflow.data.calibration import load_calibration
+from pruneflow.recover.run import recover
+from pruneflow.spec.naming import Recovery, known_parts, parse_method_id
 from pruneflow.structured.prune import count_parameters
 
 rt = runtime_settings(snakemake.config)

@@ -1,10 +1,10 @@
 """Tables (CSV, Markdown, LaTeX) and the figure of one study; costs from the jobs' benchmark files."""
 import json
 
-from pruneflow.report import tables as report
-from pruneflow.report.claims import read_bands
 from pruneflow.core.artifacts import load_json
 from pruneflow.core.runtime import job
+from pruneflow.report import tables as report
+from pruneflow.report.claims import read_bands
 
 inp, out, par = snakemake.input, snakemake.output, snakemake.params
 with job(snakemake.log[0], snakemake.threads):

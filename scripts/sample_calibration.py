@@ -1,10 +1,10 @@
 """Draw nsamples windows of seqlen tokens with a seed (the calibration id's protocol); store them as safetensors."""
 from transformers import AutoTokenizer
 
+from pruneflow.core.runtime import job
 from pruneflow.data.calibration import calibration_windows, save_calibration
 from pruneflow.data.corpora import describe
 from pruneflow.data.jsonl import load_texts
-from pruneflow.core.runtime import job
 from pruneflow.spec.naming import parse_calib_id
 
 spec = parse_calib_id(snakemake.wildcards.calib)  # corpus, nsamples, seqlen, seed, protocol

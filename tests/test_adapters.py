@@ -1,14 +1,15 @@
-from dataclasses import replace
-
 import copy
+from dataclasses import replace
 
 import pytest
 import torch
 from transformers import AutoModelForCausalLM, LlamaConfig, LlamaForCausalLM
 
 from pruneflow.core.architectures import architecture_of
+from pruneflow.core.tiny import build_tiny_model
 from pruneflow.prune.criteria import get_criterion
 from pruneflow.prune.masks import parse_pattern
+from pruneflow.prune.sequential import prune_model
 from pruneflow.recover.adapters import (
     AdapterConfig,
     AdapterLinear,
@@ -19,8 +20,6 @@ from pruneflow.recover.adapters import (
     prepare_retraining,
 )
 from pruneflow.recover.retrain import retrain
-from pruneflow.prune.sequential import prune_model
-from pruneflow.core.tiny import build_tiny_model
 from pruneflow.recover.train import TrainConfig, train
 
 torch.set_num_threads(1)

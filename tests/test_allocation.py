@@ -7,8 +7,8 @@ import torch
 from pruneflow.core.activations import InputStats
 from pruneflow.methods.owl import model_outlier_ratios, outlier_ratio, owl_sparsities
 from pruneflow.prune.allocation import AllocationError
-from pruneflow.spec import registry
 from pruneflow.prune.dense_stream import build_activation_cache, load_block_stats
+from pruneflow.spec import registry
 
 
 def _owl_reference(ratios, sparsity, lam):

@@ -9,15 +9,24 @@ import torch
 import yaml
 
 from pruneflow.core.artifacts import (
-    MANIFEST, ArtifactError, artifact_folder, block_file, load_json, load_tensors, save_file, save_json,
-    save_tensors, sidecar, verify_folder,
+    MANIFEST,
+    ArtifactError,
+    artifact_folder,
+    block_file,
+    load_json,
+    load_tensors,
+    save_file,
+    save_json,
+    save_tensors,
+    sidecar,
+    verify_folder,
 )
-from pruneflow.data.jsonl import load_texts, save_texts
-from pruneflow.data.calibration import load_calibration, save_calibration
-from pruneflow.prune.criteria import get_criterion
-from pruneflow.prune.dense_stream import build_activation_cache, load_block_stats, model_scores
 from pruneflow.core.mask_files import load_masks, save_masks
 from pruneflow.core.tiny import build_tiny_model
+from pruneflow.data.calibration import load_calibration, save_calibration
+from pruneflow.data.jsonl import load_texts, save_texts
+from pruneflow.prune.criteria import get_criterion
+from pruneflow.prune.dense_stream import build_activation_cache, load_block_stats, model_scores
 
 
 def _flip_last_byte(path):

@@ -19,11 +19,10 @@ import pytest
 import torch
 import yaml
 
-from pruneflow.spec import registry
-from pruneflow.spec.preflight import check_config
-from pruneflow.spec.config import ConfigError, coerce_cli_values, duplicate_names
-
 from conftest import REPO
+from pruneflow.spec import registry
+from pruneflow.spec.config import ConfigError, coerce_cli_values, duplicate_names
+from pruneflow.spec.preflight import check_config
 from workflow_helpers import config_errors_as_ordinary_user, snakemake, tiny_config, write_config
 
 LONG_DOC = "The committee met on Tuesday and talked about the budget for the coming year. " * 8  # ~620 bytes

@@ -1,8 +1,8 @@
 import pytest
 
+from pruneflow.core.tiny import byte_tokenizer
 from pruneflow.data.calibration import CalibrationError, sample_windows
 from pruneflow.data.corpora import CorpusError
-from pruneflow.core.tiny import byte_tokenizer
 
 DOCS = [f"{i} " + "lorem ipsum dolor sit amet " * (i % 7) for i in range(50)]
 

@@ -11,10 +11,9 @@ import pandas as pd
 import pytest
 import yaml
 
+from conftest import REPO, bench_module
 from pruneflow.core.artifacts import save_file
 from pruneflow.report.claims import ClaimsError, evaluate, ledger_markdown, load_claims
-
-from conftest import REPO, bench_module
 
 
 def _tables():

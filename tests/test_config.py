@@ -3,9 +3,8 @@ import copy
 import pytest
 import yaml
 
-from pruneflow.spec.config import ConfigError, validate_config, with_defaults
-
 from conftest import REPO
+from pruneflow.spec.config import ConfigError, validate_config, with_defaults
 
 
 @pytest.fixture()

@@ -2,9 +2,8 @@ import json
 
 import pytest
 
-from pruneflow.data.corpora import CorpusError, brown_document, corpus_splits, split_documents
-
 from conftest import BROWN
+from pruneflow.data.corpora import CorpusError, brown_document, corpus_splits, split_documents
 
 
 def test_brown_tags_are_stripped_and_quotes_restored():

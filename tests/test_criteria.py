@@ -5,8 +5,8 @@ import torch
 
 from pruneflow.core.activations import InputStats
 from pruneflow.prune.criteria import CriterionError, get_criterion, prune_layer, scores_for
-from pruneflow.spec.criteria import scorers
 from pruneflow.prune.masks import Pattern
+from pruneflow.spec.criteria import scorers
 
 torch.set_num_threads(1)
 

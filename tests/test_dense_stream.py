@@ -4,14 +4,18 @@ import torch
 
 from pruneflow.core.activations import capture_block_inputs, collect_stats, input_groups
 from pruneflow.core.architectures import architecture_of
+from pruneflow.core.artifacts import artifact_folder
+from pruneflow.core.tiny import build_tiny_model
 from pruneflow.prune.criteria import get_criterion
 from pruneflow.prune.dense_stream import (
-    apply_masks, load_block_stats, masks_from_scores, model_scores, prune_from_cache,
+    apply_masks,
+    load_block_stats,
+    masks_from_scores,
+    model_scores,
+    prune_from_cache,
 )
 from pruneflow.prune.masks import parse_pattern
 from pruneflow.prune.sequential import prune_model
-from pruneflow.core.artifacts import artifact_folder
-from pruneflow.core.tiny import build_tiny_model
 
 
 def build_activation_cache(model, calib_ids, folder, **kwargs):

@@ -80,8 +80,8 @@ def test_x_defaults_are_the_codes_defaults():
     from pruneflow.recover.adapters import AdapterConfig
     from pruneflow.recover.run import RECON_DEFAULTS
     from pruneflow.recover.train import TrainConfig
-    from pruneflow.spec.model_config import DEFAULT_DTYPE, TINY_DEFAULTS
     from pruneflow.spec import registry
+    from pruneflow.spec.model_config import DEFAULT_DTYPE, TINY_DEFAULTS
     from pruneflow.spec.naming import DEFAULT_DAMPING, SENSITIVITY_WINDOWS
 
     props = reference.load_schema()["properties"]

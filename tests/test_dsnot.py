@@ -5,8 +5,8 @@ import pytest
 import torch
 
 from pruneflow.core.activations import InputStats
-from pruneflow.prune.criteria import wanda_scores
 from pruneflow.methods.dsnot import refine
+from pruneflow.prune.criteria import wanda_scores
 from pruneflow.prune.masks import make_mask, parse_pattern
 from pruneflow.spec import registry
 

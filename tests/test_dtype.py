@@ -7,13 +7,13 @@ import torch
 
 from pruneflow.core.activations import capture_block_inputs, collect_stats, input_groups
 from pruneflow.core.architectures import architecture_of
-from pruneflow.prune.criteria import get_criterion
-from pruneflow.evaluate.perplexity import perplexity
-from pruneflow.spec.naming import parse_recovery
-from pruneflow.prune.masks import parse_pattern
 from pruneflow.core.models import ModelSourceError, load_model, materialize
+from pruneflow.evaluate.perplexity import perplexity
+from pruneflow.prune.criteria import get_criterion
+from pruneflow.prune.masks import parse_pattern
 from pruneflow.prune.sequential import prune_model
 from pruneflow.recover.run import recover
+from pruneflow.spec.naming import parse_recovery
 
 torch.set_num_threads(1)
 CALIB = torch.randint(2, 258, (8, 32), generator=torch.Generator().manual_seed(0))

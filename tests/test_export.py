@@ -13,7 +13,6 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 from pruneflow.report.model_card import export_record, parse_calibration, render_card
 from pruneflow.spec.export_names import export_name, export_names
 from pruneflow.spec.naming import recovery_variants, structured_variants, study_variants
-
 from workflow_helpers import planned, snakemake, tiny_config, write_config
 
 CALIB = {"corpus": "brown", "nsamples": 16, "seqlen": 256, "seed": 0}

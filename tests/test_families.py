@@ -14,16 +14,16 @@ from transformers import AutoConfig, AutoModelForCausalLM
 from conftest import REPO
 from families import FAMILIES, MOE, NONE_ONLY, STRUCTURED, WORKS, build, token_ids
 from pruneflow.core.activations import InputStats, capture_block_inputs, collect_stats, forward_by_blocks, input_groups
-from pruneflow.core.artifacts import artifact_folder
 from pruneflow.core.architectures import UnsupportedModelError, architecture_of, check_supported, saveable
-from pruneflow.prune.criteria import get_criterion
-from pruneflow.prune.dense_stream import apply_masks, build_activation_cache, masks_from_scores, model_scores, prune_from_cache
+from pruneflow.core.artifacts import artifact_folder
 from pruneflow.core.sparsity import check_masks_kept, check_sparsity, measured_sparsity
 from pruneflow.evaluate.perplexity import perplexity
-from pruneflow.spec.naming import parse_recovery
+from pruneflow.prune.criteria import get_criterion
+from pruneflow.prune.dense_stream import apply_masks, build_activation_cache, masks_from_scores, model_scores, prune_from_cache
 from pruneflow.prune.masks import parse_pattern
 from pruneflow.prune.sequential import prune_model
 from pruneflow.recover.run import recover
+from pruneflow.spec.naming import parse_recovery
 from pruneflow.structured.prune import StructuredError, count_parameters, prune_structured
 
 ALL = list(FAMILIES)

@@ -26,6 +26,7 @@ import torch
 import yaml
 from safetensors.torch import load_file, save_file
 
+from conftest import REPO
 from pruneflow.core.artifacts import ArtifactError, load_json, verify_folder
 from pruneflow.core.atomic import _HOST, atomic_path, remove_stale_temporaries
 from pruneflow.core.runtime import PEAK_RSS_LINE, job
@@ -33,8 +34,6 @@ from pruneflow.core.stream import load_variant
 from pruneflow.data.calibration import load_calibration
 from pruneflow.data.corpora import corpus_splits
 from pruneflow.data.jsonl import load_texts
-
-from conftest import REPO
 from workflow_helpers import planned, snakemake, tiny_config, write_config
 
 CALIB = "results/tiny/calib/text-n4-l64-s0.safetensors"

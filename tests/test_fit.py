@@ -11,15 +11,21 @@ import torch
 import yaml
 from safetensors.torch import save_file
 
+from conftest import BROWN, REPO
 from pruneflow.spec.config import ConfigError, with_defaults
 from pruneflow.spec.model_config import ModelConfigError, hub_model_config, resolve_dtype, resolved_spec, safetensors_dtype
 from pruneflow.spec.resources import (
-    RULE_OF_KIND, Limit, check_fit, fit_problems, gpu_limit, host_memory_available, job_mem_mb, job_peaks, planned_jobs,
+    RULE_OF_KIND,
+    Limit,
+    check_fit,
+    fit_problems,
+    gpu_limit,
+    host_memory_available,
+    job_mem_mb,
+    job_peaks,
+    planned_jobs,
 )
-
-from conftest import BROWN, REPO
 from workflow_helpers import LLAMA_2_7B, fill_hub_cache, planned, shaped_model_folder, snakemake, tiny_config, write_config
-
 
 # ---------------------------------------------------------------- dtype: auto
 

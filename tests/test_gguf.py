@@ -10,10 +10,9 @@ import pytest
 import torch
 
 from pruneflow.core.architectures import UnsupportedModelError
-from pruneflow.spec.config import ConfigError, validate_config
 from pruneflow.core.models import ModelSourceError, check_model_supported, load_model, materialize, read_gguf_metadata
 from pruneflow.core.tiny import build_tiny_model
-
+from pruneflow.spec.config import ConfigError, validate_config
 from workflow_helpers import config_errors_as_ordinary_user, tiny_config
 
 GGUF_NAMES = {"self_attn.q_proj": "attn_q", "self_attn.k_proj": "attn_k", "self_attn.v_proj": "attn_v",

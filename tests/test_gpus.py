@@ -10,7 +10,6 @@ import pytest
 
 from pruneflow.core import gpus
 from pruneflow.core.gpus import GpuLockError, check_gpu_resource, claim_gpus
-
 from workflow_helpers import as_ordinary_user
 
 CLAIM = """

@@ -3,8 +3,8 @@
 import pytest
 import torch
 
-from pruneflow.prune.criteria import get_criterion, prune_layer
 from pruneflow.core.activations import InputStats
+from pruneflow.prune.criteria import get_criterion, prune_layer
 from pruneflow.prune.masks import Pattern, PatternError, make_mask, nm_mask, parse_pattern, unstructured_mask
 
 torch.set_num_threads(1)

@@ -1,8 +1,14 @@
 import pytest
 
 from pruneflow.spec.naming import (
-    make_method, parse_method_id, parse_ppl_name, parse_recovery, ppl_name,
-    recovery_settings, recovery_variants, study_variants,
+    make_method,
+    parse_method_id,
+    parse_ppl_name,
+    parse_recovery,
+    ppl_name,
+    recovery_settings,
+    recovery_variants,
+    study_variants,
 )
 
 CAL = {"corpus": "brown", "nsamples": 32, "seqlen": 256, "seed": 0}
@@ -155,9 +161,9 @@ def test_a_recovered_owl_variant_lives_under_its_owl_parent():
 
 
 def test_each_recovery_hashes_only_the_settings_it_reads():
+    from pruneflow.recover.train import TrainConfig
     from pruneflow.spec.naming import recovery_settings
     from pruneflow.spec.recovery import OPTIMISER_KEYS
-    from pruneflow.recover.train import TrainConfig
 
     assert set(OPTIMISER_KEYS) == set(TrainConfig.__dataclass_fields__)
     config = {"reconstruction": {"lr": 1e-3, "damping": 0.01, "rank": 8, "targets": "same"},

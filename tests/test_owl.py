@@ -8,21 +8,21 @@ import json
 import pytest
 import torch
 
-from pruneflow.methods.owl import owl_allocation
-from pruneflow.prune.allocation import AllocationError, method_block_sparsities, write_allocation
 from pruneflow.core.architectures import architecture_of
 from pruneflow.core.artifacts import artifact_folder
+from pruneflow.core.sparsity import SparsityError, check_masks_kept, check_sparsity, measured_sparsity
+from pruneflow.core.tiny import build_tiny_model
+from pruneflow.core.writer import write_masked_variant
+from pruneflow.evaluate.perplexity import perplexity
+from pruneflow.evaluate.sensitivity import block_sensitivity
+from pruneflow.methods.owl import owl_allocation
+from pruneflow.prune.allocation import AllocationError, method_block_sparsities, write_allocation
 from pruneflow.prune.criteria import get_criterion, prune_layer
 from pruneflow.prune.dense_stream import build_activation_cache, load_block_stats, masks_by_score, prune_from_cache
-from pruneflow.core.sparsity import SparsityError, check_masks_kept, check_sparsity, measured_sparsity
-from pruneflow.evaluate.perplexity import perplexity
-from pruneflow.spec.naming import make_method, parse_recovery
 from pruneflow.prune.masks import parse_pattern
 from pruneflow.prune.sequential import prune_model
 from pruneflow.recover.run import recover
-from pruneflow.evaluate.sensitivity import block_sensitivity
-from pruneflow.core.tiny import build_tiny_model
-from pruneflow.core.writer import write_masked_variant
+from pruneflow.spec.naming import make_method, parse_recovery
 
 BLOCKS = 4
 SPARSITY, LAMBDA = 0.6, 0.1

@@ -3,10 +3,10 @@ import math
 import pytest
 import torch
 
-from pruneflow.data.corpora import CorpusError
 from pruneflow.core.sparsity import SparsityError, check_sparsity, measured_sparsity
-from pruneflow.evaluate.perplexity import EvaluationError, eval_windows, leading_ids, perplexity
 from pruneflow.core.tiny import byte_tokenizer
+from pruneflow.data.corpora import CorpusError
+from pruneflow.evaluate.perplexity import EvaluationError, eval_windows, leading_ids, perplexity
 
 
 def test_windows_follow_the_protocol():

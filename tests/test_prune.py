@@ -2,9 +2,9 @@ import torch
 
 from pruneflow.core.activations import capture_block_inputs, collect_stats
 from pruneflow.core.architectures import architecture_of
+from pruneflow.core.mask_files import load_block_masks, save_block_masks
 from pruneflow.prune.criteria import get_criterion, wanda_scores
 from pruneflow.prune.masks import parse_pattern
-from pruneflow.core.mask_files import load_block_masks, save_block_masks
 from pruneflow.prune.sequential import prune_model
 
 

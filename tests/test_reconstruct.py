@@ -5,13 +5,13 @@ import torch
 
 from pruneflow.core.activations import capture_block_inputs
 from pruneflow.core.architectures import architecture_of
+from pruneflow.core.tiny import build_tiny_model
 from pruneflow.prune.criteria import get_criterion
 from pruneflow.prune.masks import parse_pattern
-from pruneflow.recover.adapters import AdapterConfig, AdapterLinear
 from pruneflow.prune.sequential import prune_model
+from pruneflow.recover.adapters import AdapterConfig, AdapterLinear
 from pruneflow.recover.least_squares import linear_output_error, masked_least_squares
-from pruneflow.recover.reconstruct import capture_sublayer_inputs, ReconstructionError, reconstruct_model, unit_forward
-from pruneflow.core.tiny import build_tiny_model
+from pruneflow.recover.reconstruct import ReconstructionError, capture_sublayer_inputs, reconstruct_model, unit_forward
 from pruneflow.recover.train import TrainConfig, train
 
 torch.set_num_threads(1)
@@ -258,8 +258,8 @@ def test_interleaved_masks_come_from_the_reconstructed_stream(setup, granularity
 
 
 def test_interleaved_recovery_through_recover(setup):
-    from pruneflow.spec.naming import make_method, parse_recovery
     from pruneflow.recover.run import recover
+    from pruneflow.spec.naming import make_method, parse_recovery
 
     dense, calib = setup
     model = copy.deepcopy(dense)

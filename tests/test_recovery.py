@@ -10,6 +10,7 @@ import textwrap
 import pytest
 import torch
 
+from conftest import REPO
 from pruneflow.core.stream import ModelStream
 from pruneflow.core.tiny import build_tiny_model
 from pruneflow.prune.criteria import get_criterion
@@ -21,8 +22,6 @@ from pruneflow.spec import registry
 from pruneflow.spec.naming import parse_recovery, parse_recovery_id, recovery_id_pattern, recovery_settings
 from pruneflow.spec.recovery import granularity_problem
 from pruneflow.spec.resources import job_peaks, recovery_kind
-
-from conftest import REPO
 
 CALIB = torch.randint(2, 258, (4, 16), generator=torch.Generator().manual_seed(0))
 SETTINGS = {"reconstruction": {"lr": 1e-3, "steps": 0, "batch_size": 2, "damping": 0.01, "targets": "same", "rank": 8, "loss": "mse"},

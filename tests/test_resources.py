@@ -5,13 +5,18 @@ import copy
 
 import pytest
 
+from conftest import REPO
 from pruneflow.spec.config import ConfigError, with_defaults
 from pruneflow.spec.preflight import check_config
-from pruneflow.spec.resources import (check_whole_model_recoveries, job_peaks, kind_of_benchmark, parse_size, shape_of,
-                                      zeroshot_request_tokens)
+from pruneflow.spec.resources import (
+    check_whole_model_recoveries,
+    job_peaks,
+    kind_of_benchmark,
+    parse_size,
+    shape_of,
+    zeroshot_request_tokens,
+)
 from pruneflow.spec.zeroshot import LOCAL_REQUEST_BYTES
-
-from conftest import REPO
 from workflow_helpers import tiny_config
 
 LLAMA = {"hidden_size": 4096, "intermediate_size": 11008, "num_hidden_layers": 32, "num_attention_heads": 32,

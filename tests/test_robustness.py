@@ -12,11 +12,10 @@ import time
 import pytest
 import torch
 
+from conftest import REPO
 from pruneflow.core.atomic import save_model
 from pruneflow.core.mask_files import load_block_masks
 from pruneflow.core.tiny import build_tiny_model
-
-from conftest import REPO
 from workflow_helpers import snakemake, tiny_config, write_config
 
 pytestmark = pytest.mark.slow

@@ -27,8 +27,8 @@ import pandas as pd
 import pytest
 import yaml
 
-from conftest import REPO
 import slurm_cluster
+from conftest import REPO
 from slurm_cluster import Cluster, install
 from workflow_helpers import plan_jobs, sbatch_call, tiny_config, write_config
 

@@ -2,16 +2,15 @@
 
 import pytest
 
+from conftest import BROWN
+from pruneflow.core.models import load_model, materialize
+from pruneflow.core.sparsity import measured_sparsity
 from pruneflow.data.calibration import sample_windows
 from pruneflow.data.corpora import corpus_splits
-from pruneflow.prune.criteria import get_criterion
-from pruneflow.core.sparsity import measured_sparsity
 from pruneflow.evaluate.perplexity import eval_windows, leading_ids, perplexity
+from pruneflow.prune.criteria import get_criterion
 from pruneflow.prune.masks import parse_pattern
-from pruneflow.core.models import load_model, materialize
 from pruneflow.prune.sequential import prune_model
-
-from conftest import BROWN
 
 pytestmark = pytest.mark.slow
 

@@ -4,12 +4,12 @@ import pytest
 import torch
 
 from pruneflow.core.activations import InputStats
-from pruneflow.prune.criteria import get_criterion, prune_layer
 from pruneflow.core.sparsity import measured_sparsity
+from pruneflow.core.tiny import build_tiny_model
+from pruneflow.prune.criteria import get_criterion, prune_layer
 from pruneflow.prune.masks import Pattern, parse_pattern
 from pruneflow.prune.sequential import prune_model
 from pruneflow.prune.sparsegpt import sparsegpt_prune
-from pruneflow.core.tiny import build_tiny_model
 
 torch.set_num_threads(1)
 

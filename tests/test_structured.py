@@ -8,19 +8,26 @@ from transformers import AutoModelForCausalLM, LlamaForCausalLM
 
 from pruneflow.core.activations import capture_block_inputs, run_block
 from pruneflow.core.architectures import architecture_of, attention_shape
-from pruneflow.structured.liar import (ChannelStats, affine_fit, choose_damping, collect_channel_stats, collect_split_channel_stats,
-                            holdout_samples, output_error)
+from pruneflow.core.tiny import build_tiny_model
 from pruneflow.evaluate.speed import tokens_per_second
+from pruneflow.structured.liar import (
+    ChannelStats,
+    affine_fit,
+    choose_damping,
+    collect_channel_stats,
+    collect_split_channel_stats,
+    holdout_samples,
+    output_error,
+)
 from pruneflow.structured.prune import (
     count_parameters,
     kept_units,
     prune_structured,
     remove_units,
-    units_of,
     unit_scores,
+    units_of,
     units_to_remove,
 )
-from pruneflow.core.tiny import build_tiny_model
 
 torch.set_num_threads(1)
 

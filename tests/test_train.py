@@ -76,11 +76,11 @@ def test_retraining_defaults_follow_perp():
 
 
 def test_non_finite_loss_stops_with_the_unit_named():
+    from pruneflow.core.tiny import build_tiny_model
     from pruneflow.prune.criteria import get_criterion
     from pruneflow.prune.masks import parse_pattern
     from pruneflow.prune.sequential import prune_model
     from pruneflow.recover.reconstruct import reconstruct_model
-    from pruneflow.core.tiny import build_tiny_model
     from pruneflow.recover.train import NonFiniteError
 
     dense, _ = build_tiny_model()

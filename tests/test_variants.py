@@ -8,15 +8,15 @@ import torch
 from transformers import AutoModelForCausalLM
 
 from pruneflow.core.artifacts import ArtifactError, artifact_folder, manifest_digest
+from pruneflow.core.mask_files import save_masks
+from pruneflow.core.stream import load_variant, load_variant_with_masks
+from pruneflow.core.tiny import build_tiny_model
+from pruneflow.core.variants import VariantError, read_record
+from pruneflow.core.writer import export_variant, write_full_variant, write_masked_variant, write_variant
 from pruneflow.prune.criteria import get_criterion
 from pruneflow.prune.dense_stream import apply_masks
 from pruneflow.prune.masks import parse_pattern
-from pruneflow.core.mask_files import save_masks
 from pruneflow.prune.sequential import prune_model
-from pruneflow.core.tiny import build_tiny_model
-from pruneflow.core.stream import load_variant, load_variant_with_masks
-from pruneflow.core.variants import VariantError, read_record
-from pruneflow.core.writer import export_variant, write_full_variant, write_masked_variant, write_variant
 
 IDS = torch.randint(2, 258, (2, 24), generator=torch.Generator().manual_seed(3))
 
@@ -221,8 +221,8 @@ def test_structured_variant_stores_kept_indices_and_repaired_projections(dense_d
     """Heads and neurons removed: stored as the dense model's blocks sliced, plus the projections LIAR
     repaired (and the biases it added); rebuilt bit for bit as a physically smaller model."""
     from pruneflow.core.artifacts import load_tensors
-    from pruneflow.structured.prune import count_parameters, prune_structured
     from pruneflow.core.writer import stored_bytes, write_structured_variant
+    from pruneflow.structured.prune import count_parameters, prune_structured
 
     model, tok = load_variant(dense_dir)
     selections = {}
@@ -247,8 +247,8 @@ def test_structured_variant_stores_kept_indices_and_repaired_projections(dense_d
 
 
 def test_structured_variant_with_a_changed_parent_fails_naming_both(dense_dir):
-    from pruneflow.structured.prune import prune_structured
     from pruneflow.core.writer import write_structured_variant
+    from pruneflow.structured.prune import prune_structured
 
     model, tok = load_variant(dense_dir)
     selections = {}

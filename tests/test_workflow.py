@@ -9,9 +9,10 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import torch
-from transformers import AutoModelForCausalLM
 import yaml
+from transformers import AutoModelForCausalLM
 
+from conftest import REPO, bench_module
 from pruneflow.core.artifacts import verify_folder
 from pruneflow.core.mask_files import load_block_masks
 from pruneflow.core.stream import load_variant
@@ -19,10 +20,14 @@ from pruneflow.core.variants import read_record
 from pruneflow.core.writer import stored_bytes
 from pruneflow.spec.config import with_defaults
 from pruneflow.spec.resources import job_peaks
-
-from conftest import REPO, bench_module
 from workflow_helpers import (
-    plan_after, planned, planned_jobs, sbatch_call, snakemake, tiny_config, write_config,
+    plan_after,
+    planned,
+    planned_jobs,
+    sbatch_call,
+    snakemake,
+    tiny_config,
+    write_config,
 )
 
 BIG = ("--resources", "mem_mb=10000000")  # memory declared, so this machine's does not stop a 7B plan

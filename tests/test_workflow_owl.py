@@ -7,7 +7,6 @@ import pandas as pd
 import pytest
 
 from pruneflow.core.variants import read_record
-
 from workflow_helpers import plan_after, planned, snakemake, tiny_config, write_config
 
 pytestmark = pytest.mark.slow

@@ -8,9 +8,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from pruneflow.data import corpora
 from pruneflow.core.tiny import build_tiny_model
-from pruneflow.evaluate.zeroshot import ZeroShotError, evaluate_zeroshot, library_versions, offline_hub
+from pruneflow.data import corpora
 from pruneflow.evaluate.local_tasks import (
     NUM_CHOICES,
     TaskBuildError,
@@ -20,6 +19,7 @@ from pruneflow.evaluate.local_tasks import (
     build_nextsentence,
     split_sentences,
 )
+from pruneflow.evaluate.zeroshot import ZeroShotError, evaluate_zeroshot, library_versions, offline_hub
 
 torch.set_num_threads(1)
 

@@ -30,7 +30,6 @@ from torch import nn
 from pruneflow.core.errors import UnsupportedModelError
 from pruneflow.core.experts import UnfusedExperts, experts_fused, unfuse_experts
 
-
 HOW_TO_ADD = (
     "PruneFlow finds blocks, attention, MLP and norms from the module tree; where a family hides one, "
     "add a few lines for it to pruneflow.core.architectures.EXCEPTIONS and a tiny config to tests/families.py"

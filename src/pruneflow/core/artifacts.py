@@ -32,6 +32,7 @@ from safetensors.torch import save_file as save_safetensors
 from pruneflow.core import provenance
 from pruneflow.core.atomic import atomic_path
 from pruneflow.core.provenance import MANIFEST, file_checksum, sidecar
+
 CHECKSUM_KEY = "pruneflow.xxh3_128"
 CHUNK = 1 << 24
 

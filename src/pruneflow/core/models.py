@@ -23,10 +23,16 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from pruneflow.core import provenance
-from pruneflow.core.experts import unfuse_experts
 from pruneflow.core.atomic import save_model
+from pruneflow.core.experts import unfuse_experts
 from pruneflow.spec.model_config import (  # noqa: F401 (read before any job, no weights)
-    ModelConfigError, check_gguf_file, hub_model_config, max_positions, package_gguf_file, read_gguf_metadata, read_model_config,
+    ModelConfigError,
+    check_gguf_file,
+    hub_model_config,
+    max_positions,
+    package_gguf_file,
+    read_gguf_metadata,
+    read_model_config,
     resolve_dtype,
 )
 

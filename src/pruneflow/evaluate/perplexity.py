@@ -31,7 +31,6 @@ from pruneflow.core.stream import ModelStream
 from pruneflow.data.corpora import CorpusError
 
 
-
 class EvaluationError(ValueError):
     pass
 

@@ -14,10 +14,10 @@ from tqdm.auto import tqdm
 
 from pruneflow.core import fallbacks
 from pruneflow.core.activations import capture_block_inputs, head_logits, run_block
-from pruneflow.core.stream import ModelStream
 from pruneflow.core.artifacts import verify_folder
-from pruneflow.prune.criteria import Criterion, prune_block_layers
+from pruneflow.core.stream import ModelStream
 from pruneflow.evaluate.perplexity import perplexity_result, window_nll
+from pruneflow.prune.criteria import Criterion, prune_block_layers
 from pruneflow.prune.masks import Pattern
 
 

@@ -29,7 +29,8 @@ import yaml
 
 from pruneflow.core.dispatch import input_device
 from pruneflow.evaluate.local_tasks import BUILDERS
-from pruneflow.spec.hub import OFFLINE_VARIABLES, offline as hub_offline
+from pruneflow.spec.hub import OFFLINE_VARIABLES
+from pruneflow.spec.hub import offline as hub_offline
 from pruneflow.spec.zeroshot import SUPPORTED_OUTPUT_TYPES, task_folders
 
 METRICS = ("acc", "acc_norm", "perplexity")

@@ -21,9 +21,9 @@ from tqdm.auto import tqdm
 from pruneflow.core import fallbacks
 from pruneflow.core.activations import InputStats, capture_block_inputs, collect_stats, input_groups
 from pruneflow.core.architectures import architecture_of
+from pruneflow.core.artifacts import block_file, load_tensors, save_tensors, verify_folder
 from pruneflow.core.stream import ModelStream
 from pruneflow.prune.criteria import Criterion, prune_block_layers, scores_for
-from pruneflow.core.artifacts import block_file, load_tensors, save_tensors, verify_folder
 from pruneflow.prune.masks import Pattern, make_mask
 from pruneflow.spec.patterns import block_patterns
 

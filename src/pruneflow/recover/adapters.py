@@ -34,7 +34,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from pruneflow.core.architectures import Architecture, architecture_of
-from pruneflow.spec.naming import ADAPTER_NAMES as ADAPTERS, SUBSET_NAMES as SUBSETS
+from pruneflow.spec.naming import ADAPTER_NAMES as ADAPTERS
+from pruneflow.spec.naming import SUBSET_NAMES as SUBSETS
 
 
 class PeftError(ValueError):

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import torch
 
-
 SOLVERS = ("cholesky", "cg")
 
 

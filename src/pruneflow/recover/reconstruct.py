@@ -36,16 +36,26 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from pruneflow.core.activations import (BlockInputs, block_output, call_arguments, capture_block_inputs, collect_stats, feed_inputs,
-                                        input_groups, run_block, run_hooked)
+from pruneflow.core.activations import (
+    BlockInputs,
+    block_output,
+    call_arguments,
+    capture_block_inputs,
+    collect_stats,
+    feed_inputs,
+    input_groups,
+    run_block,
+    run_hooked,
+)
 from pruneflow.core.architectures import Architecture, StopForward, Sublayer
 from pruneflow.core.stream import ModelStream
 from pruneflow.prune.criteria import Criterion, prune_block_layers
 from pruneflow.prune.masks import Pattern
-from pruneflow.recover.least_squares import SOLVERS, linear_output_error
 from pruneflow.recover.adapters import AdapterConfig, merge_adapters, parse_subsets, subset_parameters, wrap_block_linears
+from pruneflow.recover.least_squares import SOLVERS, linear_output_error
 from pruneflow.recover.train import TrainConfig, peak_memory, reconstruction_loss, train
-from pruneflow.spec.naming import RECON_INPUTS as INPUTS, RECON_TARGETS as TARGETS
+from pruneflow.spec.naming import RECON_INPUTS as INPUTS
+from pruneflow.spec.naming import RECON_TARGETS as TARGETS
 from pruneflow.spec.recovery import granularity_entry, granularity_problem
 
 

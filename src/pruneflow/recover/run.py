@@ -8,12 +8,12 @@ import contextlib
 import torch
 
 from pruneflow.core.stream import ModelStream
-from pruneflow.spec.naming import ADAPTER_NAMES, Method, Recovery
 from pruneflow.recover.adapters import AdapterConfig
 from pruneflow.recover.reconstruct import prune_and_reconstruct, reconstruct_model
-from pruneflow.spec.criteria import method_criterion
-from pruneflow.spec.recovery import ADAPTER_KEYS
 from pruneflow.recover.train import TrainConfig
+from pruneflow.spec.criteria import method_criterion
+from pruneflow.spec.naming import ADAPTER_NAMES, Method, Recovery
+from pruneflow.spec.recovery import ADAPTER_KEYS
 
 TRAIN_FIELDS = set(TrainConfig.__dataclass_fields__)
 ADAPTER_FIELDS = set(ADAPTER_KEYS)

@@ -21,11 +21,17 @@ import jsonschema
 import yaml
 
 from pruneflow.spec import registry
+from pruneflow.spec.model_config import TINY_DEFAULTS, ModelConfigError, check_model_folder, read_model_config
 from pruneflow.spec.naming import (
-    SCORER_KINDS, SENSITIVITY_WINDOWS, STRUCTURED_CRITERIA, Part, parse_recovery, parse_structured_reconstruction, spec_name,
+    SCORER_KINDS,
+    SENSITIVITY_WINDOWS,
+    STRUCTURED_CRITERIA,
+    Part,
+    parse_recovery,
+    parse_structured_reconstruction,
+    spec_name,
     study_allocations,
 )
-from pruneflow.spec.model_config import TINY_DEFAULTS, ModelConfigError, check_model_folder, read_model_config
 from pruneflow.spec.patterns import PatternError, parse_pattern
 from pruneflow.spec.recovery import granularity_problem
 from pruneflow.spec.zeroshot import LOCAL_TASKS

@@ -20,8 +20,17 @@ from dataclasses import dataclass
 
 from pruneflow.spec import registry
 from pruneflow.spec.patterns import Pattern, parse_pattern
-from pruneflow.spec.recovery import (ADAPTER_KEYS, RECON, RETRAINING, allowed_granularities, granularity_entry,
-                                     granularity_from_token, memory_kind, retrainings, split_granularity)
+from pruneflow.spec.recovery import (
+    ADAPTER_KEYS,
+    RECON,
+    RETRAINING,
+    allowed_granularities,
+    granularity_entry,
+    granularity_from_token,
+    memory_kind,
+    retrainings,
+    split_granularity,
+)
 
 STREAM_TOKENS = {"sequential": "seq", "dense": "dense"}
 

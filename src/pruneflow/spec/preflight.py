@@ -26,10 +26,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pruneflow.spec.config import ConfigError, validate_config, with_defaults
 from pruneflow.data.corpora import CorpusError, corpus_bounds
-from pruneflow.spec.naming import parse_recovery, sensitivity_artifacts, variants_of
+from pruneflow.spec.config import ConfigError, validate_config, with_defaults
 from pruneflow.spec.model_config import POSITION_KEYS, ModelConfigError, max_positions, read_model_config, resolve_dtype
+from pruneflow.spec.naming import parse_recovery, sensitivity_artifacts, variants_of
 from pruneflow.spec.patterns import parse_pattern
 from pruneflow.spec.recovery import model_problem as recovery_model_problem
 from pruneflow.spec.resources import check_whole_model_recoveries, job_peaks, memory_caps

@@ -24,7 +24,13 @@ from dataclasses import dataclass
 
 from pruneflow.spec.config import AUTO_WINDOW_BATCH, ConfigError, window_batch_size
 from pruneflow.spec.naming import (
-    making_steps, parse_allocation_id, parse_method_id, parse_recovery, parse_recovery_id, ppl_name, sensitivity_artifacts,
+    making_steps,
+    parse_allocation_id,
+    parse_method_id,
+    parse_recovery,
+    parse_recovery_id,
+    ppl_name,
+    sensitivity_artifacts,
     variants_of,
 )
 from pruneflow.spec.recovery import memory_kinds as recovery_memory_kinds

@@ -30,9 +30,9 @@ from torch import nn
 
 from pruneflow.core.activations import BlockInputs, add_by_rows, feed_inputs
 from pruneflow.core.architectures import in_features
-
 from pruneflow.spec.naming import DAMPED_RECONSTRUCTIONS as DAMPED  # the ridge regressions
 from pruneflow.spec.naming import STRUCTURED_RECONSTRUCTIONS as RECONSTRUCTIONS
+
 DAMPING_GRID = (0.001, 0.01, 0.1, 0.3, 1.0)  # candidates for damping "auto" (× the mean diagonal)
 HOLDOUT_FRACTION = 0.25  # of the calibration samples, held out to choose the damping
 

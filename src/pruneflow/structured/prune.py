@@ -48,13 +48,30 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from pruneflow.core.activations import capture_block_inputs, run_block
+from pruneflow.core.architectures import (
+    CONCATENATED,
+    Architecture,
+    AttentionShape,
+    attention_shape,
+    is_transposed,
+    new_block,
+    out_features,
+    rebuild_block,
+    set_config,
+)
 from pruneflow.core.stream import ModelStream
-from pruneflow.core.architectures import (CONCATENATED, Architecture, AttentionShape, attention_shape,
-                                          is_transposed, new_block, out_features, rebuild_block, set_config)
-from pruneflow.structured.liar import (DAMPED, ChannelStats, check_reconstruction, choose_damping, collect_channel_stats,
-                   collect_split_channel_stats, reconstruct)
+from pruneflow.spec.naming import STRUCTURED_CRITERIA
+from pruneflow.spec.naming import STRUCTURED_TARGETS as TARGETS
+from pruneflow.structured.liar import (
+    DAMPED,
+    ChannelStats,
+    check_reconstruction,
+    choose_damping,
+    collect_channel_stats,
+    collect_split_channel_stats,
+    reconstruct,
+)
 
-from pruneflow.spec.naming import STRUCTURED_CRITERIA, STRUCTURED_TARGETS as TARGETS
 KV_HEADS_KEYS = ("num_key_value_heads", "num_kv_heads")
 MLP_WIDTH_KEYS = ("intermediate_size", "ffn_dim", "n_inner", "ffn_hidden_size")
 BIAS_KEYS = ("attention_bias", "mlp_bias", "bias", "use_bias", "add_bias_linear")
