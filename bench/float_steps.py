@@ -10,7 +10,8 @@ the rest float32 (the workflow's settings otherwise: 1 thread, 8 samples per for
   that feed the next block stay float32.
 
 The float32 and full-float64 runs (forwards too) come from bench/results/noise_band.json (same calibration,
-same build, label ``current``); ``float32`` is rerun here to time the variants against it in one process. A change is adopted only if it brings every entry within 1% of float64 at
+same build, label ``current``); ``float32`` is rerun here to time the variants against it in one process.
+A change is adopted only if it brings every entry within 1% of float64 at
 ≤ 1.2× the float32 prune time. Results: bench/results/float_steps.json (runs merge by variant and pattern).
 ``--time-steps N`` times only the steps a variant changes (block 0's statistics pass and its 7 SparseGPT solves,
 variants interleaved N times), to ``step_seconds``: whole prunes on a shared machine time the load, not the code.

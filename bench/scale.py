@@ -257,8 +257,9 @@ class GpuPeak:
     def _poll(self):
         while not self._stop.wait(0.5):
             try:
-                out = subprocess.run(["nvidia-smi", "--query-gpu=memory.used", "--format=csv,noheader,nounits"],
-                                     capture_output=True, text=True, timeout=10).stdout
+                out = subprocess.run(
+                    ["nvidia-smi", "--query-gpu=memory.used", "--format=csv,noheader,nounits"], capture_output=True, text=True, timeout=10
+                ).stdout
             except (OSError, subprocess.TimeoutExpired):
                 return
             used = [int(v) for v in out.split() if v.isdigit()]

@@ -24,4 +24,7 @@ with job(snakemake.log[0], snakemake.threads, gpus=snakemake.resources.get("gpu"
     print(result)
     folder = Path(snakemake.input.model)
     about = {name: load_json(folder / f"{name}.json") for name in ("summary", "sparsity")}
-save_json(snakemake.output[0], {**result, "protocol": "pruneflow", **spec, "variant": snakemake.wildcards.variant, "seconds": info["seconds"], **about})
+save_json(
+    snakemake.output[0],
+    {**result, "protocol": "pruneflow", **spec, "variant": snakemake.wildcards.variant, "seconds": info["seconds"], **about},
+)

@@ -14,7 +14,10 @@ rt = runtime_settings(snakemake.config)
 w = snakemake.wildcards
 scope = w.get("scope")
 limit = int(w.nitems) if scope is None else None if scope == "all" else int(scope.removeprefix("limit"))
-with job(snakemake.log[0], snakemake.threads, gpus=snakemake.resources.get("gpu", 0)) as info, scratch_folder(snakemake.output[0], "offload") as offload:
+with (
+    job(snakemake.log[0], snakemake.threads, gpus=snakemake.resources.get("gpu", 0)) as info,
+    scratch_folder(snakemake.output[0], "offload") as offload,
+):
     stream, device = open_stream(snakemake.input.model), resolve_device(rt["device"])
     held = zeroshot_held_blocks(rt, device.type == "cuda")
     stream.model.config.use_cache = False  # lm-eval scores whole requests: a key/value cache would only hold every block's
@@ -24,4 +27,6 @@ with job(snakemake.log[0], snakemake.threads, gpus=snakemake.resources.get("gpu"
         verify_folder(task_dir)
     result = evaluate_zeroshot(model, stream.tokenizer, [w.task], task_dir, limit=limit, batch_size=rt["eval_batch_size"])
     print(result)
-save_json(snakemake.output[0], {"task": w.task, **result[w.task], "limit": limit, "versions": library_versions(), "seconds": info["seconds"]})
+save_json(
+    snakemake.output[0], {"task": w.task, **result[w.task], "limit": limit, "versions": library_versions(), "seconds": info["seconds"]}
+)

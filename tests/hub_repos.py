@@ -3,7 +3,8 @@
 - ``pruneflow-test/tiny-llama`` (float16) and ``pruneflow-test/tiny-llama-bf16``: the tiny random LLaMA
   (pruneflow.core.tiny) saved by ``save_pretrained`` (safetensors, ``config.json`` with its dtype), with a
   byte-level tokenizer that puts a BOS first, as LLaMA's does.
-- ``Salesforce/wikitext`` (``wikitext-2-raw-v1``; the legacy id ``wikitext`` is refused by huggingface_hub 2): parquet splits under the config's folder, rows as the real one has
+- ``Salesforce/wikitext`` (``wikitext-2-raw-v1``; the legacy id ``wikitext`` is refused by huggingface_hub 2):
+  parquet splits under the config's folder, rows as the real one has
   them (headings, paragraphs and empty rows), described by the card's ``configs`` front matter.
 - ``allenai/c4``: ``en/c4-train.00000-of-01024.json.gz`` and ``en/c4-validation.00000-of-00008.json.gz``, the
   two files the reference code reads, JSON lines with ``text``, ``timestamp`` and ``url``.

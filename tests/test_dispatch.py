@@ -24,7 +24,9 @@ def stored(tmp_path):
         return tmp_path / "dense", model(IDS).logits
 
 
-@pytest.mark.parametrize("budget, places", [(None, {"cpu"}), ({"cpu": "1MB"}, {"cpu"}), ({"cpu": "100KB"}, {"cpu", "disk"}), ({"cpu": 1}, {"cpu", "disk"})])
+@pytest.mark.parametrize(
+    "budget, places", [(None, {"cpu"}), ({"cpu": "1MB"}, {"cpu"}), ({"cpu": "100KB"}, {"cpu", "disk"}), ({"cpu": 1}, {"cpu", "disk"})]
+)
 def test_dispatched_logits_equal_the_whole_model(stored, tmp_path, budget, places):
     folder, expected = stored
     stream, offload = open_stream(folder), tmp_path / "offload"

@@ -188,7 +188,8 @@ def test_an_edited_local_model_folder_reruns_the_model_and_below(copy_of):
 def test_killed_writers_temporaries_go_at_the_next_run_running_ones_stay(copy_of):
     """A process killed by SIGKILL leaves its temporary; the next run removes it, but not the
     temporary of a process that is still writing (another run's job on this host)."""
-    code = "import sys, time; from pruneflow.core.atomic import atomic_path\nwith atomic_path(sys.argv[1]) as t:\n t.mkdir(); print(t, flush=True); time.sleep(600)"
+    code = ("import sys, time; from pruneflow.core.atomic import atomic_path\n"
+            "with atomic_path(sys.argv[1]) as t:\n t.mkdir(); print(t, flush=True); time.sleep(600)")
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
     writers = [subprocess.Popen([sys.executable, "-c", code, str(copy_of / "results" / "x" / name)], stdout=subprocess.PIPE,
                                 text=True, env=env, cwd=copy_of) for name in ("killed", "running")]

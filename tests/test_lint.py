@@ -113,3 +113,9 @@ def test_the_library_has_no_import_cycle():
                 elif nxt not in path and len(path) < 6:
                     stack.append((nxt, (*path, nxt)))
     assert not cycles, "import cycles:\n" + "\n".join(sorted(cycles))
+
+
+def test_ruff_finds_nothing():
+    """Errors, pyflakes, warnings and import order at one line length (pyproject.toml's [tool.ruff])."""
+    proc = _run(sys.executable, "-m", "ruff", "check", "--no-cache", "src", "scripts", "tests", "bench")
+    assert proc.returncode == 0, proc.stdout + proc.stderr

@@ -75,7 +75,19 @@ def test_parse_pattern_spellings_agree():
     assert parse_pattern("4:8").sparsity == parse_pattern("2:4").sparsity == 0.5
 
 
-@pytest.mark.parametrize("shape,dim,k", [((300,), 0, 120), ((7, 64), 1, 40), ((5, 9, 8), 2, 3), ((6, 4), 1, 4), ((4, 16, 5), 1, 7), ((3, 2, 5), 1, 1), ((300, 16, 4), 2, 2), ((8, 2048), 0, 5)])
+@pytest.mark.parametrize(
+    "shape,dim,k",
+    [
+        ((300,), 0, 120),
+        ((7, 64), 1, 40),
+        ((5, 9, 8), 2, 3),
+        ((6, 4), 1, 4),
+        ((4, 16, 5), 1, 7),
+        ((3, 2, 5), 1, 1),
+        ((300, 16, 4), 2, 2),
+        ((8, 2048), 0, 5),
+    ],
+)
 def test_lowest_equals_a_stable_sort_even_with_ties(shape, dim, k):
     from pruneflow.prune.masks import lowest
 

@@ -139,7 +139,9 @@ def test_allocation_artifact_serves_only_the_method_it_was_made_for(tmp_path, al
     assert method_block_sparsities(owl, folder, model) == allocation["block_sparsities"]
     assert method_block_sparsities(make_method("wanda", SPARSITY), folder, model) is None  # uniform
     other = make_method("wanda", SPARSITY, "sequential", {"name": "owl", "m": 3.0, "lam": 0.05})
-    with pytest.raises(AllocationError, match=r"was made for owl \{'lam': 0.1, 'm': 3.0\} at sparsity 0.6, not for method 'wanda-u0.6-owl-m3-l0.05-seq'"):
+    with pytest.raises(
+        AllocationError, match=r"was made for owl \{'lam': 0.1, 'm': 3.0\} at sparsity 0.6, not for method 'wanda-u0.6-owl-m3-l0.05-seq'"
+    ):
         method_block_sparsities(other, folder, model)
 
 
@@ -147,8 +149,9 @@ def test_owl_composes_with_reconstruction_and_keeps_its_masks(calib_ids, allocat
     per_block = allocation["block_sparsities"]
     dense, _ = _tiny()
     pruned = copy.deepcopy(dense)
-    masks = dict(prune_model(pruned, get_criterion("wanda"), parse_pattern(SPARSITY), calib_ids, "sequential", 4,
-                             block_sparsities=per_block))
+    masks = dict(
+        prune_model(pruned, get_criterion("wanda"), parse_pattern(SPARSITY), calib_ids, "sequential", 4, block_sparsities=per_block)
+    )
     before = measured_sparsity(pruned)
     settings = {"lr": 1e-3, "batch_size": 4, "steps": 2}
     recover(dense, pruned, masks, calib_ids, parse_recovery("recon:sublayer"), settings)

@@ -40,7 +40,8 @@ def job(log_path: str | None = None, threads: int = 1, seed: int = 0, gpus: int 
     Yields a dict; ``seconds`` is filled in on exit. An exception in the body writes its full traceback
     to the log (on a cluster the terminal that started the job is gone) and is re-raised, so the job
     still fails. Files the body reads through PruneFlow's readers are noted as read
-    (:mod:`pruneflow.core.provenance`); one changed before the body ends fails the job, naming it. Meant once per process, around a job's work: on exit, the objects alive are frozen out
+    (:mod:`pruneflow.core.provenance`); one changed before the body ends fails the job, naming it.
+    Meant once per process, around a job's work: on exit, the objects alive are frozen out
     of garbage collection, as the process ends soon after.
     """
     torch.set_num_threads(max(1, threads))

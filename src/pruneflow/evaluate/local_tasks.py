@@ -117,7 +117,8 @@ def build_lastword(documents: list[str], folder, n_items: int = 300, seed: int =
 
 # ---------------------------------------------------------------- nextsentence
 
-_ABBREVIATIONS = {"mr", "mrs", "ms", "dr", "st", "jr", "sr", "inc", "co", "ltd", "vs", "mt", "gen", "col", "lt", "sgt", "capt", "rev", "prof", "no", "vol", "ft"}
+_ABBREVIATIONS = {"mr", "mrs", "ms", "dr", "st", "jr", "sr", "inc", "co", "ltd", "vs", "mt", "gen", "col", "lt", "sgt", "capt", "rev",
+                  "prof", "no", "vol", "ft"}
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[A-Z\"'(])")
 
 

@@ -34,7 +34,8 @@ def recover(dense, pruned, keep_masks, calib_ids: torch.Tensor, recovery: Recove
     None for retraining, which does not read it).
 
     Order ``interleaved``: ``pruned`` is still dense (a copy), ``keep_masks`` is an empty dict (or None)
-    that is filled block by block as each is pruned, and ``method`` says how to prune it block by block (:func:`pruneflow.recover.reconstruct.prune_and_reconstruct`); the
+    that is filled block by block as each is pruned, and ``method`` says how to prune it block by block
+    (:func:`pruneflow.recover.reconstruct.prune_and_reconstruct`); the
     masks it chose are returned in the summary under ``"masks"``.
 
     Optimisers and solvers work on float32 copies (bfloat16 steps of size lr·grad mostly round away):

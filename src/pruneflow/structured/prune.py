@@ -398,7 +398,9 @@ class _Resized:
                 probe = self._build(0, {key: self.mlp_width - 1})
                 if _weight(probe.get_submodule(self.arch.mlp.output)).shape[1] == self.mlp_width - 1:
                     return key
-        raise StructuredError(f"model family {self.arch.family!r}: no config field sets the MLP width (looked for {', '.join(MLP_WIDTH_KEYS)})")
+        raise StructuredError(
+            f"model family {self.arch.family!r}: no config field sets the MLP width (looked for {', '.join(MLP_WIDTH_KEYS)})"
+        )
 
     def _bias_flag(self, kind: str) -> dict:
         """The config flag that gives this kind's output projection a bias."""
