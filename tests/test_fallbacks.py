@@ -12,6 +12,7 @@ from pruneflow.prune.criteria import get_criterion
 from pruneflow.prune.masks import parse_pattern
 from pruneflow.prune.sequential import prune_model
 from pruneflow.prune.sparsegpt import sparsegpt_prune
+from pruneflow.recover.least_squares import masked_least_squares
 from pruneflow.report.tables import add_fallback_column
 from pruneflow.spec.naming import parse_method_id
 
@@ -56,6 +57,21 @@ def test_a_dead_input_is_counted_per_column_and_its_weights_zeroed(capsys):
     assert counts == {"model.layers.0.mlp.down_proj": {"dead_inputs": 2}}
     assert "numerical fallback at model.layers.0.mlp.down_proj: 2 of 16 inputs were never nonzero" in capsys.readouterr().out
     assert (weight[:, [2, 9]] == 0).all()
+
+
+def test_a_singular_reconstruction_system_is_solved_by_least_squares_and_counted(capsys):
+    """recon:matrix without damping: a row whose kept inputs include a dead one has a singular system (Cholesky
+    fails), so that row is solved by least squares, counted per row and logged; rows without it are not counted."""
+    gram = _gram()
+    gram[5, :] = gram[:, 5] = 0  # input 5 never nonzero
+    dense = torch.randn(4, 16, generator=torch.Generator().manual_seed(2))
+    keep = torch.ones(4, 16, dtype=torch.bool)
+    keep[:2, 5] = False  # rows 0 and 1 drop the dead input (their systems are definite); rows 2 and 3 keep it
+    with fallbacks.recording() as counts, fallbacks.layer("model.layers.1"), fallbacks.layer("self_attn.o_proj"):
+        out = masked_least_squares(dense, keep, gram, damp=0.0)
+    assert counts == {"model.layers.1.self_attn.o_proj": {"least_squares": 2}}
+    assert "numerical fallback at model.layers.1.self_attn.o_proj: 2 of 2 rows' kept-weight systems" in capsys.readouterr().out
+    assert torch.isfinite(out).all() and (out[~keep] == 0).all()
 
 
 def test_a_pruning_run_names_the_block_and_linear_of_each_fallback(capsys):

@@ -19,6 +19,7 @@ from contextvars import ContextVar
 KINDS = {
     "dampening_raised": "times SparseGPT's dampening was multiplied by 10 (the Hessian was not positive definite)",
     "dead_inputs": "inputs never nonzero in calibration (unit Hessian diagonal; their weights set to zero)",
+    "least_squares": "rows whose reconstruction system was not positive definite, solved by least squares (not Cholesky)",
 }
 
 _where: ContextVar[tuple[str, ...]] = ContextVar("pruneflow_fallback_where", default=())

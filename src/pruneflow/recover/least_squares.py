@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import torch
 
+from pruneflow.core import fallbacks
+
 SOLVERS = ("cholesky", "cg")
 
 
@@ -60,7 +62,9 @@ def masked_least_squares(
             a.diagonal(dim1=1, dim2=2).add_(lam)
             b = rhs[part.unsqueeze(1), idx].unsqueeze(2)  # [R, k, 1]
             chol, info = torch.linalg.cholesky_ex(a)
-            if bool((info != 0).any()):  # not positive definite (λ = 0 with dead inputs): least squares
+            if bool(failed := int((info != 0).sum())):  # not positive definite (λ = 0 with dead inputs): least squares
+                fallbacks.note("least_squares", f"{failed} of {len(part)} rows' kept-weight systems not positive definite: "
+                               "solved by least squares", count=failed)
                 sol = torch.linalg.lstsq(a, b).solution
             else:
                 # Two triangular solves: far faster on CPU than cholesky_solve for batched systems.
