@@ -36,6 +36,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from pruneflow.core import fallbacks
 from pruneflow.core.activations import (
     BlockInputs,
     block_output,
@@ -376,7 +377,8 @@ def prune_and_reconstruct(
             stats = {}
             if criterion.needs_calibration:
                 stats, _ = collect_stats(block, linears, stream, criterion.needs_gram, input_groups(ctx.arch), outputs=False)
-            ctx.keep_masks[i] = prune_block_layers(criterion, ctx.arch, block, stats, pattern)
+            with fallbacks.layer(f"{ctx.arch.blocks}.{i}"):  # a fallback's log line names its block
+                ctx.keep_masks[i] = prune_block_layers(criterion, ctx.arch, block, stats, pattern)
             if j + 1 < len(indices):  # blocks:k: the next block of the unit sees this pruned one
                 stream = stream.replace(run_block(block, stream))
 
