@@ -280,7 +280,10 @@ def save_tensors(path, tensors: dict[str, torch.Tensor], metadata: dict[str, str
     tensors = {k: v.detach().contiguous().cpu() for k, v in tensors.items()}
     meta = {**(metadata or {}), CHECKSUM_KEY: tensors_checksum(tensors)}
     with atomic_path(path) as tmp:
-        save_safetensors(tensors, str(tmp), metadata=meta)
+        try:
+            save_safetensors(tensors, str(tmp), metadata=meta)
+        except Exception as err:  # safetensors' own error names no file (a full disk: "File too large (os error 27)")
+            raise ArtifactError(f"could not write {path}: {err}; free space where it goes (nothing of it is kept) and rerun") from err
 
 
 def load_tensors(path, device="cpu", keep=None) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
