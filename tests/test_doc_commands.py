@@ -6,7 +6,7 @@ comment lines skipped), or an inline code span that starts with snakemake, pytho
 directory that holds the repository's config.yaml with ``model: tiny`` and ``models: {tiny: {source: tiny}}``
 (everything else as committed) and a copy of config/. Substituted, and nothing else:
 ``.venv/bin/snakemake`` → this interpreter's ``-m snakemake -s <repo>/Snakefile``; ``.venv/bin/python`` → this
-interpreter; ``--cores N`` → ``--cores 1``; ``results/smollm2-135m/`` → ``results/tiny/``.
+interpreter; ``--cores N`` → ``--cores 2`` (CI's two cores); ``results/smollm2-135m/`` → ``results/tiny/``.
 
 Runner ``hub`` commands (docs/own-model.md) run the same way, in their own directory with a copy of config/, the
 stand-in Hub online (tests/hub_standin.py), and the one edit the page asks of the user: config/own-model.yaml's
@@ -90,7 +90,7 @@ def _env() -> dict:
 
 
 def _substitute(command: str) -> list[str]:
-    command = re.sub(r"--cores \d+", "--cores 1", command).replace("results/smollm2-135m/", "results/tiny/")
+    command = re.sub(r"--cores \d+", "--cores 2", command).replace("results/smollm2-135m/", "results/tiny/")
     words = []
     for word in shlex.split(command):
         if word == ".venv/bin/snakemake":
@@ -102,7 +102,7 @@ def _substitute(command: str) -> list[str]:
 
 def test_substitution_rule():
     assert _substitute(".venv/bin/snakemake --cores 2 results/smollm2-135m/x") == [
-        sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "--cores", "1", "results/tiny/x"]
+        sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "--cores", "2", "results/tiny/x"]
 
 
 @pytest.fixture(scope="module")
