@@ -56,8 +56,9 @@ def plot_ppl_vs_sparsity(df: pd.DataFrame, png: str, pdf: str, title: str = "") 
     ``df`` needs columns: method, pattern, sparsity, perplexity (dense row: method 'dense').
     """
     pruned = df[df.method != "dense"]
-    if "allocation" in pruned and pruned.allocation.nunique() > 1:  # one line per method and allocation
-        pruned = pruned.assign(method=pruned.method + " " + pruned.allocation)
+    for column in ("allocation", "refinement"):  # one line (or bar) per method and allocation, per refinement
+        if column in pruned and pruned[column].nunique() > 1:
+            pruned = pruned.assign(method=pruned.method + " " + pruned[column])
     is_nm = pruned.pattern.astype(str).str.contains(":")
     with plt.rc_context(STYLE):
         fig, ax = plt.subplots()
@@ -138,7 +139,7 @@ def study_rows(model: str, ppl: list[dict], sparsity: list[dict], summaries: lis
         df.insert(5, "allocation", [allocation_label(s) for s in summaries])
     if any("refinement" in s for s in summaries):  # a mask refinement after the criterion, with its settings
         df.insert(2, "refinement", [(f"{s['refinement']} {settings_label(s.get('refinement_settings'))}".removesuffix(" -")
-                                     if s.get("refinement") else "-") for s in summaries])
+                                     if s.get("refinement") else "none" if s.get("criterion") else "-") for s in summaries])
     if any("criterion_settings" in s for s in summaries):  # the criterion's hyperparameters that are not its defaults
         df.insert(2, "settings", [settings_label(s.get("criterion_settings")) for s in summaries])
     if reference:
