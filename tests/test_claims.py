@@ -320,3 +320,26 @@ def test_results_provenance_names_the_libraries_that_scored_zero_shot(tmp_path):
     prov = {"commit": "abc", "date": "2026-12-01", "machine": "L", "cpu": "C", "cores": 2, "torch": "2.13.0+cpu"}
     assert readme_results.provenance_line(prov, table).endswith(
         "torch 2.13.0+cpu; zero-shot scored with lm_eval 0.4.13, transformers 5.25.0, torch 2.13.0+cpu.")
+
+
+def test_rows_are_picked_by_refinement_and_allocation_and_borrow_no_band(tmp_path):
+    """A refined or reallocated variant shares its criterion and pattern with the plain one: the selectors tell them
+    apart, and the plain row's measured band is not the refined row's (its own row ends up unbanded)."""
+    table = pd.DataFrame({
+        "model": "m", "method": ["dense", "wanda", "wanda", "wanda"], "pattern": [None, "0.5", "0.5", "0.5"],
+        "stream": ["-", "sequential"] * 2, "refinement": ["-", "none", "dsnot", "none"],
+        "allocation": ["-", "uniform", "uniform", "alphapruning"], "perplexity": [13.8, 36.0, 35.9, 35.5],
+    })
+    T = {"table": "new"}
+    claims, _ = load_claims(_claims(tmp_path, [
+        _claim("dsnot", [{**T, "refinement": "dsnot"}, {**T, "refinement": "none", "allocation": "uniform"}]),
+        _claim("alpha", [{**T, "allocation": "alphapruning"}, {**T, "allocation": "uniform", "refinement": "none"}]),
+        _claim("both", [{**T, "refinement": "dsnot"}, {**T, "allocation": "alphapruning"}]),
+    ]), {"new": "unstructured"})
+    bands = [{"model": "m", "method": "wanda", "pattern": "0.5", "stream": "sequential", "band_pct": 2.0}]
+    df = evaluate(claims, {"new": table}, bands).set_index("id")
+    assert df.outcome.to_dict() == {"dsnot": "within noise", "alpha": "within noise", "both": "does not hold"}
+    assert df.loc["both", "within_band"] == ""  # neither row is the plain criterion's: no band applies
+    with pytest.raises(ClaimsError, match="picks 2 rows"):
+        evaluate(load_claims(_claims(tmp_path, [_claim("x", [{**T, "refinement": "none"}, {**T, "refinement": "dsnot"}])]))[0],
+                 {"new": table})
