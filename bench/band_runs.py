@@ -7,8 +7,10 @@ import os
 
 os.environ.setdefault("TQDM_DISABLE", "1")  # one JSON line per run, no progress bars
 
+import datetime
 import platform
 import re
+import subprocess
 import time
 from pathlib import Path
 
@@ -24,7 +26,8 @@ from pruneflow.prune.criteria import get_criterion
 from pruneflow.prune.masks import parse_pattern
 from pruneflow.prune.sequential import prune_model
 from pruneflow.spec.naming import calib_id
-from reference_wanda import load_reference, reference_prune  # noqa: F401 (re-exported)
+from reference_shims import Reference
+from reference_wanda import load_reference  # noqa: F401 (re-exported: prune_speed.py's reference)
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "results"
@@ -69,18 +72,18 @@ def agreement(a: np.ndarray, b: np.ndarray, n: int) -> float:
     return 1 - differ / n
 
 
-def prune(model, criterion: str, pattern: str, calib: torch.Tensor, batch: int, ref=None) -> float:
+def prune(model, criterion: str, pattern: str, calib: torch.Tensor, batch: int, ref: Reference | None = None) -> float:
     """Prune ``model`` in place (the reference's code with ``ref``); returns the seconds it took."""
     start = time.perf_counter()
     if ref is not None:
-        reference_prune(ref, model, criterion, parse_pattern(pattern), calib)
+        ref.prune(model, criterion, parse_pattern(pattern), calib)
     else:
         for _ in prune_model(model, get_criterion(criterion), parse_pattern(pattern), calib, "sequential", batch_size=batch):
             pass
     return time.perf_counter() - start
 
 
-def run(criterion: str, pattern: str, settings: dict, inputs: Inputs, seed: int, ref=None) -> dict:
+def run(criterion: str, pattern: str, settings: dict, inputs: Inputs, seed: int, ref: Reference | None = None) -> dict:
     """One run: prune with ``settings`` (threads, order, batch, dtype), then the perplexity on one thread (as the
     workflow's job). The workflow-settings run's masks are saved; every other run reports its agreement with them."""
     torch.set_num_threads(settings["threads"])
@@ -103,6 +106,14 @@ def run(criterion: str, pattern: str, settings: dict, inputs: Inputs, seed: int,
     elif mine.is_file():
         out["masks_agree"] = agreement(bits, np.load(mine), n)  # with the workflow-settings run of the default seed
     return out
+
+
+def build() -> dict:
+    """Today's date (UTC) and this checkout's commit, ``+dirty`` when the library or bench/ differ from it."""
+    git = ["git", "-C", str(ROOT)]
+    commit = subprocess.run([*git, "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip() or "?"
+    dirty = subprocess.run([*git, "status", "--porcelain", "src", "bench"], capture_output=True, text=True).stdout.strip()
+    return {"date": datetime.datetime.now(datetime.timezone.utc).date().isoformat(), "commit": commit + ("+dirty" if dirty else "")}
 
 
 def machine() -> dict:

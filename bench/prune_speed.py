@@ -5,7 +5,7 @@ Per entry the two implementations alternate A B B A A B ... (``--repeats`` runs 
 the default's calibration and thread count; each time is the prune alone (the model is loaded before the clock
 starts; both capture their own calibration inputs). Every run stores the 1-minute load average before and
 after it, the table the medians' ratio. Results merge into bench/results/prune_speed.json by (label, threads,
-criterion, pattern). Usage: PYTHONPATH=src .venv/bin/python bench/noise_band.py --timing-only --reference DIR
+criterion, pattern). Usage: PYTHONPATH=src .venv/bin/python bench/noise_band.py --timing-only --wanda-ref DIR
 [--criteria wanda sparsegpt] [--patterns 0.5 4:8 2:4] [--repeats 3] [--threads 2] [--label current]
 """
 
@@ -39,10 +39,10 @@ def time_entry(criterion: str, pattern: str, inputs: br.Inputs, ref, repeats: in
 
 
 def main(args) -> None:
-    if not args.reference:
-        raise SystemExit("--timing-only compares with the reference: pass --reference DIR (a locuslab/wanda checkout)")
+    if not args.wanda_ref:
+        raise SystemExit("--timing-only compares with the reference: pass --wanda-ref DIR (a locuslab/wanda checkout)")
     torch.set_num_threads(args.threads)
-    inputs, ref = br.Inputs(), br.load_reference(args.reference)
+    inputs, ref = br.Inputs(), br.load_reference(args.wanda_ref)
     out = args.out or OUT
     report = json.loads(out.read_text()) if out.is_file() else {"entries": []}
     rows = []

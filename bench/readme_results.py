@@ -55,7 +55,7 @@ made it. They are not comparable with the papers' numbers, which come from other
 ([Limits](limits.md)). `perplexity` is on the held-out Wikipedia windows (lower is better);
 `measured_sparsity` is measured on the written variant; `prune_s`, `recover_s` and the peak memory columns
 come from the jobs' benchmark files ([Artifacts](artifacts.md#costs)); `band_pct` is the spread that
-`bench/noise_band.py` measured over calibration seeds and float order ([Reproducibility](reproducibility.md)). The methods are explained in
+`bench/noise_band.py` measured over calibration seeds, float order and the reference implementations ([Reproducibility](reproducibility.md)). The methods are explained in
 [Methods](methods.md).
 """
 

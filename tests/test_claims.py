@@ -202,16 +202,15 @@ def test_band_spans_float_order_and_calibration_seeds_and_says_what_it_covers():
             {"label": "new", "calibration": f"{c}0", "criterion": "sparsegpt", "pattern": "2:4", "dtype": "float64", "perplexity": 101.0},
             {"label": "new", "calibration": f"{c}0", "criterion": "sparsegpt", "pattern": "2:4", "threads": 2, "perplexity": 100.0},
             {"label": "new", "calibration": f"{c}1", "criterion": "sparsegpt", "pattern": "2:4", "perplexity": 104.0},
-            {"label": "new", "calibration": f"{c}2", "criterion": "sparsegpt", "pattern": "2:4", "perplexity": 98.0},
-            {"label": "new", "calibration": f"{c}0", "criterion": "sparsegpt", "pattern": "2:4", "impl": "reference", "perplexity": 90.0}]
+            {"label": "new", "calibration": f"{c}2", "criterion": "sparsegpt", "pattern": "2:4", "perplexity": 98.0}]
     other = {"digits": 4, "entries": {f"{c}0 sparsegpt 2:4": 106.1}}
     entries = {e["calibration"]: e for e in noise_band.bands(runs, "new", other)}
     e = entries[f"{c}0"]
     assert e["float_pct"] == pytest.approx(1.0) and e["seed_pct"] == pytest.approx(100 * (104 / 98 - 1)) and e["seeds"] == 3
-    assert e["band_pct"] == pytest.approx(100 * (104 / 98 - 1))  # the reference's 90 is no run of PruneFlow's
+    assert e["band_pct"] == pytest.approx(100 * (104 / 98 - 1))
     assert e["runs"] == {"workflow": 100.0, "dtype=float64": 101.0, "threads=2": 100.0}  # what each run changed
     assert (e["float32"], e["float64"]) == (100.0, 101.0) and e["float32_vs_float64_pct"] == pytest.approx(100 * (100 / 101 - 1))
-    assert e["band_covers"] == {"float64": True, "reference": False, "other_machine": True}  # 106.1 ± 0.05 vs 6.12%
+    assert e["band_covers"] == {"float64": True, "other_machine": True}  # 106.1 ± 0.05 vs 6.12%
     other["entries"][f"{c}0 sparsegpt 2:4"] = 106.2
     assert noise_band.bands(runs, "new", other)[0]["band_covers"]["other_machine"] is False
     assert entries[f"{c}1"]["band_pct"] == e["band_pct"] and "float_pct" not in entries[f"{c}1"]  # one run of seed 1

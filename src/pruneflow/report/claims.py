@@ -21,7 +21,8 @@ selector]}`` (the first row's value over the second's: "the gap between two meth
 After the tables, :func:`evaluate` gives every claim an outcome, **holds**, **does not hold**, **within
 noise** or **not run** (a table or row the configuration did not make), with the numbers, the tightest
 margin and, where ``bench/results/noise_band.json`` measured one for a row (same model and calibration),
-its band: the spread over calibration seeds and float order (threads, sample order, batch size, float64).
+its band: the spread over calibration seeds, float order (threads, sample order, batch size, CPU kernels,
+float64) and the reference implementations' results.
 A claim whose numbers sit closer to its threshold than that band is *within noise*: another seed or
 machine could flip it, so the ledger states neither outcome (``measured`` keeps what the numbers say).
 A claim over zero-shot columns whose rows scored an lm-eval task on part of its items (``zeroshot.limit``) says
@@ -327,7 +328,7 @@ def evaluate_claim(claim: Claim, tables: dict[str, pd.DataFrame], bands: list[di
     note = ""
     if noisy:
         note = (f"{shown['a'][0]} vs {shown['b'][0]} is {shown['distance']:.2g}% from the claim's threshold, inside "
-                f"their measured band ±{shown['band']:.2g}% (seeds, float order)")
+                f"their measured band ±{shown['band']:.2g}% (seeds, float order, references)")
     measured = "holds" if holds else "does not hold"
     return {**row, "comparison": comparison, "outcome": "within noise" if noisy else measured, "measured": measured,
             "margin_pct": _margin(op, tightest["a"][1], tightest["b"][1]),

@@ -184,9 +184,9 @@ def recovery_optimiser(summary: dict) -> str:
 
 def add_band_column(df: pd.DataFrame, bands: list[dict]) -> pd.DataFrame:
     """``band_pct``: the spread (max/min − 1, % of perplexity) measured for a row's method, pattern and calibration
-    over float order (threads, sample order, batch size, float64) and calibration seeds (``bench/noise_band.py``,
-    docs/reproducibility.md); NaN where none was measured. Two rows closer than their bands are not ordered by
-    this table."""
+    over float order (threads, sample order, batch size, float64), calibration seeds and the reference
+    implementations' results (``bench/noise_band.py``, docs/reproducibility.md); NaN where none was measured.
+    Two rows closer than their bands are not ordered by this table."""
     from pruneflow.report.claims import band_column
 
     out = df.copy()
