@@ -2,10 +2,10 @@
 
 Each measurement runs in a fresh process on the workflow's own artifacts: the dense model and the default
 calibration samples (run the default pipeline first). Times are also given as multiples of one dense forward pass
-over the calibration samples, the floor for any method that needs activations, timed side by side in the same
-process (after a warm-up batch, one forward before the step and one after; their mean is the step's unit), so that a machine shared with
-other work slows the step and its unit alike. Peak memory is the step's own (the kernel's peak RSS is reset after
-the first forward).
+over the calibration samples, the floor for any method that needs activations, measured side by side in the same
+process (after a warm-up batch, one forward before the step and one after; their mean is the step's unit) in CPU
+seconds, which other work on a shared machine changes far less than wall seconds (both are recorded). Peak memory
+is the step's own (the kernel's peak RSS is reset after the first forward).
 
 Usage: .venv/bin/python bench/criteria.py [--threads 2] [--calib results/.../brown-n32-l256-s0.safetensors]
 [--cases NAME ...]. Writes bench/results/criteria.json; with --cases only those steps are measured again and the
@@ -62,11 +62,11 @@ def rss_mb(field):
 
 
 def forward(samples=None):
-    start = time.perf_counter()
+    start = time.process_time()
     with torch.no_grad():
         for chunk in calib[:samples].split(8):
             model(chunk, use_cache=False)
-    return time.perf_counter() - start
+    return time.process_time() - start
 
 
 def step():
@@ -95,12 +95,13 @@ base = rss_mb("VmRSS")  # the model loaded
 forward(8)  # warm-up on one batch: the first pass pays one-off costs (allocations, thread pool)
 before = forward()
 open("/proc/self/clear_refs", "w").write("5")  # the peak RSS from here on: the step's own
-start = time.perf_counter()
+start, cpu = time.perf_counter(), time.process_time()
 step()
-seconds = time.perf_counter() - start
+seconds, cpu = time.perf_counter() - start, time.process_time() - cpu
 peak = rss_mb("VmHWM")
 after = forward()
-print(json.dumps({"seconds": seconds, "peak_memory_mb": peak, "model_loaded_mb": base, "forward_seconds": [before, after]}))
+print(json.dumps({"seconds": seconds, "cpu_seconds": cpu, "peak_memory_mb": peak, "model_loaded_mb": base,
+                  "forward_cpu_seconds": [before, after]}))
 '''
 
 
@@ -122,24 +123,22 @@ def main() -> None:
                 if needs_cache and label != "activation_cache":  # a step from the cache needs one built first
                     _run("cache", args, cache)
             result = _run(CASES[label], args, cache)
-            result["dense_forwards"] = result["seconds"] / (sum(result["forward_seconds"]) / 2)
-            result["side_by_side"] = True
+            result["dense_forwards"] = result["cpu_seconds"] / (sum(result["forward_cpu_seconds"]) / 2)
+            result["threads"] = args.threads
             report["results"][label] = result
             load.append(os.getloadavg()[0])
             print(label, result, file=sys.stderr)
     from pruneflow.data.calibration import load_calibration
 
     shape = list(load_calibration(args.calib).shape)
-    report.update({
-        "model": "SmolLM2-135M (float32)",
-        "calibration": {"nsamples": shape[0], "seqlen": shape[1]},
-        "threads": args.threads,
-        "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch threads={args.threads}",
-    })
+    report.update({"model": "SmolLM2-135M (float32)", "calibration": {"nsamples": shape[0], "seqlen": shape[1]}})
+    if not args.cases:
+        report.update({"threads": args.threads, "machine": f"{platform.processor() or platform.machine()}, torch threads={args.threads}"})
     report.setdefault("runs", []).append({
         "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores", "threads": args.threads,
         "steps": list(args.cases or CASES), "load_average_1min": [round(x, 2) for x in load],
-        "unit": "each step over the mean of two dense forwards timed in its own process, before and after it"})
+        "unit": "each step's CPU seconds over the mean of two dense forwards' in its own process, before and after it"})
     out.write_text(json.dumps(report, indent=2) + "\n")
     print("| step | seconds | × dense forward | peak RSS (MB) |\n|---|---|---|---|")
     for label, r in report["results"].items():
