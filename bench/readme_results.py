@@ -1,12 +1,17 @@
-"""Write the results pages from a finished run of the default: docs/results.md (every table of config.yaml's
-studies, its figure and provenance line, the claims ledger), the README's results block (the Wanda table, its
+"""Write the results pages from finished runs: docs/results.md (every table of config.yaml's studies, its figure and
+provenance line, the claims ledger; with ``--extended FILE``, the tables of the studies that file adds and the
+ledger of the default and extended configurations together), the README's results block (the Wanda table, its
 figure, the ledger's summary line) and the figures under docs/figures/.
 
+Each ledger is the claims of claims.yaml evaluated as the workflow's last rule evaluates them
+(``pruneflow.report.claims``), over the tables of its configuration's studies found in results/tables/; a claim whose
+table is not there is "not run". Without ``--extended`` the page keeps the extended section it has.
 Run it right after the workflow, on the machine and checkout that ran it: the provenance line records this
-checkout's commit, this machine and this torch (``--provenance FILE`` gives a recorded one instead).
-Usage: PYTHONPATH=src .venv/bin/python bench/readme_results.py [--write] [--tables DIR] [--figures DIR]
-Without ``--write`` it prints the results page.
-"""
+checkout's commit, this machine and this torch (``--provenance FILE`` gives a recorded one instead, with the load
+the run shared the machine with). A default study that the extended file widens shows the rows of the last run
+that wrote its table.
+Usage: PYTHONPATH=src .venv/bin/python bench/readme_results.py [--write] [--extended config/extended.yaml]
+[--tables DIR] [--figures DIR]. Without ``--write`` it prints the results page."""
 
 import argparse
 import datetime
@@ -61,26 +66,37 @@ come from the jobs' benchmark files ([Artifacts](artifacts.md#costs)); `band_pct
 LEDGER_HEAD = """
 ## Claims ledger
 
-`claims.yaml` states each paper's key claims as comparisons over rows of the tables above; the workflow's
-last rule evaluates them into `results/tables/claims.csv`: **holds**, **does not hold**, **within noise** (closer
-to the claim's threshold than the rows' measured band) or **not run** (a row this configuration does not make:
-`config/extended.yaml` makes the others), with our numbers.
+`claims.yaml` states each paper's key claims as comparisons over rows of the tables above, evaluated as the
+workflow's last rule evaluates them into `results/tables/claims.csv`: **holds**, **does not hold**, **within noise**
+(closer to the claim's threshold than the rows' measured band) or **not run** (a row this configuration does not
+make: `config/extended.yaml` makes the others, [below](#extended-studies)), with our numbers.
 """
 
 
-def claims_block(tables: Path) -> str | None:
-    """The ledger as the pages show it, from ``claims.csv`` in ``tables`` (None when there is none)."""
-    from pruneflow.report.claims import ledger_markdown
+EXTENDED_HEAD = """
+## Extended studies
 
-    path = Path(tables) / "claims.csv"
-    if not path.is_file():
+The studies `{extended}` adds to the default's, as the workflow wrote their tables, each with its provenance.
+"""
+
+EXTENDED_LEDGER_HEAD = """
+### Claims ledger of the extended configuration
+
+The same claims over the default's tables and the extended studies' above: a claim is **not run** where its table
+was not made.
+"""
+
+
+def claims_block(tables: Path, studies, claims_file: Path = ROOT / "claims.yaml") -> str | None:
+    """The ledger as the pages show it: every claim of ``claims_file`` evaluated over the tables of ``studies`` in
+    ``tables`` (None when there is none of them)."""
+    from pruneflow.report.claims import evaluate, ledger_markdown, load_claims, read_bands, read_tables
+
+    paths = [Path(tables) / f"{study}.csv" for study in studies if (Path(tables) / f"{study}.csv").is_file()]
+    if not paths:
         return None
-    df = checked_table(path, keep_default_na=False, na_values=[""])
-    if "measured" not in df:  # a ledger written before claims had a measured outcome beside "within noise"
-        df["measured"] = ""
-    for column in ("comparison", "note", "within_band", "measured"):  # empty cells read back as NaN
-        df[column] = df[column].astype(object).where(df[column].notna(), "").astype(str)
-    return ledger_markdown(df)
+    claims, bands = load_claims(claims_file)
+    return ledger_markdown(evaluate(claims, read_tables(paths), read_bands(bands)))
 
 
 def fill(text: str, name: str, body: str) -> str:
@@ -132,6 +148,8 @@ def provenance_line(prov: dict, table: Path) -> str:
     flags = f" ({', '.join(prov['cpu_flags'])})" if prov.get("cpu_flags") else ""
     line = (f"*Provenance*: commit `{prov['commit']}`, {date}, {prov['machine']}, {prov['cpu']}{flags}, "
             f"{prov['cores']} cores, torch {prov['torch']}")
+    if prov.get("load"):  # what the run shared the machine with
+        line += f", {prov['load']}"
     scored = zeroshot_versions(table)
     return line + (f"; zero-shot scored with {scored}." if scored else ".")
 
@@ -156,9 +174,10 @@ def default_studies(config: Path) -> dict[str, str]:
     return {name: study.get("title", name) for name, study in studies.items()}
 
 
-def results_page(studies: dict[str, str], tables: Path, figures: Path, prov: dict, ledger: str, copy_to: Path | None) -> str:
-    """The results page; copies each study's figure into ``copy_to`` (docs/figures/) unless it is None."""
-    parts = [PAGE_HEAD]
+def study_sections(studies: dict[str, str], tables: Path, figures: Path, prov: dict, copy_to: Path | None) -> list[str]:
+    """Each made study's heading, table, figure and provenance line; copies each figure into ``copy_to`` (docs/figures/)
+    unless it is None."""
+    parts = []
     for study, title in studies.items():
         csv = tables / f"{study}.csv"
         if not csv.is_file():
@@ -173,8 +192,36 @@ def results_page(studies: dict[str, str], tables: Path, figures: Path, prov: dic
                 shutil.copyfile(png, copy_to / png.name)
             parts.append(f"![{title}](figures/{png.name})\n")
         parts.append(provenance_line(prov, csv) + "\n")
+    return parts
+
+
+def results_page(studies: dict[str, str], tables: Path, figures: Path, prov: dict, ledger: str, copy_to: Path | None,
+                 extended: str = "") -> str:
+    """The results page: the default's studies and ledger, then ``extended`` (the extended section, markers included)."""
+    parts = [PAGE_HEAD, *study_sections(studies, tables, figures, prov, copy_to)]
     parts.append(LEDGER_HEAD + f"\n<!-- claims ledger -->\n{ledger.strip()}\n<!-- end claims ledger -->\n")
+    if extended:
+        parts.append(extended.strip() + "\n")
     return "\n".join(parts)
+
+
+def extended_section(name: str, studies: dict[str, str], tables: Path, figures: Path, prov: dict, ledger: str,
+                     copy_to: Path | None) -> str:
+    """The extended section between its markers: the tables of the studies the extended file adds, the studies it
+    names that no table shows yet, and the ledger of both configurations."""
+    parts = [EXTENDED_HEAD.format(extended=name), *study_sections(studies, tables, figures, prov, copy_to)]
+    missing = [s for s in studies if not (tables / f"{s}.csv").is_file()]
+    if missing:
+        parts.append("Not run here yet: " + ", ".join(f"`{s}`" for s in missing) + ".\n")
+    parts.append(EXTENDED_LEDGER_HEAD + f"\n<!-- extended claims ledger -->\n{ledger.strip()}\n<!-- end extended claims ledger -->\n")
+    return "<!-- extended results -->\n" + "\n".join(parts) + "<!-- end extended results -->"
+
+
+def kept_extended_section(page: Path) -> str:
+    """The extended section of an existing results page, markers included ("" when it has none)."""
+    text = page.read_text() if page.is_file() else ""
+    start, end = "<!-- extended results -->", "<!-- end extended results -->"
+    return text[text.index(start):text.index(end) + len(end)] if start in text and end in text else ""
 
 
 def readme_block(tables: Path, ledger: str) -> str:
@@ -190,23 +237,40 @@ def main(argv=None) -> None:
     parser.add_argument("--tables", type=Path, default=TABLES)
     parser.add_argument("--figures", type=Path, default=FIGURES)
     parser.add_argument("--config", type=Path, default=ROOT / "config.yaml", help="whose studies the page shows")
+    parser.add_argument("--extended", type=Path, help="a config file merged onto --config (config/extended.yaml): its "
+                        "section and ledger are written too")
+    parser.add_argument("--claims", type=Path, default=ROOT / "claims.yaml")
     parser.add_argument("--docs", type=Path, default=ROOT / "docs")
     parser.add_argument("--readme", type=Path, default=ROOT / "README.md")
     parser.add_argument("--provenance", type=Path, help="a recorded provenance (JSON) instead of this checkout's and machine's")
     parser.add_argument("--write", action="store_true", help="write docs/results.md, docs/figures/ and the README's block")
     args = parser.parse_args(argv)
-    ledger = claims_block(args.tables)
+    studies = default_studies(args.config)
+    ledger = claims_block(args.tables, studies, args.claims)
     if ledger is None:
-        sys.exit(f"{args.tables / 'claims.csv'}: no such file (run the workflow first)")
+        sys.exit(f"{args.tables}: no table of {args.config}'s studies (run the workflow first)")
     prov = json.loads(args.provenance.read_text()) if args.provenance else provenance()
     copy_to = args.docs / "figures" if args.write else None
-    page = results_page(default_studies(args.config), args.tables, args.figures, prov, ledger, copy_to)
+    extended = kept_extended_section(args.docs / "results.md")
+    if args.extended:
+        added = {s: t for s, t in default_studies(args.extended).items() if s not in studies}
+        both = claims_block(args.tables, {**studies, **added}, args.claims)
+        extended = extended_section(_shown(args.extended), added, args.tables, args.figures, prov, both, copy_to)
+    page = results_page(studies, args.tables, args.figures, prov, ledger, copy_to, extended)
     if not args.write:
         print(page)
         return
     (args.docs / "results.md").write_text(page)
     args.readme.write_text(fill(args.readme.read_text(), "results", readme_block(args.tables, ledger)))
     print(f"wrote {args.docs / 'results.md'}, {args.docs / 'figures'} and the results block of {args.readme}", file=sys.stderr)
+
+
+def _shown(path: Path) -> str:
+    """A config file as the page names it: relative to the checkout where it lies in it."""
+    try:
+        return str(path.resolve().relative_to(ROOT))
+    except ValueError:
+        return str(path)
 
 
 if __name__ == "__main__":

@@ -12,6 +12,7 @@ from pruneflow.report.claims import ClaimsError, load_claims
 from pruneflow.spec.config import (
     NAME,
     ConfigError,
+    cache_channel_sums,
     cache_grams,
     coerce_cli_values,
     duplicate_names,
@@ -110,6 +111,16 @@ wildcard_constraints:
 def as_json(value):
     """Params are compared as strings: serialise with sorted keys so key order never reruns a job."""
     return json.dumps(value, sort_keys=True)
+
+
+def cache_contents(config):
+    """The activation cache's param: what it holds beyond the squared sums (a changed value reruns it). Snakemake
+    compares the set of a job's param values, so a cache without channel sums keeps the value it always had (the
+    Gram switch alone)."""
+    gram = cache_grams(config)
+    if not cache_channel_sums(config):
+        return gram
+    return "gram, channel sums" if gram else "channel sums"
 
 
 def variant_dir(wildcards):

@@ -57,7 +57,7 @@ rule activation_cache:
         runtime=RUNTIME_MIN["activation_cache"],
         gpu=GPU,
     params:
-        gram=cache_grams(config),  # a changed setting reruns the cache (params trigger)
+        contents=cache_contents(config),  # Gram matrices, channel sums: a changed value reruns the cache
     script:
         "../scripts/build_activation_cache.py"
 

@@ -5,6 +5,7 @@ from pruneflow.core.runtime import job, resolve_device, runtime_settings
 from pruneflow.core.stream import open_stream
 from pruneflow.data.calibration import load_calibration
 from pruneflow.prune.dense_stream import build_activation_cache
+from pruneflow.spec.config import cache_channel_sums, cache_grams
 
 rt = runtime_settings(snakemake.config)
 with job(snakemake.log[0], snakemake.threads, gpus=snakemake.resources.get("gpu", 0)):
@@ -12,5 +13,6 @@ with job(snakemake.log[0], snakemake.threads, gpus=snakemake.resources.get("gpu"
     stream = open_stream(snakemake.input.model, tokenizer=False)
     calib = load_calibration(snakemake.input.calib)
     with artifact_folder(snakemake.output[0]) as out:
-        sizes = build_activation_cache(stream, calib, out, rt["batch_size"], device, gram=snakemake.params.gram)
+        sizes = build_activation_cache(stream, calib, out, rt["batch_size"], device, gram=cache_grams(snakemake.config),
+                                       channel_sums=cache_channel_sums(snakemake.config))
         write_json(out / "summary.json", sizes)

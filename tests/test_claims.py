@@ -248,22 +248,22 @@ def _results_run(tmp_path):
         _claim("a", [{**W, "method": "wanda", "pattern": 0.5}, {**W, "method": "magnitude", "pattern": 0.5}]),
         _claim("e", [{"table": "recon_sweep", "method": "wanda"}, {**W, "method": "wanda", "pattern": 0.5}]),
     ]))
-    _csv(evaluate(claims, _tables()), tables / "claims.csv")
+    (tables / "claims.md").write_text(ledger_markdown(evaluate(claims, {"wanda_table": _tables()["wanda_table"]})))
     config = tmp_path / "config.yaml"
     config.write_text(yaml.safe_dump({"studies": {"wanda_table": {"title": "The Wanda table"}, "perp_table": {}}}))
     readme = tmp_path / "README.md"
     readme.write_text("intro\n<!-- results -->\nold rows\n<!-- end results -->\nafter\n")
     args = ["--tables", str(tables), "--figures", str(figures), "--config", str(config), "--docs", str(docs),
-            "--readme", str(readme), "--write"]
+            "--readme", str(readme), "--claims", str(tmp_path / "claims.yaml"), "--write"]
     return args, docs, readme
 
 
 def test_results_generator_writes_the_page_the_figures_and_the_readme_block(tmp_path):
-    """bench/readme_results.py renders the ledger from claims.csv (none without one), writes docs/results.md with
-    each table of the config's studies, its figure and provenance line, copies the figure, and refreshes only the
-    README's results block."""
+    """bench/readme_results.py evaluates the ledger over the config's tables (none without one), writes
+    docs/results.md with each table of the config's studies, its figure and provenance line, copies the figure, and
+    refreshes only the README's results block."""
     readme_results = bench_module("readme_results")
-    assert readme_results.claims_block(tmp_path) is None
+    assert readme_results.claims_block(tmp_path, {"wanda_table": "t"}) is None
     args, docs, readme = _results_run(tmp_path)
     (tmp_path / "prov.json").write_text(json.dumps({"commit": "abc1234", "date": "2026-12-01", "machine": "Linux-x86_64",
                                                    "cpu": "Some CPU", "cpu_flags": ["avx2", "avx512f"], "cores": 2, "torch": "2.13.0+cpu"}))
@@ -280,7 +280,9 @@ def test_results_generator_writes_the_page_the_figures_and_the_readme_block(tmp_
     assert text.startswith("intro\n<!-- results -->\n| method ") and text.endswith("<!-- end results -->\nafter\n")
     assert "old rows" not in text and "![Wanda table](docs/figures/wanda_table.png)" in text
     assert "Claims ledger: 2 claims: 1 holds, 0 does not hold, 0 within noise, 1 not run." in text
-    filled = readme_results.fill(text, "results", readme_results.readme_block(tmp_path / "tables", readme_results.claims_block(tmp_path / "tables")))
+    ledger = readme_results.claims_block(tmp_path / "tables", {"wanda_table": "t", "perp_table": "t"}, tmp_path / "claims.yaml")
+    assert ledger == (tmp_path / "tables" / "claims.md").read_text()  # what the workflow's claims rule wrote
+    filled = readme_results.fill(text, "results", readme_results.readme_block(tmp_path / "tables", ledger))
     assert filled == text  # refreshing twice changes nothing
 
 
@@ -324,3 +326,54 @@ def test_results_provenance_names_the_libraries_that_scored_zero_shot(tmp_path):
     prov = {"commit": "abc", "date": "2026-12-01", "machine": "L", "cpu": "C", "cores": 2, "torch": "2.13.0+cpu"}
     assert readme_results.provenance_line(prov, table).endswith(
         "torch 2.13.0+cpu; zero-shot scored with lm_eval 0.4.13, transformers 5.25.0, torch 2.13.0+cpu.")
+
+
+def test_rows_are_picked_by_refinement_and_allocation_and_borrow_no_band(tmp_path):
+    """A refined or reallocated variant shares its criterion and pattern with the plain one: the selectors tell them
+    apart, and the plain row's measured band is not the refined row's (its own row ends up unbanded)."""
+    table = pd.DataFrame({
+        "model": "m", "method": ["dense", "wanda", "wanda", "wanda"], "pattern": [None, "0.5", "0.5", "0.5"],
+        "stream": ["-", "sequential"] * 2, "refinement": ["-", "none", "dsnot", "none"],
+        "allocation": ["-", "uniform", "uniform", "alphapruning"], "perplexity": [13.8, 36.0, 35.9, 35.5],
+    })
+    T = {"table": "new"}
+    claims, _ = load_claims(_claims(tmp_path, [
+        _claim("dsnot", [{**T, "refinement": "dsnot"}, {**T, "refinement": "none", "allocation": "uniform"}]),
+        _claim("alpha", [{**T, "allocation": "alphapruning"}, {**T, "allocation": "uniform", "refinement": "none"}]),
+        _claim("both", [{**T, "refinement": "dsnot"}, {**T, "allocation": "alphapruning"}]),
+    ]), {"new": "unstructured"})
+    bands = [{"model": "m", "method": "wanda", "pattern": "0.5", "stream": "sequential", "band_pct": 2.0}]
+    df = evaluate(claims, {"new": table}, bands).set_index("id")
+    assert df.outcome.to_dict() == {"dsnot": "within noise", "alpha": "within noise", "both": "does not hold"}
+    assert df.loc["both", "within_band"] == ""  # neither row is the plain criterion's: no band applies
+    with pytest.raises(ClaimsError, match="picks 2 rows"):
+        evaluate(load_claims(_claims(tmp_path, [_claim("x", [{**T, "refinement": "none"}, {**T, "refinement": "dsnot"}])]))[0],
+                 {"new": table})
+
+
+def test_results_generator_adds_the_extended_section_and_keeps_it(tmp_path):
+    """With --extended, the page gets the tables of the studies that file adds (one made, one not yet), and a second
+    ledger over both configurations' tables; the default's ledger leaves the extended claim not run. Regenerating the
+    default's part alone keeps that section."""
+    readme_results = bench_module("readme_results")
+    args, docs, _ = _results_run(tmp_path)
+    new = _tables()["wanda_table"].assign(method=["dense", "magnitude", "sparsegpt", "ria", "magnitude", "sparsegpt", "ria"])
+    new.to_csv(tmp_path / "tables" / "ria_table.csv", index=False)
+    extended = tmp_path / "extended.yaml"
+    extended.write_text(yaml.safe_dump({"studies": {"ria_table": {"title": "RIA"}, "alps_table": {}, "wanda_table": {}}}))
+    claims = yaml.safe_load((tmp_path / "claims.yaml").read_text())
+    claims["claims"].append(_claim("r", [{"table": "ria_table", "method": "ria", "pattern": 0.5}, {**W, "method": "magnitude", "pattern": 0.5}]))
+    (tmp_path / "claims.yaml").write_text(yaml.safe_dump(claims))
+    (tmp_path / "prov.json").write_text(json.dumps({"commit": "abc1234", "date": "2026-12-07", "machine": "Linux", "cpu": "CPU",
+                                                   "cores": 2, "torch": "2.13.0+cpu", "load": "load average 9.5"}))
+    readme_results.main([*args, "--extended", str(extended), "--provenance", str(tmp_path / "prov.json")])
+    page = (docs / "results.md").read_text()
+    default = page.split("<!-- claims ledger -->")[1].split("<!-- end claims ledger -->")[0]
+    section = page.split("<!-- extended results -->")[1].split("<!-- end extended results -->")[0]
+    assert "| P | claim r | - | **not run** (table ria_table was not made" in default
+    assert "## RIA\n\n`results/tables/ria_table.csv`" in section and "## wanda_table" not in section  # the added studies only
+    assert "Not run here yet: `alps_table`." in section and "torch 2.13.0+cpu, load average 9.5." in section
+    ledger = section.split("<!-- extended claims ledger -->")[1]
+    assert "| P | claim r | ria 0.5 36.06 < magnitude 0.5 302.8 | **holds** |" in ledger and "3 claims: 2 holds" in ledger
+    readme_results.main(args)  # the default's part again: the extended section stays as it was
+    assert (docs / "results.md").read_text().split("<!-- extended results -->")[1] == page.split("<!-- extended results -->")[1]

@@ -168,3 +168,16 @@ def test_eval_batch_size_is_a_number_or_auto_and_perplexity_reads_auto_as_four(d
         validate_config(config)
     assert [window_batch_size({"eval_batch_size": v}) for v in ("auto", 16)] == [4, 16]
     assert window_batch_size({}) == with_defaults(default_config)["runtime"]["eval_batch_size"] == 4
+
+
+def test_the_cache_stores_channel_sums_only_for_a_dense_stream_method_reading_channel_means(default_config):
+    from pruneflow.spec.config import cache_channel_sums
+
+    assert not cache_channel_sums(default_config)  # the default's cache keeps its bytes
+    study = {"criteria": ["wanda"], "patterns": [0.7], "stream": "sequential", "refinements": ["none", "dsnot"]}
+    config = {**default_config, "studies": {**default_config["studies"], "dsnot": study}}
+    validate_config(config)
+    assert not cache_channel_sums(config)  # the sequential stream collects its own statistics
+    config["studies"]["dsnot"] = {**study, "stream": "dense"}
+    validate_config(config)
+    assert cache_channel_sums(config)

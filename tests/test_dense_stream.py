@@ -82,3 +82,33 @@ def test_norms_only_cache_serves_wanda_identically_and_is_small(tmp_path, calib_
     b = {i: masks_from_scores(s, pattern, crit) for i, s in model_scores(model, crit, tmp_path / "norms")}
     assert all(torch.equal(a[i][n], b[i][n]) for i in a for n in a[i])
     assert full["bytes_per_block"][0] > 10 * norms["bytes_per_block"][0]
+
+
+def test_channel_sums_only_where_asked_and_dsnot_from_the_cache_equals_the_in_memory_dense_stream(tmp_path, calib_ids):
+    """A cache keeps its former contents unless channel sums are asked for (DSnoT on the dense stream); with them,
+    the float64 sums and the sample count round-trip exactly and DSnoT's masks equal the in-memory dense stream's."""
+    from pruneflow.core.artifacts import block_file, load_tensors
+
+    criterion, pattern = get_criterion("wanda", refinement=("dsnot", {})), parse_pattern(0.7)
+    reference, _ = build_tiny_model()
+    expected = dict(prune_model(reference, criterion, pattern, calib_ids, "dense", batch_size=8))
+    model, _ = build_tiny_model()
+    plain = build_activation_cache(model, calib_ids, tmp_path / "plain", batch_size=8, gram=False)
+    sums = build_activation_cache(model, calib_ids, tmp_path / "sums", batch_size=8, gram=False, channel_sums=True)
+    tensors, meta = load_tensors(block_file(tmp_path / "plain", 0))
+    assert all(n.endswith(".sq_sum") for n in tensors) and "samples" not in meta  # the cache as it always was
+    hidden, inter = 64, 128
+    assert abs(sums["bytes_per_block"][0] - plain["bytes_per_block"][0] - 8 * (3 * hidden + inter)) < 512  # + float64 sums
+
+    arch = architecture_of(model)
+    block0 = arch.get_blocks(model)[0]
+    direct, _ = collect_stats(block0, arch.block_linears(block0), capture_block_inputs(model, calib_ids, 3), gram=False)
+    cached = load_block_stats(tmp_path / "sums", 0)
+    for name in direct:
+        assert torch.equal(cached[name].channel_sum, direct[name].channel_sum) and cached[name].samples == 8
+    assert load_block_stats(tmp_path / "plain", 0)["mlp.down_proj"].channel_sum is None
+
+    from pruneflow.prune.dense_stream import masks_by_score
+
+    got = dict(masks_by_score(model, criterion, pattern, tmp_path / "sums"))
+    assert all(torch.equal(got[i][n], expected[i][n]) for i in expected for n in expected[i])

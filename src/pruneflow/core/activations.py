@@ -291,10 +291,13 @@ class InputStats:
         if self._gram is not None and self._gram.dtype != self.dtype:
             self._gram = self._final_gram().to(self.dtype)
 
-    def export(self, name: str) -> dict[str, torch.Tensor]:
-        """``{name.sq_sum, name.gram}`` in the statistics' dtype for storage; frees the float64 sums (the statistics are final)."""
+    def export(self, name: str, channel_sums: bool = False) -> dict[str, torch.Tensor]:
+        """``{name.sq_sum, name.gram}`` in the statistics' dtype for storage, and with ``channel_sums`` ``name.sum``
+        (float64, as summed: DSnoT's means); frees the float64 sums (the statistics are final)."""
         out = {f"{name}.sq_sum": self.sq_sum}
         self._sq_sum = None
+        if channel_sums:
+            out[f"{name}.sum"], self._sum = self._sum, None
         if self._gram is not None:
             out[f"{name}.gram"], self._gram = self._final_gram().to(self.dtype), None
         return out

@@ -9,6 +9,8 @@ it reads the cached Gram matrices and runs as one step.
 
 Disk cost of the cache per block, float32: 4 · Σ_groups (d_in + d_in²) bytes; for a LLaMA block
 with hidden h and intermediate f: 4 · (3h + f + 3h² + f²) (q/k/v, o, gate/up inputs are h wide).
+Where a method reads channel means (DSnoT), each input channel's sum is stored too, in float64:
+8 · Σ_groups d_in more (8 · (3h + f)), and the number of calibration samples.
 """
 
 from __future__ import annotations
@@ -29,10 +31,12 @@ from pruneflow.spec.patterns import block_patterns
 
 
 @torch.no_grad()
-def build_activation_cache(model, calib_ids: torch.Tensor, folder, batch_size: int = 8, device="cpu", gram: bool = True) -> dict:
-    """One dense pass; write ``block<i>.safetensors`` with ``<linear>.sq_sum`` [in] (and ``<linear>.gram`` [in, in])
-    for the first linear of each input group. ``model``: in memory, or a :class:`~pruneflow.core.stream.ModelStream`.
-    Returns sizes for the disk-cost formulas of docs/artifacts.md."""
+def build_activation_cache(model, calib_ids: torch.Tensor, folder, batch_size: int = 8, device="cpu", gram: bool = True,
+                           channel_sums: bool = False) -> dict:
+    """One dense pass; write ``block<i>.safetensors`` with ``<linear>.sq_sum`` [in] (and ``<linear>.gram`` [in, in];
+    with ``channel_sums``, ``<linear>.sum`` [in] and the sample count) for the first linear of each input group.
+    ``model``: in memory, or a :class:`~pruneflow.core.stream.ModelStream`. Returns sizes for the disk-cost formulas
+    of docs/artifacts.md."""
     model = ModelStream.wrap(model)
     arch = model.arch
     inputs = capture_block_inputs(model.model, calib_ids, batch_size, device)
@@ -41,9 +45,11 @@ def build_activation_cache(model, calib_ids: torch.Tensor, folder, batch_size: i
         groups = input_groups(arch)
         stats, outputs = collect_stats(block, arch.block_linears(block), inputs, gram, groups)
         meta = {"count": str(stats[groups[0][0]].count), "groups": ";".join(",".join(g) for g in groups)}
+        if channel_sums:  # only then: every other cache keeps its bytes
+            meta["samples"] = str(stats[groups[0][0]].samples)
         tensors = {}
         for group in groups:  # group by group, so a block's float64 sums and float32 copies are never all held
-            tensors.update(stats[group[0]].export(group[0]))
+            tensors.update(stats[group[0]].export(group[0], channel_sums))
         del stats
         save_tensors(block_file(folder, index), tensors, metadata=meta)
         sizes.append(block_file(folder, index).stat().st_size)
@@ -53,11 +59,12 @@ def build_activation_cache(model, calib_ids: torch.Tensor, folder, batch_size: i
 
 def load_block_stats(folder, index: int, device="cpu", gram: bool = True) -> dict[str, InputStats]:
     """{linear name: InputStats} for one block (linears of one group share the object); ``gram=False``: the
-    squared sums only (Wanda, OWL), the Gram matrices never held."""
+    squared sums only (Wanda, OWL), the Gram matrices never held. Channel sums where the cache stores them."""
     tensors, meta = load_tensors(block_file(folder, index), device, keep=None if gram else (lambda n: not n.endswith(".gram")))
     out = {}
     for group in (g.split(",") for g in meta["groups"].split(";")):
-        stats = InputStats.from_tensors(int(meta["count"]), tensors[f"{group[0]}.sq_sum"], tensors.get(f"{group[0]}.gram"))
+        stats = InputStats.from_tensors(int(meta["count"]), tensors[f"{group[0]}.sq_sum"], tensors.get(f"{group[0]}.gram"),
+                                        tensors.get(f"{group[0]}.sum"), int(meta.get("samples", 0)))
         out.update({name: stats for name in group})
     return out
 

@@ -45,8 +45,8 @@ CLAIM_KEYS = ("id", "paper", "claim", "source", "compare", "holds_if", "toleranc
 REQUIRED = ("id", "paper", "claim", "compare", "holds_if")
 # Columns a selector may name, per kind of study table (pruneflow.report.tables builds them).
 SELECTOR_COLUMNS = {
-    "unstructured": ("method", "pattern", "stream", "calibration"),
-    "recovery": ("method", "pattern", "stream", "calibration", "recovery"),
+    "unstructured": ("method", "pattern", "stream", "calibration", "allocation", "refinement", "settings"),
+    "recovery": ("method", "pattern", "stream", "calibration", "allocation", "refinement", "settings", "recovery"),
     "structured": ("criterion", "target", "ratio", "reconstruction", "damping"),
 }
 
@@ -193,6 +193,8 @@ def _row_band(row: pd.Series, bands: list[dict]) -> float | None:
     for band in bands:
         if band.get("model") != row.get("model") or ("recovery" in row and _spell(row["recovery"]) != "none"):
             continue
+        if _spell(row.get("allocation", "uniform")) != "uniform" or _spell(row.get("refinement", "none")) != "none":
+            continue  # bands are measured for a criterion's own mask under uniform sparsity
         if "calibration" in band and "calibration" in row and band["calibration"] != row["calibration"]:
             continue
         if _spell(band.get("method")) == _spell(row.get("method")) and _spell(band.get("pattern")) == _spell(row.get("pattern")) \

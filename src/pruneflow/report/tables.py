@@ -57,8 +57,9 @@ def plot_ppl_vs_sparsity(df: pd.DataFrame, png: str, pdf: str, title: str = "") 
     ``df`` needs columns: method, pattern, sparsity, perplexity (dense row: method 'dense').
     """
     pruned = df[df.method != "dense"]
-    if "allocation" in pruned and pruned.allocation.nunique() > 1:  # one line per method and allocation
-        pruned = pruned.assign(method=pruned.method + " " + pruned.allocation)
+    for column in ("allocation", "refinement"):  # one line (or bar) per method and allocation, per refinement
+        if column in pruned and pruned[column].nunique() > 1:
+            pruned = pruned.assign(method=pruned.method + " " + pruned[column])
     is_nm = pruned.pattern.astype(str).str.contains(":")
     with plt.rc_context(STYLE):
         fig, ax = plt.subplots()
@@ -137,9 +138,8 @@ def study_rows(model: str, ppl: list[dict], sparsity: list[dict], summaries: lis
         df["recover_peak_mb"] = [s.get("recover_peak_memory_mb", float("nan")) for s in summaries]
     if any("allocation" in s for s in summaries):  # uniform, or the allocation's path token (owl-m5-l0.08)
         df.insert(5, "allocation", [allocation_label(s) for s in summaries])
-    if any("refinement" in s for s in summaries):  # a mask refinement after the criterion, with its settings
-        df.insert(2, "refinement", [(f"{s['refinement']} {settings_label(s.get('refinement_settings'))}".removesuffix(" -")
-                                     if s.get("refinement") else "-") for s in summaries])
+    if any("refinement" in s for s in summaries):  # a mask refinement after the criterion, with its changed settings
+        df.insert(2, "refinement", [refinement_label(s) for s in summaries])
     if any("criterion_settings" in s for s in summaries):  # the criterion's hyperparameters that are not its defaults
         df.insert(2, "settings", [settings_label(s.get("criterion_settings")) for s in summaries])
     if reference:
@@ -219,6 +219,15 @@ def allocation_label(summary: dict) -> str:
     entry = registry.get("allocation", summary["allocation"])  # summaries written before the token was recorded
     settings = {param: summary[key] for key, param in entry.options.get("study_keys", {}).items()}
     return naming.Part.of("allocation", {"name": entry.name, **settings}).token
+
+
+def refinement_label(summary: dict) -> str:
+    """A variant's mask refinement and the settings it changed from their defaults (``dsnot``, ``dsnot max_cycles=10``);
+    ``none`` for a pruned variant without one, ``-`` for the dense model."""
+    if not summary.get("refinement"):
+        return "none" if summary.get("criterion") else "-"
+    changed = registry.get("refinement", summary["refinement"]).changed(summary.get("refinement_settings", {}))
+    return f"{summary['refinement']} {settings_label(changed)}".removesuffix(" -")
 
 
 def settings_label(settings: dict | None) -> str:

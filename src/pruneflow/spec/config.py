@@ -31,6 +31,7 @@ from pruneflow.spec.naming import (
     parse_structured_reconstruction,
     spec_name,
     study_allocations,
+    study_methods,
 )
 from pruneflow.spec.patterns import PatternError, parse_pattern
 from pruneflow.spec.recovery import granularity_problem
@@ -391,6 +392,17 @@ def _check_sensitivity(key: str, study: dict, config: dict) -> None:
 def cache_grams(config: dict) -> bool:
     """Whether the dense-stream activation cache stores Gram matrices."""
     return with_defaults(config)["activations"]["gram"]
+
+
+def cache_channel_sums(config: dict) -> bool:
+    """Whether the dense-stream activation cache stores each input channel's sum (and the sample count): only where a
+    variant that reads the cache names a method needing channel means (DSnoT), so every other cache keeps its bytes."""
+    for study in config.get("studies", {}).values():
+        if study.get("kind", "unstructured") in ("unstructured", "recovery"):  # a sensitivity study refines nothing
+            for method in study_methods(study):
+                if method.stream == "dense" and any("channel_means" in p.entry.needs for p in (method.scorer, method.refinement) if p):
+                    return True
+    return False
 
 
 def _check_structured(key, study):
