@@ -358,7 +358,7 @@ def test_results_generator_adds_the_extended_section_and_keeps_it(tmp_path):
     readme_results = bench_module("readme_results")
     args, docs, _ = _results_run(tmp_path)
     new = _tables()["wanda_table"].assign(method=["dense", "magnitude", "sparsegpt", "ria", "magnitude", "sparsegpt", "ria"])
-    new.to_csv(tmp_path / "tables" / "ria_table.csv", index=False)
+    _csv(new, tmp_path / "tables" / "ria_table.csv")
     extended = tmp_path / "extended.yaml"
     extended.write_text(yaml.safe_dump({"studies": {"ria_table": {"title": "RIA"}, "alps_table": {}, "wanda_table": {}}}))
     claims = yaml.safe_load((tmp_path / "claims.yaml").read_text())

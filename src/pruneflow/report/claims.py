@@ -39,6 +39,8 @@ from pathlib import Path
 import pandas as pd
 import yaml
 
+from pruneflow.spec import registry
+
 OPS = ("<", ">", "~")
 OUTCOMES = ("holds", "does not hold", "within noise", "not run")
 CLAIM_KEYS = ("id", "paper", "claim", "source", "compare", "holds_if", "tolerance", "column")
@@ -193,7 +195,8 @@ def _row_band(row: pd.Series, bands: list[dict]) -> float | None:
     for band in bands:
         if band.get("model") != row.get("model") or ("recovery" in row and _spell(row["recovery"]) != "none"):
             continue
-        if _spell(row.get("allocation", "uniform")) != "uniform" or _spell(row.get("refinement", "none")) != "none":
+        uniform = registry.implicit("allocation")
+        if _spell(row.get("allocation", uniform)) != uniform or _spell(row.get("refinement", "none")) != "none":
             continue  # bands are measured for a criterion's own mask under uniform sparsity
         if "calibration" in band and "calibration" in row and band["calibration"] != row["calibration"]:
             continue
