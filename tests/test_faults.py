@@ -258,7 +258,8 @@ def test_a_corpus_appended_during_its_job_and_then_put_back_gives_the_clean_runs
     original, clean = corpus.read_bytes(), load_json(copy_of / DENSE_PPL)["perplexity"]
     added = "".join(f"\n\nNew document {i}: rain fell on the hills and the rivers rose by noon." for i in range(6))
     _edit_keeping_time(corpus, lambda p: p.write_bytes(original + added.encode()))
-    assert planned(copy_of, *TARGETS)[0] == {"corpus": 1, "calibration": 1, "perplexity": 1}  # magnitude reads no text
+    # magnitude reads no text; SparseGPT's cache and variant read the calibration samples
+    assert planned(copy_of, *TARGETS)[0] == {"corpus": 1, "calibration": 1, "activation_cache": 1, "prune_from_cache": 1, "perplexity": 2}
     run = snakemake(copy_of, *TARGETS)
     assert "corpus.txt: changed since results/corpora/text/calib.jsonl was made from it" in run.stdout + run.stderr
     clean_splits = corpus_splits({"source": "text", "path": str(corpus), "eval_fraction": 0.5})  # a clean run's
@@ -275,7 +276,8 @@ def test_a_local_models_config_changed_during_the_model_job_is_read_again(copy_o
     config = copy_of / "model" / "config.json"
     _edit_keeping_time(config, lambda p: p.write_text(p.read_text().replace('"rms_norm_eps": 1e-06', '"rms_norm_eps": 1e-05')))
     rules, _ = planned(copy_of, *TARGETS)
-    assert rules == {"model": 1, "calibration": 1, "prune_by_score": 1, "perplexity": 1}  # the corpus does not read the model
+    # the corpus does not read the model; everything else does
+    assert rules == {"model": 1, "calibration": 1, "prune_by_score": 1, "activation_cache": 1, "prune_from_cache": 1, "perplexity": 2}
     snakemake(copy_of, "results/tiny/dense")
     stored = copy_of / "results/tiny/dense/model/config.json"
     assert json.loads(stored.read_text())["rms_norm_eps"] == 1e-05
@@ -297,7 +299,7 @@ def test_an_edit_of_the_code_a_step_runs_plans_it_again_and_a_comment_does_not(c
     assert planned(copy_of, *TARGETS, checkout=checkout)[0] == {}
     module.write_text(module.read_text() + "EDITED = True\n")  # code: perplexity jobs run it, nothing else does
     rules, reasons = planned(copy_of, *TARGETS, checkout=checkout)
-    assert rules == {"perplexity": 1} and any("Params have changed" in r for r in reasons)
+    assert rules == {"perplexity": 2} and any("Params have changed" in r for r in reasons)  # the dense model's and SparseGPT's
 
 
 # ---------------------------------------------------------------- corrupted artifacts (issue #13)
