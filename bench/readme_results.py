@@ -8,10 +8,12 @@ Each ledger is the claims of claims.yaml evaluated as the workflow's last rule e
 table is not there is "not run". Without ``--extended`` the page keeps the extended section it has.
 Run it right after the workflow, on the machine and checkout that ran it: the provenance line records this
 checkout's commit, this machine and this torch (``--provenance FILE`` gives a recorded one instead, with the load
-the run shared the machine with). A default study that the extended file widens shows the rows of the last run
-that wrote its table.
-Usage: PYTHONPATH=src .venv/bin/python bench/readme_results.py [--write] [--extended config/extended.yaml]
-[--tables DIR] [--figures DIR]. Without ``--write`` it prints the results page."""
+the run shared the machine with). A default study that the extended file widens is written by both runs: its
+default table comes from ``--tables`` and its widened rows, shown in the extended section without a figure, from
+``--extended-tables`` (keep a copy of the default run's tables and figures before running the extended file).
+Usage: PYTHONPATH=src .venv/bin/python bench/readme_results.py [--write] [--tables DIR] [--figures DIR]
+[--extended config/extended.yaml [--extended-tables DIR] [--extended-figures DIR] [--extended-provenance FILE]].
+Without ``--write`` it prints the results page."""
 
 import argparse
 import datetime
@@ -77,6 +79,13 @@ EXTENDED_HEAD = """
 ## Extended studies
 
 The studies `{extended}` adds to the default's, as the workflow wrote their tables, each with its provenance.
+"""
+
+WIDENED_HEAD = """
+### Default studies widened by the extended configuration
+
+The extended file widens these default studies (more patterns, ratios, tasks or rows); their tables as that run
+wrote them, the default's rows included (figures: the default's, above).
 """
 
 EXTENDED_LEDGER_HEAD = """
@@ -174,19 +183,20 @@ def default_studies(config: Path) -> dict[str, str]:
     return {name: study.get("title", name) for name, study in studies.items()}
 
 
-def study_sections(studies: dict[str, str], tables: Path, figures: Path, prov: dict, copy_to: Path | None) -> list[str]:
-    """Each made study's heading, table, figure and provenance line; copies each figure into ``copy_to`` (docs/figures/)
-    unless it is None."""
+def study_sections(studies: dict[str, str], tables: Path, figures: Path | None, prov: dict, copy_to: Path | None,
+                   level: str = "##") -> list[str]:
+    """Each made study's heading, table, figure (none when ``figures`` is None) and provenance line; copies each figure
+    into ``copy_to`` (docs/figures/) unless it is None."""
     parts = []
     for study, title in studies.items():
         csv = tables / f"{study}.csv"
         if not csv.is_file():
             print(f"{csv}: no such table, left out", file=sys.stderr)
             continue
-        parts.append(f"## {title}\n\n`results/tables/{study}.csv`\n")
+        parts.append(f"{level} {title}\n\n`results/tables/{study}.csv`\n")
         parts.append(read_table(csv, study).to_markdown(index=False, floatfmt=".4g") + "\n")
-        png = figures / f"{study}.png"
-        if png.is_file():
+        png = figures / f"{study}.png" if figures is not None else None
+        if png is not None and png.is_file():
             if copy_to is not None:
                 copy_to.mkdir(parents=True, exist_ok=True)
                 shutil.copyfile(png, copy_to / png.name)
@@ -206,13 +216,16 @@ def results_page(studies: dict[str, str], tables: Path, figures: Path, prov: dic
 
 
 def extended_section(name: str, studies: dict[str, str], tables: Path, figures: Path, prov: dict, ledger: str,
-                     copy_to: Path | None) -> str:
+                     copy_to: Path | None, widened: dict[str, str] | None = None) -> str:
     """The extended section between its markers: the tables of the studies the extended file adds, the studies it
-    names that no table shows yet, and the ledger of both configurations."""
+    names that no table shows yet, the ``widened`` default studies' tables (no figure), and the ledger of both
+    configurations."""
     parts = [EXTENDED_HEAD.format(extended=name), *study_sections(studies, tables, figures, prov, copy_to)]
     missing = [s for s in studies if not (tables / f"{s}.csv").is_file()]
     if missing:
         parts.append("Not run here yet: " + ", ".join(f"`{s}`" for s in missing) + ".\n")
+    if widened and (shown := study_sections(widened, tables, None, prov, None, level="####")):
+        parts += [WIDENED_HEAD, *shown]
     parts.append(EXTENDED_LEDGER_HEAD + f"\n<!-- extended claims ledger -->\n{ledger.strip()}\n<!-- end extended claims ledger -->\n")
     return "<!-- extended results -->\n" + "\n".join(parts) + "<!-- end extended results -->"
 
@@ -239,6 +252,9 @@ def main(argv=None) -> None:
     parser.add_argument("--config", type=Path, default=ROOT / "config.yaml", help="whose studies the page shows")
     parser.add_argument("--extended", type=Path, help="a config file merged onto --config (config/extended.yaml): its "
                         "section and ledger are written too")
+    parser.add_argument("--extended-tables", type=Path, help="the extended run's tables (default: --tables)")
+    parser.add_argument("--extended-figures", type=Path, help="the extended run's figures (default: --figures)")
+    parser.add_argument("--extended-provenance", type=Path, help="the extended run's recorded provenance (default: --provenance)")
     parser.add_argument("--claims", type=Path, default=ROOT / "claims.yaml")
     parser.add_argument("--docs", type=Path, default=ROOT / "docs")
     parser.add_argument("--readme", type=Path, default=ROOT / "README.md")
@@ -253,9 +269,13 @@ def main(argv=None) -> None:
     copy_to = args.docs / "figures" if args.write else None
     extended = kept_extended_section(args.docs / "results.md")
     if args.extended:
-        added = {s: t for s, t in default_studies(args.extended).items() if s not in studies}
-        both = claims_block(args.tables, {**studies, **added}, args.claims)
-        extended = extended_section(_shown(args.extended), added, args.tables, args.figures, prov, both, copy_to)
+        named = default_studies(args.extended)
+        added = {s: t for s, t in named.items() if s not in studies}
+        widened = {s: studies[s] for s in named if s in studies}
+        tables, figures = args.extended_tables or args.tables, args.extended_figures or args.figures
+        both = claims_block(tables, {**studies, **added}, args.claims)
+        ext_prov = json.loads(args.extended_provenance.read_text()) if args.extended_provenance else prov
+        extended = extended_section(_shown(args.extended), added, tables, figures, ext_prov, both, copy_to, widened)
     page = results_page(studies, args.tables, args.figures, prov, ledger, copy_to, extended)
     if not args.write:
         print(page)

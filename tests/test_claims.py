@@ -371,9 +371,33 @@ def test_results_generator_adds_the_extended_section_and_keeps_it(tmp_path):
     default = page.split("<!-- claims ledger -->")[1].split("<!-- end claims ledger -->")[0]
     section = page.split("<!-- extended results -->")[1].split("<!-- end extended results -->")[0]
     assert "| P | claim r | - | **not run** (table ria_table was not made" in default
-    assert "## RIA\n\n`results/tables/ria_table.csv`" in section and "## wanda_table" not in section  # the added studies only
+    assert "## RIA\n\n`results/tables/ria_table.csv`" in section and "## wanda_table" not in section  # studies by title
     assert "Not run here yet: `alps_table`." in section and "torch 2.13.0+cpu, load average 9.5." in section
     ledger = section.split("<!-- extended claims ledger -->")[1]
     assert "| P | claim r | ria 0.5 36.06 < magnitude 0.5 302.8 | **holds** |" in ledger and "3 claims: 2 holds" in ledger
     readme_results.main(args)  # the default's part again: the extended section stays as it was
     assert (docs / "results.md").read_text().split("<!-- extended results -->")[1] == page.split("<!-- extended results -->")[1]
+
+
+def test_results_generator_shows_widened_default_studies_from_the_extended_run(tmp_path):
+    """A default study the extended file widens: the default section shows the default run's table (--tables), the
+    extended section its widened table from --extended-tables, without a figure, and the extended ledger reads it."""
+    readme_results = bench_module("readme_results")
+    args, docs, _ = _results_run(tmp_path)
+    wide = tmp_path / "wide"
+    wide.mkdir()
+    widened = _tables()["wanda_table"]
+    widened = pd.concat([widened, widened.iloc[[1]].assign(pattern="0.7", perplexity=999.5)], ignore_index=True)
+    _csv(widened, wide / "wanda_table.csv")
+    extended = tmp_path / "extended.yaml"
+    extended.write_text(yaml.safe_dump({"studies": {"wanda_table": {"patterns": [0.5, 0.7]}}}))
+    (tmp_path / "ext.json").write_text(json.dumps({"commit": "def5678", "date": "2026-12-07", "machine": "Linux", "cpu": "CPU",
+                                                  "cores": 2, "torch": "2.13.0+cpu", "load": "load average 2.1"}))
+    readme_results.main([*args, "--extended", str(extended), "--extended-tables", str(wide),
+                         "--extended-provenance", str(tmp_path / "ext.json")])
+    page = (docs / "results.md").read_text()
+    default, section = page.split("<!-- extended results -->")[0], page.split("<!-- extended results -->")[1]
+    assert "999.5" not in default and "| 0.7 " not in default
+    assert "#### The Wanda table\n\n`results/tables/wanda_table.csv`" in section and "999.5" in section
+    assert "figures/wanda_table.png" not in section  # the default's figure is shown once, above
+    assert "commit `def5678`, 2026-12-07, Linux, CPU, 2 cores, torch 2.13.0+cpu, load average 2.1." in section
