@@ -173,3 +173,24 @@ def test_each_recovery_hashes_only_the_settings_it_reads():
     assert [s for s in settings if "damping" in settings[s]] == ["recon:matrix"]
     assert "lr" not in settings["recon:matrix"] and settings["recon:sublayer"]["lr"] == 1e-3
     assert [s for s in settings if "rank" in settings[s]] == ["recon:sublayer:pruned:masklora", "retrain:norms+scalelora"]
+
+
+def test_structured_ids_keep_their_spelling_and_round_trip():
+    """Every criterion × reconstruction spelling a study can write, as the ids were before the registry read them."""
+    from pruneflow.spec.naming import parse_structured_id, structured_variants
+
+    study = {"kind": "structured", "criteria": ["magnitude", "wanda", "fluctuation"], "targets": ["heads", "both"], "ratios": [0.2],
+             "reconstructions": ["none", "bias", "liar", "liar:0", "liar_weight", "liar_weight:0.3"], "damping": ["auto", 1e-3]}
+    variants = structured_variants(study, CAL)
+    assert variants[:9] == ["dense", "structured/none/magnitude-heads0.2-none", "structured/brown-n32-l256-s0/magnitude-heads0.2-bias",
+                            "structured/brown-n32-l256-s0/magnitude-heads0.2-liarauto", "structured/brown-n32-l256-s0/magnitude-heads0.2-liar0.001",
+                            "structured/brown-n32-l256-s0/magnitude-heads0.2-liar0", "structured/brown-n32-l256-s0/magnitude-heads0.2-liar_weightauto",
+                            "structured/brown-n32-l256-s0/magnitude-heads0.2-liar_weight0.001",
+                            "structured/brown-n32-l256-s0/magnitude-heads0.2-liar_weight0.3"]
+    assert variants[9 + 8] == "structured/brown-n32-l256-s0/wanda-heads0.2-none"  # wanda reads calibration, none too
+    assert len(variants) == 1 + 3 * 2 * 8
+    for variant in variants[1:]:
+        method_id = variant.rsplit("/", 1)[1]
+        assert parse_structured_id(method_id).id == method_id
+    assert parse_structured_id("fluctuation-neurons0.25-liar_weightauto").damping == "auto"
+    assert parse_structured_id("fluctuation-neurons0.25-liar1e-05").damping == 1e-05

@@ -133,9 +133,10 @@ REPO = Path(__file__).resolve().parents[1]
 # Files that may spell a registered name, and why (the check below fails on any other).
 NAME_LITERALS_ALLOWED = {
     "src/pruneflow/report/paper_numbers.py": {"magnitude", "wanda", "sparsegpt"},  # published numbers, keyed as the papers name them
-    # structured pruning's own criteria (LIAR's family, not a registered unstructured criterion) share two names
-    "src/pruneflow/spec/naming.py": {"magnitude", "wanda"},
-    "src/pruneflow/structured/prune.py": {"magnitude", "wanda"},
+    # bias compensation's name is also a parameter's: a LoRA layer's own bias, the config flag that gives a projection
+    # a bias, a state dict's "...bias" keys
+    "src/pruneflow/recover/adapters.py": {"bias"},
+    "src/pruneflow/structured/prune.py": {"bias"},
 }
 
 
@@ -158,19 +159,29 @@ def _string_literals(path: Path):
                 yield number, match.group(2)
 
 
+def method_names() -> dict[str, set[str]]:
+    """{name as code would spell it: the modules that declare it}. Pruning methods and structured criteria and repairs
+    by their names (a structured criterion may share an unstructured one's: both modules own it); recovery modes as a
+    config spells them (recon:block), since their bare names (block, full, matrix) are also ordinary words of other
+    meanings (a memory term, a retraining subset)."""
+    own: dict[str, set[str]] = {}
+    for kind in (*registry.PRUNING_KINDS, "structured_criterion", "structured_repair", "reconstruction"):
+        for name, e in registry.entries(kind).items():
+            own.setdefault(f"recon:{name}" if kind == "reconstruction" else name, set()).add(e.implementation.partition(":")[0])
+    return own
+
+
 def test_no_method_name_is_spelled_outside_its_own_module():
-    # Pruning methods by their names; recovery modes as a config spells them (recon:block), since their bare names
-    # (block, full, matrix) are also ordinary words of other meanings (a memory term, a retraining subset).
-    names = {name: e for kind in registry.PRUNING_KINDS for name, e in registry.entries(kind).items()}
-    names |= {f"recon:{name}": e for name, e in registry.entries("reconstruction").items()}
-    own = {name: {e.implementation.partition(":")[0]} for name, e in names.items()}
+    own = method_names()
+    assert {"fluctuation", "liar", "liar_weight", "bias"} <= set(own)  # the structured kinds are checked too
+    assert own["magnitude"] == {"pruneflow.methods.magnitude", "pruneflow.methods.unit_magnitude"}
     files = [*REPO.glob("src/pruneflow/**/*.py"), *REPO.glob("rules/*.smk"), *REPO.glob("scripts/*.py"), REPO / "Snakefile"]
     found = []
     for path in files:
         rel = path.relative_to(REPO).as_posix()
         module = rel.removeprefix("src/").removesuffix(".py").replace("/", ".")
         for line, value in _string_literals(path):
-            if value in names and module not in own[value] and value not in NAME_LITERALS_ALLOWED.get(rel, ()):
+            if value in own and module not in own[value] and value not in NAME_LITERALS_ALLOWED.get(rel, ()):
                 found.append(f"{rel}:{line}: {value!r}")
     assert not found, "method names spelled outside their own modules (read them from the registry):\n" + "\n".join(found)
 
@@ -271,3 +282,78 @@ def test_a_data_free_allocation_and_a_memory_term_reach_naming_and_resources(scr
     shape = {"hidden": 4, "ffn": 8}
     assert artifact_memory("pruned/none/hungry-u0.5", shape) == 320.0
     assert artifact_memory(variant, shape) == 0.0 and artifact_memory("structured/none/wanda-neurons0.2-none", shape) == 0.0
+
+
+def test_structured_criteria_and_repairs_are_entries_with_their_needs_and_damping():
+    from pruneflow.spec.naming import damped_repairs, repair_entry, structured_reconstructions
+
+    criteria, repairs = registry.entries("structured_criterion"), registry.entries("structured_repair")
+    assert {n: sorted(e.needs) for n, e in criteria.items()} == {
+        "magnitude": [], "wanda": ["calibration", "input_norms"], "fluctuation": ["calibration", "channel_variance"]}
+    assert {n: sorted(e.needs) for n, e in repairs.items()} == {
+        "bias": ["calibration", "channel_means"], "liar": ["calibration", "gram"], "liar_weight": ["calibration", "gram"]}
+    assert structured_reconstructions() == ("none", "bias", "liar", "liar_weight") and damped_repairs() == ("liar", "liar_weight")
+    liar = registry.get("structured_repair", "liar")
+    assert liar.settings({}) == {"damping": "auto"} and liar.settings({"damping": 0}) == {"damping": 0.0}
+    for bad in (-0.1, "often", True):
+        with pytest.raises(RegistryError, match=r"damping = .* is not allowed; allowed: a number >= 0 or auto$"):
+            liar.settings({"damping": bad})
+    assert repair_entry("none") is None
+
+
+def test_a_bad_structured_name_is_named_with_the_allowed_ones():
+    from pruneflow.spec.naming import parse_structured_id, parse_structured_reconstruction, repair_entry
+    from pruneflow.structured.prune import StructuredError, check_criterion
+
+    with pytest.raises(RegistryError, match=r"unknown structured_criterion 'taylor'; allowed: magnitude, wanda, fluctuation$"):
+        registry.get("structured_criterion", "taylor")
+    with pytest.raises(StructuredError, match=r"unknown structured criterion 'taylor'; allowed: magnitude, wanda, fluctuation$"):
+        check_criterion("taylor")
+    with pytest.raises(RegistryError, match=r"unknown reconstruction 'adam'; allowed: none, bias, liar, liar_weight$"):
+        repair_entry("adam")
+    with pytest.raises(ValueError, match=r"reconstruction 'bias:0\.1': allowed none, bias, liar, liar_weight; liar and "
+                                         r"liar_weight may name their damping after a colon \(liar:0, liar:0\.3, liar:auto\)"):
+        parse_structured_reconstruction("bias:0.1")
+    with pytest.raises(ValueError, match=r"damping '-1' is not allowed; allowed: a number >= 0 or auto"):
+        parse_structured_reconstruction("liar:-1")
+    with pytest.raises(ValueError, match=r"expected <criterion>-<target><ratio>-<none\|bias\|liar<damping>\|liar_weight<damping>>"):
+        parse_structured_id("fluctuation-neurons0.2-liar")  # a damped repair spells its damping
+
+
+def half_bias_fit(stats, keep, removed, *, consume=False):
+    """A repair for the tests: half of bias compensation's intercept."""
+    return None, 0.5 * stats.mean.cpu()[removed]
+
+
+def test_a_structured_repair_is_one_entry_and_reaches_ids_memory_and_pruning(scratch_registry):
+    import torch
+
+    from pruneflow.core.tiny import build_tiny_model
+    from pruneflow.spec.export_names import export_name
+    from pruneflow.spec.naming import parse_structured_id, structured_repairs, structured_variants
+    from pruneflow.spec.resources import pruning_kind
+    from pruneflow.structured.prune import prune_structured
+
+    registry.register(Entry("structured_repair", "halfbias", f"{__name__}:half_bias_fit", needs={"calibration", "channel_means"}))
+    study = {"kind": "structured", "criteria": ["magnitude"], "ratios": [0.5], "reconstructions": ["none", "halfbias", "liar:0"]}
+    calib = {"corpus": "c", "nsamples": 4, "seqlen": 16, "seed": 0}
+    assert structured_variants(study, calib) == ["dense", "structured/none/magnitude-neurons0.5-none",
+                                                 "structured/c-n4-l16-s0/magnitude-neurons0.5-halfbias",
+                                                 "structured/c-n4-l16-s0/magnitude-neurons0.5-liar0"]
+    assert parse_structured_id("magnitude-neurons0.5-halfbias").reconstruction == "halfbias"
+    assert export_name("structured/c-n4-l16-s0/magnitude-neurons0.5-halfbias", calib) == "magnitude-neurons-0.5-halfbias"
+    assert pruning_kind("magnitude-neurons0.5-halfbias") == "prune_structured"  # no Gram sums held
+    assert pruning_kind("magnitude-neurons0.5-liar0") == "prune_structured_liar"
+
+    ids = torch.randint(2, 258, (4, 16), generator=torch.Generator().manual_seed(0))
+    outputs = {}
+    for repair in ("bias", "halfbias"):
+        model, _ = build_tiny_model()
+        prune_structured(model, ids, "neurons", 0.5, "magnitude", repair, batch_size=4)
+        outputs[repair] = model.model.layers[0].mlp.down_proj
+    assert torch.equal(outputs["bias"].weight, outputs["halfbias"].weight)
+    assert outputs["bias"].bias.abs().max() > 0 and torch.equal(outputs["halfbias"].bias, 0.5 * outputs["bias"].bias)
+
+    registry.register(Entry("structured_repair", "tuned", f"{__name__}:half_bias_fit", params=(Param("alpha", 1.0),)))
+    with pytest.raises(RegistryError, match=r"structured_repair 'tuned' .*allowed: damping or none"):
+        structured_repairs()

@@ -25,11 +25,11 @@ from pruneflow.spec.model_config import TINY_DEFAULTS, ModelConfigError, check_m
 from pruneflow.spec.naming import (
     SCORER_KINDS,
     SENSITIVITY_WINDOWS,
-    STRUCTURED_CRITERIA,
     Part,
     parse_recovery,
     parse_structured_reconstruction,
     spec_name,
+    structured_criteria,
     study_allocations,
     study_methods,
 )
@@ -410,8 +410,8 @@ def _check_structured(key, study):
         if field not in study:
             raise ConfigError(f"{key}: a structured study needs {field!r}")
     for i, crit in enumerate(study["criteria"]):
-        if crit not in STRUCTURED_CRITERIA:
-            raise ConfigError(f"{key}.criteria[{i}]: {crit!r} is not allowed; allowed: {', '.join(STRUCTURED_CRITERIA)}")
+        if not isinstance(crit, str) or crit not in structured_criteria():  # a name, no settings
+            raise ConfigError(f"{key}.criteria[{i}]: {crit!r} is not allowed; allowed: {', '.join(structured_criteria())}")
     for i, ratio in enumerate(study["ratios"]):
         _check_path_number(f"{key}.ratios[{i}]", ratio, float(ratio))
     for i, spec in enumerate(study["reconstructions"]):

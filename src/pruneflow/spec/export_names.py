@@ -8,7 +8,7 @@ hash) are left out; they are in the folder's card. Names are unique within a stu
 
 from __future__ import annotations
 
-from pruneflow.spec.naming import parse_calib_id, parse_method_id, parse_recovery_id, parse_structured_id
+from pruneflow.spec.naming import is_damped, parse_calib_id, parse_method_id, parse_recovery_id, parse_structured_id
 
 STREAM_WORDS = {"sequential": "sequential", "dense": "dense-stream"}
 
@@ -26,7 +26,7 @@ def export_name(variant: str, calibration: dict) -> str:
     if kind == "structured":
         m = parse_structured_id(rest[1])
         name = f"{m.criterion}-{m.target}-{m.ratio:g}-{m.reconstruction.replace('_', '-')}"
-        if m.reconstruction in ("liar", "liar_weight") and m.damping != "auto":
+        if is_damped(m.reconstruction) and m.damping != "auto":
             name += f"-damping{float(m.damping):g}"
         return name
     raise ValueError(f"variant {variant!r}: expected dense, pruned/..., recovered/... or structured/...")

@@ -337,13 +337,58 @@ def parse_ppl_name(text: str) -> dict:
 
 # Structured pruning (heads / FFN neurons removed, then repaired): variant
 # ``structured/<calibration id or none>/<criterion>-<target><ratio>-<reconstruction>``,
-# e.g. ``structured/brown-n64-l256-s0/fluctuation-neurons0.2-liarauto`` (LIAR's damping spelled:
-# a number, or ``auto`` for the damping chosen per layer on a held-out slice of the calibration samples).
+# e.g. ``structured/brown-n64-l256-s0/fluctuation-neurons0.2-liarauto``. Criteria and repairs are registry entries
+# (kinds structured_criterion and structured_repair); a repair's damping is spelled after its name: a number, or
+# ``auto`` for the damping chosen per layer on a held-out slice of the calibration samples.
 STRUCTURED_TARGETS = ("heads", "neurons", "both")
-STRUCTURED_CRITERIA = ("magnitude", "wanda", "fluctuation")
-STRUCTURED_RECONSTRUCTIONS = ("none", "bias", "liar", "liar_weight")
-DAMPED_RECONSTRUCTIONS = ("liar", "liar_weight")  # the ridge regressions: their damping is spelled in the id
+STRUCTURED_CRITERION, STRUCTURED_REPAIR = "structured_criterion", "structured_repair"  # the registry kinds
+NO_REPAIR = "none"  # reconstruction none: the removed channels' weights dropped, no entry (as refinements' none)
+DAMPING = "damping"  # a repair's one possible parameter: spelled in ids, swept by a study's ``damping`` key
 DEFAULT_DAMPING = "auto"
+
+
+def structured_criteria() -> dict[str, registry.Entry]:
+    return registry.entries(STRUCTURED_CRITERION)
+
+
+def structured_criterion(name: str) -> registry.Entry:
+    """The entry of structured criterion ``name``; RegistryError naming it and the allowed ones."""
+    return registry.get(STRUCTURED_CRITERION, name)
+
+
+def structured_repairs() -> dict[str, registry.Entry]:
+    """{name: entry} of the repairs; one whose parameters are other than ``damping`` could not be spelled in an id."""
+    found = registry.entries(STRUCTURED_REPAIR)
+    for name, entry in found.items():
+        if name == NO_REPAIR or any(p.name != DAMPING for p in entry.params):
+            raise registry.RegistryError(f"{STRUCTURED_REPAIR} {name!r} ({entry.implementation}): parameters "
+                                         f"{[p.name for p in entry.params]}, name {name!r}; allowed: {DAMPING} or none, "
+                                         f"any name but {NO_REPAIR!r}")
+    return found
+
+
+def structured_reconstructions() -> tuple[str, ...]:
+    """What a structured study's ``reconstructions`` may name: none and every repair."""
+    return (NO_REPAIR, *structured_repairs())
+
+
+def repair_entry(name: str) -> registry.Entry | None:
+    """The entry of repair ``name`` (None for none); ValueError naming it and the allowed ones."""
+    if name == NO_REPAIR:
+        return None
+    if name not in (found := structured_repairs()):
+        raise registry.RegistryError(f"unknown reconstruction {name!r}; allowed: {', '.join(structured_reconstructions())}")
+    return found[name]
+
+
+def is_damped(name: str) -> bool:
+    """Whether repair ``name`` takes a damping (spelled in its id)."""
+    entry = repair_entry(name)
+    return entry is not None and DAMPING in entry.defaults
+
+
+def damped_repairs() -> tuple[str, ...]:
+    return tuple(n for n in structured_reconstructions() if is_damped(n))
 
 
 @dataclass(frozen=True)
@@ -356,46 +401,58 @@ class StructuredMethod:
 
     @property
     def needs_calibration(self) -> bool:
-        return self.criterion != "magnitude" or self.reconstruction != "none"
+        repair = repair_entry(self.reconstruction)
+        return structured_criterion(self.criterion).needs_calibration or bool(repair and repair.needs_calibration)
 
     @property
     def id(self) -> str:
         recon = self.reconstruction
-        if recon in DAMPED_RECONSTRUCTIONS:
+        if is_damped(recon):
             recon += "auto" if self.damping == "auto" else f"{float(self.damping):g}"
         return f"{self.criterion}-{self.target}{self.ratio:g}-{recon}"
 
 
+def _split_repair(token: str) -> tuple[str | None, str]:
+    """(reconstruction, what follows its name) of an id's last part (``liar_weight0.3`` → liar_weight, 0.3): the
+    longest name that starts it, or (None, token)."""
+    name = next((n for n in sorted(structured_reconstructions(), key=len, reverse=True) if token.startswith(n)), None)
+    return name, token[len(name):] if name else token
+
+
+_STRUCTURED_ID = re.compile(rf"([a-z][a-z0-9_]*)-({'|'.join(STRUCTURED_TARGETS)})([0-9.]+)-([a-z].*)")
+
+
+def structured_repair_of(method_id: str) -> str | None:
+    """The reconstruction a structured method id names (its damping spelled or not), None if it is no structured id."""
+    m = _STRUCTURED_ID.fullmatch(method_id)
+    return _split_repair(m.group(4))[0] if m else None
+
+
 def parse_structured_id(text: str) -> StructuredMethod:
-    m = re.fullmatch(r"([a-z]+)-(heads|neurons|both)([0-9.]+)-(none|bias|liar_weight|liar)(auto|[0-9.e-]*)", text)
-    if not m or (m.group(4) in DAMPED_RECONSTRUCTIONS) != bool(m.group(5)):
-        raise ValueError(
-            f"structured method id {text!r}: expected <criterion>-<target><ratio>-<none|bias|liar<damping>|liar_weight<damping>>"
-            " (damping: a number or auto)"
-        )
-    damping = DEFAULT_DAMPING if m.group(5) in ("", "auto") else float(m.group(5))
-    return StructuredMethod(m.group(1), m.group(2), float(m.group(3)), m.group(4), damping)
+    m = _STRUCTURED_ID.fullmatch(text)
+    recon, spelled = _split_repair(m.group(4)) if m else (None, "")
+    if recon is None or is_damped(recon) != bool(spelled) or not re.fullmatch(r"auto|[0-9.e-]*", spelled):
+        forms = "|".join(n + "<damping>" * is_damped(n) for n in structured_reconstructions())
+        raise ValueError(f"structured method id {text!r}: expected <criterion>-<target><ratio>-<{forms}> (damping: a number or auto)")
+    damping = DEFAULT_DAMPING if spelled in ("", "auto") else float(spelled)
+    return StructuredMethod(m.group(1), m.group(2), float(m.group(3)), recon, damping)
 
 
 def parse_structured_reconstruction(text, default_damping=DEFAULT_DAMPING) -> tuple[str, float | str]:
     """``"liar"`` → ("liar", the study's damping); ``"liar:0"`` → ("liar", 0.0); ``"liar_weight:auto"``;
     ``"bias"`` → ("bias", the study's damping, unused). Errors name the value and what is allowed."""
     name, _, damping = str(text).partition(":")
-    if name not in STRUCTURED_RECONSTRUCTIONS or (damping and name not in DAMPED_RECONSTRUCTIONS):
-        raise ValueError(
-            f"reconstruction {text!r}: allowed {', '.join(STRUCTURED_RECONSTRUCTIONS)}; liar and liar_weight may name "
-            "their damping after a colon (liar:0, liar:0.3, liar:auto)"
-        )
+    if name not in structured_reconstructions() or (damping and not is_damped(name)):
+        damped = damped_repairs()
+        how = f"; {' and '.join(damped)} may name their damping after a colon ({damped[0]}:0, {damped[0]}:0.3, {damped[0]}:auto)" if damped else ""
+        raise ValueError(f"reconstruction {text!r}: allowed {', '.join(structured_reconstructions())}{how}")
     if not damping:
         return name, default_damping
-    if damping == "auto":
-        return name, "auto"
+    param = next(p for p in repair_entry(name).params if p.name == DAMPING)
     try:
-        value = float(damping)
+        value = param.check(damping if damping in param.words else float(damping))
     except ValueError:
-        value = -1.0
-    if value < 0:
-        raise ValueError(f"reconstruction {text!r}: damping {damping!r} is not allowed; allowed: a number >= 0 or auto")
+        raise ValueError(f"reconstruction {text!r}: damping {damping!r} is not allowed; allowed: {param.allowed}") from None
     return name, value
 
 
@@ -414,10 +471,10 @@ def structured_methods(study: dict) -> list[StructuredMethod]:
                     explicit = ":" in str(spec)
                     for damping in study_dampings(study):
                         recon, value = parse_structured_reconstruction(spec, damping)
-                        if recon not in DAMPED_RECONSTRUCTIONS:
+                        if not is_damped(recon):
                             value = DEFAULT_DAMPING
                         out.append(StructuredMethod(crit, target, float(ratio), recon, value if value == "auto" else float(value)))
-                        if explicit or recon not in DAMPED_RECONSTRUCTIONS:
+                        if explicit or not is_damped(recon):
                             break  # one variant, whatever the study's dampings
     return list(dict.fromkeys(out))
 

@@ -15,7 +15,14 @@ What each kind's implementation is (docs/add-a-method.md) and the options it may
   ``implicit`` (the default, no token in ids: uniform), ``spelled`` ({parameter: letter} written into the id instead
   of a hash), ``study_keys`` ({study key: parameter}, swept by a study), ``check(settings, sparsity) -> (parameter,
   why) | None``.
-- reconstruction, retraining, structured_repair: declared by their own modules.
+- structured_criterion: ``scores(units, stats, **params) -> [units]`` float64 (the lowest are removed), ``units`` a
+  :class:`pruneflow.structured.prune.Units`, ``stats`` its output projection's input ``ChannelStats`` (None where the
+  entry needs nothing). Its names are a structured study's, so they may repeat an unstructured criterion's.
+- structured_repair: ``fit(stats, keep, removed, *, consume, **params) -> (B [k, r] | None, c [r] | None)`` with
+  x_R ≈ Bᵀ x_K + c; the output projection becomes W_K + W_R Bᵀ, its bias b + W_R c. Its one parameter, if any, is
+  ``damping`` (spelled after the name in ids: ``liar0.3``, ``liarauto``); option ``grid``: the values damping
+  ``auto`` chooses from per layer on held-out calibration samples. Reconstruction ``none`` is no entry: no repair.
+- reconstruction, retraining: declared through :func:`pruneflow.spec.recovery.recovery_entry`.
 """
 
 from __future__ import annotations
@@ -27,8 +34,8 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import NamedTuple
 
-NEEDS = ("calibration", "input_norms", "gram", "channel_means", "gradients")
-KINDS = ("criterion", "solver", "refinement", "allocation", "reconstruction", "retraining", "structured_repair")
+NEEDS = ("calibration", "input_norms", "gram", "channel_means", "channel_variance", "gradients")
+KINDS = ("criterion", "solver", "refinement", "allocation", "reconstruction", "retraining", "structured_criterion", "structured_repair")
 PRUNING_KINDS = ("criterion", "solver", "refinement", "allocation")  # the kinds a pruned variant's method id names
 ENTRY_POINT_GROUP = "pruneflow.methods"
 # Modules whose import registers the built-in entries (each holds ``ENTRY = register(Entry(...))``; torch-free at import).
@@ -48,6 +55,11 @@ BUILTIN_MODULES = (
     "pruneflow.methods.dsnot",
     "pruneflow.methods.alps",
     "pruneflow.methods.alphapruning",
+    "pruneflow.methods.unit_magnitude",
+    "pruneflow.methods.wanda_sp",
+    "pruneflow.methods.fluctuation",
+    "pruneflow.methods.bias_compensation",
+    "pruneflow.methods.liar",
 )
 _NAME = re.compile(r"[a-z][a-z0-9_]*")
 _IMPLEMENTATION = re.compile(r"[A-Za-z_][\w.]*:[A-Za-z_][\w.]*")
@@ -78,9 +90,12 @@ class Param:
     choices: tuple = ()
     doc: str = ""
     exclusive_minimum: bool = False  # the minimum itself is not allowed
+    words: tuple[str, ...] = ()  # strings allowed besides the typed values (LIAR's damping "auto")
 
     def check(self, value) -> object:
-        """``value`` as this parameter's type; ValueError naming the value and what is allowed."""
+        """``value`` as this parameter's type (or one of ``words``); ValueError naming the value and what is allowed."""
+        if isinstance(value, str) and value in self.words:
+            return value
         ok = isinstance(value, self.type) and not (isinstance(value, bool) and self.type is not bool)
         if self.type is float and isinstance(value, int) and not isinstance(value, bool):
             value, ok = float(value), True  # YAML's 1 for 1.0
@@ -103,7 +118,7 @@ class Param:
             bounds.append(f"{'>' if self.exclusive_minimum else '>='} {self.minimum:g}")
         if self.maximum is not None:
             bounds.append(f"<= {self.maximum:g}")
-        return " ".join([what, " and ".join(bounds)]).strip()
+        return " or ".join([" ".join([what, " and ".join(bounds)]).strip(), *self.words])
 
 
 @dataclass(frozen=True)

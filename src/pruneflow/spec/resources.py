@@ -30,7 +30,9 @@ from pruneflow.spec.naming import (
     parse_recovery,
     parse_recovery_id,
     ppl_name,
+    repair_entry,
     sensitivity_artifacts,
+    structured_repair_of,
     variants_of,
 )
 from pruneflow.spec.recovery import memory_kinds as recovery_memory_kinds
@@ -283,12 +285,13 @@ def recovery_kind(recovery: str) -> str:
 def pruning_kind(method: str) -> str:
     """The memory kind of an unstructured or structured method id (``sparsegpt-u0.5-seq``, ``...-liar0.1``): a
     method that reads Gram matrices holds them (``prune_sparsegpt`` sequentially, ``prune_from_cache`` a solver on
-    the dense stream), the others a block's scores."""
-    if re.search(r"-(liar|liar_weight)[0-9.e-]*$|-(liar|liar_weight)auto$", method):
-        return "prune_structured_liar"
+    the dense stream, ``prune_structured_liar`` a structured repair's float64 moments), the others a block's scores."""
+    if (recon := structured_repair_of(method)) is not None:
+        repair = repair_entry(recon)
+        return "prune_structured_liar" if repair and "gram" in repair.needs else "prune_structured"
     try:
         parsed = parse_method_id(method)
-    except ValueError:  # a structured method id
+    except ValueError:  # no method id of this checkout's registry (an old benchmark file's): a block's scores
         return "prune_by_score"
     gram = any("gram" in p.entry.needs for p in (parsed.scorer, parsed.refinement) if p)
     if parsed.stream == "sequential":

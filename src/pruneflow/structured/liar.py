@@ -2,25 +2,16 @@
 
 An output projection (``o_proj`` for heads, ``down_proj`` for FFN neurons) computes
 y = W x + b with W [out, n]. Removing the input channels R and keeping K leaves y ≈ W_K x_K + b.
+Reconstruction ``none`` just drops W_R. A repair (a registry entry of kind ``structured_repair``, one module in
+``pruneflow.methods``: ``bias`` compensation, ``liar``, ``liar_weight``) fits x_R ≈ Bᵀ x_K + c from the
+calibration statistics of the channels (:class:`ChannelStats`); this module folds the fit into the layer,
+W_K' = W_K + W_R Bᵀ and b' = b + W_R c (B or c may be absent: weights or bias left alone).
 
-- ``none``: just drop W_R.
-- ``bias`` (bias compensation): replace x_R by its calibration mean, b' = b + W_R E[x_R].
-- ``liar`` (LIAR): regress x_R on x_K by ridge least squares with an intercept,
-  x_R ≈ Bᵀ x_K + c, B = (Σ_KK + λ·mean(diag Σ_KK)·I)⁻¹ Σ_KR, c = E[x_R] − Bᵀ E[x_K],
-  where Σ is the covariance of the channels over the calibration tokens; then
-  W_K' = W_K + W_R Bᵀ and b' = b + W_R c. With B = 0 this is bias compensation.
-- ``liar_weight`` (weight update only, LIAR's ablation): the best fit without an intercept,
-  x_R ≈ Bᵀ x_K with B = (S_KK + λ·mean(diag S_KK)·I)⁻¹ S_KR from the uncentred second moments
-  S = E[x xᵀ]; W_K' = W_K + W_R Bᵀ and the bias is left alone, so it also works for families whose
-  output projections cannot store a bias. (``bias`` is the ablation's bias update only.)
-
-When x_R is exactly an affine function of x_K and λ = 0 the repaired layer reproduces y exactly.
-
-Damping ``auto``: λ is chosen per layer on calibration data only. The statistics are gathered
-separately over the first 75% of the calibration samples (fit) and the last 25% (held out); for each
-λ of :data:`DAMPING_GRID` the regression fitted on the first part is scored by the repaired layer's
-mean squared output error on the held-out part (from its moments); the best λ is then refitted on all
-samples. Nothing of the evaluation corpus is read.
+Damping ``auto`` (a repair whose ``damping`` may be auto): λ is chosen per layer on calibration data only. The
+statistics are gathered separately over the first 75% of the calibration samples (fit) and the last 25% (held
+out); for each λ of the repair's ``grid`` the fit on the first part is scored by the repaired layer's mean squared
+output error on the held-out part (from its moments); the best λ is then refitted on all samples. Nothing of the
+evaluation corpus is read.
 """
 
 from __future__ import annotations
@@ -30,10 +21,8 @@ from torch import nn
 
 from pruneflow.core.activations import BlockInputs, add_by_rows, feed_inputs
 from pruneflow.core.architectures import in_features
-from pruneflow.spec.naming import DAMPED_RECONSTRUCTIONS as DAMPED  # the ridge regressions
-from pruneflow.spec.naming import STRUCTURED_RECONSTRUCTIONS as RECONSTRUCTIONS
+from pruneflow.spec.naming import DAMPING, damped_repairs, repair_entry
 
-DAMPING_GRID = (0.001, 0.01, 0.1, 0.3, 1.0)  # candidates for damping "auto" (× the mean diagonal)
 HOLDOUT_FRACTION = 0.25  # of the calibration samples, held out to choose the damping
 
 
@@ -173,9 +162,9 @@ def collect_split_channel_stats(block: nn.Module, layer: nn.Module, inputs: Bloc
     return fit, held
 
 
-def check_reconstruction(reconstruction: str) -> None:
-    if reconstruction not in RECONSTRUCTIONS:
-        raise ValueError(f"unknown reconstruction {reconstruction!r}; allowed: {', '.join(RECONSTRUCTIONS)}")
+def check_reconstruction(reconstruction: str):
+    """The repair's entry (None for none); ValueError naming the value and the allowed ones."""
+    return repair_entry(reconstruction)
 
 
 @torch.no_grad()
@@ -192,12 +181,12 @@ def reconstruct(
 
     ``weight`` [out, n], ``bias`` [out] or None, ``keep`` sorted kept channel indices [k] (long).
     Returns (weight [out, k], bias [out]); the bias is None only if it was None and nothing
-    changes it (``none``, ``liar_weight``, or no channel removed). Computed in float64 on the CPU.
-    ``consume``: ``stats`` are not used again, so the fit takes their Gram sums (:func:`affine_fit`).
+    changes it (``none``, a fit without intercept, or no channel removed). Computed in float64 on the CPU.
+    ``consume``: ``stats`` are not used again, so the fit may take their Gram sums (:func:`affine_fit`).
     """
-    check_reconstruction(reconstruction)
+    repair = check_reconstruction(reconstruction)
     keep, removed = keep.cpu(), _removed(weight.shape[1], keep)
-    if reconstruction == "none" or removed.numel() == 0:
+    if repair is None or removed.numel() == 0:
         return weight[:, keep.to(weight.device)].clone(), bias
     if stats is None:
         raise ValueError(f"reconstruction {reconstruction!r} needs calibration statistics")
@@ -220,33 +209,12 @@ def _removed(n: int, keep: torch.Tensor) -> torch.Tensor:
 
 def affine_fit(reconstruction: str, stats: ChannelStats, keep: torch.Tensor, removed: torch.Tensor, damping: float,
                consume: bool = False):
-    """(B [k, r] or None, c [r] or None) with x_R ≈ Bᵀ x_K + c, as each reconstruction fits it (float64).
-
-    ``liar`` fits from the covariance, with an intercept; ``liar_weight`` from the second moment, without.
-    Ridge term ``damping``·mean(diag M_KK) on the diagonal; with zero damping a singular M_KK (e.g. a dead
-    kept channel) gets the minimum-norm solution. ``consume``: the statistics are used this once, so the
-    moment is made in place of their Gram sums and freed before the solve."""
-    mean = stats.mean.cpu()
-    if reconstruction == "bias":
-        return None, mean[removed]
-    liar = reconstruction == "liar"
-    moment = stats.take_moment(centred=liar) if consume else (stats.covariance if liar else stats.second_moment)
-    moment = moment.cpu()
-    # M_KK and M_KR: one gather each, no [k, n] intermediate (an FFN-wide matrix is large)
-    m_kk, m_kr = moment[keep[:, None], keep], moment[keep[:, None], removed]
-    del moment  # consumed: nothing else holds the [n, n] moment now, freed before the solve
-    coef = _ridge_solve(m_kk, m_kr, damping)
-    return (coef, mean[removed] - coef.T @ mean[keep]) if liar else (coef, None)
-
-
-def _ridge_solve(m_kk: torch.Tensor, m_kr: torch.Tensor, damping: float) -> torch.Tensor:
-    """B [k, r] = (M_KK + damping·mean(diag M_KK)·I)⁻¹ M_KR; minimum-norm least squares when ``damping`` is 0."""
-    if damping < 0:
-        raise ValueError(f"damping {damping!r} must be >= 0")
-    if damping > 0:
-        m_kk.diagonal().add_(damping * m_kk.diagonal().mean())  # in place: no identity matrix
-        return torch.linalg.solve(m_kk, m_kr)
-    return torch.linalg.lstsq(m_kk, m_kr, driver="gelsd").solution
+    """(B [k, r] or None, c [r] or None) with x_R ≈ Bᵀ x_K + c, as repair ``reconstruction`` fits it (float64);
+    ``damping`` is passed to a repair that takes one. ``consume``: the statistics are used this once (the fit may
+    take their Gram sums)."""
+    entry = repair_entry(reconstruction)
+    params = {DAMPING: damping} if DAMPING in entry.defaults else {}
+    return entry.load()(stats, keep, removed, consume=consume, **params)
 
 
 def output_error(w_rem: torch.Tensor, coef, intercept, stats: ChannelStats, keep: torch.Tensor, removed: torch.Tensor) -> float:
@@ -268,13 +236,15 @@ def output_error(w_rem: torch.Tensor, coef, intercept, stats: ChannelStats, keep
 
 
 def choose_damping(
-    reconstruction: str, weight: torch.Tensor, keep: torch.Tensor, fit: ChannelStats, heldout: ChannelStats,
-    grid=DAMPING_GRID,
+    reconstruction: str, weight: torch.Tensor, keep: torch.Tensor, fit: ChannelStats, heldout: ChannelStats, grid=None,
 ) -> tuple[float, dict[float, float]]:
-    """The damping of ``grid`` whose fit on ``fit`` gives the smallest output error on ``heldout``;
-    returns (damping, {damping: held-out error})."""
-    if reconstruction not in DAMPED:
-        raise ValueError(f"reconstruction {reconstruction!r} has no damping to choose; allowed: {', '.join(DAMPED)}")
+    """The damping of ``grid`` (default: the repair's option ``grid``) whose fit on ``fit`` gives the smallest output
+    error on ``heldout``; returns (damping, {damping: held-out error})."""
+    if reconstruction not in (damped := damped_repairs()):
+        raise ValueError(f"reconstruction {reconstruction!r} has no damping to choose; allowed: {', '.join(damped)}")
+    grid = repair_entry(reconstruction).options.get("grid") if grid is None else grid
+    if not grid:
+        raise ValueError(f"reconstruction {reconstruction!r}: damping auto needs the values to choose from (the entry's option 'grid')")
     keep = keep.cpu()
     removed = _removed(weight.shape[1], keep)
     w_rem = weight.detach().double().cpu()[:, removed]

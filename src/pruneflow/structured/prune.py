@@ -16,12 +16,9 @@ k_norm) lose the same channels.
 Ratios are uniform: every layer removes ``round(ratio · units)`` units (half rounds up), but always
 keeps at least one unit.
 
-Criteria (a unit's score is summed over its channels j, the inputs of its output projection W_out):
-- ``magnitude``: L2 norm of all the unit's weights (rows of the input projections, columns of the
-  output projection; biases not counted). Needs no calibration.
-- ``wanda`` (Wanda-sp, as FLAP's code scores it): Σ_j ‖X_j‖₂ · Σ_i |W_out[i, j]|, X_j the channel over
-  the calibration tokens: Wanda's |W_ij|·‖X_j‖ summed over the output rows (an L1 norm of the column).
-- ``fluctuation`` (FLAP, LIAR): Σ_j Var(X_j) · ‖W_out[:, j]‖₂².
+Criteria score each unit (registry kind ``structured_criterion``, one module each in ``pruneflow.methods``: the
+weights' magnitude, Wanda-sp, FLAP's fluctuation); the lowest-scoring units go. Those that need calibration read
+the statistics of the output projection's input channels (:class:`pruneflow.structured.liar.ChannelStats`).
 
 Calibration is sequential: each block's statistics come from inputs that went through the
 already-pruned blocks before it, and within a block the MLP statistics are taken after its heads
@@ -60,10 +57,9 @@ from pruneflow.core.architectures import (
     set_config,
 )
 from pruneflow.core.stream import ModelStream
-from pruneflow.spec.naming import STRUCTURED_CRITERIA
+from pruneflow.spec.naming import DAMPING, is_damped, structured_criteria
 from pruneflow.spec.naming import STRUCTURED_TARGETS as TARGETS
 from pruneflow.structured.liar import (
-    DAMPED,
     ChannelStats,
     check_reconstruction,
     choose_damping,
@@ -96,6 +92,15 @@ class Units:
     @property
     def out_layer(self) -> nn.Module:
         return self.block.get_submodule(self.out_name)
+
+    @property
+    def out_weight(self) -> torch.Tensor:
+        """The output projection's weight [out, channels] (transposed layers read as [out, in])."""
+        return _weight(self.out_layer)
+
+    def in_weight(self, name: str) -> torch.Tensor:
+        """Input projection ``name``'s weight [rows, in]."""
+        return _weight(self.block.get_submodule(name))
 
     @property
     def out_width(self) -> int:
@@ -160,31 +165,20 @@ def unit_channels(units: torch.Tensor, width: int) -> torch.Tensor:
     return (units.reshape(-1, 1) * width + torch.arange(width)).reshape(-1)
 
 
-def check_criterion(criterion: str) -> None:
-    if criterion not in STRUCTURED_CRITERIA:
-        raise StructuredError(f"unknown structured criterion {criterion!r}; allowed: {', '.join(STRUCTURED_CRITERIA)}")
+def check_criterion(criterion: str):
+    """The criterion's entry; StructuredError naming the value and the allowed ones."""
+    if criterion not in (found := structured_criteria()):
+        raise StructuredError(f"unknown structured criterion {criterion!r}; allowed: {', '.join(found)}")
+    return found[criterion]
 
 
 @torch.no_grad()
 def unit_scores(criterion: str, units: Units, stats: ChannelStats | None) -> torch.Tensor:
     """One score per unit [units] (float64); the lowest are removed."""
-    check_criterion(criterion)
-    n = units.units
-    col_sq = _weight(units.out_layer).double().pow(2).sum(0)  # ‖W_out[:, j]‖² [channels]
-    if criterion == "magnitude":
-        total = col_sq.view(n, -1).sum(1)
-        for name in units.in_names:
-            w = _weight(units.block.get_submodule(name)).double().pow(2).sum(1)
-            for u in range(n):
-                total[u] += w[units.rows(name, torch.tensor([u]))].sum()
-        return total.sqrt().cpu()
-    if stats is None:
+    entry = check_criterion(criterion)
+    if entry.needs_calibration and stats is None:
         raise StructuredError(f"criterion {criterion!r} needs calibration statistics")
-    if criterion == "wanda":  # Wanda-sp: ‖X_j‖ · Σ_i |W_ij|
-        per_channel = stats.col_norms * _weight(units.out_layer).double().abs().sum(0)
-    else:
-        per_channel = stats.variance * col_sq
-    return per_channel.view(n, -1).sum(1).cpu()
+    return entry.load()(units, stats, **entry.defaults)
 
 
 def units_to_remove(units: int, ratio: float) -> int:
@@ -265,8 +259,10 @@ class _Plan:
     ratio: float
     reconstruction: str
     damping: float | str
+    damped: bool  # the repair takes a damping
     choose: bool  # damping "auto": chosen per layer on held-out calibration samples
     needs_stats: bool
+    gram: bool  # the statistics keep their Gram sums (the repair fits from the channels' moments)
     nsamples: int
 
 
@@ -274,12 +270,12 @@ def _remove_and_repair(plan: _Plan, units: Units, inputs, record: dict, kind: st
     """Score the units of one kind in one block, keep the best, repair the output projection; returns
     (kept unit indices, whether a bias was added). The damping chosen, if any, goes into ``record``."""
     block, reconstruction = units.block, plan.reconstruction
-    damping = plan.damping if reconstruction in DAMPED else 0.0
+    damping = plan.damping if plan.damped else 0.0
     if plan.choose:  # fit and held-out samples apart, for the choice; together for the scores and the fit
         fit, held = collect_split_channel_stats(block, units.out_layer, inputs, plan.nsamples)
         stats = fit.combined(held)
     else:
-        stats = collect_channel_stats(block, units.out_layer, inputs, gram=reconstruction in DAMPED) if plan.needs_stats else None
+        stats = collect_channel_stats(block, units.out_layer, inputs, gram=plan.gram) if plan.needs_stats else None
     kept = kept_units(unit_scores(plan.criterion, units, stats), plan.ratio)
     if plan.choose:
         cols = unit_channels(kept, units.out_width)
@@ -304,9 +300,9 @@ def prune_structured(
 ) -> dict:
     """Remove ``ratio`` of the heads and/or FFN neurons of every block in place; return a summary.
 
-    ``calib_ids`` [n, seqlen] (None allowed only for magnitude without reconstruction);
-    ``target`` heads | neurons | both; ``damping`` is the ridge factor λ (× mean diagonal) of ``liar`` and
-    ``liar_weight``, or ``"auto"``: chosen per layer and unit kind on a held-out slice of the calibration
+    ``calib_ids`` [n, seqlen] (None allowed only for a criterion and reconstruction that need no calibration);
+    ``target`` heads | neurons | both; ``damping`` is the ridge factor λ (× mean diagonal) of a repair that
+    takes one (LIAR's), or ``"auto"``: chosen per layer and unit kind on a held-out slice of the calibration
     samples (:func:`pruneflow.structured.liar.choose_damping`; a fixed λ chosen on evaluation perplexity would tune on
     the reported split). The summary has params_before/after, the new config fields and, per layer, the
     kept KV groups, the kept head and neuron counts and any damping chosen. ``selections``, if given, receives per block index the
@@ -314,8 +310,7 @@ def prune_structured(
     """
     if target not in TARGETS:
         raise StructuredError(f"unknown structured target {target!r}; allowed: {', '.join(TARGETS)}")
-    check_criterion(criterion)
-    check_reconstruction(reconstruction)
+    scorer, repair = check_criterion(criterion), check_reconstruction(reconstruction)
     ratio = check_ratio(ratio)
     stream = ModelStream.wrap(model)
     model, arch = stream.model, stream.arch
@@ -324,14 +319,21 @@ def prune_structured(
     first = stream.blocks_list()[0]  # its shapes are every block's (an empty shell of a stream will do)
     for kind in kinds:
         units_of(arch, first, kind, shape)  # unsupported layouts fail before any work
-    needs_stats = criterion != "magnitude" or reconstruction != "none"
-    choose = reconstruction in DAMPED and damping == "auto"
-    if reconstruction in DAMPED and not choose and (isinstance(damping, str) or damping < 0):
-        raise StructuredError(f"damping {damping!r} is not allowed; allowed: a number >= 0 or 'auto'")
+    needs = scorer.needs | (repair.needs if repair else frozenset())
+    damped = is_damped(reconstruction)
+    choose = damped and damping == "auto"
+    if damped:
+        param = next(p for p in repair.params if p.name == DAMPING)
+        try:
+            param.check(damping)
+        except ValueError:
+            raise StructuredError(f"damping {damping!r} is not allowed; allowed: {param.allowed}") from None
+    needs_stats = bool(needs)
     if needs_stats and calib_ids is None:
         raise StructuredError(f"criterion {criterion!r} with reconstruction {reconstruction!r} needs calibration samples")
 
-    plan = _Plan(criterion, ratio, reconstruction, damping, choose, needs_stats, 0 if calib_ids is None else len(calib_ids))
+    plan = _Plan(criterion, ratio, reconstruction, damping, damped, choose, needs_stats, "gram" in needs,
+                 0 if calib_ids is None else len(calib_ids))
     params_before = params_after = count_parameters(model)  # shapes only: a skeleton counts too
     resized = _Resized(model.config, arch, shape, first)
     inputs = capture_block_inputs(model, calib_ids, batch_size, device) if needs_stats else None
@@ -359,7 +361,7 @@ def prune_structured(
         "ratio": ratio,
         "criterion": criterion,
         "reconstruction": reconstruction,
-        "damping": damping if reconstruction in DAMPED else None,
+        "damping": damping if damped else None,
         "damping_chosen": {f"{d:g}": chosen.count(d) for d in sorted(set(chosen))},  # auto: how often each λ won
         "params_before": params_before,
         "params_after": params_after,
