@@ -189,13 +189,17 @@ def test_no_method_name_is_spelled_outside_its_own_module():
 @pytest.mark.slow
 def test_a_plugin_criterion_and_ria_with_a_setting_run_through_a_study(tmp_path, tiny_model_dir):
     """A package installed beside PruneFlow (here: a folder on PYTHONPATH with its dist-info) adds a criterion that
-    keeps the smallest weights of each row; a study names it beside RIA with a = 0.25, and the workflow prunes both."""
+    keeps the smallest weights of each row; a study names it beside RIA with a = 0.25, and the workflow prunes both;
+    another prunes RIA at 2:4 with its channel permutation."""
     import pandas as pd
     import torch
 
     from pruneflow.core.architectures import architecture_of
     from pruneflow.core.stream import load_variant, load_variant_with_masks
-    from pruneflow.prune.masks import make_mask, parse_pattern
+    from pruneflow.prune.criteria import get_criterion, scores_for
+    from pruneflow.prune.dense_stream import load_block_stats
+    from pruneflow.prune.masks import make_mask, nm_mask, parse_pattern
+    from pruneflow.prune.permutation import channel_permutation
     from pruneflow.spec.naming import settings_digest
     from workflow_helpers import tiny_config, write_config
 
@@ -210,10 +214,12 @@ def test_a_plugin_criterion_and_ria_with_a_setting_run_through_a_study(tmp_path,
     work = tmp_path / "work"
     work.mkdir()
     config = tiny_config(tiny_model_dir)
-    config["studies"] = {"plug": {"criteria": ["smallest", {"name": "ria", "a": 0.25}], "patterns": [0.5], "stream": "dense"}}
+    config["studies"] = {"plug": {"criteria": ["smallest", {"name": "ria", "a": 0.25}], "patterns": [0.5], "stream": "dense"},
+                         "perm": {"criteria": [{"name": "ria", "permutation": "lsa"}], "patterns": ["2:4"], "stream": "dense"}}
     write_config(work, config)
     cmd = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "--directory", str(work), "--configfile",
-           str(work / "config.yaml"), "--replace-workflow-config", "--cores", "2", "results/tables/plug.csv"]
+           str(work / "config.yaml"), "--replace-workflow-config", "--cores", "2", "results/tables/plug.csv",
+           "results/tables/perm.csv"]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=900, env={**os.environ, "PYTHONPATH": str(plugins)})
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
 
@@ -228,6 +234,19 @@ def test_a_plugin_criterion_and_ria_with_a_setting_run_through_a_study(tmp_path,
     assert (work / "results/tiny/pruned/brown-n4-l64-s0" / ria / "masks").is_dir()
     table = pd.read_csv(work / "results/tables/plug.csv")
     assert list(table.method) == ["dense", "smallest", "ria"] and list(table.settings) == ["-", "-", "a=0.25"]
+    # RIA's channel permutation at 2:4: its own path; every mask 2 of 4 in the permuted groups, not in the layer's
+    permuted = f"ria-p{settings_digest({'permutation': 'lsa'})}-2of4-dense"
+    _, _, masks = load_variant_with_masks(work / "results/tiny/pruned/brown-n4-l64-s0" / permuted)
+    acts = work / "results/tiny/acts/brown-n4-l64-s0"
+    criterion = get_criterion("ria", {"permutation": "lsa"})
+    for index, block in enumerate(arch.get_blocks(dense)):
+        stats = load_block_stats(acts, index, gram=False)
+        for name, layer in arch.block_linears(block).items():
+            order = channel_permutation(scores_for(criterion, arch.weight(layer), stats[name]), 2, 4)
+            keep = masks[index][name]
+            assert (keep[:, order].reshape(keep.shape[0], -1, 4).sum(-1) == 2).all(), (index, name)
+            assert torch.equal(keep, nm_mask(scores_for(criterion, arch.weight(layer), stats[name]), 2, 4, order)), (index, name)
+    assert pd.read_csv(work / "results/tables/perm.csv").settings.tolist() == ["-", "permutation=lsa"]
 
 
 def flip_refine(weight, keep, stats, pattern, *, shift):

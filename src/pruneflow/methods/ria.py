@@ -3,9 +3,11 @@ score_ij = (|W_ij| / Σ_k |W_kj| + |W_ij| / Σ_k |W_ik|) · ‖X_j‖₂^a.
 
 A weight counts relative to its input channel (column) and to its output neuron (row). The reference compares the
 scores across the whole matrix (its default); ria_row compares them per output row (its --per_outneuron). Its
-‖X_j‖ is divided by √(samples): a factor common to a layer's scores, which leaves every mask as it is.
+‖X_j‖ is divided by √(samples): a factor common to a layer's scores, which leaves every mask as it is. For N:M,
+``permutation`` forms the groups over a channel permutation (the paper's section 4; prune/permutation.py).
 """
 
+from pruneflow.spec.patterns import PERMUTATIONS
 from pruneflow.spec.registry import Entry, Param, register
 
 
@@ -18,9 +20,13 @@ def scores(weight, stats, *, a):
     return (w / column + w / row) * norms.reshape(1, -1).pow(a)
 
 
-PARAMS = (Param("a", 0.5, float, minimum=0.0, maximum=2.0, doc="exponent of the input norm ‖X_j‖₂ (the paper: 0.5)"),)
+PARAMS = (Param("a", 0.5, float, minimum=0.0, maximum=2.0, doc="exponent of the input norm ‖X_j‖₂ (the paper: 0.5)"),
+          Param("permutation", "none", str, choices=PERMUTATIONS, doc="N:M only: groups formed over a channel permutation, "
+                "heuristic (channels dealt by importance) or lsa (then linear sum assignment: the paper's)"))
 NEEDS = {"calibration", "input_norms"}
 ENTRY = register(Entry("criterion", "ria", "pruneflow.methods.ria:scores", needs=NEEDS, params=PARAMS,
-                       options={"per_row": False}, doc="relative importance × ‖X_j‖₂^a, one threshold per matrix (RIA, ICLR 2024)"))
+                       options={"per_row": False, "nm_permutation": "permutation"},
+                       doc="relative importance × ‖X_j‖₂^a, one threshold per matrix (RIA, ICLR 2024)"))
 ROW_ENTRY = register(Entry("criterion", "ria_row", "pruneflow.methods.ria:scores", needs=NEEDS, params=PARAMS,
-                           options={"per_row": True}, doc="RIA's score, compared per output row (the reference's --per_outneuron)"))
+                           options={"per_row": True, "nm_permutation": "permutation"},
+                           doc="RIA's score, compared per output row (the reference's --per_outneuron)"))

@@ -1,7 +1,8 @@
 """Pruning a linear layer by a registered criterion or solver (spec/registry.py; the methods in pruneflow/methods/).
 
-A criterion maps a weight W [out, in] and its input statistics to scores, ranked into a keep-mask for a pattern; a
-solver chooses and updates weights together (SparseGPT). A refinement, when the method has one, then edits the mask.
+A criterion maps a weight W [out, in] and its input statistics to scores, ranked into a keep-mask for a pattern (N:M
+groups formed over a channel permutation where the criterion asks for one); a solver chooses and updates weights
+together (SparseGPT). A refinement, when the method has one, then edits the mask.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from pruneflow.core.activations import InputStats
 from pruneflow.methods.magnitude import scores as magnitude_scores  # noqa: F401 (re-exported)
 from pruneflow.methods.wanda import wanda_scores  # noqa: F401 (re-exported)
 from pruneflow.prune.masks import Pattern, make_mask
+from pruneflow.prune.permutation import channel_permutation
 from pruneflow.spec.criteria import Criterion, CriterionError, get_criterion, method_criterion  # noqa: F401 (re-exported)
 
 
@@ -20,7 +22,17 @@ def scores_for(criterion: Criterion, weight: torch.Tensor, stats: InputStats | N
     """Scores [out, in] of a criterion (higher = more important) from stored statistics."""
     if criterion.is_solver:
         raise CriterionError(f"criterion {criterion.name!r} has no score (a solver: it chooses and updates weights together)")
-    return criterion.implementation(weight, stats, **criterion.settings)
+    return criterion.implementation(weight, stats, **criterion.score_settings)
+
+
+def criterion_mask(criterion: Criterion, scores: torch.Tensor, pattern: Pattern) -> torch.Tensor:
+    """A criterion's keep-mask from its scores: N:M groups formed over its channel permutation where it has one."""
+    if problem := criterion.permutation_problem(pattern):
+        raise CriterionError(f"criterion {criterion.name!r}: {problem}")
+    order = None
+    if criterion.permutation != "none":
+        order = channel_permutation(scores, pattern.n, pattern.m, refine=criterion.permutation == "lsa")
+    return make_mask(scores, pattern, criterion.per_row, order)
 
 
 def solve_layer(criterion: Criterion, weight: torch.Tensor, stats: InputStats, pattern: Pattern, consume: bool,
@@ -53,7 +65,7 @@ def prune_layer(criterion: Criterion, weight: torch.Tensor, stats: InputStats | 
     if criterion.is_solver:
         keep = solve_layer(criterion, weight, stats, pattern, consume, factors)
     else:
-        keep = make_mask(scores_for(criterion, weight, stats), pattern, criterion.per_row)
+        keep = criterion_mask(criterion, scores_for(criterion, weight, stats), pattern)
     if criterion.refinement is None:
         if not criterion.is_solver:
             weight.mul_(keep)

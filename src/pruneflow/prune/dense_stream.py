@@ -25,8 +25,8 @@ from pruneflow.core.activations import InputStats, capture_block_inputs, collect
 from pruneflow.core.architectures import architecture_of
 from pruneflow.core.artifacts import block_file, load_tensors, save_tensors, verify_folder
 from pruneflow.core.stream import ModelStream
-from pruneflow.prune.criteria import Criterion, prune_block_layers, scores_for
-from pruneflow.prune.masks import Pattern, make_mask
+from pruneflow.prune.criteria import Criterion, criterion_mask, prune_block_layers, scores_for
+from pruneflow.prune.masks import Pattern
 from pruneflow.spec.patterns import block_patterns
 
 
@@ -89,7 +89,7 @@ def model_scores(model, criterion: Criterion, cache=None) -> Iterator[tuple[int,
 def masks_from_scores(scores: dict[str, torch.Tensor], pattern: Pattern, criterion: Criterion) -> dict[str, torch.Tensor]:
     for name, s in scores.items():
         pattern.check(s.shape[1])
-    return {name: make_mask(s, pattern, criterion.per_row) for name, s in scores.items()}
+    return {name: criterion_mask(criterion, s, pattern) for name, s in scores.items()}
 
 
 @torch.no_grad()

@@ -2,7 +2,8 @@
 
 Patterns: unstructured at a ratio, compared per output row or over the whole matrix, and N:M.
 N:M follows the papers' notation "2:4": in every group of M consecutive weights along the
-input dimension, N are kept and M - N pruned (2:4 and 4:8 are both 50% sparse).
+input dimension, N are kept and M - N pruned (2:4 and 4:8 are both 50% sparse); the groups may be
+formed over a permutation of the input channels instead (RIA's, prune/permutation.py).
 """
 
 from __future__ import annotations
@@ -51,16 +52,24 @@ def unstructured_mask(scores: torch.Tensor, ratio: float, per_row: bool) -> torc
     return flat.view_as(scores)
 
 
-def nm_mask(scores: torch.Tensor, n: int, m: int) -> torch.Tensor:
-    """Keep the n highest scores in every group of m consecutive input weights."""
+def nm_mask(scores: torch.Tensor, n: int, m: int, order: torch.Tensor | None = None) -> torch.Tensor:
+    """Keep the n highest scores in every group of m consecutive input weights; with ``order`` (a permutation of the
+    input channels), in every m consecutive channels of that order, the mask given in the layer's own order."""
     out_f, in_f = scores.shape
     if in_f % m:
         raise PatternError(f"pattern {n}:{m}: M={m} does not divide the input dimension {in_f}")
+    if order is not None:
+        keep = torch.empty_like(scores, dtype=torch.bool)
+        keep[:, order] = nm_mask(scores[:, order], n, m)
+        return keep
     groups = scores.reshape(out_f, in_f // m, m)
     return ~lowest(groups, m - n, dim=2).reshape(out_f, in_f)
 
 
-def make_mask(scores: torch.Tensor, pattern: Pattern, per_row: bool) -> torch.Tensor:
+def make_mask(scores: torch.Tensor, pattern: Pattern, per_row: bool, order: torch.Tensor | None = None) -> torch.Tensor:
+    """``order``: the input-channel permutation over which N:M groups are formed (prune/permutation.py)."""
     if pattern.is_nm:
-        return nm_mask(scores, pattern.n, pattern.m)
+        return nm_mask(scores, pattern.n, pattern.m, order)
+    if order is not None:
+        raise PatternError(f"pattern {pattern.token}: a channel order forms N:M groups; an unstructured mask does not depend on it")
     return unstructured_mask(scores, pattern.ratio, per_row)

@@ -21,6 +21,7 @@ import jsonschema
 import yaml
 
 from pruneflow.spec import registry
+from pruneflow.spec.criteria import get_criterion
 from pruneflow.spec.model_config import TINY_DEFAULTS, ModelConfigError, check_model_folder, read_model_config
 from pruneflow.spec.naming import (
     SCORER_KINDS,
@@ -32,6 +33,7 @@ from pruneflow.spec.naming import (
     structured_criteria,
     study_allocations,
     study_methods,
+    study_refinements,
 )
 from pruneflow.spec.patterns import PatternError, parse_pattern
 from pruneflow.spec.recovery import granularity_problem
@@ -177,6 +179,7 @@ def validate_config(config: dict, base_dir: str | Path = ".") -> None:
             continue
         if kind == "sensitivity":
             _check_patterns_and_criteria(key, study)
+            _check_permutations(key, study)
             _check_sensitivity(key, study, config)
             continue
         if kind == "recovery":
@@ -194,6 +197,7 @@ def validate_config(config: dict, base_dir: str | Path = ".") -> None:
         _check_patterns_and_criteria(key, study)
         _check_allocation(key, study)
         _check_refinements(key, study)
+        _check_permutations(key, study)
         if kind == "recovery":
             allocated = [a.name for a in study_allocations(study) if a]
             for i, spec in enumerate(study["recoveries"]):
@@ -312,6 +316,19 @@ def _check_refinements(key: str, study: dict) -> None:
     for i, spec in enumerate(specs):
         if spec != "none":
             _check_part(f"{key}.refinements" + (f"[{i}]" if isinstance(study["refinements"], list) else ""), "refinement", spec, names)
+
+
+def _check_permutations(key: str, study: dict) -> None:
+    """A criterion whose N:M groups are formed over a channel permutation (RIA's ``permutation``): N:M patterns only,
+    no refinement beside it (its problem names which)."""
+    for i, spec in enumerate(study["criteria"]):
+        part = Part.of(SCORER_KINDS, spec)
+        for j, pat in enumerate(study["patterns"]):
+            for refinement in [None, *filter(None, study_refinements(study))]:  # the pattern's problem first
+                criterion = get_criterion(part.name, part.settings, refinement and (refinement.name, refinement.settings))
+                if problem := criterion.permutation_problem(parse_pattern(pat)):
+                    raise ConfigError(f"{key}.criteria[{i}]: {spec!r} is not allowed with pattern {pat!r} ({key}.patterns[{j}])"
+                                      + (f" and refinement {refinement.token}" if refinement else "") + f": {problem}")
 
 
 def _check_allocation(key: str, study: dict) -> None:

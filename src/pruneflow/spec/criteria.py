@@ -50,6 +50,31 @@ class Criterion:
         """Scores compared within each output row (else across the whole matrix)."""
         return bool(self.entry.options.get("per_row", False))
 
+    @property
+    def permutation(self) -> str:
+        """How its N:M groups are formed (spec/patterns.py PERMUTATIONS): the value of the parameter its entry names in
+        option ``nm_permutation``; none where it has none."""
+        param = self.entry.options.get("nm_permutation")
+        return self.settings[param] if param else "none"
+
+    @property
+    def score_settings(self) -> dict:
+        """The settings its scores read: all but the permutation's, which orders the mask's groups, not the scores."""
+        return {k: v for k, v in self.params if k != self.entry.options.get("nm_permutation")}
+
+    def permutation_problem(self, pattern) -> str | None:
+        """Why its channel permutation cannot apply with ``pattern`` (and its refinement), or None."""
+        if self.permutation == "none":
+            return None
+        param = self.entry.options["nm_permutation"]
+        if not pattern.is_nm:
+            return (f"{param} = {self.permutation!r} forms N:M groups over a channel permutation, and an unstructured mask "
+                    f"({pattern.token}) does not depend on the channel order; allowed: N:M patterns such as 2:4, or {param}: none")
+        if self.refinement is not None:
+            return (f"{param} = {self.permutation!r} with refinement {self.refinement.name!r}: a refinement edits the mask in "
+                    f"the layer's own channel order and would break the permuted N:M groups; allowed: no refinement, or {param}: none")
+        return None
+
     @cached_property
     def implementation(self):
         return self.entry.load()

@@ -9,6 +9,10 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+# How a criterion's N:M groups may be formed over a permutation of the input channels (prune/permutation.py): none
+# (the layer's own order), heuristic (channels dealt into groups by importance), lsa (then refined by linear sum assignment).
+PERMUTATIONS = ("none", "heuristic", "lsa")
+
 
 class PatternError(ValueError):
     pass

@@ -7,7 +7,9 @@ beside PruneFlow adds entries through the entry point group ``pruneflow.methods`
 Rules, naming, resources, preflight, tables and docs read the registry, never a method's name.
 
 What each kind's implementation is (docs/add-a-method.md) and the options it may set:
-- criterion: ``scores(weight, stats, **params) -> [out, in]`` (higher = kept); option ``per_row``.
+- criterion: ``scores(weight, stats, **params) -> [out, in]`` (higher = kept); options ``per_row``, ``nm_permutation``
+  (the name of its parameter, with choices ``PERMUTATIONS`` of spec/patterns.py and default none, that forms N:M
+  groups over a channel permutation, prune/permutation.py; the scores do not read it).
 - solver: a :class:`Solver` (``prepare(gram, weight, **params) -> state``, ``solve(weight, state, pattern, **params)
   -> keep``, the weight updated in place); needs ``gram``.
 - refinement: ``refine(weight, keep, stats, pattern, **params) -> keep`` (after a criterion's or solver's mask).
@@ -33,6 +35,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import NamedTuple
+
+from pruneflow.spec.patterns import PERMUTATIONS
 
 NEEDS = ("calibration", "input_norms", "gram", "channel_means", "channel_variance", "gradients")
 KINDS = ("criterion", "solver", "refinement", "allocation", "reconstruction", "retraining", "structured_criterion", "structured_repair")
@@ -155,6 +159,12 @@ class Entry:
             except ValueError as err:
                 raise RegistryError(f"{where}: the default fails its own schema: {err}") from None
         object.__setattr__(self, "options", MappingProxyType(dict(self.options)))
+        if "nm_permutation" in self.options:
+            by_name = {p.name: p for p in self.params}
+            param = by_name.get(self.options["nm_permutation"])
+            if self.kind != "criterion" or param is None or param.default != "none" or set(param.choices) != set(PERMUTATIONS):
+                raise RegistryError(f"{where}: option nm_permutation = {self.options['nm_permutation']!r}: allowed: on a criterion, "
+                                    f"the name of one of its parameters with default 'none' and choices {', '.join(PERMUTATIONS)}")
 
     @property
     def defaults(self) -> dict:
