@@ -31,6 +31,18 @@ def test_every_figure_kind_writes_png_and_pdf(tmp_path):
         assert (tmp_path / f"{name}.pdf").read_bytes()[:4] == b"%PDF"
 
 
+def test_bar_figure_has_one_bar_per_method_and_settings(tmp_path, monkeypatch):
+    """Rows of one method and pattern that differ by their criterion settings (RIA with and without channel
+    permutation) are two bars, labelled by their settings; the default's "-" adds nothing to its label."""
+    df = pd.DataFrame({"method": ["dense", "ria", "ria"], "pattern": ["", "2:4", "2:4"], "sparsity": [0.0, 0.5, 0.5],
+                       "settings": ["-", "-", "permutation=lsa"], "perplexity": [14.0, 90.0, 80.0]})
+    seen = {}
+    monkeypatch.setattr(report, "save_figure", lambda fig, png, pdf: seen.update(
+        bars=[b.get_height() for b in fig.axes[0].patches], labels=fig.axes[0].get_legend_handles_labels()[1]))
+    report.plot_ppl_vs_sparsity(df, tmp_path / "a.png", tmp_path / "a.pdf", "t")
+    assert seen["bars"] == [90.0, 80.0] and seen["labels"] == ["dense", "ria", "ria permutation=lsa"]
+
+
 def test_perp_sweep_figure_has_one_panel_per_criterion(tmp_path, monkeypatch):
     df = _df()
     seen = {}

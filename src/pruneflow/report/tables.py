@@ -57,9 +57,10 @@ def plot_ppl_vs_sparsity(df: pd.DataFrame, png: str, pdf: str, title: str = "") 
     ``df`` needs columns: method, pattern, sparsity, perplexity (dense row: method 'dense').
     """
     pruned = df[df.method != "dense"]
-    for column in ("allocation", "refinement"):  # one line (or bar) per method and allocation, per refinement
+    # one line (or bar) per method and allocation, refinement and criterion settings ("-": the defaults, unnamed)
+    for column in ("allocation", "refinement", "settings"):
         if column in pruned and pruned[column].nunique() > 1:
-            pruned = pruned.assign(method=pruned.method + " " + pruned[column])
+            pruned = pruned.assign(method=pruned.method + (" " + pruned[column]).where(pruned[column] != "-", ""))
     is_nm = pruned.pattern.astype(str).str.contains(":")
     with plt.rc_context(STYLE):
         fig, ax = plt.subplots()
