@@ -10,7 +10,8 @@ Run it right after the workflow, on the machine and checkout that ran it: the pr
 checkout's commit, this machine and this torch (``--provenance FILE`` gives a recorded one instead, with the load
 the run shared the machine with). A default study that the extended file widens is written by both runs: its
 default table comes from ``--tables`` and its widened rows, shown in the extended section without a figure, from
-``--extended-tables`` (keep a copy of the default run's tables and figures before running the extended file).
+``--extended-tables`` (keep a copy of the default run's tables and figures before running the extended file). A table
+made by another run (another commit) and copied in beside ``<study>.provenance.json`` shows that provenance instead.
 Usage: PYTHONPATH=src .venv/bin/python bench/readme_results.py [--write] [--tables DIR] [--figures DIR]
 [--extended config/extended.yaml [--extended-tables DIR] [--extended-figures DIR] [--extended-provenance FILE]].
 Without ``--write`` it prints the results page."""
@@ -201,7 +202,8 @@ def study_sections(studies: dict[str, str], tables: Path, figures: Path | None, 
                 copy_to.mkdir(parents=True, exist_ok=True)
                 shutil.copyfile(png, copy_to / png.name)
             parts.append(f"![{title}](figures/{png.name})\n")
-        parts.append(provenance_line(prov, csv) + "\n")
+        own = csv.with_suffix(".provenance.json")  # a table brought in from another run carries that run's provenance
+        parts.append(provenance_line(json.loads(own.read_text()) if own.is_file() else prov, csv) + "\n")
     return parts
 
 

@@ -401,3 +401,8 @@ def test_results_generator_shows_widened_default_studies_from_the_extended_run(t
     assert "#### The Wanda table\n\n`results/tables/wanda_table.csv`" in section and "999.5" in section
     assert "figures/wanda_table.png" not in section  # the default's figure is shown once, above
     assert "commit `def5678`, 2026-12-07, Linux, CPU, 2 cores, torch 2.13.0+cpu, load average 2.1." in section
+    (wide / "wanda_table.provenance.json").write_text(json.dumps({"commit": "0ther00", "date": "2026-12-06", "machine": "L",
+                                                                   "cpu": "C", "cores": 2, "torch": "t"}))
+    readme_results.main([*args, "--extended", str(extended), "--extended-tables", str(wide)])
+    section = (docs / "results.md").read_text().split("<!-- extended results -->")[1]
+    assert "*Provenance*: commit `0ther00`, 2026-12-06, L, C, 2 cores, torch t." in section  # the table's own run
