@@ -58,8 +58,10 @@ def test_unequal_blocks_average_to_the_target_by_their_weights():
 def test_equal_exponents_give_the_uniform_allocation_and_bad_settings_are_named():
     same = _heavy_tailed(3.0)
     assert block_sparsities([{"a": same}, {"a": same.clone()}], 0.6) == [0.6, 0.6]  # no spread to map
-    with pytest.raises(AllocationError, match=r"block 1 would get sparsity 1\.\d+, outside \(0, 1\); use a smaller"):
+    with pytest.raises(AllocationError, match=r"block 1 would get sparsity 1\.35, outside \(0, 1\); allowed here: epsilon "
+                       r"< 0\.111 \(e\.g\. allocation: \{name: alphapruning, epsilon: 0\.11\}\)"):  # 0.9 (1 + ε) < 1
         block_sparsities(_blocks([2.5, 5.0]), 0.9, epsilon=0.5)
+    assert max(block_sparsities(_blocks([2.5, 5.0]), 0.9, epsilon=0.11)) < 1  # the suggested value fits
     with pytest.raises(AllocationError, match=r"epsilon 1\.5 must be in \[0, 1\)"):
         block_sparsities(_blocks([2.5, 5.0]), 0.5, epsilon=1.5)
 

@@ -43,6 +43,24 @@ def test_bar_figure_has_one_bar_per_method_and_settings(tmp_path, monkeypatch):
     assert seen["bars"] == [90.0, 80.0] and seen["labels"] == ["dense", "ria", "ria permutation=lsa"]
 
 
+def test_rows_of_several_seeds_are_drawn_as_their_mean_and_range(tmp_path, monkeypatch):
+    """A study over calibration seeds has several rows per method and pattern: one bar (or point) each, at their mean,
+    with their range as the error bar (it once failed to draw: a bar of several heights)."""
+    seeds = pd.DataFrame({"method": ["dense"] + ["wanda"] * 6, "pattern": [""] + ["0.5"] * 3 + ["2:4"] * 3,
+                          "sparsity": [0.0] + [0.5] * 6, "perplexity": [14.0, 36.0, 37.0, 41.0, 130.0, 133.0, 136.0]})
+    seen = {}
+    monkeypatch.setattr(report, "save_figure", lambda fig, png, pdf: seen.update(
+        bars=[b.get_height() for b in fig.axes[0].patches],
+        caps=sorted(round(y, 6) for line in fig.axes[0].lines for y in line.get_ydata() if line.get_marker() == "_")))
+    report.plot_ppl_vs_sparsity(seeds, tmp_path / "a.png", tmp_path / "a.pdf", "t")
+    assert seen["bars"] == [38.0, 133.0] and seen["caps"] == [36.0, 41.0, 130.0, 136.0]
+    sweep = pd.DataFrame({"method": ["wanda"] * 4, "pattern": ["0.5", "0.5", "0.7", "0.7"], "sparsity": [0.5, 0.5, 0.7, 0.7],
+                          "perplexity": [30.0, 40.0, 100.0, 300.0]})
+    monkeypatch.setattr(report, "save_figure", lambda fig, png, pdf: seen.update(line=list(fig.axes[0].lines[0].get_ydata())))
+    report.plot_ppl_vs_sparsity(sweep, tmp_path / "b.png", tmp_path / "b.pdf", "t")
+    assert seen["line"] == [35.0, 200.0]
+
+
 def test_perp_sweep_figure_has_one_panel_per_criterion(tmp_path, monkeypatch):
     df = _df()
     seen = {}

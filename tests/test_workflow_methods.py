@@ -78,14 +78,14 @@ def test_alps_prunes_exactly_per_matrix_or_group_and_stores_updated_values(metho
 
 
 def test_alphapruning_prunes_each_block_at_its_allocated_sparsity(methods_run):
-    allocation = json.loads((methods_run / "results/tiny/allocation/none/alphapruning-u0.7/allocation.json").read_text())
+    allocation = json.loads((methods_run / "results/tiny/allocation/none/alphapruning-e0.3-u0.7/allocation.json").read_text())
     per_block = allocation["block_sparsities"]
     assert sum(per_block) / len(per_block) == pytest.approx(0.7) and per_block[0] != pytest.approx(per_block[1])
-    masks = _masks(methods_run, "wanda-u0.7-alphapruning-seq")
+    masks = _masks(methods_run, "wanda-u0.7-alphapruning-e0.3-seq")
     for index, block in masks.items():
         for name, keep in block.items():  # Wanda compares within each output row
             assert (keep.shape[1] - keep.sum(1) == int(keep.shape[1] * per_block[index])).all(), (index, name)
-    record = json.loads((methods_run / f"results/tiny/pruned/{CALIB}/wanda-u0.7-alphapruning-seq/sparsity.json").read_text())
+    record = json.loads((methods_run / f"results/tiny/pruned/{CALIB}/wanda-u0.7-alphapruning-e0.3-seq/sparsity.json").read_text())
     assert record["requested_per_block"] == per_block
 
 
@@ -99,6 +99,6 @@ def test_tables_have_a_row_per_variant_labelled_by_refinement_and_allocation(met
     assert list(zip(alps.method, alps.pattern.fillna("-"))) == [
         ("dense", "-"), ("sparsegpt", "0.5"), ("sparsegpt", "2:4"), ("alps", "0.5"), ("alps", "2:4")]
     assert list(pd.read_csv(tables / "alps_dense.csv").stream) == ["-", "dense", "dense"]
-    assert list(pd.read_csv(tables / "alphapruning.csv").allocation) == ["-", "uniform", "alphapruning"]
+    assert list(pd.read_csv(tables / "alphapruning.csv").allocation) == ["-", "uniform", "alphapruning-e0.3"]
     for study in STUDIES:
         assert (tables / f"{study}.csv").is_file() and (methods_run / f"results/figures/{study}.png").stat().st_size > 5000

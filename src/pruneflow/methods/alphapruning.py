@@ -70,14 +70,26 @@ def sparsities_from_alphas(metrics: list[float], sizes: list[int], target: float
         raise _error(f"alphapruning needs a target sparsity in (0, 1), got {target!r}")
     if not 0 <= epsilon < 1:
         raise _error(f"alphapruning epsilon {epsilon!r} must be in [0, 1)")
+    sparsities = _scaled(metrics, sizes, target, epsilon)
+    if bad := [(i, s) for i, s in enumerate(sparsities) if not 0 < s < 1]:
+        # the reference would prune such a block whole; the largest ε that fits is found by bisection (ε = 0 fits)
+        fits, over = 0.0, epsilon
+        for _ in range(40):
+            mid = (fits + over) / 2
+            fits, over = (mid, over) if max(_scaled(metrics, sizes, target, mid)) < 1 else (fits, mid)
+        raise _error(f"alphapruning at sparsity {target:g}, epsilon {epsilon:g}: block {bad[0][0]} would get sparsity "
+                     f"{bad[0][1]:.3g}, outside (0, 1); allowed here: epsilon < {over:.3f} (e.g. allocation: "
+                     f"{{name: alphapruning, epsilon: {math.floor(fits * 100) / 100:g}}})")
+    return sparsities
+
+
+def _scaled(metrics, sizes, target, epsilon):
+    """``metrics`` mapped linearly onto [1 − ε, 1 + ε], times the one factor that makes their size-weighted mean
+    ``target``."""
     low, high = min(metrics), max(metrics)
     ratios = [1 - epsilon + 2 * epsilon * ((m - low) / (high - low) if high > low else 0.5) for m in metrics]
     factor = target * sum(sizes) / sum(r * n for r, n in zip(ratios, sizes))
-    sparsities = [r * factor for r in ratios]
-    if bad := [(i, s) for i, s in enumerate(sparsities) if not 0 < s < 1]:
-        raise _error(f"alphapruning at sparsity {target:g}, epsilon {epsilon:g}: block {bad[0][0]} would get sparsity "
-                     f"{bad[0][1]:.3g}, outside (0, 1); use a smaller epsilon")
-    return sparsities
+    return [r * factor for r in ratios]
 
 
 def block_sparsities(weights_by_block, target: float, *, epsilon: float = 0.3) -> list[float]:
@@ -109,6 +121,7 @@ ENTRY = register(Entry(
     "allocation", "alphapruning", "pruneflow.methods.alphapruning:allocate", needs=(),
     params=(Param("epsilon", 0.3, float, minimum=0.0, maximum=0.99,
                   doc="block sparsities span target·[1 − ε, 1 + ε] before scaling (the reference's default 0.3)"),),
+    options={"spelled": {"epsilon": "e"}},  # alphapruning-e0.3 in ids, as OWL's owl-m5-l0.08
     memory=lambda shape: 8 * (shape["hidden"] * shape["ffn"] + 2 * shape["hidden"] ** 2),  # float64 W and its Gram
     doc="layer sparsities from each weight matrix's heavy-tail exponent α, no data (AlphaPruning, NeurIPS 2024)",
 ))

@@ -54,6 +54,7 @@ def plot_ppl_vs_sparsity(df: pd.DataFrame, png: str, pdf: str, title: str = "") 
     """Several unstructured sparsities: one line per method over them. Otherwise (one ratio, N:M
     patterns): grouped bars, one group per pattern, one bar per method. The dense model: a dashed line.
 
+    Rows that share a label and a pattern (calibration seeds) are drawn as their mean, with their range as an error bar.
     ``df`` needs columns: method, pattern, sparsity, perplexity (dense row: method 'dense').
     """
     pruned = df[df.method != "dense"]
@@ -66,21 +67,31 @@ def plot_ppl_vs_sparsity(df: pd.DataFrame, png: str, pdf: str, title: str = "") 
         fig, ax = plt.subplots()
         if pruned[~is_nm].sparsity.nunique() > 1:
             for method, group in pruned[~is_nm].groupby("method", sort=False):
-                group = group.sort_values("sparsity")
-                ax.plot(group.sparsity * 100, group.perplexity, marker="o", label=method)
+                mean, err = _spread(group.perplexity, group.sparsity)
+                ax.errorbar(mean.index * 100, mean.values, yerr=err, marker="o", capsize=2, label=method)
             xlabel = "sparsity of the pruned linear layers (%)"
         else:
             patterns = list(dict.fromkeys(pruned.pattern.astype(str)))
             methods = list(dict.fromkeys(pruned.method))
             width = 0.8 / len(methods)
             for j, method in enumerate(methods):
-                rows = pruned[pruned.method == method].set_index(pruned[pruned.method == method].pattern.astype(str))
-                xs = [i + j * width for i, p in enumerate(patterns) if p in rows.index]
-                ax.bar(xs, [rows.perplexity[p] for p in patterns if p in rows.index], width, label=method)
+                rows = pruned[pruned.method == method]
+                present = [p for p in patterns if p in set(rows.pattern.astype(str))]
+                mean, err = _spread(rows.perplexity, rows.pattern.astype(str), present)
+                ax.bar([i + j * width for i, p in enumerate(patterns) if p in present], mean.values, width, yerr=err,
+                       capsize=2, label=method)
             ax.set_xticks([i + width * (len(methods) - 1) / 2 for i in range(len(patterns))])
             ax.set_xticklabels([f"{float(p):.0%}" if ":" not in p else p for p in patterns])
             xlabel = "sparsity pattern"
         _finish_ppl_figure(fig, ax, df, df.method == "dense", xlabel, title, png, pdf)
+
+
+def _spread(values: pd.Series, by: pd.Series, order: list | None = None) -> tuple[pd.Series, list]:
+    """``values`` grouped ``by`` (in ``order``, else sorted): each group's mean, and the distances from it to the
+    group's min and max ([below, above], zero for a single row), as matplotlib's ``yerr`` takes them."""
+    groups = values.groupby(by.values).agg(["mean", "min", "max"])
+    groups = groups.reindex(order) if order is not None else groups.sort_index()
+    return groups["mean"], [(groups["mean"] - groups["min"]).tolist(), (groups["max"] - groups["mean"]).tolist()]
 
 
 def read_benchmark(path) -> dict:
