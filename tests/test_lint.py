@@ -119,3 +119,10 @@ def test_ruff_finds_nothing():
     """Errors, pyflakes, warnings and import order at one line length (pyproject.toml's [tool.ruff])."""
     proc = _run(sys.executable, "-m", "ruff", "check", "--no-cache", "src", "scripts", "tests", "bench")
     assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_no_link_is_tracked():
+    """A committed link to a local folder (a worktree's .venv or data, linked to the main checkout's) replaces the real
+    folder wherever it is checked out: git holds no symbolic links here."""
+    listed = subprocess.run(["git", "-C", str(REPO), "ls-files", "-s"], capture_output=True, text=True, check=True).stdout
+    assert [line.split("\t")[1] for line in listed.splitlines() if line.startswith("120000 ")] == []
