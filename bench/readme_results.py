@@ -239,10 +239,14 @@ def kept_extended_section(page: Path) -> str:
     return text[text.index(start):text.index(end) + len(end)] if start in text and end in text else ""
 
 
-def readme_block(tables: Path, ledger: str) -> str:
-    """The README's results: the Wanda table, its figure and the ledger's summary line."""
+def readme_block(tables: Path, ledger: str, extended: str = "") -> str:
+    """The README's results: the Wanda table, its figure and the summary lines of the default's ledger and, when the
+    page has an extended section, of its ledger."""
     table = read_table(tables / "wanda_table.csv", "wanda_table").to_markdown(index=False, floatfmt=".4g")
     summary = ledger.strip().splitlines()[-1]
+    start, end = "<!-- extended claims ledger -->", "<!-- end extended claims ledger -->"
+    if start in extended and end in extended:
+        summary += f" With `config/extended.yaml`: {extended.split(start)[1].split(end)[0].strip().splitlines()[-1]}"
     return (f"{table}\n\n![Wanda table](docs/figures/wanda_table.png)\n\nClaims ledger: {summary} Every table, the whole "
             "ledger and each number's provenance (commit, date, machine, torch build): [docs/results.md](docs/results.md).\n")
 
@@ -283,7 +287,7 @@ def main(argv=None) -> None:
         print(page)
         return
     (args.docs / "results.md").write_text(page)
-    args.readme.write_text(fill(args.readme.read_text(), "results", readme_block(args.tables, ledger)))
+    args.readme.write_text(fill(args.readme.read_text(), "results", readme_block(args.tables, ledger, extended)))
     print(f"wrote {args.docs / 'results.md'}, {args.docs / 'figures'} and the results block of {args.readme}", file=sys.stderr)
 
 

@@ -375,6 +375,8 @@ def test_results_generator_adds_the_extended_section_and_keeps_it(tmp_path):
     assert "Not run here yet: `alps_table`." in section and "torch 2.13.0+cpu, load average 9.5." in section
     ledger = section.split("<!-- extended claims ledger -->")[1]
     assert "| P | claim r | ria 0.5 36.06 < magnitude 0.5 302.8 | **holds** |" in ledger and "3 claims: 2 holds" in ledger
+    summary = next(line for line in (tmp_path / "README.md").read_text().splitlines() if line.startswith("Claims ledger:"))
+    assert "2 not run. With `config/extended.yaml`: 3 claims: 2 holds, 0 does not hold, 0 within noise, 1 not run." in summary
     readme_results.main(args)  # the default's part again: the extended section stays as it was
     assert (docs / "results.md").read_text().split("<!-- extended results -->")[1] == page.split("<!-- extended results -->")[1]
 
