@@ -442,14 +442,17 @@ def test_after_snakemake_alone_is_killed_its_job_runs_on_and_the_documented_chec
 
 @pytest.mark.slow
 def test_ctrl_c_stops_run_and_job_and_a_plain_rerun_gives_the_clean_variant(finished, copy_of):
-    """Ctrl-C in the terminal (SIGINT to Snakemake and its jobs, one process group): nothing runs on, no variant, no
-    lock left (the rerun needs no --unlock), and the rerun gives the clean run's variant."""
+    """Ctrl-C in the terminal (SIGINT to Snakemake and its jobs, one process group): nothing runs on, no half-written
+    variant (none, or, where Snakemake chose to let the job finish, the clean one), no lock left (the rerun needs no
+    --unlock), and the rerun gives the clean run's variant."""
     shutil.rmtree(copy_of / SPARSEGPT)
     run = _start(copy_of, SPARSEGPT, start_new_session=True)
     _wait_for_job(copy_of, run)
     os.killpg(run.pid, signal.SIGINT)
     run.wait(timeout=300)  # its exit status is Snakemake's choice (seen 0 when the signal met it between two steps)
-    assert not _jobs(copy_of) and not (copy_of / SPARSEGPT).exists()
+    assert not _jobs(copy_of)
+    if (copy_of / SPARSEGPT).exists():  # seen once in 2 full runs: Snakemake finished the running job, then stopped
+        _assert_same_variant(copy_of, finished, SPARSEGPT)
     snakemake(copy_of, SPARSEGPT)
     _assert_same_variant(copy_of, finished, SPARSEGPT)
 
